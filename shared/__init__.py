@@ -1,0 +1,1 @@
+"""certrenew: the app's own package of common code (settings, protocols, decisions)."""

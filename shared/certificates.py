@@ -1,0 +1,153 @@
+"""Certificate material: formats, names, one-time passwords and parsing. Pure functions, no I/O."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+from dataclasses import dataclass
+from enum import Enum
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
+from cryptography.x509.oid import NameOID
+
+KEY_VAULT_NAME_PATTERN = re.compile(r"^[0-9A-Za-z-]{1,127}$")
+
+
+class Storage(Enum):
+    """How a certificate in a given format can land in Key Vault."""
+
+    IMPORT_PFX = "import-pfx"  # PKCS#12 with its key
+    IMPORT_PEM = "import-pem"  # PEM with a PKCS#8 key, when AVX returns the key; else merge
+    MERGE = "merge"  # no key: only into a pending operation whose key Key Vault holds
+    UNSTORABLE = "unstorable"
+
+
+@dataclass(frozen=True)
+class FormatInfo:
+    name: str
+    password_required: bool
+    storage: Storage
+
+
+# The AVX page's table of download formats, with what Key Vault can do with each.
+FORMATS: dict[str, FormatInfo] = {
+    info.name: info
+    for info in (
+        FormatInfo("CRT", False, Storage.MERGE),
+        FormatInfo("CERT", False, Storage.MERGE),
+        FormatInfo("CER", False, Storage.MERGE),
+        FormatInfo("PEM", False, Storage.IMPORT_PEM),
+        FormatInfo("DER", False, Storage.MERGE),
+        FormatInfo("DERCER", False, Storage.MERGE),
+        FormatInfo("P7B", False, Storage.MERGE),
+        FormatInfo("P7C", False, Storage.MERGE),
+        FormatInfo("PK8", False, Storage.UNSTORABLE),  # a key alone
+        FormatInfo("PK12", True, Storage.IMPORT_PFX),
+        FormatInfo("PFX", True, Storage.IMPORT_PFX),
+        FormatInfo("JKS", True, Storage.UNSTORABLE),  # Key Vault cannot read a Java keystore
+    )
+}
+DEFAULT_FORMAT = "PFX"
+
+
+def generate_password(length: int = 32) -> str:
+    """A strong one-time password that meets AVX's rule (8+ characters with upper, lower, digit and special)."""
+    specials = "!#%+-.=@^_~"  # no quotes, backslashes or characters some keystores mangle
+    alphabet = string.ascii_letters + string.digits + specials
+    while True:
+        password = "".join(secrets.choice(alphabet) for _ in range(length))
+        if (
+            any(c.islower() for c in password)
+            and any(c.isupper() for c in password)
+            and any(c.isdigit() for c in password)
+            and any(c in specials for c in password)
+        ):
+            return password
+
+
+def derive_certificate_name(common_name: str) -> str | None:
+    """A Key Vault name from a common name: `*.contoso.com` -> `wildcard-contoso-com`. None when nothing is left."""
+    name = common_name.strip()
+    if name.startswith("*."):
+        name = "wildcard-" + name[2:]
+    name = re.sub(r"[^0-9A-Za-z-]+", "-", name)
+    name = re.sub(r"-{2,}", "-", name).strip("-")[:127].rstrip("-")
+    return name or None
+
+
+def common_name_of(certificate: x509.Certificate) -> str | None:
+    attributes = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if attributes:
+        value = attributes[0].value
+        return value.decode() if isinstance(value, bytes) else value
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = san.get_values_for_type(x509.DNSName)
+        return names[0] if names else None
+    except x509.ExtensionNotFound:
+        return None
+
+
+class CertificateParseError(ValueError):
+    """Content that is not the certificate material its format promised (message never includes the content)."""
+
+
+def leaf_of_pfx(pfx: bytes, password: str | None) -> x509.Certificate:
+    try:
+        key, certificate, _ = pkcs12.load_key_and_certificates(pfx, password.encode() if password else None)
+    except (ValueError, TypeError):
+        raise CertificateParseError("the PKCS#12 content could not be opened with the requested password") from None
+    if certificate is None or key is None:
+        raise CertificateParseError("the PKCS#12 content holds no certificate with a private key")
+    return certificate
+
+
+def parse_certificates(content: bytes) -> list[x509.Certificate]:
+    """Certificates from PEM, DER or PKCS#7 (PEM or DER) content, leaf first as given."""
+    try:
+        if b"-----BEGIN PKCS7-----" in content:
+            return pkcs7.load_pem_pkcs7_certificates(content)
+        if b"-----BEGIN" in content:
+            return x509.load_pem_x509_certificates(content)
+    except ValueError:
+        raise CertificateParseError("the PEM content holds no readable certificate") from None
+    for loader in (x509.load_der_x509_certificate, pkcs7.load_der_pkcs7_certificates):
+        try:
+            loaded = loader(content)
+        except ValueError:
+            continue
+        return loaded if isinstance(loaded, list) else [loaded]
+    raise CertificateParseError("the content is not a certificate in PEM, DER or PKCS#7 form")
+
+
+def order_leaf_first(certificates: list[x509.Certificate]) -> list[x509.Certificate]:
+    """Put the end-entity certificate (the one that issued none of the others) first; PKCS#7 carries no order."""
+    for candidate in certificates:
+        if not any(other is not candidate and other.issuer == candidate.subject for other in certificates):
+            return [candidate] + [c for c in certificates if c is not candidate]
+    return certificates
+
+
+def pem_bundle_with_pkcs8_key(certificates: list[x509.Certificate], key_pem_or_der: bytes, password: str | None) -> bytes:
+    """The PEM Key Vault imports: a PKCS#8 private key, then the certificate chain."""
+    try:
+        if b"-----BEGIN" in key_pem_or_der:
+            key = serialization.load_pem_private_key(key_pem_or_der, password.encode() if password else None)
+        else:
+            key = serialization.load_der_private_key(key_pem_or_der, password.encode() if password else None)
+    except (ValueError, TypeError):
+        raise CertificateParseError("the private key AVX returned could not be read") from None
+    leaf = certificates[0]
+    if key.public_key().public_numbers() != leaf.public_key().public_numbers():  # type: ignore[union-attr]
+        raise CertificateParseError("the private key AVX returned does not match the certificate")
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return key_pem + b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates)
+
+
+def der_chain(certificates: list[x509.Certificate]) -> list[bytes]:
+    return [c.public_bytes(serialization.Encoding.DER) for c in certificates]

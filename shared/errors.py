@@ -1,0 +1,98 @@
+"""Typed errors of the app. Every message here is safe to show: none carries a token, password or key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class CertRenewError(Exception):
+    """Base of every error the app raises on purpose."""
+
+    code = "INTERNAL_ERROR"
+    remediation: str | None = None
+
+    def __init__(self, message: str, *, code: str | None = None, remediation: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if remediation is not None:
+            self.remediation = remediation
+
+
+class SettingsError(CertRenewError):
+    code = "CONFIGURATION_ERROR"
+
+    def __init__(self, group: str, problems: list[str]) -> None:
+        self.group = group
+        self.problems = problems
+        super().__init__(
+            f"{group} settings are invalid: " + "; ".join(problems),
+            remediation="Fix the named app settings (see the settings table in the README) and restart the app.",
+        )
+
+
+class IdentityError(CertRenewError):
+    code = "IDENTITY_UNAVAILABLE"
+    remediation = (
+        "Check that the Function App has a managed identity (and that AZURE_CLIENT_ID names a user-assigned "
+        "identity attached to it), or that the client-credential settings are right."
+    )
+
+
+class KeyVaultError(CertRenewError):
+    code = "KEY_VAULT_STORE_FAILED"
+
+    def __init__(self, message: str, *, status: int | None = None, kv_code: str | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.status = status
+        self.kv_code = kv_code
+
+
+class AvxError(CertRenewError):
+    """AppViewX answered with a failure, or could not be reached."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        http_status: int | None = None,
+        remediation: str | None = None,
+        sent: bool = True,
+    ) -> None:
+        super().__init__(message, code=code, remediation=remediation)
+        self.http_status = http_status
+        # False only when the request provably never reached AVX (refused connection, DNS failure).
+        self.sent = sent
+
+
+class RclError(CertRenewError):
+    def __init__(self, message: str, *, code: str, http_status: int | None = None, remediation: str | None = None):
+        super().__init__(message, code=code, remediation=remediation)
+        self.http_status = http_status
+
+
+class StateStoreError(CertRenewError):
+    code = "STATE_STORE_UNAVAILABLE"
+    remediation = "Check AzureWebJobsStorage and that the identity may read and write its tables."
+
+
+@dataclass(frozen=True)
+class ApiError:
+    """An error answer of the webhook: `{"error": {"code", "message", "remediation"?}}` with an HTTP status."""
+
+    status: int
+    code: str
+    message: str
+    remediation: str | None = None
+    details: dict[str, Any] | None = None
+
+    def body(self, invocation_id: str | None) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.remediation:
+            error["remediation"] = self.remediation
+        if self.details:
+            error.update(self.details)
+        return {"error": error, "invocationId": invocation_id}

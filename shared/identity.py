@@ -1,0 +1,71 @@
+"""Identity: the managed identity (App Service endpoint, system- or user-assigned) and, for RCL, optional client
+credentials of the app registration the RCL portal knows.
+
+Credentials are made once per process and kept: azure-identity caches their tokens in memory, so a token is
+fetched once per resource per lifetime, never per request.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from urllib.parse import urlsplit
+
+from azure.core.credentials import AccessToken, TokenCredential
+from azure.core.exceptions import AzureError
+from azure.identity import ClientSecretCredential, CredentialUnavailableError, ManagedIdentityCredential
+
+from shared.errors import IdentityError
+from shared.settings import IdentitySettings, RclClientCredentials
+
+_PUBLIC_AUTHORITY_HOSTS = ("login.microsoftonline.com", "login.microsoftonline.us", "login.chinacloudapi.cn")
+
+_lock = threading.Lock()
+_credentials: dict[tuple[str, ...], TokenCredential] = {}
+
+
+def managed_identity(settings: IdentitySettings) -> TokenCredential:
+    """The app's managed identity; user-assigned when AZURE_CLIENT_ID is set."""
+    key = ("mi", settings.client_id or "")
+    with _lock:
+        if key not in _credentials:
+            _credentials[key] = ManagedIdentityCredential(client_id=settings.client_id)
+        return _credentials[key]
+
+
+def client_credentials(creds: RclClientCredentials) -> TokenCredential:
+    """An app registration's client credentials (used for RCL when its three settings are given)."""
+    key = ("sp", creds.tenant_id, creds.client_id)
+    with _lock:
+        if key not in _credentials:
+            authority = os.environ.get("AZURE_AUTHORITY_HOST", "")
+            # A private authority (sovereign proxy, local stand-in) is not in Microsoft's instance list.
+            private = bool(authority) and urlsplit(authority).hostname not in _PUBLIC_AUTHORITY_HOSTS
+            _credentials[key] = ClientSecretCredential(
+                creds.tenant_id, creds.client_id, creds.client_secret, disable_instance_discovery=private
+            )
+        return _credentials[key]
+
+
+def get_token(credential: TokenCredential, scope: str, purpose: str) -> str:
+    """A bearer token for `scope`, or an IdentityError that names what the token was for."""
+    try:
+        token: AccessToken = credential.get_token(scope)
+    except (CredentialUnavailableError, AzureError, ValueError) as exc:
+        raise IdentityError(f"Could not get a token for {purpose} (scope {scope}): {_first_line(exc)}") from None
+    return token.token
+
+
+def reset_credentials() -> None:
+    """Forget the process's credentials (tests change the identity endpoint between runs)."""
+    with _lock:
+        for credential in _credentials.values():
+            close = getattr(credential, "close", None)
+            if close:
+                close()
+        _credentials.clear()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__

@@ -1,0 +1,182 @@
+"""Key Vault: import (PKCS#12 or PEM), pending-operation lookup and merge, through the real CertificateClient."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import datetime
+
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.keyvault.certificates import (
+    CertificateClient,
+    CertificateContentType,
+    CertificatePolicy,
+    KeyVaultCertificate,
+)
+from cryptography import x509
+
+from shared.errors import KeyVaultError
+from shared.identity import get_token
+from shared.settings import KEY_VAULT_SCOPE, KeyVaultSettings
+
+MAX_TAGS = 15
+MAX_TAG_VALUE = 256
+
+
+@dataclass(frozen=True)
+class StoredCertificate:
+    """Where a certificate now is in Key Vault, and what it is. Nothing secret."""
+
+    id: str
+    name: str
+    version: str
+    thumbprint: str  # SHA-1, upper-case hex
+    not_before: datetime | None
+    expires_on: datetime | None
+    subject: str
+
+    def to_json(self) -> dict[str, str | None]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "version": self.version,
+            "thumbprint": self.thumbprint,
+            "notBefore": _iso(self.not_before),
+            "expiresOn": _iso(self.expires_on),
+            "subject": self.subject,
+        }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+def clean_tags(tags: dict[str, str | None]) -> dict[str, str]:
+    """Key Vault takes at most 15 tags of at most 256 characters; empty values are dropped."""
+    kept = {k: str(v)[:MAX_TAG_VALUE] for k, v in tags.items() if v not in (None, "")}
+    return dict(list(kept.items())[:MAX_TAGS])
+
+
+class KeyVaultStore:
+    """The vault the app stores renewed certificates in."""
+
+    def __init__(self, settings: KeyVaultSettings, credential: TokenCredential, **client_options: object) -> None:
+        self.vault_url = settings.url
+        options: dict[str, object] = {
+            "verify_challenge_resource": settings.verify_challenge_resource,
+            "connection_timeout": 10,
+            "read_timeout": 60,
+            # azure-core's retry policy backs off exponentially and honours Retry-After on 429/503.
+            "retry_total": 4,
+            "retry_backoff_factor": 0.5,
+            "retry_backoff_max": 30,
+        }
+        options.update(client_options)
+        self._credential = credential
+        self._client = CertificateClient(vault_url=settings.url, credential=credential, **options)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def ensure_token(self) -> None:
+        """Get (or reuse the cached) Key Vault token now, so an identity failure stops a renewal before AVX."""
+        get_token(self._credential, KEY_VAULT_SCOPE, "Key Vault")
+
+    def import_pfx(self, name: str, pfx: bytes, password: str | None, tags: dict[str, str]) -> StoredCertificate:
+        return self._call(
+            name,
+            "import",
+            lambda: self._client.import_certificate(
+                certificate_name=name,
+                certificate_bytes=pfx,
+                password=password,
+                tags=tags,
+                policy=CertificatePolicy(content_type=CertificateContentType.pkcs12),
+            ),
+        )
+
+    def import_pem(self, name: str, pem: bytes, tags: dict[str, str]) -> StoredCertificate:
+        return self._call(
+            name,
+            "import",
+            lambda: self._client.import_certificate(
+                certificate_name=name,
+                certificate_bytes=pem,
+                tags=tags,
+                policy=CertificatePolicy(content_type=CertificateContentType.pem),
+            ),
+        )
+
+    def has_pending_csr(self, name: str) -> bool:
+        """True when Key Vault holds a pending operation (a key and CSR it made) that a signed cert can merge into."""
+        try:
+            operation = self._client.get_certificate_operation(name)
+        except ResourceNotFoundError:
+            return False
+        except (HttpResponseError, ServiceRequestError, ServiceResponseError, ClientAuthenticationError) as exc:
+            raise _store_error(name, "read the pending operation of", exc) from None
+        return bool(operation.csr) and (operation.status or "").lower() == "inprogress"
+
+    def merge(self, name: str, chain_der: list[bytes], tags: dict[str, str]) -> StoredCertificate:
+        return self._call(
+            name, "merge", lambda: self._client.merge_certificate(name, x509_certificates=chain_der, tags=tags)
+        )
+
+    def _call(self, name: str, action: str, operation: object) -> StoredCertificate:
+        try:
+            certificate = operation()  # type: ignore[operator]
+        except (HttpResponseError, ServiceRequestError, ServiceResponseError, ClientAuthenticationError) as exc:
+            raise _store_error(name, action, exc) from None
+        return describe(certificate)
+
+
+def describe(certificate: KeyVaultCertificate) -> StoredCertificate:
+    props = certificate.properties
+    subject = ""
+    if certificate.cer:
+        subject = x509.load_der_x509_certificate(bytes(certificate.cer)).subject.rfc4514_string()
+    thumbprint = props.x509_thumbprint.hex().upper() if props.x509_thumbprint else ""
+    return StoredCertificate(
+        id=certificate.id or "",
+        name=certificate.name or "",
+        version=props.version or "",
+        thumbprint=thumbprint,
+        not_before=props.not_before,
+        expires_on=props.expires_on,
+        subject=subject,
+    )
+
+
+def _store_error(name: str, action: str, exc: Exception) -> KeyVaultError:
+    status = getattr(exc, "status_code", None)
+    kv_code = None
+    error = getattr(exc, "error", None)
+    if error is not None:
+        kv_code = getattr(error, "code", None)
+    if isinstance(exc, ClientAuthenticationError) and status is None:
+        reason = "the app could not authenticate to Key Vault"
+    elif status is None:
+        reason = "Key Vault could not be reached"
+    else:
+        reason = f"Key Vault answered {status}" + (f" {kv_code}" if kv_code else "")
+    detail = getattr(error, "message", None) or ""
+    message = f"Could not {action} certificate {name!r}: {reason}" + (f" ({detail[:300]})" if detail else "")
+    remediation = {
+        401: "Check the app's managed identity.",
+        403: "Grant the app's identity the Key Vault Certificates Officer role on the vault.",
+        409: "The name is in use by a soft-deleted certificate: purge or recover it, or choose another name.",
+        429: "Key Vault is throttling; the app retried with backoff. Retry later.",
+    }.get(status or 0, "Check the vault's availability and the app's access to it.")
+    return KeyVaultError(message, status=status, kv_code=kv_code, remediation=remediation)
+
+
+def b64decode_strict(text: str) -> bytes:
+    """Decode base64 content from an API answer; raises ValueError on anything else."""
+    return base64.b64decode("".join(text.split()), validate=True)

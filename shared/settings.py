@@ -1,0 +1,272 @@
+"""Every setting the app reads, read and validated in one place.
+
+`load_settings()` parses the environment once per process. Each group (AVX, Key Vault, RCL, storage, ...) is
+validated on its own, so a missing AVX setting does not break the nightly RCL run; asking for a group whose
+settings are wrong raises `SettingsError` naming each setting and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from shared.errors import SettingsError
+
+DEFAULT_RCL_API_URL = "https://letsencryptapi.azure-api.net/api/v2"
+DEFAULT_RCL_TOKEN_SCOPE = "https://management.core.windows.net/.default"
+KEY_VAULT_SCOPE = "https://vault.azure.net/.default"
+
+
+@dataclass(frozen=True)
+class AvxSettings:
+    api_url: str
+    username: str
+    password: str
+    gwsource: str
+    sync_ttl_seconds: int
+    timeout_seconds: float
+    ca_bundle: str | None
+
+    def __repr__(self) -> str:  # keep the password out of any repr that reaches a log
+        return f"AvxSettings(api_url={self.api_url!r}, username={self.username!r}, gwsource={self.gwsource!r})"
+
+
+@dataclass(frozen=True)
+class KeyVaultSettings:
+    url: str
+    verify_challenge_resource: bool
+
+
+@dataclass(frozen=True)
+class IdentitySettings:
+    client_id: str | None  # a user-assigned identity; None means the system-assigned one
+
+
+@dataclass(frozen=True)
+class RclClientCredentials:
+    tenant_id: str
+    client_id: str
+    client_secret: str
+
+    def __repr__(self) -> str:
+        return f"RclClientCredentials(tenant_id={self.tenant_id!r}, client_id={self.client_id!r})"
+
+
+@dataclass(frozen=True)
+class RclSettings:
+    api_url: str
+    token_scope: str
+    client_credentials: RclClientCredentials | None  # None: use the managed identity
+    send_key_vault_token: bool
+    timeout_seconds: float
+    verify_grace_hours: float
+    warning_days: int
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    connection_string: str | None
+    account_url: str | None  # identity-based AzureWebJobsStorage__accountName / __tableServiceUri
+    renewal_table: str
+
+
+@dataclass(frozen=True)
+class TelemetrySettings:
+    connection_string: str | None
+
+
+_T = TypeVar("_T")
+
+
+class _Reader:
+    """Collects every problem in a group before raising, so one deploy fixes them all."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def text(self, name: str, default: str | None = None, *, required: bool = False) -> str | None:
+        value = self.env.get(name, "").strip()
+        if value:
+            return value
+        if required and default is None:
+            self.problems.append(f"{name} is required but not set")
+        return default
+
+    def url(self, name: str, default: str | None = None, *, required: bool = False, https: bool = False) -> str | None:
+        value = self.text(name, default, required=required)
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            self.problems.append(f"{name} must be an absolute http(s) URL, got {value!r}")
+        elif https and parts.scheme != "https":
+            self.problems.append(f"{name} must be an https:// URL (the Azure SDK refuses plain http), got {value!r}")
+        return value.rstrip("/")
+
+    def number(self, name: str, default: float, convert: Callable[[str], _T], *, minimum: float = 0) -> _T:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return convert(str(default))
+        try:
+            value = convert(raw)
+        except ValueError:
+            self.problems.append(f"{name} must be a number, got {raw!r}")
+            return convert(str(default))
+        if float(value) <= minimum:  # type: ignore[arg-type]
+            self.problems.append(f"{name} must be greater than {minimum:g}, got {raw!r}")
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.env.get(name, "").strip().lower()
+        if not raw:
+            return default
+        if raw in ("true", "1", "yes"):
+            return True
+        if raw in ("false", "0", "no"):
+            return False
+        self.problems.append(f"{name} must be true or false, got {raw!r}")
+        return default
+
+    def table_name(self, name: str, default: str) -> str:
+        value = self.text(name, default) or default
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,62}", value):
+            self.problems.append(f"{name} must be 3-63 letters and digits starting with a letter, got {value!r}")
+        return value
+
+    def check(self, group: str) -> None:
+        if self.problems:
+            raise SettingsError(group, self.problems)
+
+
+class Settings:
+    """The app's settings, parsed lazily per group and cached; built by `load_settings`."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = dict(env)
+        self._cache: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def _group(self, name: str, build: Callable[[_Reader], _T]) -> _T:
+        with self._lock:
+            if name not in self._cache:
+                reader = _Reader(self._env)
+                value = build(reader)
+                reader.check(name)
+                self._cache[name] = value
+            return self._cache[name]  # type: ignore[return-value]
+
+    @property
+    def avx(self) -> AvxSettings:
+        def build(r: _Reader) -> AvxSettings:
+            ca_bundle = r.text("AVX_CA_BUNDLE")
+            if ca_bundle and not os.path.isfile(ca_bundle):
+                r.problems.append(f"AVX_CA_BUNDLE must be the path of a PEM file, but {ca_bundle!r} does not exist")
+            return AvxSettings(
+                api_url=r.url("AVX_API_URL", required=True) or "",
+                username=r.text("AVX_USERNAME", required=True) or "",
+                password=r.text("AVX_PASSWORD", required=True) or "",
+                gwsource=r.text("AVX_GWSOURCE", "external") or "external",
+                sync_ttl_seconds=r.number("AVX_SYNC_TTL_SECONDS", 300, int),
+                timeout_seconds=r.number("AVX_TIMEOUT_SECONDS", 200, float),
+                ca_bundle=ca_bundle,
+            )
+
+        return self._group("AppViewX", build)
+
+    @property
+    def key_vault(self) -> KeyVaultSettings:
+        def build(r: _Reader) -> KeyVaultSettings:
+            return KeyVaultSettings(
+                url=r.url("KEY_VAULT_URL", required=True, https=True) or "",
+                verify_challenge_resource=r.flag("KEY_VAULT_VERIFY_CHALLENGE_RESOURCE", True),
+            )
+
+        return self._group("Key Vault", build)
+
+    @property
+    def identity(self) -> IdentitySettings:
+        return self._group("identity", lambda r: IdentitySettings(client_id=r.text("AZURE_CLIENT_ID")))
+
+    @property
+    def rcl(self) -> RclSettings:
+        def build(r: _Reader) -> RclSettings:
+            client_id, secret, tenant = (r.text(n) for n in ("RCL_CLIENT_ID", "RCL_CLIENT_SECRET", "RCL_TENANT_ID"))
+            given = [n for n, v in (("RCL_CLIENT_ID", client_id), ("RCL_CLIENT_SECRET", secret), ("RCL_TENANT_ID", tenant)) if v]
+            credentials = None
+            if len(given) == 3:
+                credentials = RclClientCredentials(tenant_id=tenant or "", client_id=client_id or "", client_secret=secret or "")
+            elif given:
+                missing = sorted({"RCL_CLIENT_ID", "RCL_CLIENT_SECRET", "RCL_TENANT_ID"} - set(given))
+                r.problems.append(
+                    f"{', '.join(given)} set without {', '.join(missing)}: set all three for client credentials, "
+                    "or none to use the managed identity"
+                )
+            return RclSettings(
+                api_url=r.url("RCL_API_URL", DEFAULT_RCL_API_URL) or DEFAULT_RCL_API_URL,
+                token_scope=r.text("RCL_TOKEN_SCOPE", DEFAULT_RCL_TOKEN_SCOPE) or DEFAULT_RCL_TOKEN_SCOPE,
+                client_credentials=credentials,
+                send_key_vault_token=r.flag("RCL_SEND_KEY_VAULT_TOKEN", True),
+                timeout_seconds=r.number("RCL_TIMEOUT_SECONDS", 60, float),
+                verify_grace_hours=r.number("RCL_VERIFY_GRACE_HOURS", 24, float),
+                warning_days=r.number("RENEWAL_WARNING_DAYS", 14, int),
+            )
+
+        return self._group("RCL", build)
+
+    @property
+    def storage(self) -> StorageSettings:
+        def build(r: _Reader) -> StorageSettings:
+            connection_string = r.text("AzureWebJobsStorage")
+            account_url = r.text("AzureWebJobsStorage__tableServiceUri")
+            account_name = r.text("AzureWebJobsStorage__accountName")
+            if not account_url and account_name:
+                account_url = f"https://{account_name}.table.core.windows.net"
+            if not connection_string and not account_url:
+                r.problems.append(
+                    "AzureWebJobsStorage is required but not set (a connection string, or "
+                    "AzureWebJobsStorage__accountName for identity-based access)"
+                )
+            return StorageSettings(
+                connection_string=connection_string,
+                account_url=account_url,
+                renewal_table=r.table_name("RENEWAL_STATE_TABLE", "certrenewals"),
+            )
+
+        return self._group("storage", build)
+
+    @property
+    def telemetry(self) -> TelemetrySettings:
+        return self._group(
+            "telemetry", lambda r: TelemetrySettings(connection_string=r.text("APPLICATIONINSIGHTS_CONNECTION_STRING"))
+        )
+
+    def secret_values(self) -> list[str]:
+        """The values that must never be shown, whatever group they belong to (for the redaction guard)."""
+        names = ("AVX_PASSWORD", "AVX_CLIENT_SECRET", "RCL_CLIENT_SECRET", "WEBHOOK_HMAC_SECRET", "IDENTITY_HEADER")
+        return [v for v in (self._env.get(n, "").strip() for n in names) if len(v) >= 4]
+
+
+_settings: Settings | None = None
+_settings_lock = threading.Lock()
+
+
+def load_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    global _settings
+    with _settings_lock:
+        if _settings is None:
+            _settings = Settings(os.environ)
+        return _settings
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests and the local stack change the environment between runs)."""
+    global _settings
+    with _settings_lock:
+        _settings = None

@@ -1,0 +1,120 @@
+"""The test harness: local protocol stand-ins on 127.0.0.1, the app's settings pointed at them, and the app's
+functions taken from `function_app.app` exactly as the Functions host indexes them."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from tests.standins.stack import (
+    SENTINELS,
+    Azurite,
+    FakeContext,
+    StandIns,
+    app_functions,
+    base_environment,
+    start_standins,
+)
+
+
+@pytest.fixture(scope="session")
+def standins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandIns]:
+    running = start_standins(tmp_path_factory.mktemp("standins"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    server = Azurite.start(tmp_path_factory.mktemp("azurite"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def functions() -> dict[str, Any]:
+    return app_functions()
+
+
+@pytest.fixture
+def app_env(standins: StandIns, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """The app's settings pointed at the stand-ins; every cached client is dropped before and after."""
+    from shared import context as app_context
+
+    env = base_environment(standins)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    standins.reset()
+    app_context.reset()
+    yield env
+    app_context.reset()
+
+
+@pytest.fixture
+def storage_env(app_env: dict[str, str], azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    from shared import context as app_context
+
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
+    app_context.reset()
+    app_env["AzureWebJobsStorage"] = azurite.connection_string
+    return app_env
+
+
+class WebhookCaller:
+    def __init__(self, functions: dict[str, Any]) -> None:
+        self.function = functions["renew_http"].get_user_function()
+        self.last_context: FakeContext | None = None
+
+    def __call__(
+        self,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        data = raw if raw is not None else json.dumps(body).encode()
+        request = func.HttpRequest(
+            method="POST",
+            url="http://localhost:7071/api/certificates/renew",
+            headers={"Content-Type": "application/json", **(headers or {})},
+            params=params or {},
+            route_params={},
+            body=data,
+        )
+        self.last_context = FakeContext("renew_http")
+        response = self.function(request, self.last_context)
+        text = response.get_body().decode()
+        for sentinel in SENTINELS:
+            assert sentinel not in text, "a secret reached the HTTP answer"
+        assert response.mimetype == "application/json"
+        return response.status_code, json.loads(text)
+
+
+@pytest.fixture
+def call_webhook(functions: dict[str, Any], app_env: dict[str, str]) -> WebhookCaller:
+    return WebhookCaller(functions)
+
+
+@pytest.fixture(autouse=True)
+def no_secret_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Every test: no sentinel secret may appear in any log record the app emitted."""
+    caplog.set_level(logging.DEBUG)
+    yield
+    for record in caplog.records:
+        text = record.getMessage() + " " + json.dumps({k: str(v) for k, v in record.__dict__.items()})
+        if record.exc_info:
+            text += logging.Formatter().formatException(record.exc_info)
+        for sentinel in SENTINELS:
+            assert sentinel not in text, f"a secret reached a log record: {record.name} {record.getMessage()[:80]}"
+
+
+@pytest.fixture
+def tmp_dir(tmp_path: Path) -> Path:
+    return tmp_path

@@ -1,0 +1,214 @@
+"""AppViewX stand-in: the synchronous renew API as the AVX page documents it.
+
+It keeps an inventory of certificates (resourceId, commonName, serialNumber), checks the `userName`/`password`
+headers, renews by issuing a new certificate from the test CA in the requested format, can answer every row of the
+page's status table on demand, and records what it received.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import threading
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+
+from tests.standins import certs
+from tests.standins.base import RecordedRequest, Response, StandIn
+
+# The AVX renew page's status table: (HTTP status, appStatusCode, message).
+STATUS_TABLE: dict[str, tuple[int, str, str]] = {
+    "AVX_GW_003": (401, "AVX_GW_003", "Authentication failed, reason - Invalid Credentials."),
+    "INVALID_REQUEST": (400, "INVALID_REQUEST", "Invalid request specified."),
+    "INVALID_SERIAL": (400, "VALIDATION_ERROR_0004", "Invalid serialNumber"),
+    "INVALID_RESOURCE": (400, "VALIDATION_ERROR_0004", "Invalid resourceId"),
+    "MANDATORY_EITHER": (400, "MANDATORY_FIELD_MISSING", "Either resourceId or commonName & serialNumber are Mandatory"),
+    "MANDATORY_CN": (400, "MANDATORY_FIELD_MISSING", "Mandatory field is missing or invalid - commonName."),
+    "MANDATORY_SERIAL": (400, "MANDATORY_FIELD_MISSING", "Mandatory field is missing or invalid - serialNumber."),
+    "INVALID_FORMAT": (
+        400,
+        "VALIDATION_ERROR_0004",
+        "Validation Failure: Field format does not have the expected value",
+    ),
+    "AVX_GW_005": (403, "AVX_GW_005", "User does not have access to the targeted API"),
+    "NO_RECORDS_FOUND": (404, "NO_RECORDS_FOUND", "No matching records found"),
+    "CERT-VWF-0006": (
+        406,
+        "CERT-VWF-0006",
+        "Life cycle action is unsupported by CA or another work order is in progress or certificate belongs to read "
+        "group or is in Monitored status.",
+    ),
+    "READ_GROUP": (417, "READ_GROUP", "Group is given with read permission, so cannot perform any operation"),
+    "OPEN_WORK_ORDERS_FOUND": (
+        417,
+        "OPEN_WORK_ORDERS_FOUND",
+        "Since requested certificate's work order is in progress, cannot initiate another action",
+    ),
+    "CERT-GEN-0055": (
+        417,
+        "CERT-GEN-0055",
+        "orderValidityUnit and orderValidityUnitValue field inside caConnectorInfo.vendorSpecificDetails or "
+        "validityUnit and validityUnitValue is mandatory",
+    ),
+    "FAILED_NO_KEY": (
+        500,
+        "FAILED",
+        "Certificate Renew action failed during renewal submission due to CSR or private key is not available.",
+    ),
+    "CANNOT_PERFORM_OPERATION": (
+        500,
+        "CANNOT_PERFORM_OPERATION",
+        "Cannot perform the specified operation. Probable Cause: The specified action is not permitted for "
+        "certificates in a monitored status.",
+    ),
+    "FAILED_DOWNLOAD": (
+        500,
+        "FAILED",
+        "Certificate Renew action performed successfully but failed to download. Reason - Mandatory field is "
+        "missing or invalid - format",
+    ),
+    "avx-common-011": (500, "avx-common-011", "Error while processing"),
+}
+
+PASSWORD_FORMATS = {"PK12", "PFX", "JKS"}
+ALL_FORMATS = {"CRT", "CERT", "CER", "PEM", "DER", "DERCER", "P7B", "P7C", "PK8", "PK12", "PFX", "JKS"}
+
+
+def page_error(row: str) -> Response:
+    status, code, message = STATUS_TABLE[row]
+    return Response.json({"response": None, "message": message, "appStatusCode": code, "tags": {}}, status=status)
+
+
+@dataclass
+class InventoryItem:
+    resource_id: str
+    common_name: str
+    serial_number: str
+    renewals: list[certs.IssuedCertificate] = field(default_factory=list)
+
+
+class AvxStandIn(StandIn):
+    name = "avx-standin"
+
+    def __init__(self, username: str, password: str, ssl_context=None) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(ssl_context)
+        self.username = username
+        self.password = password
+        self.inventory: dict[str, InventoryItem] = {}
+        self.scripted: deque[Response] = deque()
+        self.pem_includes_key = True
+        self.pem_key_pkcs8 = True
+        self._serials = itertools.count(0x1000)
+        self._renew_lock = threading.Lock()
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def add_certificate(self, common_name: str, serial_number: str | None = None, resource_id: str | None = None) -> InventoryItem:
+        item = InventoryItem(
+            resource_id=resource_id or uuid.uuid4().hex[:24],
+            common_name=common_name,
+            serial_number=serial_number or format(next(self._serials), "X"),
+        )
+        with self.lock:
+            self.inventory[item.resource_id] = item
+        return item
+
+    def script(self, *responses: Response) -> None:
+        """Answer the next renew calls with these responses, in order."""
+        with self.lock:
+            self.scripted.extend(responses)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.scripted.clear()
+            self.inventory.clear()
+            self.pem_includes_key = True
+            self.pem_key_pkcs8 = True
+        self.reset_records()
+
+    def renew_calls(self) -> list[RecordedRequest]:
+        return self.received("PUT", "/certificate/renew")
+
+    # -- protocol --------------------------------------------------------------------------------
+    def handle(self, request: RecordedRequest) -> Response:
+        if request.path.endswith("/certificate/renew") and request.method == "PUT":
+            return self._renew(request)
+        return Response.json({"message": "Not found", "appStatusCode": "NOT_FOUND"}, status=404)
+
+    def _authenticated(self, request: RecordedRequest) -> bool:
+        return request.header("userName") == self.username and request.header("password") == self.password
+
+    def _find(self, body: dict) -> InventoryItem | None:  # type: ignore[type-arg]
+        with self.lock:
+            if body.get("resourceId"):
+                return self.inventory.get(body["resourceId"])
+            for item in self.inventory.values():
+                if item.common_name == body.get("commonName") and item.serial_number == body.get("serialNumber"):
+                    return item
+        return None
+
+    def _renew(self, request: RecordedRequest) -> Response:
+        with self.lock:
+            if self.scripted:
+                return self.scripted.popleft()
+        if not self._authenticated(request):
+            return page_error("AVX_GW_003")
+        if request.query_one("gwsource") is None:
+            return page_error("INVALID_REQUEST")
+        try:
+            body = request.json()
+        except ValueError:
+            return page_error("INVALID_REQUEST")
+        if not isinstance(body, dict):
+            return page_error("INVALID_REQUEST")
+        if not body.get("resourceId") and not (body.get("commonName") and body.get("serialNumber")):
+            return page_error("MANDATORY_EITHER")
+        fmt_block = body.get("certificateFormat") or {}
+        fmt = str(fmt_block.get("format") or "")
+        if not fmt:
+            return page_error("FAILED_DOWNLOAD")
+        if fmt not in ALL_FORMATS:
+            return page_error("INVALID_FORMAT")
+        password = fmt_block.get("password")
+        if fmt in PASSWORD_FORMATS and not password:
+            return page_error("INVALID_REQUEST")
+        item = self._find(body)
+        if item is None:
+            return page_error("NO_RECORDS_FOUND")
+
+        issued = certs.issue_certificate(item.common_name)
+        with self._renew_lock:
+            item.renewals.append(issued)
+            item.serial_number = format(issued.certificate.serial_number, "X")
+        request_id = f"REQ{uuid.uuid4().hex[:10].upper()}"
+        response: dict[str, object] = {
+            "certificateContent": None,
+            "privateKeyContent": "",
+            "resourceId": item.resource_id,
+            "requestId": request_id,
+            "externalRequestId": None,
+            "newCertificateUuid": str(uuid.uuid4()),
+            "newCertificateId": item.resource_id,
+            "keyAlreadyExist": False,
+            "certificateName": item.common_name,
+            "tags": None,
+        }
+        if request.query_one("autoApproval") == "false":
+            return Response.json(
+                {"response": response, "message": "Request submitted for approval", "appStatusCode": None, "tags": {}}
+            )
+        content = certs.encode(issued, fmt, password)
+        response["certificateContent"] = base64.b64encode(content).decode()
+        response["encodedFormat"] = fmt
+        if fmt == "PEM" and self.pem_includes_key:
+            key = certs.private_key_pem(issued, pkcs8=self.pem_key_pkcs8)
+            response["privateKeyContent"] = base64.b64encode(key).decode()
+        return Response.json(
+            {
+                "response": response,
+                "message": "Certificate retrieved successfully from CA",
+                "appStatusCode": None,
+                "tags": {},
+                "headers": None,
+            }
+        )
