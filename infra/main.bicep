@@ -1,0 +1,233 @@
+// certrenew — infrastructure entry point for azd (`azd up` / `azd provision`).
+//
+// Subscription-scoped so that azd can create the resource group; everything
+// else lives in ./modules/resources.bicep (resource-group scope).
+
+targetScope = 'subscription'
+
+// ---------------------------------------------------------------------------
+// azd environment
+// ---------------------------------------------------------------------------
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the azd environment. Used for the resource group name, the azd-env-name tag and the unique resource token.')
+param environmentName string
+
+@minLength(1)
+@description('Azure region for all resources. Must be a region that offers the Flex Consumption plan.')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Optional resource group name. Defaults to rg-<environmentName>.')
+param resourceGroupName string = ''
+
+// ---------------------------------------------------------------------------
+// Function app sizing
+// ---------------------------------------------------------------------------
+
+@minValue(40)
+@maxValue(1000)
+@description('Flex Consumption maximum instance count (40 is the platform minimum).')
+param maximumInstanceCount int = 40
+
+@allowed([
+  512
+  2048
+  4096
+])
+@description('Flex Consumption instance memory size in MB.')
+param instanceMemoryMB int = 2048
+
+// ---------------------------------------------------------------------------
+// AppViewX (webhook renewal path)
+// ---------------------------------------------------------------------------
+
+@minLength(1)
+@description('AppViewX API base URL, for example https://avx.contoso.com:31443/avxapi')
+param avxApiUrl string
+
+@minLength(1)
+@description('AppViewX service account user name.')
+param avxUsername string
+
+@secure()
+@description('AppViewX service account password. Stored in Key Vault as AVX-PASSWORD (only when non-empty).')
+param avxPassword string = ''
+
+@description('AppViewX gateway source (AVX_GWSOURCE).')
+param avxGwSource string = 'external'
+
+@description('Seconds to cache AppViewX session/sync state (AVX_SYNC_TTL_SECONDS).')
+param avxSyncTtlSeconds string = '300'
+
+@description('AppViewX HTTP timeout in seconds (AVX_TIMEOUT_SECONDS).')
+param avxTimeoutSeconds string = '200'
+
+@description('Optional PEM CA bundle (or path) used to verify the AppViewX TLS certificate (AVX_CA_BUNDLE). Empty = system trust store.')
+param avxCaBundle string = ''
+
+@description('AppViewX authentication mode (AVX_AUTH_MODE).')
+param avxAuthMode string = 'headers'
+
+@description('Optional AppViewX OAuth client id (AVX_CLIENT_ID).')
+param avxClientId string = ''
+
+@secure()
+@description('Optional AppViewX OAuth client secret. Stored in Key Vault as AVX-CLIENT-SECRET (only when non-empty).')
+param avxClientSecret string = ''
+
+// ---------------------------------------------------------------------------
+// Key Vault
+// ---------------------------------------------------------------------------
+
+@description('KEY_VAULT_VERIFY_CHALLENGE_RESOURCE for the Key Vault SDK clients.')
+param keyVaultVerifyChallengeResource string = 'true'
+
+// ---------------------------------------------------------------------------
+// RCL Let's Encrypt service (nightly renewal path)
+// ---------------------------------------------------------------------------
+
+@description('RCL Let\'s Encrypt renewal API base URL (RCL_API_URL).')
+param rclApiUrl string = 'https://letsencryptapi.azure-api.net/api/v2'
+
+@description('Token scope requested for the RCL API (RCL_TOKEN_SCOPE).')
+// The RCL service expects an ARM-audience token; keep the literal documented value.
+#disable-next-line no-hardcoded-env-urls
+param rclTokenScope string = 'https://management.core.windows.net/.default'
+
+@description('Optional app registration client id for the RCL API; empty = use the managed identity (RCL_CLIENT_ID).')
+param rclClientId string = ''
+
+@secure()
+@description('Optional app registration client secret for the RCL API. Stored in Key Vault as RCL-CLIENT-SECRET (only when non-empty).')
+param rclClientSecret string = ''
+
+@description('Optional tenant id for the RCL app registration (RCL_TENANT_ID).')
+param rclTenantId string = ''
+
+@description('Send a Key Vault access token to the RCL API (RCL_SEND_KEY_VAULT_TOKEN).')
+param rclSendKeyVaultToken string = 'true'
+
+@description('NCRONTAB (UTC) schedule of the nightly RCL renewal (RCL_RENEWAL_SCHEDULE).')
+param rclRenewalSchedule string = '0 0 2 * * *'
+
+@description('NCRONTAB (UTC) schedule of the renewal verification run (RCL_VERIFY_SCHEDULE).')
+param rclVerifySchedule string = '0 30 2 * * *'
+
+@description('Hours a renewal may take before verification reports it as failed (RCL_VERIFY_GRACE_HOURS).')
+param rclVerifyGraceHours string = '24'
+
+@description('RCL API HTTP timeout in seconds (RCL_TIMEOUT_SECONDS).')
+param rclTimeoutSeconds string = '60'
+
+// ---------------------------------------------------------------------------
+// Renewal state / webhook
+// ---------------------------------------------------------------------------
+
+@description('Days before expiry at which CertificateNearExpiry is emitted (RENEWAL_WARNING_DAYS).')
+param renewalWarningDays string = '14'
+
+@description('Table storage table for renewal state (RENEWAL_STATE_TABLE).')
+param renewalStateTable string = 'certrenewals'
+
+@description('Table storage table for pending AppViewX requests (PENDING_TABLE).')
+param pendingTable string = 'avxpending'
+
+@description('Table storage table for webhook idempotency keys (IDEMPOTENCY_TABLE).')
+param idempotencyTable string = 'webhookrequests'
+
+@description('NCRONTAB (UTC) schedule of the pending-request retry (PENDING_RETRY_SCHEDULE).')
+param pendingRetrySchedule string = '0 */15 * * * *'
+
+@description('Days after which a pending AppViewX request is abandoned (PENDING_MAX_DAYS).')
+param pendingMaxDays string = '7'
+
+@secure()
+@description('HMAC secret used to authenticate webhook calls. Stored in Key Vault as WEBHOOK-HMAC-SECRET (only when non-empty).')
+param webhookHmacSecret string = ''
+
+@description('Optional URL notified about renewal results (NOTIFY_WEBHOOK_URL).')
+param notifyWebhookUrl string = ''
+
+// ---------------------------------------------------------------------------
+// Alerting
+// ---------------------------------------------------------------------------
+
+@description('Optional e-mail address; when set, an action group that e-mails it is created and attached to both alerts.')
+param alertEmailAddress string = ''
+
+@description('Optional resource id of an existing action group to attach to both alerts.')
+param alertActionGroupId string = ''
+
+// ---------------------------------------------------------------------------
+
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+
+resource rg 'Microsoft.Resources/resourceGroups@2022-09-01' = {
+  name: !empty(resourceGroupName) ? resourceGroupName : 'rg-${environmentName}'
+  location: location
+  tags: tags
+}
+
+module resources './modules/resources.bicep' = {
+  name: 'certrenew-resources'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    avxApiUrl: avxApiUrl
+    avxUsername: avxUsername
+    avxPassword: avxPassword
+    avxGwSource: avxGwSource
+    avxSyncTtlSeconds: avxSyncTtlSeconds
+    avxTimeoutSeconds: avxTimeoutSeconds
+    avxCaBundle: avxCaBundle
+    avxAuthMode: avxAuthMode
+    avxClientId: avxClientId
+    avxClientSecret: avxClientSecret
+    keyVaultVerifyChallengeResource: keyVaultVerifyChallengeResource
+    rclApiUrl: rclApiUrl
+    rclTokenScope: rclTokenScope
+    rclClientId: rclClientId
+    rclClientSecret: rclClientSecret
+    rclTenantId: rclTenantId
+    rclSendKeyVaultToken: rclSendKeyVaultToken
+    rclRenewalSchedule: rclRenewalSchedule
+    rclVerifySchedule: rclVerifySchedule
+    rclVerifyGraceHours: rclVerifyGraceHours
+    rclTimeoutSeconds: rclTimeoutSeconds
+    renewalWarningDays: renewalWarningDays
+    renewalStateTable: renewalStateTable
+    pendingTable: pendingTable
+    idempotencyTable: idempotencyTable
+    pendingRetrySchedule: pendingRetrySchedule
+    pendingMaxDays: pendingMaxDays
+    webhookHmacSecret: webhookHmacSecret
+    notifyWebhookUrl: notifyWebhookUrl
+    alertEmailAddress: alertEmailAddress
+    alertActionGroupId: alertActionGroupId
+  }
+}
+
+// Outputs become azd environment values. No secrets (and no App Insights
+// connection string) are emitted here.
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = resources.outputs.functionAppName
+output AZURE_FUNCTION_APP_URL string = resources.outputs.functionAppUrl
+output AZURE_MANAGED_IDENTITY_CLIENT_ID string = resources.outputs.identityClientId
+output AZURE_KEY_VAULT_NAME string = resources.outputs.keyVaultName
+output KEY_VAULT_URL string = resources.outputs.keyVaultUrl
+output AZURE_STORAGE_ACCOUNT_NAME string = resources.outputs.storageAccountName

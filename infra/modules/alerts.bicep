@@ -1,0 +1,93 @@
+// certrenew — log alert rules on the app's Application Insights custom events.
+//
+// The rules are scoped to the (workspace-based) Application Insights
+// component, so the queries use the classic `customEvents` schema
+// (name / customDimensions). The same events are in the workspace's
+// `AppEvents` table (Name / Properties).
+
+param location string
+param tags object
+
+@description('Resource id of the Application Insights component the rules query.')
+param appInsightsId string
+
+@description('Prefix for the alert rule names.')
+param namePrefix string
+
+@description('Action group resource ids notified by both rules (may be empty).')
+param actionGroupIds array
+
+resource renewalFailedAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: '${namePrefix}-renewal-failed'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'certrenew: certificate renewal failed'
+    description: 'Fires when any CertificateRenewalFailed custom event was recorded in the last 15 minutes. See customDimensions of the events for the certificate and the error.'
+    severity: 1
+    enabled: true
+    scopes: [
+      appInsightsId
+    ]
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT15M'
+    autoMitigate: false
+    criteria: {
+      allOf: [
+        {
+          query: 'customEvents | where name == "CertificateRenewalFailed"'
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: actionGroupIds
+    }
+  }
+}
+
+resource nearExpiryAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: '${namePrefix}-near-expiry'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'certrenew: certificate near expiry'
+    description: 'Daily: fires when any CertificateNearExpiry custom event was recorded in the last day (a certificate is inside RENEWAL_WARNING_DAYS and has not been renewed).'
+    severity: 2
+    enabled: true
+    scopes: [
+      appInsightsId
+    ]
+    evaluationFrequency: 'P1D'
+    windowSize: 'P1D'
+    autoMitigate: false
+    criteria: {
+      allOf: [
+        {
+          query: 'customEvents | where name == "CertificateNearExpiry"'
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: actionGroupIds
+    }
+  }
+}
+
+output renewalFailedAlertId string = renewalFailedAlert.id
+output nearExpiryAlertId string = nearExpiryAlert.id

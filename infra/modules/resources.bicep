@@ -1,0 +1,607 @@
+// certrenew — resource-group scoped resources.
+//
+// Flex Consumption function app (Python 3.11) running as a user-assigned
+// managed identity, identity-based storage, RBAC-mode Key Vault with Key Vault
+// references for secrets, workspace-based Application Insights and two log
+// alert rules on the app's custom events.
+
+param location string
+param tags object
+param resourceToken string
+
+param maximumInstanceCount int
+param instanceMemoryMB int
+
+param avxApiUrl string
+param avxUsername string
+@secure()
+param avxPassword string
+param avxGwSource string
+param avxSyncTtlSeconds string
+param avxTimeoutSeconds string
+param avxCaBundle string
+param avxAuthMode string
+param avxClientId string
+@secure()
+param avxClientSecret string
+
+param keyVaultVerifyChallengeResource string
+
+param rclApiUrl string
+param rclTokenScope string
+param rclClientId string
+@secure()
+param rclClientSecret string
+param rclTenantId string
+param rclSendKeyVaultToken string
+param rclRenewalSchedule string
+param rclVerifySchedule string
+param rclVerifyGraceHours string
+param rclTimeoutSeconds string
+
+param renewalWarningDays string
+param renewalStateTable string
+param pendingTable string
+param idempotencyTable string
+param pendingRetrySchedule string
+param pendingMaxDays string
+@secure()
+param webhookHmacSecret string
+param notifyWebhookUrl string
+
+param alertEmailAddress string
+param alertActionGroupId string
+
+// ---------------------------------------------------------------------------
+// Names
+// ---------------------------------------------------------------------------
+
+var identityName = 'id-certrenew-${resourceToken}'
+var storageAccountName = 'stcr${resourceToken}'
+var keyVaultName = 'kv-cr-${resourceToken}'
+var logAnalyticsName = 'log-certrenew-${resourceToken}'
+var appInsightsName = 'appi-certrenew-${resourceToken}'
+var planName = 'plan-certrenew-${resourceToken}'
+var functionAppName = 'func-certrenew-${resourceToken}'
+var deploymentContainerName = 'app-package'
+
+// Built-in role definition ids.
+var roleStorageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+var roleStorageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+var roleStorageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+var roleKeyVaultCertificatesOfficer = 'a4417e6f-fecd-4de8-b567-7b0420556985'
+var roleKeyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
+
+// Key Vault secret names (Key Vault allows letters, digits and dashes only).
+var secretNameAvxPassword = 'AVX-PASSWORD'
+var secretNameAvxClientSecret = 'AVX-CLIENT-SECRET'
+var secretNameRclClientSecret = 'RCL-CLIENT-SECRET'
+var secretNameWebhookHmacSecret = 'WEBHOOK-HMAC-SECRET'
+
+// ---------------------------------------------------------------------------
+// Identity
+// ---------------------------------------------------------------------------
+
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: identityName
+  location: location
+  tags: tags
+}
+
+// ---------------------------------------------------------------------------
+// Storage (AzureWebJobsStorage, deployment package container, state tables)
+// ---------------------------------------------------------------------------
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  // checkov:skip=CKV_AZURE_35: No VNet is deployed, so the Flex Consumption host reaches AzureWebJobsStorage and the deployment container over the public endpoint; access is Entra ID only (allowSharedKeyAccess=false) via the app's managed identity RBAC roles.
+  // checkov:skip=CKV_AZURE_59: Same reason as CKV_AZURE_35: public network access is required without VNet integration; shared-key/SAS access is disabled and blob public access is off.
+  // checkov:skip=CKV_AZURE_206: The account holds the re-deployable code package, host locks and the app's renewal/pending/idempotency tables -- operational state, not the certificates (those are in Key Vault); LRS is enough and GRS/GZRS would add cost without a meaningful recovery benefit.
+  // checkov:skip=CKV_AZURE_43: False positive: the name is the expression 'stcr' + uniqueString() (17 lowercase alphanumerics), which checkov cannot resolve statically.
+  name: storageAccountName
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: {
+    name: 'Standard_LRS'
+  }
+  properties: {
+    accessTier: 'Hot'
+    allowBlobPublicAccess: false
+    allowSharedKeyAccess: false
+    allowCrossTenantReplication: false
+    defaultToOAuthAuthentication: true
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      bypass: 'AzureServices'
+      defaultAction: 'Allow'
+    }
+    encryption: {
+      keySource: 'Microsoft.Storage'
+      requireInfrastructureEncryption: true
+      services: {
+        blob: {
+          enabled: true
+          keyType: 'Account'
+        }
+        file: {
+          enabled: true
+          keyType: 'Account'
+        }
+        queue: {
+          enabled: true
+          keyType: 'Account'
+        }
+        table: {
+          enabled: true
+          keyType: 'Account'
+        }
+      }
+    }
+  }
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+  properties: {
+    deleteRetentionPolicy: {
+      enabled: true
+      days: 7
+    }
+    containerDeleteRetentionPolicy: {
+      enabled: true
+      days: 7
+    }
+  }
+}
+
+resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: deploymentContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource storageBlobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, identity.id, roleStorageBlobDataOwner)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleStorageBlobDataOwner)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource storageQueueDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, identity.id, roleStorageQueueDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleStorageQueueDataContributor)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource storageTableDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, identity.id, roleStorageTableDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleStorageTableDataContributor)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Key Vault (RBAC mode) + secrets
+// ---------------------------------------------------------------------------
+
+resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  // checkov:skip=CKV_AZURE_109: The Flex Consumption app has no VNet integration in this deployment, so Key Vault references and the SDK calls come from public App Service outbound IPs that cannot be pinned; access is governed by Entra ID RBAC (enableRbacAuthorization) only.
+  // checkov:skip=CKV_AZURE_189: Same reason as CKV_AZURE_109: the app reaches the vault over its public endpoint; disable public access only together with VNet integration + a private endpoint.
+  name: keyVaultName
+  location: location
+  tags: tags
+  properties: {
+    tenantId: subscription().tenantId
+    sku: {
+      family: 'A'
+      name: 'standard'
+    }
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+    softDeleteRetentionInDays: 90
+    enablePurgeProtection: true
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      bypass: 'AzureServices'
+      defaultAction: 'Allow'
+    }
+  }
+}
+
+resource keyVaultCertificatesOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(keyVault.id, identity.id, roleKeyVaultCertificatesOfficer)
+  scope: keyVault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleKeyVaultCertificatesOfficer)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource keyVaultSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(keyVault.id, identity.id, roleKeyVaultSecretsUser)
+  scope: keyVault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleKeyVaultSecretsUser)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// A secret is written only when its parameter is non-empty. When it is empty
+// the matching app setting is set to '' (never to a Key Vault reference that
+// cannot resolve: App Service would then hand the literal reference string to
+// the app, which for WEBHOOK_HMAC_SECRET would be a guessable HMAC key).
+module avxPasswordSecret './keyvault-secret.bicep' = if (!empty(avxPassword)) {
+  name: 'certrenew-secret-avx-password'
+  params: {
+    keyVaultName: keyVault.name
+    secretName: secretNameAvxPassword
+    secretValue: avxPassword
+    tags: tags
+  }
+}
+
+module avxClientSecretSecret './keyvault-secret.bicep' = if (!empty(avxClientSecret)) {
+  name: 'certrenew-secret-avx-client-secret'
+  params: {
+    keyVaultName: keyVault.name
+    secretName: secretNameAvxClientSecret
+    secretValue: avxClientSecret
+    tags: tags
+  }
+}
+
+module rclClientSecretSecret './keyvault-secret.bicep' = if (!empty(rclClientSecret)) {
+  name: 'certrenew-secret-rcl-client-secret'
+  params: {
+    keyVaultName: keyVault.name
+    secretName: secretNameRclClientSecret
+    secretValue: rclClientSecret
+    tags: tags
+  }
+}
+
+module webhookHmacSecretSecret './keyvault-secret.bicep' = if (!empty(webhookHmacSecret)) {
+  name: 'certrenew-secret-webhook-hmac-secret'
+  params: {
+    keyVaultName: keyVault.name
+    secretName: secretNameWebhookHmacSecret
+    secretValue: webhookHmacSecret
+    tags: tags
+  }
+}
+
+// Versionless secret URIs: a new secret version is picked up by App Service on
+// its periodic refresh (within 24 hours) or on the next restart/config change.
+// Built from the vault URI (which ends with '/') rather than from the
+// conditional secret resources, so that nothing dereferences a resource that
+// was not deployed.
+var kvRefAvxPassword = '@Microsoft.KeyVault(SecretUri=${keyVault.properties.vaultUri}secrets/${secretNameAvxPassword})'
+var kvRefAvxClientSecret = '@Microsoft.KeyVault(SecretUri=${keyVault.properties.vaultUri}secrets/${secretNameAvxClientSecret})'
+var kvRefRclClientSecret = '@Microsoft.KeyVault(SecretUri=${keyVault.properties.vaultUri}secrets/${secretNameRclClientSecret})'
+var kvRefWebhookHmacSecret = '@Microsoft.KeyVault(SecretUri=${keyVault.properties.vaultUri}secrets/${secretNameWebhookHmacSecret})'
+
+// ---------------------------------------------------------------------------
+// Monitoring
+// ---------------------------------------------------------------------------
+
+resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+  name: logAnalyticsName
+  location: location
+  tags: tags
+  properties: {
+    sku: {
+      name: 'PerGB2018'
+    }
+    retentionInDays: 30
+    features: {
+      enableLogAccessUsingOnlyResourcePermissions: true
+    }
+  }
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
+  name: appInsightsName
+  location: location
+  tags: tags
+  kind: 'web'
+  properties: {
+    Application_Type: 'web'
+    WorkspaceResourceId: logAnalytics.id
+    IngestionMode: 'LogAnalytics'
+    publicNetworkAccessForIngestion: 'Enabled'
+    publicNetworkAccessForQuery: 'Enabled'
+  }
+}
+
+resource emailActionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = if (!empty(alertEmailAddress)) {
+  name: 'ag-certrenew-${resourceToken}'
+  location: 'global'
+  tags: tags
+  properties: {
+    groupShortName: 'certrenew'
+    enabled: true
+    emailReceivers: [
+      {
+        name: 'certrenew-operators'
+        emailAddress: alertEmailAddress
+        useCommonAlertSchema: true
+      }
+    ]
+  }
+}
+
+var emailActionGroupIds = empty(alertEmailAddress) ? [] : [
+  resourceId('Microsoft.Insights/actionGroups', 'ag-certrenew-${resourceToken}')
+]
+var existingActionGroupIds = empty(alertActionGroupId) ? [] : [
+  alertActionGroupId
+]
+
+module alerts './alerts.bicep' = {
+  name: 'certrenew-alerts'
+  params: {
+    location: location
+    tags: tags
+    appInsightsId: appInsights.id
+    namePrefix: 'certrenew-${resourceToken}'
+    actionGroupIds: concat(emailActionGroupIds, existingActionGroupIds)
+  }
+  dependsOn: [
+    emailActionGroup
+  ]
+}
+
+// ---------------------------------------------------------------------------
+// Flex Consumption plan + function app
+// ---------------------------------------------------------------------------
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_225: A nightly batch plus a retried webhook does not need zone redundancy, and zone-redundant Flex Consumption is only offered in some regions; enabling it would make the template region-dependent.
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    name: 'FC1'
+    tier: 'FlexConsumption'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_222: The AppViewX webhook must be reachable from AppViewX over the internet; the endpoint is HTTPS-only (TLS 1.2+) and the app authenticates every call with an HMAC signature (WEBHOOK_HMAC_SECRET).
+  // checkov:skip=CKV_AZURE_17: Webhook callers are authenticated by an HMAC signature over the request; requiring TLS client certificates would additionally need a certificate provisioned in AppViewX and is out of scope.
+  // checkov:skip=CKV_AZURE_212: Flex Consumption scales instances on demand (siteConfig.numberOfWorkers does not apply); the timer and webhook functions tolerate a cold start.
+  // checkov:skip=CKV_AZURE_213: App Service health check does not apply to a scale-to-zero Flex Consumption app and the app exposes no health endpoint; failures are surfaced by the Application Insights alert rules instead.
+  name: functionAppName
+  location: location
+  tags: union(tags, {
+    'azd-service-name': 'api'
+  })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identity.id}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    keyVaultReferenceIdentity: identity.id
+    siteConfig: {
+      minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+      appSettings: [
+        // --- platform: identity-based host storage -------------------------
+        {
+          name: 'AzureWebJobsStorage__accountName'
+          value: storage.name
+        }
+        {
+          name: 'AzureWebJobsStorage__credential'
+          value: 'managedidentity'
+        }
+        {
+          name: 'AzureWebJobsStorage__clientId'
+          value: identity.properties.clientId
+        }
+        {
+          name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
+          value: appInsights.properties.ConnectionString
+        }
+        // --- identity ------------------------------------------------------
+        {
+          name: 'AZURE_CLIENT_ID'
+          value: identity.properties.clientId
+        }
+        // --- AppViewX ------------------------------------------------------
+        {
+          name: 'AVX_API_URL'
+          value: avxApiUrl
+        }
+        {
+          name: 'AVX_USERNAME'
+          value: avxUsername
+        }
+        {
+          name: 'AVX_PASSWORD'
+          value: empty(avxPassword) ? '' : kvRefAvxPassword
+        }
+        {
+          name: 'AVX_GWSOURCE'
+          value: avxGwSource
+        }
+        {
+          name: 'AVX_SYNC_TTL_SECONDS'
+          value: avxSyncTtlSeconds
+        }
+        {
+          name: 'AVX_TIMEOUT_SECONDS'
+          value: avxTimeoutSeconds
+        }
+        {
+          name: 'AVX_CA_BUNDLE'
+          value: avxCaBundle
+        }
+        {
+          name: 'AVX_AUTH_MODE'
+          value: avxAuthMode
+        }
+        {
+          name: 'AVX_CLIENT_ID'
+          value: avxClientId
+        }
+        {
+          name: 'AVX_CLIENT_SECRET'
+          value: empty(avxClientSecret) ? '' : kvRefAvxClientSecret
+        }
+        // --- Key Vault -----------------------------------------------------
+        {
+          name: 'KEY_VAULT_URL'
+          value: keyVault.properties.vaultUri
+        }
+        {
+          name: 'KEY_VAULT_VERIFY_CHALLENGE_RESOURCE'
+          value: keyVaultVerifyChallengeResource
+        }
+        // --- RCL Let's Encrypt service --------------------------------------
+        {
+          name: 'RCL_API_URL'
+          value: rclApiUrl
+        }
+        {
+          name: 'RCL_TOKEN_SCOPE'
+          value: rclTokenScope
+        }
+        {
+          name: 'RCL_CLIENT_ID'
+          value: rclClientId
+        }
+        {
+          name: 'RCL_CLIENT_SECRET'
+          value: empty(rclClientSecret) ? '' : kvRefRclClientSecret
+        }
+        {
+          name: 'RCL_TENANT_ID'
+          value: rclTenantId
+        }
+        {
+          name: 'RCL_SEND_KEY_VAULT_TOKEN'
+          value: rclSendKeyVaultToken
+        }
+        {
+          name: 'RCL_RENEWAL_SCHEDULE'
+          value: rclRenewalSchedule
+        }
+        {
+          name: 'RCL_VERIFY_SCHEDULE'
+          value: rclVerifySchedule
+        }
+        {
+          name: 'RCL_VERIFY_GRACE_HOURS'
+          value: rclVerifyGraceHours
+        }
+        {
+          name: 'RCL_TIMEOUT_SECONDS'
+          value: rclTimeoutSeconds
+        }
+        // --- renewal state / webhook ----------------------------------------
+        {
+          name: 'RENEWAL_WARNING_DAYS'
+          value: renewalWarningDays
+        }
+        {
+          name: 'RENEWAL_STATE_TABLE'
+          value: renewalStateTable
+        }
+        {
+          name: 'PENDING_TABLE'
+          value: pendingTable
+        }
+        {
+          name: 'IDEMPOTENCY_TABLE'
+          value: idempotencyTable
+        }
+        {
+          name: 'PENDING_RETRY_SCHEDULE'
+          value: pendingRetrySchedule
+        }
+        {
+          name: 'PENDING_MAX_DAYS'
+          value: pendingMaxDays
+        }
+        {
+          name: 'WEBHOOK_HMAC_SECRET'
+          value: empty(webhookHmacSecret) ? '' : kvRefWebhookHmacSecret
+        }
+        {
+          name: 'NOTIFY_WEBHOOK_URL'
+          value: notifyWebhookUrl
+        }
+      ]
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storage.properties.primaryEndpoints.blob}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identity.id
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+  }
+  // The app must be able to reach its storage and resolve its Key Vault
+  // references the first time it starts.
+  dependsOn: [
+    deploymentContainer
+    storageBlobDataOwner
+    storageQueueDataContributor
+    storageTableDataContributor
+    keyVaultCertificatesOfficer
+    keyVaultSecretsUser
+    avxPasswordSecret
+    avxClientSecretSecret
+    rclClientSecretSecret
+    webhookHmacSecretSecret
+  ]
+}
+
+output functionAppName string = functionApp.name
+output functionAppUrl string = 'https://${functionApp.properties.defaultHostName}'
+output identityClientId string = identity.properties.clientId
+output keyVaultName string = keyVault.name
+output keyVaultUrl string = keyVault.properties.vaultUri
+output storageAccountName string = storage.name
