@@ -1,21 +1,29 @@
-"""HTTP trigger: `POST /api/certificates/renew` renews a certificate in AppViewX and stores it in Key Vault."""
+"""HTTP triggers of the AppViewX path.
+
+- `POST /api/certificates/renew` renews a certificate in AppViewX and stores it in Key Vault.
+- `GET /api/certificates/renew/{pendingId}` tells the state of a renewal that was answered 202 (pending).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
+import time
 from typing import Any
 
 import azure.functions as func
 
 from shared import context as app_context
-from shared.avx_renewal import renew
+from shared import idempotency, signature
+from shared.avx_renewal import RenewalRun, WebhookAnswer, renew
 from shared.errors import ApiError, CertRenewError
 from shared.telemetry import invocation
 from shared.webhook import MAX_BODY_BYTES, parse_renew_request
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.http")
+PENDING_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def json_response(status: int, body: dict[str, Any]) -> func.HttpResponse:
@@ -24,22 +32,107 @@ def json_response(status: int, body: dict[str, Any]) -> func.HttpResponse:
     )
 
 
+def error_response(error: ApiError, invocation_id: str | None) -> func.HttpResponse:
+    return json_response(error.status, error.body(invocation_id))
+
+
+def _caller(req: func.HttpRequest) -> str | None:
+    # Set by App Service authentication (Easy Auth) when it fronts the app; callers cannot forge it through it.
+    name = req.headers.get("X-MS-CLIENT-PRINCIPAL-NAME")
+    return name.strip()[:256] if name else None
+
+
 @bp.function_name("renew_http")
 @bp.route(route="certificates/renew", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def renew_http(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     invocation_id = getattr(context, "invocation_id", None)
     with invocation(invocation_id):
-        body = req.get_body() or b""
-        if len(body) > MAX_BODY_BYTES:  # before parsing anything
-            error = ApiError(413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {MAX_BODY_BYTES} bytes")
-            return json_response(error.status, error.body(invocation_id))
-        parsed = parse_renew_request(body, dict(req.params))
-        if isinstance(parsed, ApiError):
-            return json_response(parsed.status, parsed.body(invocation_id))
         try:
-            answer = renew(parsed, app_context.avx_client(), app_context.key_vault_store(), invocation_id)
+            return _renew(req, invocation_id)
         except CertRenewError as exc:
-            log.error("Renewal failed: %s", exc.message)
-            error = ApiError(500, exc.code, exc.message, exc.remediation)
-            return json_response(error.status, error.body(invocation_id))
-        return json_response(answer.status, answer.body)
+            log.error("Renewal request failed: %s", exc.message)
+            return error_response(ApiError(500, exc.code, exc.message, exc.remediation), invocation_id)
+
+
+def _renew(req: func.HttpRequest, invocation_id: str | None) -> func.HttpResponse:
+    body = req.get_body() or b""
+    if len(body) > MAX_BODY_BYTES:  # before anything reads it
+        return error_response(
+            ApiError(413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {MAX_BODY_BYTES} bytes"), invocation_id
+        )
+    settings = app_context.settings()
+    secret = settings.webhook.hmac_secret
+    if secret:
+        rejected = signature.verify(
+            secret, req.headers.get("X-Signature-Timestamp"), req.headers.get("X-Signature"), body, time.time()
+        )
+        if rejected is not None:
+            return error_response(rejected, invocation_id)
+
+    query = dict(req.params)
+    parsed = parse_renew_request(body, query)
+    if isinstance(parsed, ApiError):
+        return error_response(parsed, invocation_id)
+
+    key = req.headers.get("Idempotency-Key")
+    if key is not None and not idempotency.valid_key(key):
+        return error_response(
+            ApiError(400, "INVALID_REQUEST", "Idempotency-Key must be 1-128 visible ASCII characters"), invocation_id
+        )
+    claims = app_context.idempotency_store() if key is not None else None
+    if claims is not None and key is not None:
+        claim = claims.claim(key, idempotency.fingerprint(body, query))
+        if claim.outcome == idempotency.REPLAY:
+            return json_response(claim.status or 200, claim.body or {})
+        if claim.outcome == idempotency.IN_PROGRESS:
+            return error_response(
+                ApiError(409, "IN_PROGRESS", "A request with this Idempotency-Key is still running", "Retry later."),
+                invocation_id,
+            )
+        if claim.outcome == idempotency.MISMATCH:
+            return error_response(
+                ApiError(
+                    422,
+                    "IDEMPOTENCY_KEY_REUSED",
+                    "This Idempotency-Key was used within 24 h for a different request",
+                    "Use a new Idempotency-Key for a different request.",
+                ),
+                invocation_id,
+            )
+
+    answer: WebhookAnswer | None = None
+    try:
+        answer = renew(
+            RenewalRun(
+                command=parsed,
+                avx=app_context.avx_client(),
+                store=app_context.key_vault_store(),
+                pending=app_context.pending_store,
+                invocation_id=invocation_id,
+                caller=_caller(req),
+            )
+        )
+    finally:
+        if claims is not None and key is not None:
+            # Final answers are replayed for 24 h; a failure the caller may retry (5xx) frees the key.
+            if answer is not None and answer.status < 500:
+                claims.complete(key, answer.status, answer.body)
+            else:
+                claims.release(key)
+    return json_response(answer.status, answer.body)
+
+
+@bp.function_name("renew_status")
+@bp.route(route="certificates/renew/{pendingId}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def renew_status(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    invocation_id = getattr(context, "invocation_id", None)
+    pending_id = req.route_params.get("pendingId", "")
+    if not PENDING_ID.match(pending_id):
+        return error_response(ApiError(400, "INVALID_REQUEST", "pendingId must be 32 hex characters"), invocation_id)
+    try:
+        record = app_context.pending_store().get(pending_id)
+    except CertRenewError as exc:
+        return error_response(ApiError(503, exc.code, exc.message, exc.remediation), invocation_id)
+    if record is None:
+        return error_response(ApiError(404, "NOT_FOUND", "No pending renewal has this id"), invocation_id)
+    return json_response(200, {**record.public(), "invocationId": invocation_id})

@@ -6,15 +6,17 @@ The password travels only in the `password` header; it is never part of a URL, a
 
 from __future__ import annotations
 
+import base64
 import json
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import NameResolutionError, NewConnectionError
 
 from shared.errors import AvxError
+from shared.outbound import RetryPolicy, never_sent, new_session, send
 from shared.settings import AvxSettings
 
 CONNECT_TIMEOUT_SECONDS = 10.0
@@ -123,76 +125,215 @@ def parse_renew_answer(status: int, body: bytes) -> AvxRenewResult:
     )
 
 
-def _never_sent(exc: requests.RequestException) -> bool:
-    """True only when the request provably did not reach AVX: refused connection, DNS failure, connect timeout."""
-    if isinstance(exc, requests.ConnectTimeout):
+@dataclass(frozen=True)
+class AvxCertificateRecord:
+    """One certificate as AVX's search lists it."""
+
+    resource_id: str | None
+    common_name: str | None
+    serial_number: str | None
+    status: str | None
+    valid_to: str | None
+
+
+def parse_search_answer(body: bytes) -> list[AvxCertificateRecord]:
+    try:
+        document = json.loads(body.decode("utf-8"))
+        objects = document["response"]["response"]["objects"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        raise AvxError("AppViewX answered the certificate search with an unreadable body", code="AVX_BAD_RESPONSE") from None
+    if not isinstance(objects, list):
+        raise AvxError("AppViewX's certificate search answer holds no list", code="AVX_BAD_RESPONSE")
+    return [
+        AvxCertificateRecord(
+            resource_id=_text(o.get("resourceId") or o.get("_id")),
+            common_name=_text(o.get("commonName")),
+            serial_number=_text(o.get("serialNumber")),
+            status=_text(o.get("status")),
+            valid_to=_text(o.get("validTo")),
+        )
+        for o in objects
+        if isinstance(o, dict)
+    ]
+
+
+class _Auth:
+    """How the app proves itself to AVX: password headers, a session id, or a service-account token."""
+
+    SERVICE_TOKEN_LIFETIME = 25 * 60  # AVX tokens last 30 minutes; refresh early
+
+    def __init__(self, client: AvxClient) -> None:
+        self.client = client
+        self.settings = client.settings
+        self._lock = threading.Lock()
+        self._value: str | None = None
+        self._expires = 0.0
+
+    def headers(self) -> dict[str, str]:
+        mode = self.settings.auth_mode
+        if mode == "headers":
+            return {"userName": self.settings.username, "password": self.settings.password}
+        with self._lock:
+            if self._value is None or time.monotonic() >= self._expires:
+                self._value, lifetime = self._session_id() if mode == "session" else self._service_token()
+                self._expires = time.monotonic() + lifetime
+            return {"sessionId" if mode == "session" else "token": self._value}
+
+    def invalidate(self) -> bool:
+        """Forget the session/token after a 401; True when a fresh one may help."""
+        if self.settings.auth_mode == "headers":
+            return False
+        with self._lock:
+            self._value = None
         return True
-    stack: list[BaseException] = [exc]
-    seen: set[int] = set()
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, (NewConnectionError, NameResolutionError, ConnectionRefusedError)):
-            return True
-        linked = (getattr(current, "reason", None), current.__cause__, current.__context__, *current.args)
-        stack.extend(e for e in linked if isinstance(e, BaseException))
-    return False
+
+    def _login_call(self, path: str, **kwargs: object) -> dict[str, Any]:
+        answer = self.client.call("POST", path, idempotent=True, authenticated=False, **kwargs)
+        try:
+            document = json.loads(answer.content.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            document = None
+        if answer.status_code != 200 or not isinstance(document, dict):
+            code = _text(document.get("appStatusCode")) if isinstance(document, dict) else None
+            raise AvxError(
+                f"AppViewX refused the app's {self.settings.auth_mode} login (HTTP {answer.status_code})",
+                code=code or "AVX_GW_003",
+                http_status=401 if answer.status_code in (200, 401) else answer.status_code,
+                remediation=REMEDIATION["AVX_GW_003"],
+            )
+        return document
+
+    def _session_id(self) -> tuple[str, float]:
+        document = self._login_call(
+            "/login",
+            headers={"userName": self.settings.username, "password": self.settings.password},
+            json={},
+        )
+        response = document.get("response")
+        session_id = _text(response.get("sessionId")) if isinstance(response, dict) else None
+        if not session_id:
+            raise AvxError("AppViewX's login answer holds no sessionId", code="AVX_BAD_RESPONSE")
+        return session_id, 12 * 3600.0  # kept until AVX answers 401
+
+    def _service_token(self) -> tuple[str, float]:
+        basic = base64.b64encode(f"{self.settings.client_id}:{self.settings.client_secret}".encode()).decode()
+        document = self._login_call(
+            "/acctmgmt-get-service-token",
+            headers={"Authorization": f"Basic {basic}", "Content-Type": "application/x-www-form-urlencoded"},
+            data="grant_type=client_credentials",
+        )
+        token = _text(document.get("response"))
+        if not token:
+            raise AvxError("AppViewX's service-token answer holds no token", code="AVX_BAD_RESPONSE")
+        return token, float(self.SERVICE_TOKEN_LIFETIME)
 
 
 class AvxClient:
-    """The AppViewX certificate API, as the app's own AVX account."""
+    """The AppViewX certificate API, as the app's own AVX account, over one kept-alive session."""
 
     def __init__(self, settings: AvxSettings, session: requests.Session | None = None) -> None:
         self.settings = settings
-        self.session = session or requests.Session()
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=64)
-        self.session.mount("https://", adapter)
-        self.session.mount("http://", adapter)
+        self.session = session or new_session()
         if settings.ca_bundle:
             self.session.verify = settings.ca_bundle
+        self._auth = _Auth(self)
 
     def close(self) -> None:
         self.session.close()
 
-    def _auth_headers(self) -> dict[str, str]:
-        return {"userName": self.settings.username, "password": self.settings.password}
+    def _timeout(self) -> tuple[float, float]:
+        return (min(CONNECT_TIMEOUT_SECONDS, self.settings.timeout_seconds), self.settings.timeout_seconds)
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        idempotent: bool,
+        authenticated: bool = True,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        **kwargs: object,
+    ) -> requests.Response:
+        """One AVX call with the outbound rules; on 401 with a session or token, log in again once."""
+        url = f"{self.settings.api_url}{path}"
+        query = {"gwsource": self.settings.gwsource, **(params or {})}
+        policy = RetryPolicy() if idempotent else RetryPolicy(attempts=2)
+        for attempt in (1, 2):
+            merged = {"Accept": "application/json", **(headers or {})}
+            if authenticated:
+                merged.update(self._auth.headers())
+            try:
+                answer = send(
+                    self.session, method, url, idempotent=idempotent, policy=policy, timeout=self._timeout(),
+                    params=query, headers=merged, **kwargs,
+                )
+            except requests.ReadTimeout:
+                raise AvxError(
+                    f"AppViewX did not answer within {self.settings.timeout_seconds:g} s",
+                    code="AVX_TIMEOUT",
+                    remediation="AVX may still complete the renewal: check the certificate in AppViewX before retrying.",
+                ) from None
+            except requests.RequestException as exc:
+                tls = isinstance(exc, requests.exceptions.SSLError)
+                raise AvxError(
+                    f"AppViewX at {self.settings.api_url} could not be reached: {type(exc).__name__}",
+                    code="AVX_UNREACHABLE",
+                    remediation=(
+                        "Check AVX_CA_BUNDLE: AVX's TLS certificate is not trusted."
+                        if tls
+                        else "Check AVX_API_URL and the network path from the Function App to AppViewX."
+                    ),
+                    sent=not (tls or never_sent(exc)),
+                ) from None
+            # A 401 was refused before AVX acted, so even the renew PUT may be sent again after a fresh login.
+            if answer.status_code == 401 and authenticated and attempt == 1 and self._auth.invalidate():
+                continue
+            return answer
+        raise AssertionError("unreachable")
 
     def renew(self, request: AvxRenewRequest, auto_approval: bool | None = None) -> AvxRenewResult:
-        params: dict[str, str] = {
-            "gwsource": self.settings.gwsource,
-            "isSync": "true",
-            "ttl": str(self.settings.sync_ttl_seconds),
-        }
+        params = {"isSync": "true", "ttl": str(self.settings.sync_ttl_seconds)}
         if auto_approval is not None:
             params["autoApproval"] = "true" if auto_approval else "false"
-        url = f"{self.settings.api_url}/certificate/renew"
-        try:
-            answer = self.session.put(
-                url,
-                params=params,
-                data=json.dumps(request.payload()),
-                headers={**self._auth_headers(), "Content-Type": "application/json", "Accept": "application/json"},
-                timeout=(min(CONNECT_TIMEOUT_SECONDS, self.settings.timeout_seconds), self.settings.timeout_seconds),
-            )
-        except requests.ReadTimeout:
-            raise AvxError(
-                f"AppViewX did not answer within {self.settings.timeout_seconds:g} s",
-                code="AVX_TIMEOUT",
-                remediation="AVX may still complete the renewal: check the certificate in AppViewX before retrying.",
-            ) from None
-        except requests.RequestException as exc:
-            sent = not _never_sent(exc)
-            tls = isinstance(exc, requests.exceptions.SSLError)
-            raise AvxError(
-                f"AppViewX at {self.settings.api_url} could not be reached: {type(exc).__name__}",
-                code="AVX_UNREACHABLE",
-                remediation=(
-                    "Check AVX_CA_BUNDLE: AVX's TLS certificate is not trusted."
-                    if tls
-                    else "Check AVX_API_URL and the network path from the Function App to AppViewX."
-                ),
-                sent=sent and not tls,
-            ) from None
+        answer = self.call(
+            "PUT",
+            "/certificate/renew",
+            idempotent=False,
+            params=params,
+            headers={"Content-Type": "application/json"},
+            data=json.dumps(request.payload()),
+        )
         return parse_renew_answer(answer.status_code, answer.content)
+
+    def search(self, *, common_name: str | None = None, resource_id: str | None = None) -> list[AvxCertificateRecord]:
+        """Certificates matching a common name or resource id, newest first."""
+        criteria = {k: v for k, v in (("commonName", common_name), ("resourceId", resource_id)) if v}
+        body = {"input": criteria, "filter": {"max": 50, "start": 1, "sortColumn": "validTo", "sortOrder": "desc"}}
+        answer = self.call("POST", "/certificate/search", idempotent=True, json=body)
+        if answer.status_code != 200:
+            parse_renew_answer(answer.status_code, answer.content)  # raises the mapped AvxError
+        return parse_search_answer(answer.content)
+
+    def download(self, record: AvxCertificateRecord, fmt: str, password: str | None) -> bytes:
+        """The certificate file AVX already holds (nothing is renewed again)."""
+        body = {
+            "format": fmt,
+            "password": password or "",
+            "commonName": record.common_name,
+            "serialNumber": record.serial_number,
+            "resourceId": record.resource_id,
+            "isChainRequired": True,
+        }
+        answer = self.call("POST", "/certificate/download/format", idempotent=True, json=body)
+        if answer.status_code != 200:
+            parse_renew_answer(answer.status_code, answer.content)
+        content_type = answer.headers.get("Content-Type", "")
+        if "json" in content_type:
+            # Some AVX versions wrap the file as base64 in {"response": ...}.
+            try:
+                wrapped = json.loads(answer.content.decode("utf-8")).get("response")
+                return base64.b64decode(wrapped, validate=True)
+            except (ValueError, AttributeError, TypeError):
+                raise AvxError("AppViewX's download answer is not a file", code="AVX_BAD_RESPONSE") from None
+        return answer.content

@@ -6,7 +6,9 @@ The steps' decisions live in `shared.webhook` and `shared.certificates`; this mo
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from cryptography import x509
@@ -23,8 +25,9 @@ from shared.certificates import (
     parse_certificates,
     pem_bundle_with_pkcs8_key,
 )
-from shared.errors import ApiError, AvxError, IdentityError, KeyVaultError
+from shared.errors import ApiError, AvxError, IdentityError, KeyVaultError, StateStoreError
 from shared.keyvault import KeyVaultStore, StoredCertificate, b64decode_strict, clean_tags
+from shared.pending import PendingRecord, PendingStore
 from shared.telemetry import emit_event
 from shared.webhook import RenewCommand, avx_error_answer, certificate_tags, renewed_answer, unstorable
 
@@ -38,44 +41,108 @@ class WebhookAnswer:
     body: dict[str, Any]
 
 
-def _failed(error: ApiError, command: RenewCommand, name: str | None, invocation_id: str | None) -> WebhookAnswer:
-    emit_event(
-        "CertificateRenewalFailed",
-        {
-            "source": SOURCE,
-            "certificateName": name or command.target_name() or command.avx.common_name or command.avx.resource_id,
+@dataclass(frozen=True)
+class RenewalRun:
+    """One webhook renewal: the validated command and what it runs against."""
+
+    command: RenewCommand
+    avx: AvxClient
+    store: KeyVaultStore
+    pending: Callable[[], PendingStore] | None = None  # opened only when something must be kept for later
+    invocation_id: str | None = None
+    caller: str | None = None
+
+    def name_hint(self, name: str | None = None) -> str | None:
+        command = self.command
+        return name or command.target_name() or command.avx.common_name or command.avx.resource_id
+
+    def failed(self, error: ApiError, name: str | None = None) -> WebhookAnswer:
+        emit_event(
+            "CertificateRenewalFailed",
+            {
+                "source": SOURCE,
+                "certificateName": self.name_hint(name),
+                "reason": error.code,
+                "message": error.message,
+                "httpStatus": error.status,
+                "caller": self.caller,
+            },
+        )
+        return WebhookAnswer(error.status, error.body(self.invocation_id))
+
+    def keep_pending(self, error: ApiError, result: AvxRenewResult | None) -> WebhookAnswer:
+        """AVX renewed (or may have): record the work for `complete_pending` and answer 202, or, when even the
+        record cannot be kept, the error with the AVX ids so the caller still knows what exists."""
+        if self.pending is None:
+            return self.failed(error)
+        command = self.command
+        record = PendingRecord.new(
+            datetime.now(timezone.utc),
+            reason=error.code,
+            storage="merge" if command.storage is Storage.MERGE else "import",
+            avx_resource_id=result.resource_id if result else None,
+            avx_request_id=result.request_id if result else None,
+            requested_resource_id=command.avx.resource_id,
+            common_name=command.avx.common_name or (result.certificate_name if result else None),
+            serial_number=command.avx.serial_number,
+            key_vault_name=command.target_name() if command.storage is Storage.MERGE else command.key_vault_name,
+            last_error=error.message[:1000],
+            caller=self.caller,
+        )
+        try:
+            self.pending().save(record)
+        except StateStoreError as exc:
+            log.error("Could not record pending renewal (%s): %s", error.code, exc.message)
+            return self.failed(error)
+        emit_event(
+            "CertificateRenewalPending",
+            {
+                "source": SOURCE,
+                "certificateName": self.name_hint(),
+                "pendingId": record.pending_id,
+                "reason": error.code,
+                "message": error.message,
+                "scheduledAt": record.created_at,
+                "avxResourceId": record.avx_resource_id,
+                "caller": self.caller,
+            },
+        )
+        body = {
+            "status": "pending",
+            "pendingId": record.pending_id,
             "reason": error.code,
             "message": error.message,
-            "httpStatus": error.status,
-        },
-    )
-    return WebhookAnswer(error.status, error.body(invocation_id))
+            "avx": result.ids() if result else None,
+            "invocationId": self.invocation_id,
+        }
+        return WebhookAnswer(202, body)
 
 
-def renew(
-    command: RenewCommand, avx: AvxClient, store: KeyVaultStore, invocation_id: str | None = None
-) -> WebhookAnswer:
+def renew(run: RenewalRun) -> WebhookAnswer:
+    command, avx, store = run.command, run.avx, run.store
     target = command.target_name()
     try:
         store.ensure_token()
     except IdentityError as exc:
         error = ApiError(502, exc.code, exc.message + "; nothing was renewed.", exc.remediation)
-        return _failed(error, command, target, invocation_id)
+        return run.failed(error, target)
     pending_exists: bool | None = None
     if command.storage is Storage.MERGE and target:
         try:
             pending_exists = store.has_pending_csr(target)
         except KeyVaultError as exc:
             error = ApiError(502, "KEY_VAULT_UNAVAILABLE", exc.message + "; nothing was renewed.", exc.remediation)
-            return _failed(error, command, target, invocation_id)
+            return run.failed(error, target)
     rejection = unstorable(command, pending_exists)
     if rejection is not None:
-        return _failed(rejection, command, target, invocation_id)
+        return run.failed(rejection, target)
 
     try:
         result = avx.renew(command.avx, command.auto_approval)
     except AvxError as exc:
-        return _failed(avx_error_answer(exc), command, target, invocation_id)
+        if exc.code == "AVX_TIMEOUT":  # the renewal may have happened: track it, never send it again
+            return run.keep_pending(avx_error_answer(exc), None)
+        return run.failed(avx_error_answer(exc), target)
 
     avx_ids = {"avx": result.ids()}
     if not result.certificate_content:
@@ -86,13 +153,13 @@ def renew(
             "Approve the request in AppViewX, then fetch the certificate; the AVX ids identify it.",
             details=avx_ids,
         )
-        return _failed(error, command, target, invocation_id)
+        return run.keep_pending(error, result)
 
     try:
         stored = store_result(command, result, store)
     except CertificateParseError as exc:
         error = ApiError(502, "AVX_BAD_RESPONSE", f"AppViewX returned unusable content: {exc}", None, avx_ids)
-        return _failed(error, command, target, invocation_id)
+        return run.failed(error, target)
     except KeyVaultError as exc:
         error = ApiError(
             502,
@@ -101,7 +168,7 @@ def renew(
             exc.remediation,
             avx_ids,
         )
-        return _failed(error, command, target, invocation_id)
+        return run.keep_pending(error, result)
 
     emit_event(
         "CertificateRenewed",
@@ -113,10 +180,11 @@ def renew(
             "thumbprint": stored.thumbprint,
             "avxResourceId": result.resource_id,
             "avxRequestId": result.request_id,
+            "caller": run.caller,
         },
     )
     log.info("Stored renewed certificate %s version %s (AVX resource %s)", stored.name, stored.version, result.resource_id)
-    return WebhookAnswer(200, {**renewed_answer(stored, result), "invocationId": invocation_id})
+    return WebhookAnswer(200, {**renewed_answer(stored, result), "invocationId": run.invocation_id})
 
 
 def _name_for(command: RenewCommand, leaf: x509.Certificate, result: AvxRenewResult) -> str:

@@ -11,8 +11,11 @@ from typing import Any
 
 from shared import identity
 from shared.avx import AvxClient
+from shared.idempotency import IdempotencyStore
 from shared.keyvault import KeyVaultStore
+from shared.pending import PendingStore
 from shared.settings import Settings, load_settings, reset_settings
+from shared.tables import open_table
 
 _lock = threading.RLock()
 _clients: dict[str, Any] = {}
@@ -39,6 +42,22 @@ def key_vault_store() -> KeyVaultStore:
         return KeyVaultStore(s.key_vault, identity.managed_identity(s.identity))
 
     return _cached("keyvault", build)
+
+
+def _table(setting: str) -> Any:
+    s = settings()
+    storage = s.storage
+    name = getattr(storage, setting)
+    credential = None if storage.connection_string else identity.managed_identity(s.identity)
+    return open_table(storage, name, credential)
+
+
+def pending_store() -> PendingStore:
+    return _cached("pending", lambda: PendingStore(_table("pending_table")))
+
+
+def idempotency_store() -> IdempotencyStore:
+    return _cached("idempotency", lambda: IdempotencyStore(_table("idempotency_table")))
 
 
 def reset() -> None:

@@ -11,7 +11,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -20,6 +20,7 @@ from shared.errors import SettingsError
 DEFAULT_RCL_API_URL = "https://letsencryptapi.azure-api.net/api/v2"
 DEFAULT_RCL_TOKEN_SCOPE = "https://management.core.windows.net/.default"
 KEY_VAULT_SCOPE = "https://vault.azure.net/.default"
+AVX_AUTH_MODES = ("headers", "session", "service-account")
 
 
 @dataclass(frozen=True)
@@ -31,9 +32,12 @@ class AvxSettings:
     sync_ttl_seconds: int
     timeout_seconds: float
     ca_bundle: str | None
+    auth_mode: str = "headers"  # headers | session | service-account
+    client_id: str | None = None
+    client_secret: str | None = None
 
-    def __repr__(self) -> str:  # keep the password out of any repr that reaches a log
-        return f"AvxSettings(api_url={self.api_url!r}, username={self.username!r}, gwsource={self.gwsource!r})"
+    def __repr__(self) -> str:  # keep the password and client secret out of any repr that reaches a log
+        return f"AvxSettings(api_url={self.api_url!r}, auth_mode={self.auth_mode!r}, gwsource={self.gwsource!r})"
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,8 @@ class RclSettings:
     timeout_seconds: float
     verify_grace_hours: float
     warning_days: int
+    # Pause before the one retry a night allows per RCL call (a Retry-After answer may ask for longer, up to a cap).
+    retry_delay_seconds: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,14 @@ class StorageSettings:
     connection_string: str | None
     account_url: str | None  # identity-based AzureWebJobsStorage__accountName / __tableServiceUri
     renewal_table: str
+    pending_table: str = "avxpending"
+    idempotency_table: str = "webhookrequests"
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    hmac_secret: str | None = field(default=None, repr=False)
+    pending_max_days: float = 7.0
 
 
 @dataclass(frozen=True)
@@ -167,10 +181,17 @@ class Settings:
             ca_bundle = r.text("AVX_CA_BUNDLE")
             if ca_bundle and not os.path.isfile(ca_bundle):
                 r.problems.append(f"AVX_CA_BUNDLE must be the path of a PEM file, but {ca_bundle!r} does not exist")
+            auth_mode = (r.text("AVX_AUTH_MODE", "headers") or "headers").lower()
+            if auth_mode not in AVX_AUTH_MODES:
+                r.problems.append(f"AVX_AUTH_MODE must be one of {', '.join(AVX_AUTH_MODES)}, got {auth_mode!r}")
+            service = auth_mode == "service-account"
             return AvxSettings(
                 api_url=r.url("AVX_API_URL", required=True) or "",
-                username=r.text("AVX_USERNAME", required=True) or "",
-                password=r.text("AVX_PASSWORD", required=True) or "",
+                username=r.text("AVX_USERNAME", required=not service) or "",
+                password=r.text("AVX_PASSWORD", required=not service) or "",
+                auth_mode=auth_mode,
+                client_id=r.text("AVX_CLIENT_ID", required=service),
+                client_secret=r.text("AVX_CLIENT_SECRET", required=service),
                 gwsource=r.text("AVX_GWSOURCE", "external") or "external",
                 sync_ttl_seconds=r.number("AVX_SYNC_TTL_SECONDS", 300, int),
                 timeout_seconds=r.number("AVX_TIMEOUT_SECONDS", 200, float),
@@ -215,6 +236,7 @@ class Settings:
                 timeout_seconds=r.number("RCL_TIMEOUT_SECONDS", 60, float),
                 verify_grace_hours=r.number("RCL_VERIFY_GRACE_HOURS", 24, float),
                 warning_days=r.number("RENEWAL_WARNING_DAYS", 14, int),
+                retry_delay_seconds=r.number("RCL_RETRY_DELAY_SECONDS", 10, float),
             )
 
         return self._group("RCL", build)
@@ -236,9 +258,21 @@ class Settings:
                 connection_string=connection_string,
                 account_url=account_url,
                 renewal_table=r.table_name("RENEWAL_STATE_TABLE", "certrenewals"),
+                pending_table=r.table_name("PENDING_TABLE", "avxpending"),
+                idempotency_table=r.table_name("IDEMPOTENCY_TABLE", "webhookrequests"),
             )
 
         return self._group("storage", build)
+
+    @property
+    def webhook(self) -> WebhookSettings:
+        def build(r: _Reader) -> WebhookSettings:
+            secret = r.text("WEBHOOK_HMAC_SECRET")
+            if secret is not None and len(secret) < 16:
+                r.problems.append("WEBHOOK_HMAC_SECRET must be at least 16 characters (use a random 32+ character value)")
+            return WebhookSettings(hmac_secret=secret, pending_max_days=r.number("PENDING_MAX_DAYS", 7, float))
+
+        return self._group("webhook", build)
 
     @property
     def telemetry(self) -> TelemetrySettings:

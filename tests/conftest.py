@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,11 +44,17 @@ def functions() -> dict[str, Any]:
 
 
 @pytest.fixture
-def app_env(standins: StandIns, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    """The app's settings pointed at the stand-ins; every cached client is dropped before and after."""
+def app_env(standins: StandIns, azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """The app's settings pointed at the stand-ins and Azurite; every cached client is dropped before and after."""
     from shared import context as app_context
 
     env = base_environment(standins)
+    env["AzureWebJobsStorage"] = azurite.connection_string
+    # Each test gets its own tables, so records of one test never meet another's.
+    suffix = uuid.uuid4().hex[:8]
+    env["PENDING_TABLE"] = f"pending{suffix}"
+    env["IDEMPOTENCY_TABLE"] = f"idem{suffix}"
+    env["RENEWAL_STATE_TABLE"] = f"renewals{suffix}"
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     standins.reset()
@@ -57,12 +64,8 @@ def app_env(standins: StandIns, monkeypatch: pytest.MonkeyPatch) -> Iterator[dic
 
 
 @pytest.fixture
-def storage_env(app_env: dict[str, str], azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    from shared import context as app_context
-
-    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
-    app_context.reset()
-    app_env["AzureWebJobsStorage"] = azurite.connection_string
+def storage_env(app_env: dict[str, str]) -> dict[str, str]:
+    """Kept for readability where a test is about the tables: app_env already points at Azurite."""
     return app_env
 
 

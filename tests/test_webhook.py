@@ -114,13 +114,13 @@ def test_pem_with_key_is_imported(standins: StandIns, call_webhook: Any, pkcs8: 
     assert "password" not in standins.avx.renew_calls()[0].json()["certificateFormat"]
 
 
-def test_pem_without_key_and_no_pending_operation_fails_with_avx_ids(standins: StandIns, call_webhook: Any) -> None:
+def test_pem_without_key_and_no_pending_operation_is_kept_pending(standins: StandIns, call_webhook: Any) -> None:
     standins.avx.pem_includes_key = False
     item = standins.avx.add_certificate("nokey.contoso.com")
     status, answer = call_webhook({"resourceId": item.resource_id, "certificateFormat": {"format": "PEM"}})
-    assert status == 502
-    assert answer["error"]["code"] == "KEY_VAULT_STORE_FAILED"
-    assert answer["error"]["avx"]["resourceId"] == item.resource_id
+    assert status == 202
+    assert answer["status"] == "pending" and answer["reason"] == "KEY_VAULT_STORE_FAILED"
+    assert answer["avx"]["resourceId"] == item.resource_id
     assert standins.key_vault.latest("nokey-contoso-com") is None
 
 
@@ -171,12 +171,13 @@ def test_auto_approval_is_forwarded(standins: StandIns, call_webhook: Any) -> No
     assert standins.avx.renew_calls()[0].query_one("autoApproval") == "true"
 
 
-def test_manual_approval_without_certificate_is_no_certificate(standins: StandIns, call_webhook: Any) -> None:
+def test_manual_approval_without_certificate_is_kept_pending(standins: StandIns, call_webhook: Any) -> None:
     item = standins.avx.add_certificate("manual.contoso.com")
     status, answer = call_webhook({"resourceId": item.resource_id}, params={"autoApproval": "false"})
-    assert status == 502
-    assert answer["error"]["code"] == "AVX_NO_CERTIFICATE"
-    assert answer["error"]["avx"]["resourceId"] == item.resource_id
+    assert status == 202
+    assert answer["status"] == "pending" and answer["reason"] == "AVX_NO_CERTIFICATE"
+    assert re.fullmatch(r"[0-9a-f]{32}", answer["pendingId"])
+    assert answer["avx"]["resourceId"] == item.resource_id
     assert standins.avx.renew_calls()[0].query_one("autoApproval") == "false"
 
 
@@ -272,14 +273,18 @@ def test_avx_unreachable_is_502(standins: StandIns, call_webhook: Any, monkeypat
     assert (status, answer["error"]["code"]) == (502, "AVX_UNREACHABLE")
 
 
-def test_avx_read_timeout_is_504(standins: StandIns, call_webhook: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_avx_read_timeout_is_kept_pending_and_not_resent(
+    standins: StandIns, call_webhook: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from shared import context as app_context
 
     monkeypatch.setenv("AVX_TIMEOUT_SECONDS", "1")
     app_context.reset()
     standins.avx.script(Response(delay=5))
     status, answer = call_webhook({"resourceId": "r1"})
-    assert (status, answer["error"]["code"]) == (504, "AVX_TIMEOUT")
+    assert status == 202
+    assert answer["reason"] == "AVX_TIMEOUT" and answer["avx"] is None
+    assert len(standins.avx.renew_calls()) == 1  # a PUT that may have reached AVX is never sent again
 
 
 def test_untrusted_avx_certificate_is_unreachable(
@@ -307,15 +312,35 @@ def test_avx_ca_bundle_setting_trusts_a_private_ca(
 
 
 @pytest.mark.parametrize("kv_status", [400, 403, 500])
-def test_key_vault_failure_keeps_the_avx_ids(standins: StandIns, call_webhook: Any, kv_status: int) -> None:
+def test_key_vault_failure_is_kept_pending_with_the_avx_ids(standins: StandIns, call_webhook: Any, kv_status: int) -> None:
     item = standins.avx.add_certificate("kvfail.contoso.com")
     error = {"error": {"code": "Forbidden", "message": "The user does not have certificates import permission"}}
     standins.key_vault.fail_next(10, Response.json(error, status=kv_status), operation="import")
     status, answer = call_webhook({"resourceId": item.resource_id})
+    assert status == 202
+    assert answer["reason"] == "KEY_VAULT_STORE_FAILED"
+    assert answer["avx"]["resourceId"] == item.resource_id
+    assert answer["avx"]["requestId"].startswith("REQ")
+
+
+def test_key_vault_and_table_both_failing_still_answers_the_avx_ids(
+    standins: StandIns, call_webhook: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared import context as app_context
+    from tests.standins.stack import AZURITE_ACCOUNT, AZURITE_KEY, free_port
+
+    dead = f"http://127.0.0.1:{free_port()}/{AZURITE_ACCOUNT}"
+    monkeypatch.setenv(
+        "AzureWebJobsStorage",
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};TableEndpoint={dead};",
+    )
+    app_context.reset()
+    item = standins.avx.add_certificate("bothfail.contoso.com")
+    standins.key_vault.fail_next(10, Response.json({"error": {"code": "x", "message": "down"}}, status=403))
+    status, answer = call_webhook({"resourceId": item.resource_id})
     assert status == 502
     assert answer["error"]["code"] == "KEY_VAULT_STORE_FAILED"
     assert answer["error"]["avx"]["resourceId"] == item.resource_id
-    assert answer["error"]["avx"]["requestId"].startswith("REQ")
     assert answer["error"]["remediation"]
 
 

@@ -101,6 +101,11 @@ class AvxStandIn(StandIn):
         self.pem_key_pkcs8 = True
         self._serials = itertools.count(0x1000)
         self._renew_lock = threading.Lock()
+        self.client_id = "avx-client"
+        self.client_secret = "SENTINEL-avx-client-secret"
+        self.sessions: set[str] = set()
+        self.tokens: set[str] = set()
+        self.awaiting_approval: dict[str, int] = {}
 
     # -- set-up ----------------------------------------------------------------------------------
     def add_certificate(self, common_name: str, serial_number: str | None = None, resource_id: str | None = None) -> InventoryItem:
@@ -124,19 +129,124 @@ class AvxStandIn(StandIn):
             self.inventory.clear()
             self.pem_includes_key = True
             self.pem_key_pkcs8 = True
+            self.sessions.clear()
+            self.tokens.clear()
+            self.awaiting_approval.clear()
         self.reset_records()
 
     def renew_calls(self) -> list[RecordedRequest]:
         return self.received("PUT", "/certificate/renew")
 
+    def approve(self, resource_id: str) -> certs.IssuedCertificate:
+        """An approver in AVX approves a renewal that was submitted with autoApproval=false."""
+        item = self.inventory[resource_id]
+        with self.lock:
+            self.awaiting_approval[resource_id] -= 1
+        return self._issue(item)
+
+    def expire_credentials(self) -> None:
+        """Sessions and service tokens lapse (AVX then answers 401)."""
+        with self.lock:
+            self.sessions.clear()
+            self.tokens.clear()
+
+    def _issue(self, item: InventoryItem) -> certs.IssuedCertificate:
+        issued = certs.issue_certificate(item.common_name)
+        with self._renew_lock:
+            item.renewals.append(issued)
+            item.serial_number = format(issued.certificate.serial_number, "X")
+        return issued
+
     # -- protocol --------------------------------------------------------------------------------
     def handle(self, request: RecordedRequest) -> Response:
-        if request.path.endswith("/certificate/renew") and request.method == "PUT":
+        path = request.path
+        if path.endswith("/login") and request.method == "POST":
+            return self._login(request)
+        if path.endswith("/acctmgmt-get-service-token") and request.method == "POST":
+            return self._service_token(request)
+        if path.endswith("/certificate/renew") and request.method == "PUT":
             return self._renew(request)
+        if not self._authenticated(request):
+            return page_error("AVX_GW_003")
+        if path.endswith("/certificate/search") and request.method == "POST":
+            return self._search(request)
+        if path.endswith("/certificate/download/format") and request.method == "POST":
+            return self._download(request)
         return Response.json({"message": "Not found", "appStatusCode": "NOT_FOUND"}, status=404)
 
     def _authenticated(self, request: RecordedRequest) -> bool:
+        with self.lock:
+            if request.header("sessionId") in self.sessions or request.header("token") in self.tokens:
+                return True
         return request.header("userName") == self.username and request.header("password") == self.password
+
+    def _login(self, request: RecordedRequest) -> Response:
+        if request.header("userName") != self.username or request.header("password") != self.password:
+            return page_error("AVX_GW_003")
+        session_id = uuid.uuid4().hex
+        with self.lock:
+            self.sessions.add(session_id)
+        return Response.json({"response": {"sessionId": session_id}, "message": "Login successful", "appStatusCode": None})
+
+    def _service_token(self, request: RecordedRequest) -> Response:
+        expected = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
+        if request.header("Authorization") != f"Basic {expected}" or b"grant_type=client_credentials" not in request.body:
+            return page_error("AVX_GW_003")
+        token = f"avx-jwt-{uuid.uuid4().hex}"
+        with self.lock:
+            self.tokens.add(token)
+        return Response.json({"response": token, "message": "Token generated", "appStatusCode": None})
+
+    def _search(self, request: RecordedRequest) -> Response:
+        try:
+            criteria = request.json().get("input") or {}
+        except (ValueError, AttributeError):
+            return page_error("INVALID_REQUEST")
+        objects = []
+        with self.lock:
+            items = list(self.inventory.values())
+        for item in items:
+            if criteria.get("resourceId") and criteria["resourceId"] != item.resource_id:
+                continue
+            if criteria.get("commonName") and criteria["commonName"] != item.common_name:
+                continue
+            for issued in reversed(item.renewals):
+                objects.append(
+                    {
+                        "resourceId": item.resource_id,
+                        "commonName": item.common_name,
+                        "serialNumber": format(issued.certificate.serial_number, "X"),
+                        "status": "Active",
+                        "validTo": issued.certificate.not_valid_after_utc.isoformat(),
+                    }
+                )
+            if not item.renewals:
+                objects.append(
+                    {"resourceId": item.resource_id, "commonName": item.common_name,
+                     "serialNumber": item.serial_number, "status": "Active", "validTo": None}
+                )
+        return Response.json({"response": {"response": {"objects": objects, "totalRecords": len(objects)}},
+                              "message": "Success", "appStatusCode": None})
+
+    def _download(self, request: RecordedRequest) -> Response:
+        try:
+            body = request.json()
+        except ValueError:
+            return page_error("INVALID_REQUEST")
+        fmt = str(body.get("format") or "")
+        if fmt not in ALL_FORMATS:
+            return page_error("INVALID_FORMAT")
+        with self.lock:
+            item = self.inventory.get(body.get("resourceId") or "")
+        if item is None:
+            return page_error("NO_RECORDS_FOUND")
+        for issued in item.renewals:
+            if format(issued.certificate.serial_number, "X") == body.get("serialNumber"):
+                if fmt in PASSWORD_FORMATS and not body.get("password"):
+                    return page_error("INVALID_REQUEST")
+                content = certs.encode(issued, fmt, body.get("password") or None)
+                return Response(200, content, {"Content-Type": "application/octet-stream"})
+        return page_error("NO_RECORDS_FOUND")
 
     def _find(self, body: dict) -> InventoryItem | None:  # type: ignore[type-arg]
         with self.lock:
@@ -176,11 +286,15 @@ class AvxStandIn(StandIn):
         if item is None:
             return page_error("NO_RECORDS_FOUND")
 
-        issued = certs.issue_certificate(item.common_name)
-        with self._renew_lock:
-            item.renewals.append(issued)
-            item.serial_number = format(issued.certificate.serial_number, "X")
         request_id = f"REQ{uuid.uuid4().hex[:10].upper()}"
+        if request.query_one("autoApproval") == "false":
+            with self.lock:
+                self.awaiting_approval[item.resource_id] = self.awaiting_approval.get(item.resource_id, 0) + 1
+            response = {"certificateContent": None, "resourceId": item.resource_id, "requestId": request_id}
+            return Response.json(
+                {"response": response, "message": "Request submitted for approval", "appStatusCode": None, "tags": {}}
+            )
+        issued = self._issue(item)
         response: dict[str, object] = {
             "certificateContent": None,
             "privateKeyContent": "",
@@ -193,10 +307,6 @@ class AvxStandIn(StandIn):
             "certificateName": item.common_name,
             "tags": None,
         }
-        if request.query_one("autoApproval") == "false":
-            return Response.json(
-                {"response": response, "message": "Request submitted for approval", "appStatusCode": None, "tags": {}}
-            )
         content = certs.encode(issued, fmt, password)
         response["certificateContent"] = base64.b64encode(content).decode()
         response["encodedFormat"] = fmt

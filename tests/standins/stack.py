@@ -28,8 +28,9 @@ AVX_PASSWORD = "SENTINEL-avx-password-7Qm!x"
 IDENTITY_HEADER = "SENTINEL-identity-header-k2P9"
 TOKEN_PREFIX = "SENTINEL-token"
 RCL_CLIENT_SECRET = "SENTINEL-rcl-client-secret-Zt4"
-WEBHOOK_HMAC_SECRET = "SENTINEL-hmac-secret-Lw8"
-SENTINELS = (AVX_PASSWORD, IDENTITY_HEADER, TOKEN_PREFIX, RCL_CLIENT_SECRET, WEBHOOK_HMAC_SECRET)
+WEBHOOK_HMAC_SECRET = "SENTINEL-hmac-secret-Lw8-0123456789"
+AVX_CLIENT_SECRET = "SENTINEL-avx-client-secret-R5"
+SENTINELS = (AVX_PASSWORD, IDENTITY_HEADER, TOKEN_PREFIX, RCL_CLIENT_SECRET, WEBHOOK_HMAC_SECRET, AVX_CLIENT_SECRET)
 
 AVX_USERNAME = "certrenew-svc"
 KEY_VAULT_RESOURCE = "https://vault.azure.net"
@@ -64,7 +65,9 @@ def start_standins(directory: Path) -> StandIns:
     ca = make_test_ca(directory)
     identity = IdentityStandIn(IDENTITY_HEADER, TOKEN_PREFIX).start()
     key_vault = KeyVaultStandIn(ca.server_context(), expected_token=identity.token_for(KEY_VAULT_RESOURCE)).start()
-    avx = AvxStandIn(AVX_USERNAME, AVX_PASSWORD, ca.server_context()).start()
+    avx = AvxStandIn(AVX_USERNAME, AVX_PASSWORD, ca.server_context())
+    avx.client_secret = AVX_CLIENT_SECRET
+    avx.start()
     rcl = RclStandIn(
         expected_token=identity.token_for(RCL_RESOURCE),
         expected_key_vault_token=identity.token_for(KEY_VAULT_RESOURCE),
@@ -140,12 +143,10 @@ class Azurite:
                 "--inMemoryPersistence",
                 "--skipApiVersionCheck",
                 "--disableTelemetry",
-                "--location",
-                str(directory),
             ],
             stdout=log_path.open("wb"),
             stderr=subprocess.STDOUT,
-            env={**os.environ, "AZURITE_ACCOUNTS": ""},
+            cwd=directory,  # Azurite writes its debug and extent files to the working folder
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

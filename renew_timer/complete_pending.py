@@ -1,0 +1,37 @@
+"""Timer trigger `complete_pending`: stores what AppViewX renewed but the webhook could not store yet."""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from shared import context as app_context
+from shared.avx_completion import complete_pending as run_completion
+from shared.telemetry import invocation
+
+bp = func.Blueprint()
+log = logging.getLogger("certrenew.pending")
+
+
+@bp.function_name("complete_pending")
+@bp.timer_trigger(
+    schedule="%PENDING_RETRY_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True
+)
+def complete_pending(timer: func.TimerRequest, context: func.Context) -> None:
+    with invocation(getattr(context, "invocation_id", None)):
+        if timer.past_due:
+            log.warning("complete_pending is running late (the previous schedule was missed)")
+        settings = app_context.settings()
+        summary = run_completion(
+            app_context.pending_store(),
+            app_context.avx_client(),
+            app_context.key_vault_store(),
+            settings.webhook.pending_max_days,
+        )
+        log.info(
+            "Pending AppViewX renewals: %d completed, %d to retry, %d given up",
+            len(summary.completed),
+            len(summary.retried),
+            len(summary.failed),
+        )
