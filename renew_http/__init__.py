@@ -17,7 +17,7 @@ import azure.functions as func
 from shared import context as app_context
 from shared import idempotency, signature
 from shared.avx_renewal import RenewalRun, WebhookAnswer, renew
-from shared.errors import ApiError, CertRenewError
+from shared.errors import ApiError, CertRenewError, StateStoreError
 from shared.telemetry import invocation
 from shared.webhook import MAX_BODY_BYTES, parse_renew_request
 
@@ -49,6 +49,9 @@ def renew_http(req: func.HttpRequest, context: func.Context) -> func.HttpRespons
     with invocation(invocation_id):
         try:
             return _renew(req, invocation_id)
+        except StateStoreError as exc:
+            log.error("Renewal request failed: %s", exc.message)
+            return error_response(ApiError(503, exc.code, exc.message, exc.remediation), invocation_id)
         except CertRenewError as exc:
             log.error("Renewal request failed: %s", exc.message)
             return error_response(ApiError(500, exc.code, exc.message, exc.remediation), invocation_id)

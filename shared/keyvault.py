@@ -8,6 +8,7 @@ from datetime import datetime
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
+    AzureError,
     ClientAuthenticationError,
     HttpResponseError,
     ResourceNotFoundError,
@@ -67,12 +68,15 @@ def clean_tags(tags: dict[str, str | None]) -> dict[str, str]:
 class KeyVaultStore:
     """The vault the app stores renewed certificates in."""
 
+    CONNECT_TIMEOUT_SECONDS = 10
+    READ_TIMEOUT_SECONDS = 60
+
     def __init__(self, settings: KeyVaultSettings, credential: TokenCredential, **client_options: object) -> None:
         self.vault_url = settings.url
         options: dict[str, object] = {
             "verify_challenge_resource": settings.verify_challenge_resource,
-            "connection_timeout": 10,
-            "read_timeout": 60,
+            "connection_timeout": self.CONNECT_TIMEOUT_SECONDS,
+            "read_timeout": self.READ_TIMEOUT_SECONDS,
             # azure-core's retry policy backs off exponentially and honours Retry-After on 429/503.
             "retry_total": 4,
             "retry_backoff_factor": 0.5,
@@ -132,7 +136,7 @@ class KeyVaultStore:
     def _call(self, name: str, action: str, operation: object) -> StoredCertificate:
         try:
             certificate = operation()  # type: ignore[operator]
-        except (HttpResponseError, ServiceRequestError, ServiceResponseError, ClientAuthenticationError) as exc:
+        except (AzureError, ValueError) as exc:  # ValueError: an answer that is not the JSON Key Vault sends
             raise _store_error(name, action, exc) from None
         return describe(certificate)
 
@@ -162,6 +166,8 @@ def _store_error(name: str, action: str, exc: Exception) -> KeyVaultError:
         kv_code = getattr(error, "code", None)
     if isinstance(exc, ClientAuthenticationError) and status is None:
         reason = "the app could not authenticate to Key Vault"
+    elif isinstance(exc, ValueError):
+        reason = "Key Vault's answer could not be read"
     elif status is None:
         reason = "Key Vault could not be reached"
     else:

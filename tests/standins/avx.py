@@ -106,6 +106,7 @@ class AvxStandIn(StandIn):
         self.sessions: set[str] = set()
         self.tokens: set[str] = set()
         self.awaiting_approval: dict[str, int] = {}
+        self.renew_delay = 0.0  # seconds a renewal takes (concurrency tests)
 
     # -- set-up ----------------------------------------------------------------------------------
     def add_certificate(self, common_name: str, serial_number: str | None = None, resource_id: str | None = None) -> InventoryItem:
@@ -132,6 +133,7 @@ class AvxStandIn(StandIn):
             self.sessions.clear()
             self.tokens.clear()
             self.awaiting_approval.clear()
+            self.renew_delay = 0.0
         self.reset_records()
 
     def renew_calls(self) -> list[RecordedRequest]:
@@ -294,6 +296,8 @@ class AvxStandIn(StandIn):
             return Response.json(
                 {"response": response, "message": "Request submitted for approval", "appStatusCode": None, "tags": {}}
             )
+        if self.renew_delay:
+            self.stopping.wait(self.renew_delay)
         issued = self._issue(item)
         response: dict[str, object] = {
             "certificateContent": None,

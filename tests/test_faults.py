@@ -1,0 +1,130 @@
+"""Fault injection on the webhook's dependencies: each fault ends in a clear error or a pending record, within a
+bounded time, with nothing lost and nothing secret shown (the harness checks answers and logs for sentinels)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from shared import context as app_context
+from tests.standins.base import Response
+from tests.standins.stack import AZURITE_ACCOUNT, AZURITE_KEY, StandIns, free_port
+
+BOUND_SECONDS = 45
+
+
+def timed(call: Any, *args: Any, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+    started = time.monotonic()
+    outcome = call(*args, **kwargs)
+    assert time.monotonic() - started < BOUND_SECONDS
+    return outcome
+
+
+IDENTITY_FAULTS = {
+    "5xx": Response.json({"error": "unavailable"}, status=500),
+    "429": Response.json({"error": "throttled"}, status=429, headers={"Retry-After": "1"}),
+    "malformed": Response.text('{"access_token": "x", "expires_on": ', status=200),
+    "no-expiry": Response.json({"access_token": "x", "expires_on": "soon", "token_type": "Bearer"}),
+    "drop": Response(drop=True),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(IDENTITY_FAULTS))
+def test_identity_endpoint_faults(standins: StandIns, call_webhook: Any, fault: str) -> None:
+    standins.identity.script(*[IDENTITY_FAULTS[fault]] * 20)
+    item = standins.avx.add_certificate(f"id-{fault}.contoso.com")
+    status, answer = timed(call_webhook, {"resourceId": item.resource_id})
+    assert (status, answer["error"]["code"]) == (502, "IDENTITY_UNAVAILABLE")
+    assert standins.avx.renew_calls() == []  # nothing renewed that could not be stored
+
+
+def test_identity_endpoint_refused(standins: StandIns, call_webhook: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IDENTITY_ENDPOINT", f"http://127.0.0.1:{free_port()}/msi/token")
+    app_context.reset()
+    status, answer = timed(call_webhook, {"resourceId": "r1"})
+    assert (status, answer["error"]["code"]) == (502, "IDENTITY_UNAVAILABLE")
+
+
+AVX_FAULTS = {
+    "5xx": (Response.text("busy", status=503), 502, "AVX_BAD_RESPONSE"),
+    "429": (Response.json({"message": "slow down"}, status=429, headers={"Retry-After": "1"}), 502, "AVX_BAD_RESPONSE"),
+    "malformed": (Response.text("{not json", status=200), 502, "AVX_BAD_RESPONSE"),
+    "truncated": (Response.text('{"response": {"certificateContent": "MII', status=200), 502, "AVX_BAD_RESPONSE"),
+    "dropped": (Response(drop=True), 502, "AVX_UNREACHABLE"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(AVX_FAULTS))
+def test_avx_faults(standins: StandIns, call_webhook: Any, fault: str) -> None:
+    response, status_expected, code = AVX_FAULTS[fault]
+    standins.avx.script(response)
+    status, answer = timed(call_webhook, {"resourceId": "r1"})
+    assert (status, answer["error"]["code"]) == (status_expected, code)
+    # The renew PUT is not idempotent: it is sent once, whatever came back.
+    assert len(standins.avx.renew_calls()) == 1
+
+
+def test_avx_refused_connection_is_retried_then_reported(
+    standins: StandIns, call_webhook: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AVX_API_URL", f"https://127.0.0.1:{free_port()}/avxapi")
+    app_context.reset()
+    status, answer = timed(call_webhook, {"resourceId": "r1"})
+    assert (status, answer["error"]["code"]) == (502, "AVX_UNREACHABLE")
+
+
+KEY_VAULT_FAULTS = {
+    "5xx": Response.json({"error": {"code": "InternalError", "message": "boom"}}, status=500),
+    "malformed": Response.text("{truncated", status=200),
+    "timeout": Response(delay=90),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(KEY_VAULT_FAULTS))
+def test_key_vault_faults_become_pending(
+    standins: StandIns, call_webhook: Any, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    if fault == "timeout":
+        # A shorter read timeout keeps the test quick; the rule is the same at 60 s.
+        from shared import keyvault
+
+        monkeypatch.setattr(keyvault.KeyVaultStore, "READ_TIMEOUT_SECONDS", 1)
+    standins.key_vault.fail_next(20, KEY_VAULT_FAULTS[fault], operation="import")
+    item = standins.avx.add_certificate(f"kv-{fault}.contoso.com")
+    status, answer = timed(call_webhook, {"resourceId": item.resource_id})
+    assert status == 202, answer
+    assert answer["reason"] == "KEY_VAULT_STORE_FAILED" and answer["avx"]["resourceId"] == item.resource_id
+    record = app_context.pending_store().get(answer["pendingId"])
+    assert record is not None and record.avx_resource_id == item.resource_id
+
+
+def test_key_vault_throttling_is_retried_with_retry_after(standins: StandIns, call_webhook: Any) -> None:
+    throttled = Response.json(
+        {"error": {"code": "Throttled", "message": "Request was not processed because too many requests"}},
+        status=429,
+        headers={"Retry-After": "1"},
+    )
+    standins.key_vault.fail_next(2, throttled, operation="import")
+    item = standins.avx.add_certificate("throttled.contoso.com")
+    started = time.monotonic()
+    status, answer = timed(call_webhook, {"resourceId": item.resource_id})
+    assert status == 200, answer
+    assert time.monotonic() - started >= 2  # waited as Retry-After asked, twice
+    assert len(standins.key_vault.received("POST", "/import")) == 3
+
+
+def test_table_storage_down_with_idempotency_key_is_503_and_calls_nothing(
+    standins: StandIns, call_webhook: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/{AZURITE_ACCOUNT}"
+    monkeypatch.setenv(
+        "AzureWebJobsStorage",
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};TableEndpoint={dead};",
+    )
+    app_context.reset()
+    status, answer = timed(call_webhook, {"resourceId": "r1"}, headers={"Idempotency-Key": "k-1"})
+    assert (status, answer["error"]["code"]) == (503, "STATE_STORE_UNAVAILABLE")
+    assert answer["error"]["remediation"]
+    assert standins.avx.requests == []
