@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from shared.errors import SettingsError
 
 DEFAULT_RCL_API_URL = "https://letsencryptapi.azure-api.net/api/v2"
-DEFAULT_RCL_TOKEN_SCOPE = "https://management.core.windows.net/.default"
+DEFAULT_RCL_TOKEN_SCOPE = "https://management.core.windows.net/.default"  # nosec B105 - an OAuth scope, not a secret
 KEY_VAULT_SCOPE = "https://vault.azure.net/.default"
 AVX_AUTH_MODES = ("headers", "session", "service-account")
 
@@ -218,10 +218,16 @@ class Settings:
     def rcl(self) -> RclSettings:
         def build(r: _Reader) -> RclSettings:
             client_id, secret, tenant = (r.text(n) for n in ("RCL_CLIENT_ID", "RCL_CLIENT_SECRET", "RCL_TENANT_ID"))
-            given = [n for n, v in (("RCL_CLIENT_ID", client_id), ("RCL_CLIENT_SECRET", secret), ("RCL_TENANT_ID", tenant)) if v]
+            given = [
+                n
+                for n, v in (("RCL_CLIENT_ID", client_id), ("RCL_CLIENT_SECRET", secret), ("RCL_TENANT_ID", tenant))
+                if v
+            ]
             credentials = None
             if len(given) == 3:
-                credentials = RclClientCredentials(tenant_id=tenant or "", client_id=client_id or "", client_secret=secret or "")
+                credentials = RclClientCredentials(
+                    tenant_id=tenant or "", client_id=client_id or "", client_secret=secret or ""
+                )
             elif given:
                 missing = sorted({"RCL_CLIENT_ID", "RCL_CLIENT_SECRET", "RCL_TENANT_ID"} - set(given))
                 r.problems.append(
