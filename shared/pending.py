@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
@@ -91,7 +91,7 @@ class PendingRecord:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _to_entity(record: PendingRecord) -> dict[str, Any]:
@@ -107,7 +107,7 @@ def _from_entity(entity: dict[str, Any]) -> PendingRecord:
     for key in ("created_at", "next_attempt_at", "completed_at"):
         value = fields.get(key)
         if isinstance(value, datetime) and value.tzinfo is None:
-            fields[key] = value.replace(tzinfo=timezone.utc)
+            fields[key] = value.replace(tzinfo=UTC)
     fields["attempts"] = int(fields.get("attempts") or 0)
     return PendingRecord(pending_id=entity["RowKey"], **fields)  # type: ignore[arg-type]
 
@@ -142,9 +142,12 @@ class PendingStore:
             raise StateStoreError(f"The pending renewals could not be listed: {type(exc).__name__}") from None
         return sorted((r for r in records if is_due(r, now)), key=lambda r: r.next_attempt_at)
 
-    def all_open(self) -> list[PendingRecord]:
+    def all_records(self) -> list[PendingRecord]:
+        """Every record, newest first (for the operator's status table)."""
         try:
-            entities = self.table.query_entities("state eq @state", parameters={"state": OPEN})
-            return [_from_entity(e) for e in entities]
+            records = [
+                _from_entity(e) for e in self.table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION})
+            ]
         except AzureError as exc:
             raise StateStoreError(f"The pending renewals could not be listed: {type(exc).__name__}") from None
+        return sorted(records, key=lambda r: r.created_at, reverse=True)
