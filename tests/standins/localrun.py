@@ -1,0 +1,165 @@
+"""The local stack, end to end: `bash dev.sh local` (or `.venv/bin/python -m tests.standins.localrun`).
+
+Starts stand-ins for RCL, AppViewX, Key Vault (HTTPS, test CA), the managed-identity endpoint and the Application
+Insights ingestion endpoint, plus Azurite; then runs the app through `function_app.app` in child processes, as the
+Functions host would (so the telemetry exporter flushes when each exits):
+
+  night   `renew_timer`      RCL schedules the due certificates; the app records them in the table
+  (RCL renews two of the three in the meantime: one installed on its target, one not yet)
+  morning `verify_renewals`  which really renewed, which are pending, which expire soon
+          `renew_http`       one AppViewX webhook renewal, stored in Key Vault
+
+and prints a short report. Everything it started is stopped at the end. No Azure account is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from tests.standins.ingestion import IngestionStandIn
+from tests.standins.stack import REPO_ROOT, SENTINELS, Azurite, StandIns, base_environment, start_standins
+
+DUE = ("contoso.com", "shop.contoso.com", "mail.contoso.com")
+
+
+def run_child(plan: list[dict[str, Any]], env: dict[str, str]) -> list[dict[str, Any]]:
+    """Run the app's functions in a fresh process (the way a Functions worker runs them)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.telemetry_child", json.dumps(plan)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    if result.returncode != 0:
+        sys.stderr.write(result.stderr[-3000:])
+        raise SystemExit(f"the app's process failed (exit {result.returncode})")
+    for sentinel in SENTINELS:
+        if sentinel in result.stdout or sentinel in result.stderr:
+            raise SystemExit("a secret reached the app's output: this is a bug")
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def seed(standins: StandIns) -> Any:
+    for name, days in zip(DUE, (9, 12, 11), strict=True):
+        standins.rcl.add_certificate(name, expires_in_days=days)
+    standins.rcl.add_certificate("intranet.contoso.com", expires_in_days=75)
+    return standins.avx.add_certificate("portal.contoso.com")
+
+
+def report(standins: StandIns, ingestion: IngestionStandIn, webhook: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    events = ingestion.events()
+
+    def props(name: str) -> list[dict[str, Any]]:
+        return [{**e.get("properties", {}), **e.get("measurements", {})} for e in events if e.get("name") == name]
+
+    scheduled = props("CertificateRenewalScheduled")
+    lines.append(f"RCL scheduled {len(scheduled)} certificate(s) for renewal:")
+    lines += [
+        f"  - {p.get('certificateName')} (id {p.get('certificateId')}, target {p.get('target')}, "
+        f"expiring {p.get('expiryDate')})"
+        for p in scheduled
+    ]
+    lines.append("Follow-up check:")
+    for p in props("CertificateRenewed"):
+        if p.get("source") == "rcl":
+            installed = str(p.get("installed")).lower() == "true"
+            lines.append(
+                f"  - renewed   {p.get('certificateName')}: new expiry {p.get('expiryDate')}"
+                f"{', installed on its target' if installed else ', not installed on its target yet'}"
+            )
+    lines += [
+        f"  - pending   {p.get('certificateName')} (scheduled {p.get('scheduledAt')})"
+        for p in props("CertificateRenewalPending")
+        if p.get("source") == "rcl"
+    ]
+    lines += [
+        f"  - failed    {p.get('certificateName')}: {p.get('reason')} {p.get('message')}"
+        for p in props("CertificateRenewalFailed")
+    ]
+    lines += [
+        f"  - expiring  {p.get('certificateName')} in {p.get('daysLeft')} day(s) ({p.get('expiryDate')})"
+        for p in props("CertificateNearExpiry")
+    ]
+
+    lines.append(f"AppViewX webhook: HTTP {webhook.get('status')}")
+    body = json.loads(webhook.get("body") or "{}")
+    vault = body.get("keyVault")
+    if vault:
+        stored = standins.key_vault.latest(vault["name"])
+        lines.append(f"  stored in Key Vault: {vault['id']}")
+        lines.append(f"  thumbprint {vault['thumbprint']}, expires {vault['expiresOn']}, subject {vault['subject']}")
+        if stored is not None:
+            lines.append(f"  tags: {json.dumps(stored.tags)}")
+    else:
+        lines.append(f"  answer: {json.dumps(body)}")
+
+    counts = Counter(e.get("name") for e in events)
+    lines.append(
+        "Application Insights received (customEvents): "
+        + (", ".join(f"{name} x{n}" for name, n in sorted(counts.items())) or "nothing")
+    )
+    deps = Counter((d.get("type") or "?") for d in ingestion.dependencies())
+    lines.append(
+        f"  and {sum(deps.values())} dependency call(s) ({', '.join(f'{k} x{v}' for k, v in sorted(deps.items()))})"
+    )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bash dev.sh local", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="also print the raw events as JSON")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="certrenew-local-") as work:
+        workdir = Path(work)
+        print("Starting the local stack (RCL, AppViewX, Key Vault, identity, App Insights ingestion, Azurite) ...")
+        standins = start_standins(workdir)
+        ingestion = IngestionStandIn().start()
+        azurite = Azurite.start(workdir)
+        try:
+            item = seed(standins)
+            env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith(("AVX_", "RCL_", "KEY_VAULT_"))},
+                **base_environment(standins),
+                "AzureWebJobsStorage": azurite.connection_string,
+                "APPLICATIONINSIGHTS_CONNECTION_STRING": ingestion.connection_string,
+                "RCL_VERIFY_GRACE_HOURS": "24",
+                "RENEWAL_WARNING_DAYS": "14",
+            }
+            print("Night: renew_timer asks RCL to renew what is due ...")
+            run_child([{"function": "renew_timer"}], env)
+            # RCL works asynchronously; by morning it has renewed two of the three.
+            standins.rcl.complete_renewal(DUE[0], installed=True)
+            standins.rcl.complete_renewal(DUE[1], installed=False)
+            print("Morning: verify_renewals checks what really renewed; a webhook renews through AppViewX ...")
+            outcomes = run_child([{"function": "verify_renewals"}, {"webhook": {"resourceId": item.resource_id}}], env)
+            deadline = time.monotonic() + 5
+            while not ingestion.events() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            print()
+            print("\n".join(report(standins, ingestion, outcomes[-1])))
+            if args.json:
+                print(json.dumps(ingestion.events(), indent=2))
+            webhook_ok = outcomes[-1].get("status") == 200
+            return 0 if webhook_ok and ingestion.events() else 1
+        finally:
+            azurite.stop()
+            ingestion.stop()
+            standins.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
