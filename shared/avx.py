@@ -38,7 +38,7 @@ REMEDIATION: dict[str, str] = {
     "CERT-GEN-0055": "Ensure valid values are assigned to the mandatory validity fields of the CA connector.",
     "FAILED": "To renew, upload the private key or CSR in AppViewX, or use the regenerate option.",
     "CANNOT_PERFORM_OPERATION": "Change the status of the certificate from a monitored status to a managed status.",
-    "PASSWORD_FORMAT_WRONG": "Use a password of 8+ characters with upper, lower, digit and special characters.",
+    "PASSWORD_FORMAT_WRONG": "Use a password of 8+ characters with upper, lower, digit and special characters.",  # nosec B105 - advice text
 }
 
 
@@ -141,7 +141,9 @@ def parse_search_answer(body: bytes) -> list[AvxCertificateRecord]:
         document = json.loads(body.decode("utf-8"))
         objects = document["response"]["response"]["objects"]
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-        raise AvxError("AppViewX answered the certificate search with an unreadable body", code="AVX_BAD_RESPONSE") from None
+        raise AvxError(
+            "AppViewX answered the certificate search with an unreadable body", code="AVX_BAD_RESPONSE"
+        ) from None
     if not isinstance(objects, list):
         raise AvxError("AppViewX's certificate search answer holds no list", code="AVX_BAD_RESPONSE")
     return [
@@ -265,8 +267,15 @@ class AvxClient:
                 merged.update(self._auth.headers())
             try:
                 answer = send(
-                    self.session, method, url, idempotent=idempotent, policy=policy, timeout=self._timeout(),
-                    params=query, headers=merged, **kwargs,
+                    self.session,
+                    method,
+                    url,
+                    idempotent=idempotent,
+                    policy=policy,
+                    timeout=self._timeout(),
+                    params=query,
+                    headers=merged,
+                    **kwargs,
                 )
             except requests.ReadTimeout:
                 raise AvxError(

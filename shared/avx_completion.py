@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from shared.avx import AvxCertificateRecord, AvxClient
 from shared.certificates import (
@@ -105,7 +105,7 @@ def complete_one(record: PendingRecord, avx: AvxClient, store: KeyVaultStore) ->
 def complete_pending(
     pending: PendingStore, avx: AvxClient, store: KeyVaultStore, max_days: float, now: datetime | None = None
 ) -> CompletionSummary:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     summary = CompletionSummary()
     for record in pending.due(now):
         try:

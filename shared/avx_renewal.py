@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
@@ -77,7 +77,7 @@ class RenewalRun:
             return self.failed(error)
         command = self.command
         record = PendingRecord.new(
-            datetime.now(timezone.utc),
+            datetime.now(UTC),
             reason=error.code,
             storage="merge" if command.storage is Storage.MERGE else "import",
             avx_resource_id=result.resource_id if result else None,
@@ -183,7 +183,9 @@ def renew(run: RenewalRun) -> WebhookAnswer:
             "caller": run.caller,
         },
     )
-    log.info("Stored renewed certificate %s version %s (AVX resource %s)", stored.name, stored.version, result.resource_id)
+    log.info(
+        "Stored renewed certificate %s version %s (AVX resource %s)", stored.name, stored.version, result.resource_id
+    )
     return WebhookAnswer(200, {**renewed_answer(stored, result), "invocationId": run.invocation_id})
 
 

@@ -131,7 +131,9 @@ def order_leaf_first(certificates: list[x509.Certificate]) -> list[x509.Certific
     return certificates
 
 
-def pem_bundle_with_pkcs8_key(certificates: list[x509.Certificate], key_pem_or_der: bytes, password: str | None) -> bytes:
+def pem_bundle_with_pkcs8_key(
+    certificates: list[x509.Certificate], key_pem_or_der: bytes, password: str | None
+) -> bytes:
     """The PEM Key Vault imports: a PKCS#8 private key, then the certificate chain."""
     try:
         if b"-----BEGIN" in key_pem_or_der:

@@ -7,7 +7,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
@@ -47,7 +47,7 @@ def decide(existing: dict[str, Any], request_fingerprint: str, now: datetime) ->
     """What a repeat of a claimed key gets: the first answer, 409, 422, or a fresh start when the claim is stale."""
     created = existing.get("createdAt")
     if isinstance(created, datetime) and created.tzinfo is None:
-        created = created.replace(tzinfo=timezone.utc)
+        created = created.replace(tzinfo=UTC)
     if not isinstance(created, datetime) or now - created >= REPLAY_WINDOW:
         return NEW
     if existing.get("state") == "running" and now - created >= ABANDONED_AFTER:
@@ -67,7 +67,7 @@ class IdempotencyStore:
         self.table = table
 
     def claim(self, key: str, request_fingerprint: str, now: datetime | None = None) -> Claim:
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         entity = {
             "PartitionKey": PARTITION,
             "RowKey": _row_key(key),

@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -75,8 +75,8 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     except (TypeError, ValueError):
         return None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return max(0.0, (moment - (now or datetime.now(timezone.utc))).total_seconds())
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - (now or datetime.now(UTC))).total_seconds())
 
 
 def backoff_delay(attempt: int, policy: RetryPolicy, rand: Callable[[], float] = random.random) -> float:
@@ -104,7 +104,9 @@ def send(
         try:
             response = session.request(method, url, timeout=timeout, **kwargs)  # type: ignore[arg-type]
         except requests.RequestException as exc:
-            retryable = never_sent(exc) or (idempotent and isinstance(exc, (requests.ConnectionError, requests.Timeout)))
+            retryable = never_sent(exc) or (
+                idempotent and isinstance(exc, (requests.ConnectionError, requests.Timeout))
+            )
             if not retryable or attempt >= policy.attempts:
                 raise
             sleep(backoff_delay(attempt, policy))

@@ -11,7 +11,7 @@ MAX_SKEW_SECONDS = 300
 PREFIX = "sha256="
 
 _REMEDIATION = (
-    "Send X-Signature-Timestamp (Unix seconds) and X-Signature: sha256=<hex HMAC-SHA256 of \"<timestamp>.<body>\" "
+    'Send X-Signature-Timestamp (Unix seconds) and X-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>" '
     "with the shared secret>, from a clock within 5 minutes of UTC."
 )
 

@@ -20,7 +20,14 @@ from shared.errors import ApiError, AvxError
 from shared.keyvault import StoredCertificate
 
 MAX_BODY_BYTES = 64 * 1024
-KNOWN_FIELDS = ("resourceId", "commonName", "serialNumber", "certificateFormat", "workflowType", "keyVaultCertificateName")
+KNOWN_FIELDS = (
+    "resourceId",
+    "commonName",
+    "serialNumber",
+    "certificateFormat",
+    "workflowType",
+    "keyVaultCertificateName",
+)
 MAX_FIELD_LENGTH = 1024
 
 
@@ -115,14 +122,15 @@ def _parse(body: bytes, query: Mapping[str, str]) -> RenewCommand:
         elif serial_number and not common_name:
             missing = " Mandatory field is missing or invalid - commonName."
         raise _Reject(
-            _invalid("Either resourceId or commonName & serialNumber are Mandatory." + missing, "MANDATORY_FIELD_MISSING")
+            _invalid(
+                "Either resourceId or commonName & serialNumber are Mandatory." + missing, "MANDATORY_FIELD_MISSING"
+            )
         )
     info = FORMATS.get(fmt.upper())
     if info is None:
         raise _Reject(
             _invalid(
-                "Validation Failure: Field format does not have the expected value "
-                f"(one of {', '.join(FORMATS)})",
+                f"Validation Failure: Field format does not have the expected value (one of {', '.join(FORMATS)})",
                 "VALIDATION_ERROR_0004",
             )
         )

@@ -40,8 +40,10 @@ bodies = st.fixed_dictionaries(
         "keyVaultCertificateName": st.from_regex(r"[0-9A-Za-z-]{0,130}", fullmatch=True) | json_values,
     },
 ).flatmap(lambda d: st.dictionaries(st.text(max_size=8), json_values, max_size=3).map(lambda extra: {**extra, **d}))
-raw_bodies = st.binary(max_size=300) | bodies.map(lambda d: json.dumps(d).encode()) | json_values.map(
-    lambda v: json.dumps(v).encode()
+raw_bodies = (
+    st.binary(max_size=300)
+    | bodies.map(lambda d: json.dumps(d).encode())
+    | json_values.map(lambda v: json.dumps(v).encode())
 )
 queries = st.dictionaries(st.sampled_from(["autoApproval", "x", "code"]), st.text(max_size=10), max_size=2)
 headers = st.dictionaries(

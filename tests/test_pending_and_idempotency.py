@@ -6,7 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import azure.functions as func
@@ -111,7 +111,7 @@ def test_manual_approval_is_fetched_after_approval_with_backoff(
     status, answer = call_webhook({"resourceId": item.resource_id}, params={"autoApproval": "false"})
     assert status == 202 and answer["reason"] == "AVX_NO_CERTIFICATE"
     store, pending = app_context.key_vault_store(), app_context.pending_store()
-    start = datetime.now(timezone.utc)
+    start = datetime.now(UTC)
 
     summary = complete_pending(pending, app_context.avx_client(), store, 7, now=start)
     assert summary.retried == [answer["pendingId"]]
@@ -132,10 +132,11 @@ def test_manual_approval_is_fetched_after_approval_with_backoff(
 
 def test_pending_gives_up_after_max_days(standins: StandIns, app_env: dict[str, str], events: list[Any]) -> None:
     pending = app_context.pending_store()
-    created = datetime.now(timezone.utc) - timedelta(days=8)
+    created = datetime.now(UTC) - timedelta(days=8)
     record = pending.save(
-        PendingRecord.new(created, reason="AVX_NO_CERTIFICATE", storage="import", common_name="gone.contoso.com",
-                          serial_number="01")
+        PendingRecord.new(
+            created, reason="AVX_NO_CERTIFICATE", storage="import", common_name="gone.contoso.com", serial_number="01"
+        )
     )
     summary = complete_pending(pending, app_context.avx_client(), app_context.key_vault_store(), 7)
     assert summary.failed == [record.pending_id]
@@ -230,8 +231,13 @@ def test_signed_request_is_accepted(standins: StandIns, call_webhook: Any, hmac_
 
 @pytest.mark.parametrize(
     ("case", "code"),
-    [("missing", "SIGNATURE_MISSING"), ("wrong-secret", "SIGNATURE_INVALID"), ("old", "SIGNATURE_EXPIRED"),
-     ("tampered", "SIGNATURE_INVALID"), ("garbage-ts", "SIGNATURE_INVALID")],
+    [
+        ("missing", "SIGNATURE_MISSING"),
+        ("wrong-secret", "SIGNATURE_INVALID"),
+        ("old", "SIGNATURE_EXPIRED"),
+        ("tampered", "SIGNATURE_INVALID"),
+        ("garbage-ts", "SIGNATURE_INVALID"),
+    ],
 )
 def test_bad_signatures_are_401_and_call_nothing(
     standins: StandIns, call_webhook: Any, hmac_env: str, case: str, code: str
@@ -294,7 +300,12 @@ def test_service_account_mode_uses_a_token_not_the_password(
     (token_call,) = standins.avx.received("POST", "/acctmgmt-get-service-token")
     assert token_call.body == b"grant_type=client_credentials"
     (renew,) = standins.avx.renew_calls()
-    assert renew.header("token", ) and renew.header("password") is None
+    assert (
+        renew.header(
+            "token",
+        )
+        and renew.header("password") is None
+    )
     assert AVX_PASSWORD not in json.dumps(renew.headers)
 
 

@@ -195,7 +195,12 @@ INVALID: list[tuple[str, Any, int, str]] = [
     ("cn-list", {"commonName": ["a"], "serialNumber": "1"}, 400, "INVALID_REQUEST"),
     ("format-string", {"resourceId": "r", "certificateFormat": "PFX"}, 400, "INVALID_REQUEST"),
     ("format-number", {"resourceId": "r", "certificateFormat": {"format": 7}}, 400, "INVALID_REQUEST"),
-    ("password-number", {"resourceId": "r", "certificateFormat": {"format": "PFX", "password": 1}}, 400, "INVALID_REQUEST"),
+    (
+        "password-number",
+        {"resourceId": "r", "certificateFormat": {"format": "PFX", "password": 1}},
+        400,
+        "INVALID_REQUEST",
+    ),
     ("bad-format", {"resourceId": "r", "certificateFormat": {"format": "ZIP"}}, 400, "VALIDATION_ERROR_0004"),
     ("bad-workflow", {"resourceId": "r", "workflowType": "full"}, 400, "VALIDATION_ERROR_0004"),
     ("kv-name-dots", {"resourceId": "r", "keyVaultCertificateName": "a.b"}, 400, "INVALID_REQUEST"),
@@ -253,7 +258,10 @@ def test_every_avx_status_row_maps_to_the_error_table(standins: StandIns, call_w
         (Response.text("<html>bad gateway</html>", status=502, content_type="text/html"), "AVX_BAD_RESPONSE"),
         (Response.text("not json at all", status=200), "AVX_BAD_RESPONSE"),
         (Response.text('{"response": {"certificateContent": "trunc', status=200), "AVX_BAD_RESPONSE"),
-        (Response.json({"message": "x", "appStatusCode": None, "response": {"certificateContent": "!!notbase64"}}), "AVX_BAD_RESPONSE"),
+        (
+            Response.json({"message": "x", "appStatusCode": None, "response": {"certificateContent": "!!notbase64"}}),
+            "AVX_BAD_RESPONSE",
+        ),
     ],
     ids=["html-5xx", "text-200", "truncated-json", "bad-base64"],
 )
@@ -312,7 +320,9 @@ def test_avx_ca_bundle_setting_trusts_a_private_ca(
 
 
 @pytest.mark.parametrize("kv_status", [400, 403, 500])
-def test_key_vault_failure_is_kept_pending_with_the_avx_ids(standins: StandIns, call_webhook: Any, kv_status: int) -> None:
+def test_key_vault_failure_is_kept_pending_with_the_avx_ids(
+    standins: StandIns, call_webhook: Any, kv_status: int
+) -> None:
     item = standins.avx.add_certificate("kvfail.contoso.com")
     error = {"error": {"code": "Forbidden", "message": "The user does not have certificates import permission"}}
     standins.key_vault.fail_next(10, Response.json(error, status=kv_status), operation="import")
@@ -380,4 +390,3 @@ def test_missing_settings_are_named(call_webhook: Any, monkeypatch: pytest.Monke
     assert (status, answer["error"]["code"]) == (500, "CONFIGURATION_ERROR")
     assert "AVX_USERNAME is required" in answer["error"]["message"]
     assert "AVX_TIMEOUT_SECONDS must be a number" in answer["error"]["message"]
-

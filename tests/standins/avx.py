@@ -23,7 +23,11 @@ STATUS_TABLE: dict[str, tuple[int, str, str]] = {
     "INVALID_REQUEST": (400, "INVALID_REQUEST", "Invalid request specified."),
     "INVALID_SERIAL": (400, "VALIDATION_ERROR_0004", "Invalid serialNumber"),
     "INVALID_RESOURCE": (400, "VALIDATION_ERROR_0004", "Invalid resourceId"),
-    "MANDATORY_EITHER": (400, "MANDATORY_FIELD_MISSING", "Either resourceId or commonName & serialNumber are Mandatory"),
+    "MANDATORY_EITHER": (
+        400,
+        "MANDATORY_FIELD_MISSING",
+        "Either resourceId or commonName & serialNumber are Mandatory",
+    ),
     "MANDATORY_CN": (400, "MANDATORY_FIELD_MISSING", "Mandatory field is missing or invalid - commonName."),
     "MANDATORY_SERIAL": (400, "MANDATORY_FIELD_MISSING", "Mandatory field is missing or invalid - serialNumber."),
     "INVALID_FORMAT": (
@@ -109,7 +113,9 @@ class AvxStandIn(StandIn):
         self.renew_delay = 0.0  # seconds a renewal takes (concurrency tests)
 
     # -- set-up ----------------------------------------------------------------------------------
-    def add_certificate(self, common_name: str, serial_number: str | None = None, resource_id: str | None = None) -> InventoryItem:
+    def add_certificate(
+        self, common_name: str, serial_number: str | None = None, resource_id: str | None = None
+    ) -> InventoryItem:
         item = InventoryItem(
             resource_id=resource_id or uuid.uuid4().hex[:24],
             common_name=common_name,
@@ -188,11 +194,16 @@ class AvxStandIn(StandIn):
         session_id = uuid.uuid4().hex
         with self.lock:
             self.sessions.add(session_id)
-        return Response.json({"response": {"sessionId": session_id}, "message": "Login successful", "appStatusCode": None})
+        return Response.json(
+            {"response": {"sessionId": session_id}, "message": "Login successful", "appStatusCode": None}
+        )
 
     def _service_token(self, request: RecordedRequest) -> Response:
         expected = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
-        if request.header("Authorization") != f"Basic {expected}" or b"grant_type=client_credentials" not in request.body:
+        if (
+            request.header("Authorization") != f"Basic {expected}"
+            or b"grant_type=client_credentials" not in request.body
+        ):
             return page_error("AVX_GW_003")
         token = f"avx-jwt-{uuid.uuid4().hex}"
         with self.lock:
@@ -224,11 +235,21 @@ class AvxStandIn(StandIn):
                 )
             if not item.renewals:
                 objects.append(
-                    {"resourceId": item.resource_id, "commonName": item.common_name,
-                     "serialNumber": item.serial_number, "status": "Active", "validTo": None}
+                    {
+                        "resourceId": item.resource_id,
+                        "commonName": item.common_name,
+                        "serialNumber": item.serial_number,
+                        "status": "Active",
+                        "validTo": None,
+                    }
                 )
-        return Response.json({"response": {"response": {"objects": objects, "totalRecords": len(objects)}},
-                              "message": "Success", "appStatusCode": None})
+        return Response.json(
+            {
+                "response": {"response": {"objects": objects, "totalRecords": len(objects)}},
+                "message": "Success",
+                "appStatusCode": None,
+            }
+        )
 
     def _download(self, request: RecordedRequest) -> Response:
         try:

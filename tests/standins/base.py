@@ -166,8 +166,7 @@ class StandIn:
             return [
                 r
                 for r in self.requests
-                if (method is None or r.method == method)
-                and (path_suffix is None or r.path.endswith(path_suffix))
+                if (method is None or r.method == method) and (path_suffix is None or r.path.endswith(path_suffix))
             ]
 
     def handle(self, request: RecordedRequest) -> Response:  # pragma: no cover - abstract

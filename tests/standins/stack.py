@@ -5,7 +5,6 @@ Used by the tests and by the local end-to-end run, so both exercise the same pro
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess

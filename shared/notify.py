@@ -1,0 +1,431 @@
+"""Notifications: a chat or webhook message when a certificate renewal fails or a certificate nears expiry.
+
+With the optional setting `NOTIFY_WEBHOOK_URL`, `install_notifications` registers a `Notifier` as a telemetry event
+sink (shared.telemetry). On `CertificateRenewalFailed` and `CertificateNearExpiry` — and on no other event — it
+posts one message naming the certificate, the source (rcl / appviewx) and the reason and message (or the expiry
+date and days left), shaped for the receiver (`message_format`, a pure function of the URL; `NOTIFY_FORMAT`
+overrides it):
+
+- `teams`: a Teams message whose one attachment is an Adaptive Card (1.4: TextBlocks and a FactSet) — what the
+  Teams Workflows trigger "When a Teams webhook request is received" (Power Automate, `*.environment.api.
+  powerplatform.com`; Logic Apps, `*.logic.azure.com`) and the legacy Teams incoming webhooks
+  (`*.webhook.office.com`) accept;
+- `slack`: Slack's incoming-webhook shape, `text` (the notification fallback) plus Block Kit `blocks`;
+- `json`: one flat object, for anything else (an Azure Function, an API Management endpoint, a Logic App with its
+  own schema, ...).
+
+Delivery goes through `shared.outbound.send` (timeouts, retries with backoff and jitter that honour Retry-After on
+429/5xx/connection errors, at most 3 tries) inside a total budget of 15 seconds: the sink runs synchronously in the
+invocation that emitted the event, because Functions may freeze or recycle a worker once the invocation has
+returned, so a background post could be lost. A notification never fails a renewal: the sink catches everything
+and logs a warning naming only the receiver's host (the URL's path or query is its credential). After a failed
+delivery, further notifications are skipped for a minute (each skip logged), so a nightly check that finds many
+certificates near expiry does not spend 15 seconds on each while the receiver is down.
+
+Messages carry only the event attributes listed in `MessageFacts`, redacted by the redaction guard as well; events
+never carry secrets, and a failure's raw exception text never reaches them (only the event's `message`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import requests
+
+from shared import redaction
+from shared.errors import SettingsError
+from shared.outbound import RetryPolicy, new_session, send
+from shared.settings import NOTIFY_FORMATS, Settings
+from shared.telemetry import add_event_sink, remove_event_sink
+
+log = logging.getLogger("certrenew.notify")
+
+APP_NAME = "certrenew"
+FAILED = "CertificateRenewalFailed"
+NEAR_EXPIRY = "CertificateNearExpiry"
+NOTIFIED_EVENTS = frozenset({FAILED, NEAR_EXPIRY})
+ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
+ADAPTIVE_CARD_SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
+ADAPTIVE_CARD_VERSION = "1.4"
+
+# Hosts of Teams Workflows (Power Automate / Logic Apps "When a Teams webhook request is received") and of the legacy
+# Teams incoming webhooks (Microsoft 365 connectors): all take a `message` with an Adaptive Card attachment.
+TEAMS_HOST_SUFFIXES = (
+    ".logic.azure.com",  # Logic Apps and older Workflows URLs: prod-NN.<region>.logic.azure.com
+    ".powerplatform.com",  # Power Automate Workflows: <env>.environment.api.powerplatform.com
+    ".powerautomate.com",
+    ".webhook.office.com",  # legacy Teams incoming webhooks: <tenant>.webhook.office.com/webhookb2/...
+)
+SLACK_HOSTS = frozenset({"hooks.slack.com", "hooks.slack-gov.com"})
+
+SOURCE_LABELS = {"rcl": "RCL (Azure certificate renewal service)", "appviewx": "AppViewX"}
+MAX_TEXT = 1500  # a message's longest text value; Slack allows 2,000 per field, Teams cards stay readable
+UNKNOWN_CERTIFICATE = "(not identified)"
+
+# Delivery bounds: per attempt (connect, read), the whole delivery, and the pause after a failed delivery.
+TIMEOUT = (5.0, 10.0)
+BUDGET_SECONDS = 15.0
+COOLDOWN_SECONDS = 60.0
+RETRY_POLICY = RetryPolicy(attempts=3, base_delay=0.5, max_delay=4.0, max_retry_after=BUDGET_SECONDS)
+
+
+# -- the format, from the URL -----------------------------------------------------------------------------------------
+def message_format(url: str, override: str | None = None) -> str:
+    """`teams`, `slack` or `json`: `override` when given, otherwise by the URL's host."""
+    if override:
+        chosen = override.strip().lower()
+        if chosen not in NOTIFY_FORMATS:
+            raise ValueError(f"unknown notification format {override!r}; use one of {', '.join(NOTIFY_FORMATS)}")
+        return chosen
+    try:
+        host = (urlsplit(url.strip()).hostname or "").rstrip(".").lower()
+    except ValueError:
+        return "json"
+    if host in SLACK_HOSTS:
+        return "slack"
+    if host.endswith(TEAMS_HOST_SUFFIXES):
+        return "teams"
+    return "json"
+
+
+def describe_url(url: str) -> str:
+    """What may be shown of a webhook URL: scheme and host (and port), never its path or query."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(unreadable URL)"
+    return f"{parts.scheme}://{host}{port}"
+
+
+# -- the message ------------------------------------------------------------------------------------------------------
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = redaction.redact(str(value)).strip()
+    if len(text) > MAX_TEXT:
+        text = text[: MAX_TEXT - 1] + "…"
+    return text or None
+
+
+@dataclass(frozen=True)
+class MessageFacts:
+    """The only attributes a message shows, taken from one event."""
+
+    event: str
+    source: str | None
+    certificate_name: str | None
+    reason: str | None = None
+    message: str | None = None
+    expiry_date: str | None = None
+    days_left: int | None = None
+    invocation_id: str | None = None
+
+    @classmethod
+    def of(cls, event: str, attributes: dict[str, Any]) -> MessageFacts:
+        days = attributes.get("daysLeft")
+        return cls(
+            event=event,
+            source=_text(attributes.get("source")),
+            certificate_name=_text(attributes.get("certificateName")),
+            reason=_text(attributes.get("reason")),
+            message=_text(attributes.get("message")),
+            expiry_date=_text(attributes.get("expiryDate")),
+            days_left=int(days) if isinstance(days, (int, float)) and not isinstance(days, bool) else None,
+            invocation_id=_text(attributes.get("invocationId")),
+        )
+
+    @property
+    def source_label(self) -> str:
+        return SOURCE_LABELS.get(self.source or "", self.source or "unknown")
+
+    @property
+    def certificate(self) -> str:
+        return self.certificate_name or UNKNOWN_CERTIFICATE
+
+    @property
+    def title(self) -> str:
+        if self.event == NEAR_EXPIRY:
+            return f"Certificate near expiry: {self.certificate}"
+        return f"Certificate renewal failed: {self.certificate}"
+
+    @property
+    def summary(self) -> str:
+        if self.event == NEAR_EXPIRY:
+            left = "an unknown number of" if self.days_left is None else str(self.days_left)
+            return f"{self.certificate} ({self.source_label}) expires in {left} day(s), on {self.expiry_date or '?'}."
+        return f"{self.certificate} ({self.source_label}) was not renewed: {self.reason or 'UNKNOWN'}."
+
+    def facts(self) -> list[tuple[str, str]]:
+        rows: list[tuple[str, str | None]] = [("Certificate", self.certificate), ("Source", self.source_label)]
+        if self.event == NEAR_EXPIRY:
+            rows += [
+                ("Expires", self.expiry_date),
+                ("Days left", None if self.days_left is None else str(self.days_left)),
+            ]
+        else:
+            rows += [("Reason", self.reason), ("Message", self.message)]
+        rows.append(("Invocation", self.invocation_id))
+        return [(title, value) for title, value in rows if value]
+
+
+def teams_message(facts: MessageFacts) -> dict[str, Any]:
+    """A Teams message with one Adaptive Card attachment (the Workflows trigger reads attachments[0].content)."""
+    color = "Warning" if facts.event == NEAR_EXPIRY else "Attention"
+    card = {
+        "$schema": ADAPTIVE_CARD_SCHEMA,
+        "type": "AdaptiveCard",
+        "version": ADAPTIVE_CARD_VERSION,
+        "msteams": {"width": "Full"},
+        "body": [
+            {
+                "type": "TextBlock",
+                "text": facts.title,
+                "weight": "Bolder",
+                "size": "Medium",
+                "color": color,
+                "wrap": True,
+            },
+            {"type": "TextBlock", "text": facts.summary, "wrap": True},
+            {"type": "FactSet", "facts": [{"title": title, "value": value} for title, value in facts.facts()]},
+            {"type": "TextBlock", "text": f"{APP_NAME} · {facts.event}", "isSubtle": True, "size": "Small"},
+        ],
+    }
+    return {
+        "type": "message",
+        "attachments": [{"contentType": ADAPTIVE_CARD, "contentUrl": None, "content": card}],
+    }
+
+
+def _slack_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_message(facts: MessageFacts) -> dict[str, Any]:
+    """Slack's incoming-webhook shape: `text` (notifications, fallback) and Block Kit `blocks`."""
+    emoji = ":hourglass_flowing_sand:" if facts.event == NEAR_EXPIRY else ":x:"
+    fields = [{"type": "mrkdwn", "text": f"*{title}*\n{_slack_escape(value)}"} for title, value in facts.facts()]
+    return {
+        "text": _slack_escape(f"{facts.title} — {facts.summary}"),
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": facts.title[:150], "emoji": True}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"{emoji} {_slack_escape(facts.summary)}"}},
+            {"type": "section", "fields": fields[:10]},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"{APP_NAME} · {facts.event}"}]},
+        ],
+    }
+
+
+def json_message(facts: MessageFacts) -> dict[str, Any]:
+    """One flat object with a fixed set of keys (null where the event has no value)."""
+    return {
+        "event": facts.event,
+        "source": facts.source,
+        "certificateName": facts.certificate_name,
+        "reason": facts.reason,
+        "message": facts.message,
+        "expiryDate": facts.expiry_date,
+        "daysLeft": facts.days_left,
+        "invocationId": facts.invocation_id,
+        "app": APP_NAME,
+    }
+
+
+BUILDERS: dict[str, Callable[[MessageFacts], dict[str, Any]]] = {
+    "teams": teams_message,
+    "slack": slack_message,
+    "json": json_message,
+}
+
+
+def build_message(fmt: str, event: str, attributes: dict[str, Any]) -> dict[str, Any]:
+    return BUILDERS[fmt](MessageFacts.of(event, attributes))
+
+
+# -- delivery ---------------------------------------------------------------------------------------------------------
+class _OutOfBudget(Exception):
+    """The next wait or attempt would end after the delivery's budget."""
+
+
+@dataclass
+class _Budgeted:
+    """What `send` sees as its session: each attempt's timeouts are cut to the time the budget has left, and a wait
+    that would outlast the budget ends the delivery instead."""
+
+    session: requests.Session
+    deadline: float
+    clock: Callable[[], float]
+    sleep_for: Callable[[float], None]
+
+    def left(self) -> float:
+        return self.deadline - self.clock()
+
+    def request(self, method: str, url: str, *, timeout: tuple[float, float], **kwargs: Any) -> requests.Response:
+        left = self.left()
+        if left <= 0.05:
+            raise _OutOfBudget()
+        connect, read = timeout
+        return self.session.request(method, url, timeout=(min(connect, left), min(read, left)), **kwargs)
+
+    def sleep(self, seconds: float) -> None:
+        if seconds >= self.left():
+            raise _OutOfBudget()
+        self.sleep_for(seconds)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What one notification came to (for logs and tests)."""
+
+    delivered: bool
+    status: int | None = None
+    problem: str | None = None
+    skipped: bool = False
+
+
+@dataclass(eq=False)  # identity equality: the sink list finds this very notifier
+class Notifier:
+    """The event sink that posts notifications. Never raises."""
+
+    url: str = field(repr=False)
+    format: str = "json"
+    timeout: tuple[float, float] = TIMEOUT
+    budget_seconds: float = BUDGET_SECONDS
+    cooldown_seconds: float = COOLDOWN_SECONDS
+    policy: RetryPolicy = RETRY_POLICY
+    session: requests.Session = field(default_factory=lambda: new_session(pool_size=8), repr=False)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _quiet_until: float = field(default=0.0, init=False, repr=False)
+
+    @property
+    def target(self) -> str:
+        return describe_url(self.url)
+
+    def __call__(self, name: str, attributes: dict[str, Any]) -> None:
+        if name not in NOTIFIED_EVENTS:
+            return
+        try:
+            self.notify(name, attributes)
+        except Exception as exc:  # a notification never fails what emitted the event
+            log.warning("Notification of %s to %s failed: %s", name, self.target, type(exc).__name__)
+
+    def notify(self, name: str, attributes: dict[str, Any]) -> Delivery:
+        certificate = _text(attributes.get("certificateName")) or UNKNOWN_CERTIFICATE
+        with self._lock:
+            quiet_for = self._quiet_until - self.clock()
+        if quiet_for > 0:
+            log.warning(
+                "Notification of %s for %s to %s skipped: the last delivery failed (retrying deliveries in %.0f s)",
+                name,
+                certificate,
+                self.target,
+                quiet_for,
+            )
+            return Delivery(delivered=False, skipped=True, problem="cooling down after a failed delivery")
+        delivery = self.deliver(build_message(self.format, name, attributes))
+        with self._lock:
+            self._quiet_until = 0.0 if delivery.delivered else self.clock() + self.cooldown_seconds
+        if delivery.delivered:
+            log.info("Notification of %s for %s sent to %s (%s)", name, certificate, self.target, delivery.status)
+        else:
+            log.warning(
+                "Notification of %s for %s to %s failed: %s; the renewal itself is unaffected",
+                name,
+                certificate,
+                self.target,
+                delivery.problem,
+            )
+        return delivery
+
+    def deliver(self, payload: dict[str, Any]) -> Delivery:
+        """POST `payload` within the budget; the outcome, never an exception."""
+        budget = _Budgeted(self.session, self.clock() + self.budget_seconds, self.clock, self.sleep)
+        try:
+            response = send(
+                cast(requests.Session, budget),
+                "POST",
+                self.url,
+                idempotent=True,  # a duplicate chat message is better than a lost one
+                policy=self.policy,
+                timeout=self.timeout,
+                sleep=budget.sleep,
+                json=payload,
+                headers={"User-Agent": f"{APP_NAME}-notify"},
+                allow_redirects=False,
+            )
+        except _OutOfBudget:
+            return Delivery(delivered=False, problem=f"gave up after {self.budget_seconds:g} s")
+        except requests.RequestException as exc:
+            # Only the type: requests' exception text quotes the URL, whose path or query is the credential.
+            return Delivery(delivered=False, problem=type(exc).__name__)
+        response.close()  # the body is not needed; the connection goes back to the pool
+        if 200 <= response.status_code < 300:
+            return Delivery(delivered=True, status=response.status_code)
+        return Delivery(delivered=False, status=response.status_code, problem=f"HTTP {response.status_code}")
+
+    def close(self) -> None:
+        self.session.close()
+
+
+# -- installation -----------------------------------------------------------------------------------------------------
+_install_lock = threading.Lock()
+_installed: Notifier | None = None
+
+
+def notifier_for(settings: Settings) -> Notifier | None:
+    """The notifier the settings ask for, or None when NOTIFY_WEBHOOK_URL is not set. Raises SettingsError."""
+    config = settings.notify
+    if not config.webhook_url:
+        return None
+    return Notifier(url=config.webhook_url, format=message_format(config.webhook_url, config.format))
+
+
+def install_notifications(settings: Settings) -> Notifier | None:
+    """Register the notifier the settings ask for as an event sink, once per process, and return it.
+
+    Called again, it keeps the registered notifier when the settings are unchanged, replaces it when they changed,
+    and removes it when NOTIFY_WEBHOOK_URL is no longer set. Invalid notification settings are logged as an error
+    and leave notifications off: they must not stop the app from renewing.
+    """
+    global _installed
+    try:
+        wanted = notifier_for(settings)
+    except SettingsError as exc:
+        log.error("Notifications are off: %s", exc.message)
+        wanted = None
+    with _install_lock:
+        current = _installed
+        if current is not None and wanted is not None and (current.url, current.format) == (wanted.url, wanted.format):
+            wanted.close()
+            return current
+        if current is not None:
+            remove_event_sink(current)
+            current.close()
+        _installed = wanted
+        if wanted is not None:
+            add_event_sink(wanted)
+            log.info("Notifications on: %s messages to %s", wanted.format, wanted.target)
+        return wanted
+
+
+def uninstall_notifications() -> None:
+    """Remove the registered notifier, if any (tests and the local stack)."""
+    global _installed
+    with _install_lock:
+        if _installed is not None:
+            remove_event_sink(_installed)
+            _installed.close()
+            _installed = None
+
+
+def installed_notifier() -> Notifier | None:
+    return _installed
