@@ -9,11 +9,16 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from azure.core.credentials import TokenCredential
+
 from shared import identity
 from shared.avx import AvxClient
 from shared.idempotency import IdempotencyStore
 from shared.keyvault import KeyVaultStore
 from shared.pending import PendingStore
+from shared.rcl import RclClient
+from shared.rcl_renewal import RclDependencies
+from shared.renewal_state import RenewalStateStore
 from shared.settings import Settings, load_settings, reset_settings
 from shared.tables import open_table
 
@@ -58,6 +63,34 @@ def pending_store() -> PendingStore:
 
 def idempotency_store() -> IdempotencyStore:
     return _cached("idempotency", lambda: IdempotencyStore(_table("idempotency_table")))
+
+
+def rcl_client() -> RclClient:
+    return _cached("rcl", lambda: RclClient(settings().rcl))
+
+
+def renewal_state() -> RenewalStateStore:
+    return _cached("renewalstate", lambda: RenewalStateStore(_table("renewal_table")))
+
+
+def rcl_credential() -> TokenCredential:
+    """RCL's bearer: the app registration's client credentials when all three RCL_CLIENT_* settings are given,
+    otherwise the managed identity (its client id registered in the RCL portal)."""
+    s = settings()
+    credentials = s.rcl.client_credentials
+    return identity.client_credentials(credentials) if credentials else identity.managed_identity(s.identity)
+
+
+def rcl_dependencies() -> RclDependencies:
+    s = settings()
+    rcl_settings = s.rcl  # validated first: a settings problem is named before anything is opened
+    return RclDependencies(
+        settings=rcl_settings,
+        client=rcl_client(),
+        state=renewal_state(),
+        rcl_credential=rcl_credential(),
+        key_vault_credential=identity.managed_identity(s.identity),
+    )
 
 
 def reset() -> None:

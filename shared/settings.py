@@ -94,6 +94,16 @@ class TelemetrySettings:
     connection_string: str | None
 
 
+NOTIFY_FORMATS = ("teams", "slack", "json")
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    # A webhook URL carries its authorization (Logic Apps / Power Automate `sig=`, Slack's path): never shown.
+    webhook_url: str | None = field(default=None, repr=False)
+    format: str | None = None  # teams | slack | json; None: chosen from the URL's host (shared.notify)
+
+
 _T = TypeVar("_T")
 
 
@@ -286,9 +296,33 @@ class Settings:
             "telemetry", lambda r: TelemetrySettings(connection_string=r.text("APPLICATIONINSIGHTS_CONNECTION_STRING"))
         )
 
+    @property
+    def notify(self) -> NotifySettings:
+        def build(r: _Reader) -> NotifySettings:
+            url = r.text("NOTIFY_WEBHOOK_URL")
+            if url is not None:
+                try:
+                    parts = urlsplit(url)
+                    scheme, host = parts.scheme.lower(), (parts.hostname or "")
+                except ValueError:
+                    scheme, host = "", ""
+                if not host or not (scheme == "https" or (scheme == "http" and host in ("127.0.0.1", "localhost"))):
+                    # The value is not quoted: a webhook URL carries its authorization.
+                    r.problems.append(
+                        "NOTIFY_WEBHOOK_URL must be an absolute https:// URL (http:// only for 127.0.0.1 or "
+                        "localhost); the value is not shown because webhook URLs carry secrets"
+                    )
+            fmt = (r.text("NOTIFY_FORMAT") or "").lower() or None
+            if fmt is not None and fmt not in NOTIFY_FORMATS:
+                r.problems.append(f"NOTIFY_FORMAT must be one of {', '.join(NOTIFY_FORMATS)}, got {fmt!r}")
+            return NotifySettings(webhook_url=url, format=fmt)
+
+        return self._group("notify", build)
+
     def secret_values(self) -> list[str]:
         """The values that must never be shown, whatever group they belong to (for the redaction guard)."""
         names = ("AVX_PASSWORD", "AVX_CLIENT_SECRET", "RCL_CLIENT_SECRET", "WEBHOOK_HMAC_SECRET", "IDENTITY_HEADER")
+        names += ("NOTIFY_WEBHOOK_URL",)  # its query (sig=...) or path (Slack, Teams connectors) is the credential
         return [v for v in (self._env.get(n, "").strip() for n in names) if len(v) >= 4]
 
 

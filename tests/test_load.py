@@ -17,7 +17,7 @@ def test_two_hundred_calls_with_duplicates_and_throttling(standins: StandIns, ca
     items = [standins.avx.add_certificate(f"load{i}.contoso.com") for i in range(CALLS // 2)]
     work = [(f"key-{i}", item) for i, item in enumerate(items)] * 2
     random.Random(7).shuffle(work)
-    standins.key_vault.throttle(max_per_window=15, window_seconds=1.0, retry_after=1)
+    standins.key_vault.throttle(max_per_window=4, window_seconds=1.0, retry_after=1)
 
     def call(entry: tuple[str, Any]) -> tuple[str, int, dict[str, Any]]:
         key, item = entry

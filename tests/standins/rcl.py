@@ -8,7 +8,7 @@ It holds a subscription's certificates as CertificateResponse objects. A renewal
 from __future__ import annotations
 
 from collections import deque
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.standins.base import RecordedRequest, Response, StandIn
@@ -18,10 +18,12 @@ RCL_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
 
 def rcl_time(moment: datetime) -> str:
     """RCL writes ISO 8601 without a zone (UTC) and with 7 fractional digits."""
-    return moment.astimezone(timezone.utc).replace(tzinfo=None).strftime(RCL_TIME_FORMAT) + "9"
+    return moment.astimezone(UTC).replace(tzinfo=None).strftime(RCL_TIME_FORMAT) + "9"
 
 
-def certificate_response(cid: int, name: str, expiry: datetime, target: str = "Azure DNS", installed: bool = True) -> dict[str, Any]:
+def certificate_response(
+    cid: int, name: str, expiry: datetime, target: str = "Azure DNS", installed: bool = True
+) -> dict[str, Any]:
     issued = expiry - timedelta(days=90)
     return {
         "id": cid,
@@ -69,10 +71,19 @@ class RclStandIn(StandIn):
         with self.lock:
             self._next_id += 1
             entry = certificate_response(
-                self._next_id, name, datetime.now(timezone.utc) + timedelta(days=expires_in_days), target, installed
+                self._next_id, name, datetime.now(UTC) + timedelta(days=expires_in_days), target, installed
             )
             self.certificates.append(entry)
             return entry
+
+    def add_many(self, count: int, *, prefix: str = "bulk", first_days: float = 31, step_days: float = 0.01) -> None:
+        """`count` certificates (thousands, for load), expiring from `first_days` on, `step_days` apart."""
+        now = datetime.now(UTC)
+        with self.lock:
+            for index in range(count):
+                self._next_id += 1
+                expiry = now + timedelta(days=first_days + index * step_days)
+                self.certificates.append(certificate_response(self._next_id, f"{prefix}{index}.contoso.com", expiry))
 
     def complete_renewal(self, name: str, *, installed: bool) -> dict[str, Any]:
         """RCL finished renewing `name`: a new expiry 90 days out, installed on its target or not yet."""
@@ -80,7 +91,7 @@ class RclStandIn(StandIn):
             for index, entry in enumerate(self.certificates):
                 if entry["name"] == name:
                     renewed = certificate_response(
-                        entry["id"], name, datetime.now(timezone.utc) + timedelta(days=90), entry["target"], installed
+                        entry["id"], name, datetime.now(UTC) + timedelta(days=90), entry["target"], installed
                     )
                     self.certificates[index] = renewed
                     return renewed
@@ -123,12 +134,12 @@ class RclStandIn(StandIn):
             token = body.get("keyVaultAccessToken") if isinstance(body, dict) else None
             if token and self.expected_key_vault_token and token != self.expected_key_vault_token:
                 return Response.text("Bad Request: the Key Vault access token is not valid", status=400)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         with self.lock:
             due = [
                 dict(c)
                 for c in self.certificates
-                if datetime.fromisoformat(c["expiryDate"][:26]).replace(tzinfo=timezone.utc) - now
+                if datetime.fromisoformat(c["expiryDate"][:26]).replace(tzinfo=UTC) - now
                 <= timedelta(days=self.due_days)
             ]
             if self.renew_on_schedule:

@@ -1,0 +1,178 @@
+"""The Azure Table of scheduled RCL renewals (`RENEWAL_STATE_TABLE`, default `certrenewals`) on the host's storage
+account, and the per-night budget of RCL calls.
+
+Layout, one table:
+- PartitionKey `rcl`: one entity per certificate RCL scheduled per night (RowKey `<yyyymmdd>-id-<RCL id>`), with
+  `state` `scheduled` until the follow-up check closes it as `renewed` or `failed`. One partition, so a night's
+  records are written in entity-group transactions of up to 100.
+- PartitionKey `rclbudget`: one entity per UTC night counting the RCL calls made (`renewalCalls`, `listCalls`),
+  updated with optimistic concurrency, so re-runs and overlapping invocations cannot exceed RCL's quota.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import EntityProperty, TableClient, UpdateMode
+
+from shared.errors import StateStoreError
+from shared.rcl_decisions import Outcome, ScheduledRenewal, Verdict, utc
+
+PARTITION = "rcl"
+BUDGET_PARTITION = "rclbudget"
+OPEN = "scheduled"
+TRANSACTION_LIMIT = 100  # Azure Tables: at most 100 operations per entity-group transaction
+_INT32 = range(-(2**31), 2**31)
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, EntityProperty) else value
+
+
+def _id_value(value: int | None) -> int | str | None:
+    # Plain ints go to Edm.Int32; a larger RCL id is kept as text rather than refused.
+    return value if value is None or value in _INT32 else str(value)
+
+
+def to_entity(record: ScheduledRenewal) -> dict[str, Any]:
+    entity: dict[str, Any] = {
+        "PartitionKey": PARTITION,
+        "RowKey": record.record_key,
+        "certificateId": _id_value(record.certificate_id),
+        "certificateName": record.certificate_name,
+        "target": record.target,
+        "expiryDate": record.expiry_date,
+        "scheduledAt": record.scheduled_at,
+        "runId": record.run_id,
+        "state": OPEN,
+    }
+    return {k: v for k, v in entity.items() if v is not None}
+
+
+def from_entity(entity: dict[str, Any]) -> ScheduledRenewal:
+    raw_id = _plain(entity.get("certificateId"))
+    expiry = _plain(entity.get("expiryDate"))
+    scheduled = _plain(entity.get("scheduledAt"))
+    if not isinstance(scheduled, datetime):
+        raise StateStoreError(f"The renewal record {entity.get('RowKey')!r} has no scheduledAt date")
+    return ScheduledRenewal(
+        record_key=str(entity["RowKey"]),
+        certificate_id=int(raw_id) if raw_id not in (None, "") else None,
+        certificate_name=str(entity.get("certificateName") or ""),
+        target=entity.get("target"),
+        expiry_date=utc(expiry) if isinstance(expiry, datetime) else None,
+        scheduled_at=utc(scheduled),
+        run_id=entity.get("runId"),
+    )
+
+
+def closing_entity(verdict: Verdict, closed_at: datetime) -> dict[str, Any]:
+    entity: dict[str, Any] = {
+        "PartitionKey": PARTITION,
+        "RowKey": verdict.record.record_key,
+        "state": verdict.outcome.value,
+        "closedAt": utc(closed_at),
+        "installed": verdict.installed if verdict.outcome is Outcome.RENEWED else None,
+        "newExpiryDate": verdict.new_expiry,
+        "reason": verdict.reason,
+        "message": verdict.message[:1000] if verdict.message else None,
+    }
+    return {k: v for k, v in entity.items() if v is not None}
+
+
+def _chunks(items: Sequence[dict[str, Any]]) -> Iterator[Sequence[dict[str, Any]]]:
+    for start in range(0, len(items), TRANSACTION_LIMIT):
+        yield items[start : start + TRANSACTION_LIMIT]
+
+
+class RenewalStateStore:
+    """Scheduled RCL renewals and the nightly RCL call budget, in one table."""
+
+    def __init__(self, table: TableClient) -> None:
+        self.table = table
+
+    @property
+    def name(self) -> str:
+        return self.table.table_name
+
+    def close(self) -> None:
+        self.table.close()
+
+    def _fail(self, action: str, exc: Exception) -> StateStoreError:
+        # The SDK's message may carry request details; the type and status are enough to act on.
+        status = getattr(exc, "status_code", None)
+        detail = f"HTTP {status}" if status else type(exc).__name__
+        return StateStoreError(f"Could not {action} in the table {self.name!r}: {detail}")
+
+    def _upsert_all(self, entities: Sequence[dict[str, Any]], mode: UpdateMode, action: str) -> None:
+        try:
+            for chunk in _chunks(entities):
+                self.table.submit_transaction([("upsert", e, {"mode": mode}) for e in chunk])
+        except AzureError as exc:
+            raise self._fail(action, exc) from None
+
+    def record_scheduled(self, records: Sequence[ScheduledRenewal]) -> None:
+        """Record what RCL scheduled; a record of the same certificate the same night is replaced, not doubled."""
+        self._upsert_all([to_entity(r) for r in records], UpdateMode.REPLACE, "record the scheduled renewals")
+
+    def open_renewals(self) -> list[ScheduledRenewal]:
+        """Every record the follow-up check has not closed yet."""
+        try:
+            entities = list(
+                self.table.query_entities(
+                    "PartitionKey eq @pk and state eq @state", parameters={"pk": PARTITION, "state": OPEN}
+                )
+            )
+        except AzureError as exc:
+            raise self._fail("read the open renewals", exc) from None
+        return [from_entity(e) for e in entities]
+
+    def close_verdicts(self, verdicts: Sequence[Verdict], closed_at: datetime) -> None:
+        """Close renewed and failed records (pending ones stay open)."""
+        closing = [closing_entity(v, closed_at) for v in verdicts if v.closes]
+        self._upsert_all(closing, UpdateMode.MERGE, "close the checked renewals")
+
+    def reserve_call(self, night: str, kind: str, limit: int) -> int | None:
+        """Count one more `kind` call ("renewal" or "list") for `night`; the call's number, or None if `limit` calls
+        were already made. Optimistic concurrency: two invocations racing cannot both take the last call."""
+        field = f"{kind}Calls"
+        try:
+            for _ in range(10):
+                try:
+                    entity = self.table.get_entity(BUDGET_PARTITION, night)
+                except ResourceNotFoundError:
+                    try:
+                        self.table.create_entity({"PartitionKey": BUDGET_PARTITION, "RowKey": night, field: 1})
+                        return 1
+                    except ResourceExistsError:
+                        continue  # another invocation made it first: read it again
+                used = int(_plain(entity.get(field)) or 0)
+                if used >= limit:
+                    return None
+                try:
+                    self.table.update_entity(
+                        {"PartitionKey": BUDGET_PARTITION, "RowKey": night, field: used + 1},
+                        mode=UpdateMode.MERGE,
+                        etag=entity.metadata["etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                    return used + 1
+                except ResourceModifiedError:
+                    continue
+        except AzureError as exc:
+            raise self._fail("count the night's RCL calls", exc) from None
+        raise StateStoreError(f"Could not count the night's RCL calls in the table {self.name!r}: too much contention")
+
+    def calls_made(self, night: str) -> dict[str, int]:
+        """The night's RCL calls so far, by kind (for logs and tests)."""
+        try:
+            entity = self.table.get_entity(BUDGET_PARTITION, night)
+        except ResourceNotFoundError:
+            return {"renewal": 0, "list": 0}
+        except AzureError as exc:
+            raise self._fail("read the night's RCL calls", exc) from None
+        return {k: int(_plain(entity.get(f"{k}Calls")) or 0) for k in ("renewal", "list")}
