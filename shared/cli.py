@@ -57,10 +57,20 @@ def load_settings_file(path: Path) -> int:
     return applied
 
 
-def _functions() -> dict[str, Any]:
-    import function_app
+_registered: dict[str, Any] | None = None
 
-    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+
+def registered_functions() -> dict[str, Any]:
+    """The app's functions by name, as the host indexes them. `get_functions()` may run only once per process."""
+    global _registered
+    if _registered is None:
+        import function_app
+
+        _registered = {f.get_function_name(): f for f in function_app.app.get_functions()}
+    return _registered
+
+
+_functions = registered_functions
 
 
 # -- serve -----------------------------------------------------------------------------------------
@@ -244,13 +254,24 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def cmd_status(args: argparse.Namespace) -> int:
     from shared import context as app_context
 
+    def when(value: Any) -> str:
+        return value.strftime("%Y-%m-%d %H:%M") if hasattr(value, "strftime") else str(value or "")
+
     rcl_rows = [
-        (r.name, r.certificate_id, r.target, r.state, r.previous_expiry, r.scheduled_at)
-        for r in app_context.rcl_dependencies().state.all_renewals()
+        (
+            r.get("certificateName"),
+            r.get("certificateId"),
+            r.get("target"),
+            r.get("state"),
+            when(r.get("expiryDate")),
+            when(r.get("scheduledAt")),
+            r.get("reason") or ("installed" if r.get("installed") else ""),
+        )
+        for r in app_context.renewal_state().all_records()
     ]
     print("RCL renewals")
     print(
-        format_table(("certificate", "id", "target", "state", "expiry before", "scheduled at"), rcl_rows)
+        format_table(("certificate", "id", "target", "state", "expiry before", "scheduled", "note"), rcl_rows)
         if rcl_rows
         else "  (none recorded)"
     )
@@ -261,7 +282,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             p.state,
             p.reason,
             p.attempts,
-            p.next_attempt_at.isoformat() if p.next_attempt_at else "",
+            when(p.next_attempt_at) if p.state == "pending" else "",
             (p.last_error or "")[:60],
         )
         for p in app_context.pending_store().all_records()

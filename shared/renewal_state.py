@@ -131,6 +131,15 @@ class RenewalStateStore:
             raise self._fail("read the open renewals", exc) from None
         return [from_entity(e) for e in entities]
 
+    def all_records(self) -> list[dict[str, Any]]:
+        """Every renewal record, open or closed, newest first (for the operator's status table)."""
+        try:
+            entities = list(self.table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION}))
+        except AzureError as exc:
+            raise self._fail("read the renewals", exc) from None
+        rows = [{k: _plain(v) for k, v in e.items()} for e in entities]
+        return sorted(rows, key=lambda r: str(r.get("scheduledAt") or ""), reverse=True)
+
     def close_verdicts(self, verdicts: Sequence[Verdict], closed_at: datetime) -> None:
         """Close renewed and failed records (pending ones stay open)."""
         closing = [closing_entity(v, closed_at) for v in verdicts if v.closes]

@@ -179,14 +179,9 @@ class FakeContext:
         self.thread_local_storage = None
 
 
-_functions: dict[str, Any] | None = None
-
-
 def app_functions() -> dict[str, Any]:
-    """The registered functions by name; `get_functions()` may be called once per process (see NOTES.md)."""
-    global _functions
-    if _functions is None:
-        import function_app
+    """The registered functions by name; `get_functions()` may be called once per process (see NOTES.md), so the
+    tests, the CLI and the local stack share one index."""
+    from shared.cli import registered_functions
 
-        _functions = {f.get_function_name(): f for f in function_app.app.get_functions()}
-    return _functions
+    return registered_functions()
