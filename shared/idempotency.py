@@ -8,13 +8,16 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
 
 from shared.errors import StateStoreError
+from shared.tables import update_mode
+
+if TYPE_CHECKING:  # the table SDK is imported where it is used, to keep cold start short
+    from azure.data.tables import TableClient
 
 KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,128}$")  # 1-128 visible ASCII characters
 REPLAY_WINDOW = timedelta(hours=24)
@@ -89,7 +92,7 @@ class IdempotencyStore:
                 # Take over a stale claim only if nobody else did meanwhile (optimistic concurrency on the ETag).
                 self.table.update_entity(
                     entity,
-                    mode=UpdateMode.REPLACE,
+                    mode=update_mode("replace"),
                     etag=existing.metadata["etag"],
                     match_condition=MatchConditions.IfNotModified,
                 )
@@ -112,7 +115,7 @@ class IdempotencyStore:
                     "status": status,
                     "body": json.dumps(body),
                 },
-                mode=UpdateMode.MERGE,
+                mode=update_mode("merge"),
             )
         except AzureError:
             # The renewal itself is done and answered; a lost replay record only means a repeat is treated anew.

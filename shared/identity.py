@@ -13,7 +13,6 @@ from urllib.parse import urlsplit
 
 from azure.core.credentials import AccessToken, TokenCredential
 from azure.core.exceptions import AzureError
-from azure.identity import ClientSecretCredential, CredentialUnavailableError, ManagedIdentityCredential
 
 from shared.errors import IdentityError
 from shared.settings import IdentitySettings, RclClientCredentials
@@ -29,6 +28,8 @@ def managed_identity(settings: IdentitySettings) -> TokenCredential:
     key = ("mi", settings.client_id or "")
     with _lock:
         if key not in _credentials:
+            from azure.identity import ManagedIdentityCredential  # lazy: keeps cold start short
+
             _credentials[key] = ManagedIdentityCredential(client_id=settings.client_id)
         return _credentials[key]
 
@@ -41,6 +42,8 @@ def client_credentials(creds: RclClientCredentials) -> TokenCredential:
             authority = os.environ.get("AZURE_AUTHORITY_HOST", "")
             # A private authority (sovereign proxy, local stand-in) is not in Microsoft's instance list.
             private = bool(authority) and urlsplit(authority).hostname not in _PUBLIC_AUTHORITY_HOSTS
+            from azure.identity import ClientSecretCredential
+
             _credentials[key] = ClientSecretCredential(
                 creds.tenant_id, creds.client_id, creds.client_secret, disable_instance_discovery=private
             )
@@ -49,6 +52,8 @@ def client_credentials(creds: RclClientCredentials) -> TokenCredential:
 
 def get_token(credential: TokenCredential, scope: str, purpose: str) -> str:
     """A bearer token for `scope`, or an IdentityError that names what the token was for."""
+    from azure.identity import CredentialUnavailableError
+
     try:
         token: AccessToken = credential.get_token(scope)
     except (CredentialUnavailableError, AzureError, ValueError) as exc:

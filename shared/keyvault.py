@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
@@ -15,17 +16,15 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.keyvault.certificates import (
-    CertificateClient,
-    CertificateContentType,
-    CertificatePolicy,
-    KeyVaultCertificate,
-)
 from cryptography import x509
 
 from shared.errors import KeyVaultError
 from shared.identity import get_token
+from shared.outbound import new_session
 from shared.settings import KEY_VAULT_SCOPE, KeyVaultSettings
+
+if TYPE_CHECKING:  # the Key Vault SDK is imported on first use, to keep cold start short
+    from azure.keyvault.certificates import KeyVaultCertificate
 
 MAX_TAGS = 15
 MAX_TAG_VALUE = 256
@@ -75,8 +74,6 @@ class KeyVaultStore:
         self.vault_url = settings.url
         options: dict[str, object] = {
             "verify_challenge_resource": settings.verify_challenge_resource,
-            "connection_timeout": self.CONNECT_TIMEOUT_SECONDS,
-            "read_timeout": self.READ_TIMEOUT_SECONDS,
             # azure-core's retry policy backs off exponentially and honours Retry-After on 429/503.
             "retry_total": 4,
             "retry_backoff_factor": 0.5,
@@ -84,6 +81,19 @@ class KeyVaultStore:
         }
         options.update(client_options)
         self._credential = credential
+        from azure.core.pipeline.transport import RequestsTransport
+        from azure.keyvault.certificates import CertificateClient
+
+        # A pool as large as the webhook's concurrency, so bursts reuse connections instead of reopening them.
+        options.setdefault(
+            "transport",
+            RequestsTransport(
+                session=new_session(64),
+                session_owner=True,
+                connection_timeout=self.CONNECT_TIMEOUT_SECONDS,
+                read_timeout=self.READ_TIMEOUT_SECONDS,
+            ),
+        )
         self._client = CertificateClient(vault_url=settings.url, credential=credential, **options)
 
     def close(self) -> None:
@@ -94,6 +104,8 @@ class KeyVaultStore:
         get_token(self._credential, KEY_VAULT_SCOPE, "Key Vault")
 
     def import_pfx(self, name: str, pfx: bytes, password: str | None, tags: dict[str, str]) -> StoredCertificate:
+        from azure.keyvault.certificates import CertificateContentType, CertificatePolicy
+
         return self._call(
             name,
             "import",
@@ -107,6 +119,8 @@ class KeyVaultStore:
         )
 
     def import_pem(self, name: str, pem: bytes, tags: dict[str, str]) -> StoredCertificate:
+        from azure.keyvault.certificates import CertificateContentType, CertificatePolicy
+
         return self._call(
             name,
             "import",

@@ -9,12 +9,15 @@ from __future__ import annotations
 import uuid
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
 
 from shared.errors import StateStoreError
+from shared.tables import update_mode
+
+if TYPE_CHECKING:  # the table SDK is imported where it is used, to keep cold start short
+    from azure.data.tables import TableClient
 
 PARTITION = "avx"
 FIRST_RETRY = timedelta(minutes=15)
@@ -118,7 +121,7 @@ class PendingStore:
 
     def save(self, record: PendingRecord) -> PendingRecord:
         try:
-            self.table.upsert_entity(_to_entity(record), mode=UpdateMode.REPLACE)
+            self.table.upsert_entity(_to_entity(record), mode=update_mode("replace"))
         except AzureError as exc:
             raise StateStoreError(f"The pending renewal could not be recorded: {type(exc).__name__}") from None
         return record

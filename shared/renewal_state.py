@@ -13,14 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import EntityProperty, TableClient, UpdateMode
 
 from shared.errors import StateStoreError
 from shared.rcl_decisions import Outcome, ScheduledRenewal, Verdict, utc
+from shared.tables import update_mode
+
+if TYPE_CHECKING:  # the table SDK is imported where it is used, to keep cold start short
+    from azure.data.tables import TableClient, UpdateMode
 
 PARTITION = "rcl"
 BUDGET_PARTITION = "rclbudget"
@@ -30,6 +33,8 @@ _INT32 = range(-(2**31), 2**31)
 
 
 def _plain(value: Any) -> Any:
+    from azure.data.tables import EntityProperty
+
     return value.value if isinstance(value, EntityProperty) else value
 
 
@@ -117,7 +122,7 @@ class RenewalStateStore:
 
     def record_scheduled(self, records: Sequence[ScheduledRenewal]) -> None:
         """Record what RCL scheduled; a record of the same certificate the same night is replaced, not doubled."""
-        self._upsert_all([to_entity(r) for r in records], UpdateMode.REPLACE, "record the scheduled renewals")
+        self._upsert_all([to_entity(r) for r in records], update_mode("replace"), "record the scheduled renewals")
 
     def open_renewals(self) -> list[ScheduledRenewal]:
         """Every record the follow-up check has not closed yet."""
@@ -143,7 +148,7 @@ class RenewalStateStore:
     def close_verdicts(self, verdicts: Sequence[Verdict], closed_at: datetime) -> None:
         """Close renewed and failed records (pending ones stay open)."""
         closing = [closing_entity(v, closed_at) for v in verdicts if v.closes]
-        self._upsert_all(closing, UpdateMode.MERGE, "close the checked renewals")
+        self._upsert_all(closing, update_mode("merge"), "close the checked renewals")
 
     def reserve_call(self, night: str, kind: str, limit: int) -> int | None:
         """Count one more `kind` call ("renewal" or "list") for `night`; the call's number, or None if `limit` calls
@@ -165,7 +170,7 @@ class RenewalStateStore:
                 try:
                     self.table.update_entity(
                         {"PartitionKey": BUDGET_PARTITION, "RowKey": night, field: used + 1},
-                        mode=UpdateMode.MERGE,
+                        mode=update_mode("merge"),
                         etag=entity.metadata["etag"],
                         match_condition=MatchConditions.IfNotModified,
                     )

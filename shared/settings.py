@@ -285,7 +285,9 @@ class Settings:
         def build(r: _Reader) -> WebhookSettings:
             secret = r.text("WEBHOOK_HMAC_SECRET")
             if secret is not None and len(secret) < 16:
-                r.problems.append("WEBHOOK_HMAC_SECRET must be at least 16 characters (use a random 32+ character value)")
+                r.problems.append(
+                    "WEBHOOK_HMAC_SECRET must be at least 16 characters (use a random 32+ character value)"
+                )
             return WebhookSettings(hmac_secret=secret, pending_max_days=r.number("PENDING_MAX_DAYS", 7, float))
 
         return self._group("webhook", build)

@@ -7,12 +7,16 @@ created on first use in the process.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, ResourceExistsError
-from azure.data.tables import TableClient
 
 from shared.errors import StateStoreError
 from shared.settings import StorageSettings
+
+if TYPE_CHECKING:
+    from azure.data.tables import TableClient, UpdateMode
 
 CLIENT_OPTIONS: dict[str, object] = {
     "connection_timeout": 10,
@@ -25,6 +29,8 @@ CLIENT_OPTIONS: dict[str, object] = {
 
 def open_table(storage: StorageSettings, table_name: str, credential: TokenCredential | None) -> TableClient:
     """A client for `table_name`, creating the table when it does not exist yet."""
+    from azure.data.tables import TableClient  # lazy: only the functions that use tables pay for the SDK
+
     try:
         if storage.connection_string:
             client = TableClient.from_connection_string(storage.connection_string, table_name, **CLIENT_OPTIONS)
@@ -39,3 +45,10 @@ def open_table(storage: StorageSettings, table_name: str, credential: TokenCrede
     except (AzureError, ValueError) as exc:
         raise StateStoreError(f"The table {table_name!r} could not be opened: {type(exc).__name__}") from None
     return client
+
+
+def update_mode(name: str) -> UpdateMode:
+    """`UpdateMode.REPLACE` or `UpdateMode.MERGE`, without importing the table SDK at module load."""
+    from azure.data.tables import UpdateMode
+
+    return UpdateMode(name)

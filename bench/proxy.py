@@ -1,0 +1,86 @@
+"""A counting HTTP proxy on 127.0.0.1 in front of Azurite: the app's table requests are counted without touching
+the app (its TableClient is simply pointed at the proxy's port through the connection string)."""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import time
+from collections import Counter
+from urllib.parse import quote, urlencode
+
+from tests.standins.base import RecordedRequest, Response, StandIn
+
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection", "upgrade"}
+
+
+class CountingProxy(StandIn):
+    """Forwards every request to `upstream_port` over a kept-alive connection per client connection."""
+
+    name = "table-proxy"
+
+    def __init__(self, upstream_port: int) -> None:
+        super().__init__()
+        self.upstream_port = upstream_port
+        self._local = threading.local()
+        self.upstream_seconds: Counter[str] = Counter()  # time Azurite took, by request kind
+
+    def reset_records(self) -> None:
+        with self.lock:
+            super().reset_records()
+            self.upstream_seconds.clear()
+
+    def _connection(self, fresh: bool = False) -> http.client.HTTPConnection:
+        connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
+        if connection is None or fresh:
+            if connection is not None:
+                connection.close()
+            connection = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=60)
+            self._local.connection = connection
+        return connection
+
+    def handle(self, request: RecordedRequest) -> Response:
+        target = request.path
+        if request.query:
+            # Rebuilt from the parsed query, spaces as %20 (a `+` would reach Azurite's $filter as a plus sign).
+            pairs = [(k, v) for k, values in request.query.items() for v in values]
+            target += "?" + urlencode(pairs, quote_via=quote, safe="$'(),=:")
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "host"}
+        headers["Host"] = f"127.0.0.1:{self.upstream_port}"
+        headers["Content-Length"] = str(len(request.body))
+        started = time.perf_counter()
+        for attempt in (1, 2):
+            connection = self._connection(fresh=attempt == 2)
+            try:
+                connection.request(request.method, target, body=request.body or None, headers=headers)
+                answer = connection.getresponse()
+                body = answer.read()
+                break
+            except (http.client.HTTPException, OSError):
+                if attempt == 2:
+                    raise
+        with self.lock:
+            self.upstream_seconds[kind_of(request)] += time.perf_counter() - started
+        kept = {k: v for k, v in answer.getheaders() if k.lower() not in HOP_BY_HOP}
+        return Response(status=answer.status, body=body, headers=kept)
+
+    def counts(self) -> Counter[str]:
+        """Requests by kind: `batch` (entity-group transactions), `query`, `read`, `write`, `table`."""
+        kinds: Counter[str] = Counter()
+        with self.lock:
+            requests = list(self.requests)
+        for request in requests:
+            kinds[kind_of(request)] += 1
+        return kinds
+
+
+def kind_of(request: RecordedRequest) -> str:
+    path = request.path.rstrip("/")
+    if path.endswith("/$batch"):
+        return "batch"
+    if path.endswith("/Tables") or "/Tables(" in path:
+        return "table"
+    if request.method == "GET":
+        # A point read addresses one entity: Table(PartitionKey='..',RowKey='..'); anything else is a query.
+        return "read" if "PartitionKey=" in path and "RowKey=" in path else "query"
+    return "write"
