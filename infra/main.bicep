@@ -125,6 +125,9 @@ param rclVerifyGraceHours string = '24'
 @description('RCL API HTTP timeout in seconds (RCL_TIMEOUT_SECONDS).')
 param rclTimeoutSeconds string = '60'
 
+@description('Seconds before the one retry of a failed RCL call (RCL_RETRY_DELAY_SECONDS).')
+param rclRetryDelaySeconds string = '10'
+
 // ---------------------------------------------------------------------------
 // Renewal state / webhook
 // ---------------------------------------------------------------------------
@@ -151,8 +154,12 @@ param pendingMaxDays string = '7'
 @description('HMAC secret used to authenticate webhook calls. Stored in Key Vault as WEBHOOK-HMAC-SECRET (only when non-empty).')
 param webhookHmacSecret string = ''
 
-@description('Optional URL notified about renewal results (NOTIFY_WEBHOOK_URL).')
+@secure()
+@description('Optional Teams/Slack/JSON webhook told of failures and near expiry (NOTIFY_WEBHOOK_URL). Its URL carries a signature, so it is stored in Key Vault as NOTIFY-WEBHOOK-URL (only when non-empty).')
 param notifyWebhookUrl string = ''
+
+@description('Force the notification format: teams, slack or json; empty chooses by the URL host (NOTIFY_FORMAT).')
+param notifyFormat string = ''
 
 // ---------------------------------------------------------------------------
 // Alerting
@@ -207,6 +214,7 @@ module resources './modules/resources.bicep' = {
     rclVerifySchedule: rclVerifySchedule
     rclVerifyGraceHours: rclVerifyGraceHours
     rclTimeoutSeconds: rclTimeoutSeconds
+    rclRetryDelaySeconds: rclRetryDelaySeconds
     renewalWarningDays: renewalWarningDays
     renewalStateTable: renewalStateTable
     pendingTable: pendingTable
@@ -215,6 +223,7 @@ module resources './modules/resources.bicep' = {
     pendingMaxDays: pendingMaxDays
     webhookHmacSecret: webhookHmacSecret
     notifyWebhookUrl: notifyWebhookUrl
+    notifyFormat: notifyFormat
     alertEmailAddress: alertEmailAddress
     alertActionGroupId: alertActionGroupId
   }

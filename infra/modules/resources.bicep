@@ -38,6 +38,7 @@ param rclRenewalSchedule string
 param rclVerifySchedule string
 param rclVerifyGraceHours string
 param rclTimeoutSeconds string
+param rclRetryDelaySeconds string
 
 param renewalWarningDays string
 param renewalStateTable string
@@ -47,7 +48,9 @@ param pendingRetrySchedule string
 param pendingMaxDays string
 @secure()
 param webhookHmacSecret string
+@secure()
 param notifyWebhookUrl string
+param notifyFormat string
 
 param alertEmailAddress string
 param alertActionGroupId string
@@ -77,6 +80,7 @@ var secretNameAvxPassword = 'AVX-PASSWORD'
 var secretNameAvxClientSecret = 'AVX-CLIENT-SECRET'
 var secretNameRclClientSecret = 'RCL-CLIENT-SECRET'
 var secretNameWebhookHmacSecret = 'WEBHOOK-HMAC-SECRET'
+var secretNameNotifyWebhookUrl = 'NOTIFY-WEBHOOK-URL'
 
 // ---------------------------------------------------------------------------
 // Identity
@@ -287,6 +291,16 @@ module webhookHmacSecretSecret './keyvault-secret.bicep' = if (!empty(webhookHma
   }
 }
 
+module notifyWebhookUrlSecret './keyvault-secret.bicep' = if (!empty(notifyWebhookUrl)) {
+  name: 'certrenew-secret-notify-webhook-url'
+  params: {
+    keyVaultName: keyVault.name
+    secretName: secretNameNotifyWebhookUrl
+    secretValue: notifyWebhookUrl
+    tags: tags
+  }
+}
+
 // Versionless secret URIs: a new secret version is picked up by App Service on
 // its periodic refresh (within 24 hours) or on the next restart/config change.
 // Built from the vault URI (which ends with '/') rather than from the
@@ -296,6 +310,7 @@ var kvRefAvxPassword = '@Microsoft.KeyVault(SecretUri=${keyVault.properties.vaul
 var kvRefAvxClientSecret = '@Microsoft.KeyVault(SecretUri=${keyVault.properties.vaultUri}secrets/${secretNameAvxClientSecret})'
 var kvRefRclClientSecret = '@Microsoft.KeyVault(SecretUri=${keyVault.properties.vaultUri}secrets/${secretNameRclClientSecret})'
 var kvRefWebhookHmacSecret = '@Microsoft.KeyVault(SecretUri=${keyVault.properties.vaultUri}secrets/${secretNameWebhookHmacSecret})'
+var kvRefNotifyWebhookUrl = '@Microsoft.KeyVault(SecretUri=${keyVault.properties.vaultUri}secrets/${secretNameNotifyWebhookUrl})'
 
 // ---------------------------------------------------------------------------
 // Monitoring
@@ -527,6 +542,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           name: 'RCL_TIMEOUT_SECONDS'
           value: rclTimeoutSeconds
         }
+        {
+          name: 'RCL_RETRY_DELAY_SECONDS'
+          value: rclRetryDelaySeconds
+        }
         // --- renewal state / webhook ----------------------------------------
         {
           name: 'RENEWAL_WARNING_DAYS'
@@ -558,7 +577,11 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         }
         {
           name: 'NOTIFY_WEBHOOK_URL'
-          value: notifyWebhookUrl
+          value: empty(notifyWebhookUrl) ? '' : kvRefNotifyWebhookUrl
+        }
+        {
+          name: 'NOTIFY_FORMAT'
+          value: notifyFormat
         }
       ]
     }
@@ -596,6 +619,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     avxClientSecretSecret
     rclClientSecretSecret
     webhookHmacSecretSecret
+    notifyWebhookUrlSecret
   ]
 }
 
