@@ -1,4 +1,4 @@
-"""The Function App: registers the blueprints of both renewal paths."""
+"""The Function App: configures telemetry, then registers the blueprints of both renewal paths."""
 
 from __future__ import annotations
 
@@ -7,6 +7,14 @@ import azure.functions as func
 from renew_http import bp as renew_http_blueprint
 from renew_timer import bp as renew_timer_blueprint
 from renew_timer.complete_pending import bp as complete_pending_blueprint
+from shared.notify import install_notifications
+from shared.settings import load_settings
+from shared.telemetry import configure_telemetry
+
+# Once per process: the redaction guard on logging, and Application Insights when its connection string is set.
+configure_telemetry()
+# Once per process: Teams/Slack/JSON notifications when NOTIFY_WEBHOOK_URL is set (invalid settings only log an error).
+install_notifications(load_settings())
 
 app = func.FunctionApp()
 app.register_functions(renew_http_blueprint)

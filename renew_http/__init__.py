@@ -15,7 +15,7 @@ from typing import Any
 import azure.functions as func
 
 from shared import context as app_context
-from shared import idempotency, signature
+from shared import idempotency, redaction, signature
 from shared.avx_renewal import RenewalRun, WebhookAnswer, renew
 from shared.errors import ApiError, CertRenewError, StateStoreError
 from shared.telemetry import invocation
@@ -46,7 +46,7 @@ def _caller(req: func.HttpRequest) -> str | None:
 @bp.route(route="certificates/renew", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def renew_http(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     invocation_id = getattr(context, "invocation_id", None)
-    with invocation(invocation_id):
+    with invocation(invocation_id, context):
         try:
             return _renew(req, invocation_id)
         except StateStoreError as exc:
@@ -76,6 +76,7 @@ def _renew(req: func.HttpRequest, invocation_id: str | None) -> func.HttpRespons
     parsed = parse_renew_request(body, query)
     if isinstance(parsed, ApiError):
         return error_response(parsed, invocation_id)
+    redaction.register_secret(parsed.avx.password)  # the PFX password never shows in logs or telemetry
 
     key = req.headers.get("Idempotency-Key")
     if key is not None and not idempotency.valid_key(key):

@@ -35,7 +35,7 @@ def _failed(name: str, exc: Exception) -> None:
 @bp.timer_trigger(arg_name="timer", schedule="%RCL_RENEWAL_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def renew_timer(timer: func.TimerRequest, context: func.Context) -> None:
     invocation_id = getattr(context, "invocation_id", None)
-    with invocation(invocation_id):
+    with invocation(invocation_id, context):
         late = _late(timer, "renew_timer")
         try:
             summary = run_renewal(app_context.rcl_dependencies, invocation_id, late=late)
@@ -49,7 +49,7 @@ def renew_timer(timer: func.TimerRequest, context: func.Context) -> None:
 @bp.timer_trigger(arg_name="timer", schedule="%RCL_VERIFY_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def verify_renewals(timer: func.TimerRequest, context: func.Context) -> None:
     invocation_id = getattr(context, "invocation_id", None)
-    with invocation(invocation_id):
+    with invocation(invocation_id, context):
         late = _late(timer, "verify_renewals")
         try:
             summary = run_verification(app_context.rcl_dependencies, invocation_id, late=late)

@@ -17,7 +17,7 @@ log = logging.getLogger("certrenew.pending")
 @bp.function_name("complete_pending")
 @bp.timer_trigger(schedule="%PENDING_RETRY_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
 def complete_pending(timer: func.TimerRequest, context: func.Context) -> None:
-    with invocation(getattr(context, "invocation_id", None)):
+    with invocation(getattr(context, "invocation_id", None), context):
         if timer.past_due:
             log.warning("complete_pending is running late (the previous schedule was missed)")
         settings = app_context.settings()

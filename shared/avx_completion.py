@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from shared import redaction
 from shared.avx import AvxCertificateRecord, AvxClient
 from shared.certificates import (
     CertificateParseError,
@@ -94,6 +95,7 @@ def complete_one(record: PendingRecord, avx: AvxClient, store: KeyVaultStore) ->
             raise CertificateParseError("no Key Vault name for the merged certificate")
         return store.merge(name, der_chain(certificates), tags)
     password = generate_password()  # fresh, one-time; lives only for this download and import
+    redaction.register_secret(password)
     content = avx.download(found, "PFX", password)
     leaf = leaf_of_pfx(content, password)
     name = record.key_vault_name or derive_certificate_name(common_name_of(leaf) or found.common_name or "")
