@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from shared import redaction
 from shared.avx import AvxCertificateRecord, AvxClient
+from shared.avx_renewal import emit_renewed
 from shared.certificates import (
     CertificateParseError,
     common_name_of,
@@ -141,16 +142,5 @@ def complete_pending(
             continue
         pending.save(record.completed(stored.id, stored.name, now))
         summary.completed.append(record.pending_id)
-        emit_event(
-            "CertificateRenewed",
-            {
-                "source": SOURCE,
-                "certificateName": stored.name,
-                "expiryDate": stored.expires_on,
-                "keyVaultCertificateId": stored.id,
-                "thumbprint": stored.thumbprint,
-                "pendingId": record.pending_id,
-                "avxResourceId": record.avx_resource_id,
-            },
-        )
+        emit_renewed(stored, pendingId=record.pending_id, avxResourceId=record.avx_resource_id)
     return summary

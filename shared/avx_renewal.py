@@ -118,6 +118,21 @@ class RenewalRun:
         return WebhookAnswer(202, body)
 
 
+def emit_renewed(stored: StoredCertificate, **ids: str | None) -> None:
+    """`CertificateRenewed` for a certificate the AppViewX path stored (at once, or later from a pending record)."""
+    emit_event(
+        "CertificateRenewed",
+        {
+            "source": SOURCE,
+            "certificateName": stored.name,
+            "expiryDate": stored.expires_on,
+            "keyVaultCertificateId": stored.id,
+            "thumbprint": stored.thumbprint,
+            **ids,
+        },
+    )
+
+
 def renew(run: RenewalRun) -> WebhookAnswer:
     command, avx, store = run.command, run.avx, run.store
     target = command.target_name()
@@ -170,19 +185,7 @@ def renew(run: RenewalRun) -> WebhookAnswer:
         )
         return run.keep_pending(error, result)
 
-    emit_event(
-        "CertificateRenewed",
-        {
-            "source": SOURCE,
-            "certificateName": stored.name,
-            "expiryDate": stored.expires_on,
-            "keyVaultCertificateId": stored.id,
-            "thumbprint": stored.thumbprint,
-            "avxResourceId": result.resource_id,
-            "avxRequestId": result.request_id,
-            "caller": run.caller,
-        },
-    )
+    emit_renewed(stored, avxResourceId=result.resource_id, avxRequestId=result.request_id, caller=run.caller)
     log.info(
         "Stored renewed certificate %s version %s (AVX resource %s)", stored.name, stored.version, result.resource_id
     )

@@ -104,31 +104,27 @@ class KeyVaultStore:
         get_token(self._credential, KEY_VAULT_SCOPE, "Key Vault")
 
     def import_pfx(self, name: str, pfx: bytes, password: str | None, tags: dict[str, str]) -> StoredCertificate:
-        from azure.keyvault.certificates import CertificateContentType, CertificatePolicy
-
-        return self._call(
-            name,
-            "import",
-            lambda: self._client.import_certificate(
-                certificate_name=name,
-                certificate_bytes=pfx,
-                password=password,
-                tags=tags,
-                policy=CertificatePolicy(content_type=CertificateContentType.pkcs12),
-            ),
-        )
+        return self._import(name, pfx, password, tags, pem=False)
 
     def import_pem(self, name: str, pem: bytes, tags: dict[str, str]) -> StoredCertificate:
+        """PEM with a PKCS#8 private key, then the chain (Key Vault accepts no other PEM key form)."""
+        return self._import(name, pem, None, tags, pem=True)
+
+    def _import(
+        self, name: str, content: bytes, password: str | None, tags: dict[str, str], pem: bool
+    ) -> StoredCertificate:
         from azure.keyvault.certificates import CertificateContentType, CertificatePolicy
 
+        content_type = CertificateContentType.pem if pem else CertificateContentType.pkcs12
         return self._call(
             name,
             "import",
             lambda: self._client.import_certificate(
                 certificate_name=name,
-                certificate_bytes=pem,
+                certificate_bytes=content,
+                password=password,
                 tags=tags,
-                policy=CertificatePolicy(content_type=CertificateContentType.pem),
+                policy=CertificatePolicy(content_type=content_type),
             ),
         )
 

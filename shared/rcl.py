@@ -15,9 +15,9 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import NameResolutionError, NewConnectionError
 
 from shared.errors import RclError
+from shared.outbound import never_sent
 from shared.settings import RclSettings
 
 CONNECT_TIMEOUT_SECONDS = 10.0
@@ -225,24 +225,6 @@ def error_for_status(
     return RclHttpError(message, code=code, http_status=status, retry_after=wait)
 
 
-def _never_sent(exc: requests.RequestException) -> bool:
-    """True only when the request provably did not reach RCL: refused connection, DNS failure, connect timeout."""
-    if isinstance(exc, requests.ConnectTimeout):
-        return True
-    stack: list[BaseException] = [exc]
-    seen: set[int] = set()
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, (NewConnectionError, NameResolutionError, ConnectionRefusedError)):
-            return True
-        linked = (getattr(current, "reason", None), current.__cause__, current.__context__, *current.args)
-        stack.extend(e for e in linked if isinstance(e, BaseException))
-    return False
-
-
 def is_retryable(error: RclError, method: str) -> bool:
     """Whether one more call may help. Scheduling (POST) is not repeated after a timeout or a dropped connection,
     where RCL may already have scheduled; reading the list (GET) is safe to repeat. Quota and auth never are."""
@@ -293,7 +275,7 @@ class RclClient:
                 f"RCL did not answer {what} within {timeout:g} s", code=TIMEOUT, remediation=REMEDIATION[TIMEOUT]
             ) from None
         except requests.RequestException as exc:
-            code = UNREACHABLE if _never_sent(exc) else CONNECTION_LOST
+            code = UNREACHABLE if never_sent(exc) else CONNECTION_LOST
             raise RclError(
                 f"RCL at {self.settings.api_url} could not be reached for {what}: {type(exc).__name__}",
                 code=code,
