@@ -390,3 +390,23 @@ def test_missing_settings_are_named(call_webhook: Any, monkeypatch: pytest.Monke
     assert (status, answer["error"]["code"]) == (500, "CONFIGURATION_ERROR")
     assert "AVX_USERNAME is required" in answer["error"]["message"]
     assert "AVX_TIMEOUT_SECONDS must be a number" in answer["error"]["message"]
+
+
+def test_user_assigned_identity_is_asked_for_by_client_id(
+    standins: StandIns, call_webhook: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared import context as app_context
+
+    client_id = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+    monkeypatch.setenv("AZURE_CLIENT_ID", client_id)
+    app_context.reset()
+    standins.identity.expected_client_id = client_id
+    try:
+        item = standins.avx.add_certificate("uami.contoso.com")
+        status, answer = call_webhook({"resourceId": item.resource_id})
+    finally:
+        standins.identity.expected_client_id = None
+    assert status == 200, answer
+    (token_request,) = standins.identity.token_requests(KEY_VAULT_RESOURCE)
+    assert token_request.query_one("client_id") == client_id
+    assert token_request.query_one("api-version") == "2019-08-01"
