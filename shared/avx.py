@@ -38,7 +38,8 @@ REMEDIATION: dict[str, str] = {
     "CERT-GEN-0055": "Ensure valid values are assigned to the mandatory validity fields of the CA connector.",
     "FAILED": "To renew, upload the private key or CSR in AppViewX, or use the regenerate option.",
     "CANNOT_PERFORM_OPERATION": "Change the status of the certificate from a monitored status to a managed status.",
-    "PASSWORD_FORMAT_WRONG": "Use a password of 8+ characters with upper, lower, digit and special characters.",  # nosec B105 - advice text
+    # An AVX status code and its advice, not a password (bandit B105 reads any "PASSWORD" key as one).
+    "PASSWORD_FORMAT_WRONG": "Use a password of 8+ characters with upper, lower, digit and special characters.",  # nosec B105
 }
 
 

@@ -87,8 +87,8 @@ def _call_within_budget(
             delay = max(deps.settings.retry_delay_seconds, retry_after or 0)
             log.warning("RCL %s failed (%s: %s); trying once more in %.1f s", kind, exc.code, exc.message, delay)
             sleep(delay)
-    assert last_error is not None  # the loop either returned or recorded an error
-    raise last_error
+    # The loop returns, raises, or records an error on every pass, so an error is always there to raise.
+    raise last_error or RclError("RCL was not called", code=BUDGET_EXHAUSTED)
 
 
 def _schedule(deps: RclDependencies, now: datetime, sleep: Callable[[float], None]) -> list[CertificateResponse]:

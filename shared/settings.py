@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 from shared.errors import SettingsError
 
 DEFAULT_RCL_API_URL = "https://letsencryptapi.azure-api.net/api/v2"
-DEFAULT_RCL_TOKEN_SCOPE = "https://management.core.windows.net/.default"  # nosec B105 - an OAuth scope, not a secret
+# An OAuth scope, not a secret (bandit B105 mistakes "TOKEN" names for passwords).
+DEFAULT_RCL_TOKEN_SCOPE = "https://management.core.windows.net/.default"  # nosec B105
 KEY_VAULT_SCOPE = "https://vault.azure.net/.default"
 AVX_AUTH_MODES = ("headers", "session", "service-account")
 
