@@ -90,7 +90,7 @@ def report(standins: StandIns, ingestion: IngestionStandIn, webhook: dict[str, A
         for p in props("CertificateRenewalFailed")
     ]
     lines += [
-        f"  - expiring  {p.get('certificateName')} in {p.get('daysLeft')} day(s) ({p.get('expiryDate')})"
+        f"  - expiring  {p.get('certificateName')} in {float(p.get('daysLeft') or 0):g} day(s) ({p.get('expiryDate')})"
         for p in props("CertificateNearExpiry")
     ]
 
