@@ -251,6 +251,12 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(out)
 
 
+def _installed_note(record: dict[str, Any]) -> str:
+    if record.get("state") != "renewed":
+        return ""
+    return "installed" if record.get("installed") else "not installed on its target yet"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from shared import context as app_context
 
@@ -265,7 +271,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             r.get("state"),
             when(r.get("expiryDate")),
             when(r.get("scheduledAt")),
-            r.get("reason") or ("installed" if r.get("installed") else ""),
+            r.get("reason") or _installed_note(r),
         )
         for r in app_context.renewal_state().all_records()
     ]

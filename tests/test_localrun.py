@@ -29,3 +29,48 @@ def test_local_run_reports_the_whole_story() -> None:
     assert "CertificateRenewalScheduled x3" in out and "RclRenewalRunCompleted x1" in out
     for sentinel in SENTINELS:
         assert sentinel not in out and sentinel not in result.stderr
+
+
+def test_serve_mode_takes_curl_and_the_status_table_sees_it() -> None:
+    """The README's new-user path: the local stack serves the app; a POST renews; `status` shows the records."""
+    import requests
+
+    from tests.standins.stack import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.standins.localrun", "--serve", "--port", str(port), "--serve-seconds", "60"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("Serving the app's HTTP functions"):
+                break
+        else:
+            raise AssertionError("the local stack did not start serving")
+        base = f"http://127.0.0.1:{port}/api/certificates/renew?code=local-function-key"
+        renewed = requests.post(base, json={"resourceId": "www"}, timeout=60)
+        assert renewed.status_code == 200, renewed.text
+        assert renewed.json()["keyVault"]["name"] == "www-contoso-com"
+        pending = requests.post(f"{base}&autoApproval=false", json={"resourceId": "api"}, timeout=60)
+        assert pending.status_code == 202 and pending.json()["status"] == "pending"
+        assert requests.post(base.split("?")[0], json={"resourceId": "www"}, timeout=10).status_code == 401
+
+        status = subprocess.run(
+            [sys.executable, "-m", "shared", "--settings", ".localstack/local.settings.json", "status"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert status.returncode == 0, status.stderr
+        assert "mail.contoso.com" in status.stdout and "scheduled" in status.stdout
+        assert "AVX_NO_CERTIFICATE" in status.stdout
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

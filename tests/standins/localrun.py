@@ -17,9 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -118,9 +120,64 @@ def report(standins: StandIns, ingestion: IngestionStandIn, webhook: dict[str, A
     return lines
 
 
+SETTINGS_FILE = REPO_ROOT / ".localstack" / "local.settings.json"
+LOCAL_KEY = "local-function-key"
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def serve(standins: StandIns, env: dict[str, str], port: int, seconds: float | None) -> None:
+    """Keep the stack up and serve the app's HTTP functions, as `python -m shared serve` does, for curl."""
+    from shared.cli import make_server
+
+    for common_name, resource_id in (("www.contoso.com", "www"), ("api.contoso.com", "api"), ("*.contoso.com", "wild")):
+        standins.avx.add_certificate(common_name, resource_id=resource_id)
+    served = {k: v for k, v in env.items() if k != "APPLICATIONINSIGHTS_CONNECTION_STRING"}
+    SETTINGS_FILE.parent.mkdir(exist_ok=True)
+    # The stand-ins' settings (their "secrets" are local sentinels), so the CLI can reach the same stack.
+    SETTINGS_FILE.write_text(json.dumps({"IsEncrypted": False, "Values": served}, indent=2))
+    os.environ.update(served)
+    server = make_server("127.0.0.1", port, LOCAL_KEY)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    print(
+        f"""
+Serving the app's HTTP functions on {base}/api/ (function key: {LOCAL_KEY}); Ctrl+C stops everything.
+AppViewX holds certificates with resourceId www, api and wild. Try, in another terminal:
+
+  curl -sS -X POST "{base}/api/certificates/renew?code={LOCAL_KEY}" -H "Content-Type: application/json" \\
+       -d '{{"resourceId": "www"}}'
+  curl -sS -X POST "{base}/api/certificates/renew?code={LOCAL_KEY}&autoApproval=false" \\
+       -H "Content-Type: application/json" -d '{{"resourceId": "api"}}'          # 202 pending
+  .venv/bin/python -m shared --settings {SETTINGS_FILE.relative_to(REPO_ROOT)} status
+""",
+        flush=True,
+    )
+    # Stop cleanly on SIGTERM too, so Azurite and the stand-ins never outlive the run.
+    signal.signal(signal.SIGTERM, _interrupt)
+    if seconds is not None:
+        timer = threading.Timer(seconds, server.shutdown)
+        timer.daemon = True
+        timer.start()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bash dev.sh local", description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="also print the raw events as JSON")
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="afterwards keep the stack up and serve the app's HTTP functions (python -m shared serve) for curl",
+    )
+    parser.add_argument("--port", type=int, default=7071, help="port of --serve (default 7071)")
+    parser.add_argument("--serve-seconds", type=float, default=None, help=argparse.SUPPRESS)  # tests: stop by itself
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="certrenew-local-") as work:
@@ -154,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 print(json.dumps(ingestion.events(), indent=2))
             webhook_ok = outcomes[-1].get("status") == 200
+            if args.serve:
+                serve(standins, env, args.port, args.serve_seconds)
             return 0 if webhook_ok and ingestion.events() else 1
         finally:
             azurite.stop()
