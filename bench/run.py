@@ -32,7 +32,6 @@ from typing import Any
 import psutil
 
 from bench.child import MARKER
-from bench.proxy import CountingProxy
 from tests.standins.rcl import certificate_response
 from tests.standins.stack import (
     AVX_PASSWORD,
@@ -45,6 +44,7 @@ from tests.standins.stack import (
     base_environment,
     start_standins,
 )
+from tests.standins.tableproxy import CountingProxy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "RESULTS.md"

@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from shared.errors import StateStoreError
-from shared.tables import update_mode
+from shared.tables import TABLE_ERRORS, update_mode
 
 if TYPE_CHECKING:  # the table SDK is imported where it is used, to keep cold start short
     from azure.data.tables import TableClient
@@ -83,7 +83,7 @@ class IdempotencyStore:
             return Claim(NEW)
         except ResourceExistsError:
             pass
-        except AzureError as exc:
+        except TABLE_ERRORS as exc:
             raise StateStoreError(f"The idempotency key could not be recorded: {type(exc).__name__}") from None
         try:
             existing = self.table.get_entity(PARTITION, entity["RowKey"])
@@ -99,7 +99,7 @@ class IdempotencyStore:
                 return Claim(NEW)
         except (ResourceModifiedError, ResourceNotFoundError):
             return Claim(IN_PROGRESS)
-        except AzureError as exc:
+        except TABLE_ERRORS as exc:
             raise StateStoreError(f"The idempotency key could not be read: {type(exc).__name__}") from None
         if outcome == REPLAY:
             return Claim(REPLAY, int(existing.get("status", 500)), json.loads(existing.get("body") or "{}"))
@@ -117,7 +117,7 @@ class IdempotencyStore:
                 },
                 mode=update_mode("merge"),
             )
-        except AzureError:
+        except TABLE_ERRORS:
             # The renewal itself is done and answered; a lost replay record only means a repeat is treated anew.
             pass
 
@@ -125,5 +125,5 @@ class IdempotencyStore:
         """Forget a claim whose invocation failed unexpectedly, so the caller's retry is not refused with 409."""
         try:
             self.table.delete_entity(PARTITION, _row_key(key))
-        except AzureError:
+        except TABLE_ERRORS:
             pass

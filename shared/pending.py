@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError
 
 from shared.errors import StateStoreError
-from shared.tables import update_mode
+from shared.tables import TABLE_ERRORS, update_mode
 
 if TYPE_CHECKING:  # the table SDK is imported where it is used, to keep cold start short
     from azure.data.tables import TableClient
@@ -122,7 +122,7 @@ class PendingStore:
     def save(self, record: PendingRecord) -> PendingRecord:
         try:
             self.table.upsert_entity(_to_entity(record), mode=update_mode("replace"))
-        except AzureError as exc:
+        except TABLE_ERRORS as exc:
             raise StateStoreError(f"The pending renewal could not be recorded: {type(exc).__name__}") from None
         return record
 
@@ -131,7 +131,7 @@ class PendingStore:
             return _from_entity(self.table.get_entity(PARTITION, pending_id))
         except ResourceNotFoundError:
             return None
-        except AzureError as exc:
+        except TABLE_ERRORS as exc:
             raise StateStoreError(f"The pending renewal could not be read: {type(exc).__name__}") from None
 
     def due(self, now: datetime) -> list[PendingRecord]:
@@ -141,7 +141,7 @@ class PendingStore:
                 "PartitionKey eq @pk and state eq @state", parameters={"pk": PARTITION, "state": OPEN}
             )
             records = [_from_entity(e) for e in entities]
-        except AzureError as exc:
+        except TABLE_ERRORS as exc:
             raise StateStoreError(f"The pending renewals could not be listed: {type(exc).__name__}") from None
         return sorted((r for r in records if is_due(r, now)), key=lambda r: r.next_attempt_at)
 
@@ -151,6 +151,6 @@ class PendingStore:
             records = [
                 _from_entity(e) for e in self.table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION})
             ]
-        except AzureError as exc:
+        except TABLE_ERRORS as exc:
             raise StateStoreError(f"The pending renewals could not be listed: {type(exc).__name__}") from None
         return sorted(records, key=lambda r: r.created_at, reverse=True)

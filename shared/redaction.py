@@ -148,7 +148,10 @@ def _secrets_pattern() -> re.Pattern[str] | None:
 # -- redaction of values ---------------------------------------------------------------------------------------------
 def _key_value(match: re.Match[str]) -> str:
     value = match.group("value")
-    if not _SENSITIVE_KEY.search(match.group("name")) or value.startswith(("[REDACTED", '"[REDACTED', "'[REDACTED")):
+    if not _SENSITIVE_KEY.search(match.group("name")):
+        # The value may itself hold `key=value` ("said: password=..."): look inside it too.
+        return match.group("key") + (_KEY_VALUE.sub(_key_value, value) if ("=" in value or ":" in value) else value)
+    if value.startswith(("[REDACTED", '"[REDACTED', "'[REDACTED")):
         return match.group(0)
     quote_char = value[0] if value[:1] in "\"'" else ""
     return f"{match.group('key')}{quote_char}{REDACTED}{quote_char}"

@@ -16,11 +16,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from shared.errors import StateStoreError
 from shared.rcl_decisions import Outcome, ScheduledRenewal, Verdict, utc
-from shared.tables import update_mode
+from shared.tables import TABLE_ERRORS, update_mode
 
 if TYPE_CHECKING:  # the table SDK is imported where it is used, to keep cold start short
     from azure.data.tables import TableClient, UpdateMode
@@ -117,7 +117,7 @@ class RenewalStateStore:
         try:
             for chunk in _chunks(entities):
                 self.table.submit_transaction([("upsert", e, {"mode": mode}) for e in chunk])
-        except AzureError as exc:
+        except TABLE_ERRORS as exc:
             raise self._fail(action, exc) from None
 
     def record_scheduled(self, records: Sequence[ScheduledRenewal]) -> None:
@@ -132,7 +132,7 @@ class RenewalStateStore:
                     "PartitionKey eq @pk and state eq @state", parameters={"pk": PARTITION, "state": OPEN}
                 )
             )
-        except AzureError as exc:
+        except TABLE_ERRORS as exc:
             raise self._fail("read the open renewals", exc) from None
         return [from_entity(e) for e in entities]
 
@@ -140,7 +140,7 @@ class RenewalStateStore:
         """Every renewal record, open or closed, newest first (for the operator's status table)."""
         try:
             entities = list(self.table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION}))
-        except AzureError as exc:
+        except TABLE_ERRORS as exc:
             raise self._fail("read the renewals", exc) from None
         rows = [{k: _plain(v) for k, v in e.items()} for e in entities]
         return sorted(rows, key=lambda r: str(r.get("scheduledAt") or ""), reverse=True)
@@ -177,7 +177,7 @@ class RenewalStateStore:
                     return used + 1
                 except ResourceModifiedError:
                     continue
-        except AzureError as exc:
+        except TABLE_ERRORS as exc:
             raise self._fail("count the night's RCL calls", exc) from None
         raise StateStoreError(f"Could not count the night's RCL calls in the table {self.name!r}: too much contention")
 
@@ -187,6 +187,6 @@ class RenewalStateStore:
             entity = self.table.get_entity(BUDGET_PARTITION, night)
         except ResourceNotFoundError:
             return {"renewal": 0, "list": 0}
-        except AzureError as exc:
+        except TABLE_ERRORS as exc:
             raise self._fail("read the night's RCL calls", exc) from None
         return {k: int(_plain(entity.get(f"{k}Calls")) or 0) for k in ("renewal", "list")}

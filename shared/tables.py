@@ -18,6 +18,9 @@ from shared.settings import StorageSettings
 if TYPE_CHECKING:
     from azure.data.tables import TableClient, UpdateMode
 
+# What a table call can raise: azure-core's errors, and ValueError (its DeserializationError) for an unreadable answer.
+TABLE_ERRORS: tuple[type[Exception], ...] = (AzureError, ValueError)
+
 CLIENT_OPTIONS: dict[str, object] = {
     "connection_timeout": 10,
     "read_timeout": 30,
@@ -42,7 +45,7 @@ def open_table(storage: StorageSettings, table_name: str, credential: TokenCrede
             client.create_table()
         except ResourceExistsError:
             pass
-    except (AzureError, ValueError) as exc:
+    except TABLE_ERRORS as exc:
         raise StateStoreError(f"The table {table_name!r} could not be opened: {type(exc).__name__}") from None
     return client
 

@@ -4,6 +4,7 @@ bounded time, with nothing lost and nothing secret shown (the harness checks ans
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from shared import context as app_context
 from tests.standins.base import Response
 from tests.standins.stack import AZURITE_ACCOUNT, AZURITE_KEY, StandIns, free_port
+from tests.standins.tableproxy import CountingProxy
 
 BOUND_SECONDS = 45
 
@@ -128,3 +130,98 @@ def test_table_storage_down_with_idempotency_key_is_503_and_calls_nothing(
     assert (status, answer["error"]["code"]) == (503, "STATE_STORE_UNAVAILABLE")
     assert answer["error"]["remediation"]
     assert standins.avx.requests == []
+
+
+# -- table storage (the idempotency and pending tables), through a fault-injecting proxy in front of Azurite --------
+
+
+@pytest.fixture
+def table_proxy(app_env: dict[str, str], azurite: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[CountingProxy]:
+    proxy = CountingProxy(azurite.port).start()
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string.replace(f":{azurite.port}/", f":{proxy.port}/"))
+    app_context.reset()
+    yield proxy
+    proxy.stop()
+
+
+def table_error(status: int, code: str, headers: dict[str, str] | None = None) -> Response:
+    body = {"odata.error": {"code": code, "message": {"lang": "en-US", "value": f"{code} (injected)"}}}
+    return Response.json(body, status=status, headers=headers)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        table_error(503, "ServerBusy"),
+        table_error(500, "InternalError"),
+        table_error(429, "TooManyRequests", {"Retry-After": "1"}),
+    ],
+    ids=["503", "500", "429"],
+)
+def test_transient_table_faults_are_retried(
+    standins: StandIns, call_webhook: Any, table_proxy: CountingProxy, fault: Response
+) -> None:
+    item = standins.avx.add_certificate("tbl-transient.contoso.com")
+    table_proxy.fail_next(2, fault, kind="write")  # the conditional insert of the idempotency key
+    status, answer = timed(call_webhook, {"resourceId": item.resource_id}, headers={"Idempotency-Key": "t-1"})
+    assert status == 200, answer
+    assert len(standins.avx.renew_calls()) == 1
+
+
+@pytest.mark.parametrize(
+    ("fault", "kind"),
+    [
+        (table_error(500, "InternalError"), "write"),
+        (Response.text("<html>gateway</html>", status=502, content_type="text/html"), "write"),
+        (Response(drop=True), "write"),
+    ],
+    ids=["5xx-persisting", "html-502", "dropped"],
+)
+def test_persistent_table_faults_stop_before_avx(
+    standins: StandIns, call_webhook: Any, table_proxy: CountingProxy, fault: Response, kind: str
+) -> None:
+    table_proxy.fail_next(50, fault, kind=kind)
+    status, answer = timed(call_webhook, {"resourceId": "r1"}, headers={"Idempotency-Key": "t-2"})
+    assert (status, answer["error"]["code"]) == (503, "STATE_STORE_UNAVAILABLE")
+    assert standins.avx.requests == []
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [Response.text('{"PartitionKey": "webhook", "RowKey', status=200), Response.text("not json", status=200)],
+    ids=["truncated", "malformed"],
+)
+def test_unreadable_table_answer_on_a_repeat_is_a_clear_error(
+    standins: StandIns, call_webhook: Any, table_proxy: CountingProxy, fault: Response
+) -> None:
+    item = standins.avx.add_certificate("tbl-read.contoso.com")
+    headers = {"Idempotency-Key": "t-3"}
+    assert call_webhook({"resourceId": item.resource_id}, headers=headers)[0] == 200
+    table_proxy.fail_next(10, fault, kind="read")  # the repeat reads the first call's record
+    status, answer = timed(call_webhook, {"resourceId": item.resource_id}, headers=headers)
+    assert (status, answer["error"]["code"]) == (503, "STATE_STORE_UNAVAILABLE")
+    assert len(standins.avx.renew_calls()) == 1
+
+
+def test_table_timeout_is_bounded(
+    standins: StandIns, call_webhook: Any, table_proxy: CountingProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared import tables
+
+    monkeypatch.setitem(tables.CLIENT_OPTIONS, "read_timeout", 1)  # the rule is the same at 30 s
+    app_context.reset()
+    table_proxy.fail_next(50, Response(delay=30), kind="write")
+    status, answer = timed(call_webhook, {"resourceId": "r1"}, headers={"Idempotency-Key": "t-4"})
+    assert (status, answer["error"]["code"]) == (503, "STATE_STORE_UNAVAILABLE")
+    assert standins.avx.requests == []
+
+
+def test_key_vault_and_pending_table_failing_answer_the_avx_ids(
+    standins: StandIns, call_webhook: Any, table_proxy: CountingProxy
+) -> None:
+    item = standins.avx.add_certificate("tbl-pending.contoso.com")
+    standins.key_vault.fail_next(20, Response.json({"error": {"code": "x", "message": "down"}}, status=500))
+    table_proxy.fail_next(50, table_error(500, "InternalError"))
+    status, answer = timed(call_webhook, {"resourceId": item.resource_id})
+    assert (status, answer["error"]["code"]) == (502, "KEY_VAULT_STORE_FAILED")
+    assert answer["error"]["avx"]["resourceId"] == item.resource_id

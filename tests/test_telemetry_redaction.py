@@ -301,3 +301,11 @@ def test_event_record_attributes() -> None:
     assert json.loads(record[telemetry.CUSTOM_MEASUREMENTS]) == {"daysLeft": 4}
     assert record["certificateId"] == "101" and record["installed"] == "false"
     assert "daysLeft" not in record
+
+
+def test_a_secret_key_inside_another_value_is_redacted() -> None:
+    from shared.redaction import redact
+
+    text = redact("AVX said: password=Hunter2-xyz! and detail=token:abc123def ok")
+    assert "Hunter2-xyz!" not in text and "abc123def" not in text
+    assert text.startswith("AVX said: password=[REDACTED]") and text.endswith(" ok")

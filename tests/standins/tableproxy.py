@@ -1,5 +1,6 @@
-"""A counting HTTP proxy on 127.0.0.1 in front of Azurite: the app's table requests are counted without touching
-the app (its TableClient is simply pointed at the proxy's port through the connection string)."""
+"""An HTTP proxy on 127.0.0.1 in front of Azurite: the app's table requests are counted (benchmark) and can be
+answered with faults (tests) without touching the app — its TableClient is simply pointed at the proxy's port
+through the connection string."""
 
 from __future__ import annotations
 
@@ -7,11 +8,19 @@ import http.client
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
 from tests.standins.base import RecordedRequest, Response, StandIn
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection", "upgrade"}
+
+
+@dataclass
+class _Fault:
+    remaining: int
+    response: Response
+    kind: str | None
 
 
 class CountingProxy(StandIn):
@@ -24,11 +33,27 @@ class CountingProxy(StandIn):
         self.upstream_port = upstream_port
         self._local = threading.local()
         self.upstream_seconds: Counter[str] = Counter()  # time Azurite took, by request kind
+        self._faults: list[_Fault] = []
+
+    def fail_next(self, count: int, response: Response, kind: str | None = None) -> None:
+        """Answer the next `count` requests of `kind` (batch, query, read, write, table; None: any) with `response`
+        instead of forwarding them."""
+        with self.lock:
+            self._faults.append(_Fault(count, response, kind))
+
+    def _fault_for(self, request: RecordedRequest) -> Response | None:
+        with self.lock:
+            for fault in self._faults:
+                if fault.remaining > 0 and fault.kind in (None, kind_of(request)):
+                    fault.remaining -= 1
+                    return fault.response
+        return None
 
     def reset_records(self) -> None:
         with self.lock:
             super().reset_records()
             self.upstream_seconds.clear()
+            self._faults.clear()
 
     def _connection(self, fresh: bool = False) -> http.client.HTTPConnection:
         connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
@@ -40,6 +65,9 @@ class CountingProxy(StandIn):
         return connection
 
     def handle(self, request: RecordedRequest) -> Response:
+        fault = self._fault_for(request)
+        if fault is not None:
+            return fault
         target = request.path
         if request.query:
             # Rebuilt from the parsed query, spaces as %20 (a `+` would reach Azurite's $filter as a plus sign).
