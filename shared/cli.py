@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED = 0, 1
 
 
 class LocalContext:
@@ -121,9 +121,6 @@ def make_server(
                 self.send_header(key, value)
             self.end_headers()
             self.wfile.write(body)
-
-        def _json(self, status: int, payload: dict[str, Any]) -> None:
-            self._answer(status, json.dumps(payload).encode(), {"Content-Type": "application/json"})
 
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)

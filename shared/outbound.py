@@ -33,9 +33,6 @@ class RetryPolicy:
     max_retry_after: float = 30.0
 
 
-NO_RETRY = RetryPolicy(attempts=1)
-
-
 def new_session(pool_size: int = 64) -> requests.Session:
     """A kept-alive session whose pool serves concurrent webhook calls without opening a connection each."""
     session = requests.Session()

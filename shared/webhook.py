@@ -20,14 +20,6 @@ from shared.errors import ApiError, AvxError
 from shared.keyvault import StoredCertificate
 
 MAX_BODY_BYTES = 64 * 1024
-KNOWN_FIELDS = (
-    "resourceId",
-    "commonName",
-    "serialNumber",
-    "certificateFormat",
-    "workflowType",
-    "keyVaultCertificateName",
-)
 MAX_FIELD_LENGTH = 1024
 
 
