@@ -11,13 +11,14 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import AvxError
 from shared.outbound import RetryPolicy, never_sent, new_session, send
 from shared.settings import AvxSettings
+
+if TYPE_CHECKING:  # requests is imported where a call is made, to keep cold start short
+    import requests
 
 CONNECT_TIMEOUT_SECONDS = 10.0
 
@@ -259,6 +260,8 @@ class AvxClient:
         **kwargs: object,
     ) -> requests.Response:
         """One AVX call with the outbound rules; on 401 with a session or token, log in again once."""
+        import requests
+
         url = f"{self.settings.api_url}{path}"
         query = {"gwsource": self.settings.gwsource, **(params or {})}
         policy = RetryPolicy() if idempotent else RetryPolicy(attempts=2)

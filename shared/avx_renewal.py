@@ -9,9 +9,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-
-from cryptography import x509
+from typing import TYPE_CHECKING, Any
 
 from shared.avx import AvxClient, AvxRenewResult
 from shared.certificates import (
@@ -30,6 +28,9 @@ from shared.keyvault import KeyVaultStore, StoredCertificate, b64decode_strict, 
 from shared.pending import PendingRecord, PendingStore
 from shared.telemetry import emit_event
 from shared.webhook import RenewCommand, avx_error_answer, certificate_tags, renewed_answer, unstorable
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 log = logging.getLogger("certrenew.appviewx")
 SOURCE = "appviewx"

@@ -7,11 +7,10 @@ import secrets
 import string
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
-from cryptography.x509.oid import NameOID
+if TYPE_CHECKING:  # cryptography is imported where certificates are handled, to keep cold start short
+    from cryptography import x509
 
 KEY_VAULT_NAME_PATTERN = re.compile(r"^[0-9A-Za-z-]{1,127}$")
 
@@ -79,6 +78,9 @@ def derive_certificate_name(common_name: str) -> str | None:
 
 
 def common_name_of(certificate: x509.Certificate) -> str | None:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     attributes = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if attributes:
         value = attributes[0].value
@@ -96,6 +98,8 @@ class CertificateParseError(ValueError):
 
 
 def leaf_of_pfx(pfx: bytes, password: str | None) -> x509.Certificate:
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
     try:
         key, certificate, _ = pkcs12.load_key_and_certificates(pfx, password.encode() if password else None)
     except (ValueError, TypeError):
@@ -107,6 +111,9 @@ def leaf_of_pfx(pfx: bytes, password: str | None) -> x509.Certificate:
 
 def parse_certificates(content: bytes) -> list[x509.Certificate]:
     """Certificates from PEM, DER or PKCS#7 (PEM or DER) content, leaf first as given."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import pkcs7
+
     try:
         if b"-----BEGIN PKCS7-----" in content:
             return pkcs7.load_pem_pkcs7_certificates(content)
@@ -135,6 +142,8 @@ def pem_bundle_with_pkcs8_key(
     certificates: list[x509.Certificate], key_pem_or_der: bytes, password: str | None
 ) -> bytes:
     """The PEM Key Vault imports: a PKCS#8 private key, then the certificate chain."""
+    from cryptography.hazmat.primitives import serialization
+
     try:
         if b"-----BEGIN" in key_pem_or_der:
             key = serialization.load_pem_private_key(key_pem_or_der, password.encode() if password else None)
@@ -152,4 +161,6 @@ def pem_bundle_with_pkcs8_key(
 
 
 def der_chain(certificates: list[x509.Certificate]) -> list[bytes]:
+    from cryptography.hazmat.primitives import serialization
+
     return [c.public_bytes(serialization.Encoding.DER) for c in certificates]

@@ -16,7 +16,6 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from cryptography import x509
 
 from shared.errors import KeyVaultError
 from shared.identity import get_token
@@ -155,6 +154,8 @@ def describe(certificate: KeyVaultCertificate) -> StoredCertificate:
     props = certificate.properties
     subject = ""
     if certificate.cer:
+        from cryptography import x509
+
         subject = x509.load_der_x509_certificate(bytes(certificate.cer)).subject.rfc4514_string()
     thumbprint = props.x509_thumbprint.hex().upper() if props.x509_thumbprint else ""
     return StoredCertificate(

@@ -33,16 +33,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
-
-import requests
 
 from shared import redaction
 from shared.errors import SettingsError
 from shared.outbound import RetryPolicy, new_session, send
 from shared.settings import NOTIFY_FORMATS, Settings
 from shared.telemetry import add_event_sink, remove_event_sink
+
+if TYPE_CHECKING:  # requests is imported where a call is made, to keep cold start short
+    import requests
 
 log = logging.getLogger("certrenew.notify")
 
@@ -348,10 +349,12 @@ class Notifier:
 
     def deliver(self, payload: dict[str, Any]) -> Delivery:
         """POST `payload` within the budget; the outcome, never an exception."""
+        import requests
+
         budget = _Budgeted(self.session, self.clock() + self.budget_seconds, self.clock, self.sleep)
         try:
             response = send(
-                cast(requests.Session, budget),
+                cast("requests.Session", budget),
                 "POST",
                 self.url,
                 idempotent=True,  # a duplicate chat message is better than a lost one

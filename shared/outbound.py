@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import NameResolutionError, NewConnectionError
+if TYPE_CHECKING:  # requests is imported where a call is made, to keep cold start short
+    import requests
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -35,6 +35,9 @@ class RetryPolicy:
 
 def new_session(pool_size: int = 64) -> requests.Session:
     """A kept-alive session whose pool serves concurrent webhook calls without opening a connection each."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
     session = requests.Session()
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
     session.mount("https://", adapter)
@@ -44,6 +47,9 @@ def new_session(pool_size: int = 64) -> requests.Session:
 
 def never_sent(exc: BaseException) -> bool:
     """True only when a request provably did not reach the server: refused connection, DNS failure, connect timeout."""
+    import requests
+    from urllib3.exceptions import NameResolutionError, NewConnectionError
+
     if isinstance(exc, requests.ConnectTimeout):
         return True
     stack: list[BaseException] = [exc]
@@ -95,6 +101,8 @@ def send(
 ) -> requests.Response:
     """Send one logical request with the retry rules above. Raises the last requests exception, or returns the
     last response (which may be an error status the caller maps)."""
+    import requests
+
     attempt = 0
     while True:
         attempt += 1

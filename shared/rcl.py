@@ -11,14 +11,14 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
-
-import requests
-from requests.adapters import HTTPAdapter
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import RclError
 from shared.outbound import never_sent
 from shared.settings import RclSettings
+
+if TYPE_CHECKING:  # requests is imported where a call is made, to keep cold start short
+    import requests
 
 CONNECT_TIMEOUT_SECONDS = 10.0
 MAX_RETRY_AFTER_SECONDS = 60.0  # a longer Retry-After is not waited for inside a timer run
@@ -238,6 +238,9 @@ class RclClient:
 
     def __init__(self, settings: RclSettings, session: requests.Session | None = None) -> None:
         self.settings = settings
+        import requests
+        from requests.adapters import HTTPAdapter
+
         self.session = session or requests.Session()
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=4, max_retries=0)  # no hidden retries: quota
         self.session.mount("https://", adapter)
@@ -260,6 +263,8 @@ class RclClient:
     def _call(
         self, method: str, endpoint: str, bearer: str, body: str | None, secrets: tuple[str, ...]
     ) -> requests.Response:
+        import requests
+
         url = f"{self.settings.api_url}/{endpoint}"
         what = f"{method} {endpoint}"
         headers = {"Authorization": f"Bearer {bearer}", "Accept": "application/json"}
