@@ -335,11 +335,10 @@ def import_diagnosis(stack: Stack, section: Section) -> None:
     lines += [f"  {name:<32} {app[name][1] / 1000:7.1f}" for name in roots if name in app]
     section.details.append("\n".join(lines))
     section.notes.append(
-        "The Azure SDK clients (azure-identity, azure-keyvault-certificates, azure-data-tables) are imported on first "
-        "use and the telemetry exporter only when APPLICATIONINSIGHTS_CONNECTION_STRING is set. What the app still "
-        "imports beyond the baseline is requests/urllib3, cryptography, azure-core and the app's own modules: every "
-        "function needs them on its first call, so deferring them would move the time into the first answer rather "
-        "than save it. The figure that a waiting caller pays, process start to first answer, is within its target."
+        "The Azure SDK clients (azure-identity, azure-keyvault-certificates, azure-data-tables), requests and "
+        "cryptography are imported where a call or a certificate first needs them, and the telemetry exporter only "
+        "when APPLICATIONINSIGHTS_CONNECTION_STRING is set; what remains beyond the baseline is azure-core (its "
+        "exception types) and the app's own modules. The deferred imports are paid by the first call instead."
     )
 
 
