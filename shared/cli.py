@@ -22,7 +22,9 @@ import logging
 import os
 import re
 import secrets
+import signal
 import sys
+import threading
 import uuid
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -182,13 +184,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
         + ("<from --key or CERTRENEW_FUNCTION_KEY>" if args.key or os.environ.get("CERTRENEW_FUNCTION_KEY") else key)
     )
     sys.stdout.flush()
+    serve_until_stopped(server)
+    return EXIT_OK
+
+
+def serve_until_stopped(server: ThreadingHTTPServer, seconds: float | None = None) -> None:
+    """Serve until Ctrl+C or SIGTERM (or `seconds`), then close the socket."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    if seconds is not None:
+        timer = threading.Timer(seconds, server.shutdown)
+        timer.daemon = True
+        timer.start()
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
-    return EXIT_OK
 
 
 # -- one-off runs ----------------------------------------------------------------------------------

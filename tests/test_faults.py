@@ -11,7 +11,7 @@ import pytest
 
 from shared import context as app_context
 from tests.standins.base import Response
-from tests.standins.stack import AZURITE_ACCOUNT, AZURITE_KEY, StandIns, free_port
+from tests.standins.stack import StandIns, free_port, unreachable_storage
 from tests.standins.tableproxy import CountingProxy
 
 BOUND_SECONDS = 45
@@ -120,11 +120,7 @@ def test_key_vault_throttling_is_retried_with_retry_after(standins: StandIns, ca
 def test_table_storage_down_with_idempotency_key_is_503_and_calls_nothing(
     standins: StandIns, call_webhook: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    dead = f"http://127.0.0.1:{free_port()}/{AZURITE_ACCOUNT}"
-    monkeypatch.setenv(
-        "AzureWebJobsStorage",
-        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};TableEndpoint={dead};",
-    )
+    monkeypatch.setenv("AzureWebJobsStorage", unreachable_storage())
     app_context.reset()
     status, answer = timed(call_webhook, {"resourceId": "r1"}, headers={"Idempotency-Key": "k-1"})
     assert (status, answer["error"]["code"]) == (503, "STATE_STORE_UNAVAILABLE")

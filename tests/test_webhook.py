@@ -337,13 +337,9 @@ def test_key_vault_and_table_both_failing_still_answers_the_avx_ids(
     standins: StandIns, call_webhook: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from shared import context as app_context
-    from tests.standins.stack import AZURITE_ACCOUNT, AZURITE_KEY, free_port
+    from tests.standins.stack import unreachable_storage
 
-    dead = f"http://127.0.0.1:{free_port()}/{AZURITE_ACCOUNT}"
-    monkeypatch.setenv(
-        "AzureWebJobsStorage",
-        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};TableEndpoint={dead};",
-    )
+    monkeypatch.setenv("AzureWebJobsStorage", unreachable_storage())
     app_context.reset()
     item = standins.avx.add_certificate("bothfail.contoso.com")
     standins.key_vault.fail_next(10, Response.json({"error": {"code": "x", "message": "down"}}, status=403))

@@ -17,11 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -124,13 +122,9 @@ SETTINGS_FILE = REPO_ROOT / ".localstack" / "local.settings.json"
 LOCAL_KEY = "local-function-key"
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def serve(standins: StandIns, env: dict[str, str], port: int, seconds: float | None) -> None:
     """Keep the stack up and serve the app's HTTP functions, as `python -m shared serve` does, for curl."""
-    from shared.cli import make_server
+    from shared.cli import make_server, serve_until_stopped
 
     for common_name, resource_id in (("www.contoso.com", "www"), ("api.contoso.com", "api"), ("*.contoso.com", "wild")):
         standins.avx.add_certificate(common_name, resource_id=resource_id)
@@ -154,18 +148,8 @@ AppViewX holds certificates with resourceId www, api and wild. Try, in another t
 """,
         flush=True,
     )
-    # Stop cleanly on SIGTERM too, so Azurite and the stand-ins never outlive the run.
-    signal.signal(signal.SIGTERM, _interrupt)
-    if seconds is not None:
-        timer = threading.Timer(seconds, server.shutdown)
-        timer.daemon = True
-        timer.start()
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    # Returns on Ctrl+C or SIGTERM too, so Azurite and the stand-ins (stopped by the caller) never outlive the run.
+    serve_until_stopped(server, seconds)
 
 
 def main(argv: list[str] | None = None) -> int:

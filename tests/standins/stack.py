@@ -103,6 +103,12 @@ AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
+def unreachable_storage() -> str:
+    """A storage connection string whose table endpoint nobody listens on (the host's storage account is down)."""
+    dead = f"http://127.0.0.1:{free_port()}/{AZURITE_ACCOUNT}"
+    return f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};TableEndpoint={dead};"
+
+
 @dataclass
 class Azurite:
     """Azurite's table service (npm package `azurite`), started on a free port for the tests or the local stack."""
