@@ -21,6 +21,7 @@ from shared.errors import KeyVaultError
 from shared.identity import get_token
 from shared.outbound import new_session
 from shared.settings import KEY_VAULT_SCOPE, KeyVaultSettings
+from shared.timestamps import iso_utc
 
 if TYPE_CHECKING:  # the Key Vault SDK is imported on first use, to keep cold start short
     from azure.keyvault.certificates import KeyVaultCertificate
@@ -47,14 +48,10 @@ class StoredCertificate:
             "name": self.name,
             "version": self.version,
             "thumbprint": self.thumbprint,
-            "notBefore": _iso(self.not_before),
-            "expiresOn": _iso(self.expires_on),
+            "notBefore": iso_utc(self.not_before),
+            "expiresOn": iso_utc(self.expires_on),
             "subject": self.subject,
         }
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat().replace("+00:00", "Z") if moment else None
 
 
 def clean_tags(tags: dict[str, str | None]) -> dict[str, str]:

@@ -15,6 +15,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from shared.errors import StateStoreError
 from shared.tables import TABLE_ERRORS, update_mode
+from shared.timestamps import iso_utc
 
 if TYPE_CHECKING:  # the table SDK is imported where it is used, to keep cold start short
     from azure.data.tables import TableClient
@@ -89,12 +90,8 @@ class PendingRecord:
         out: dict[str, Any] = {}
         for key, value in asdict(self).items():
             camel = "".join(w.capitalize() if i else w for i, w in enumerate(key.split("_")))
-            out[camel] = _iso(value) if isinstance(value, datetime) else value
+            out[camel] = iso_utc(value) if isinstance(value, datetime) else value
         return out
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _to_entity(record: PendingRecord) -> dict[str, Any]:

@@ -7,10 +7,11 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from shared.rcl import CertificateResponse
+from shared.timestamps import iso_utc, utc
 
 NOT_RENEWED = "RCL_NOT_RENEWED"
 CERTIFICATE_GONE = "RCL_CERTIFICATE_GONE"
@@ -62,10 +63,6 @@ class Verdict:
 class NearExpiry:
     certificate: CertificateResponse
     days_left: int
-
-
-def utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def night_of(moment: datetime) -> str:
@@ -157,8 +154,8 @@ def classify(record: ScheduledRenewal, current: CertificateResponse | None, now:
         Outcome.FAILED,
         reason=NOT_RENEWED,
         message=(
-            f"RCL scheduled {name} for renewal at {iso(record.scheduled_at)} but it was not renewed within "
-            f"{hours:g} h (expiry still {iso(current.expiry_date) or 'unknown'}); RCL emails the reason, and the RCL "
+            f"RCL scheduled {name} for renewal at {iso_utc(record.scheduled_at)} but it was not renewed within "
+            f"{hours:g} h (expiry still {iso_utc(current.expiry_date) or 'unknown'}); RCL emails the reason, and the RCL "
             "portal's Notification page shows it"
         ),
     )
@@ -178,10 +175,6 @@ def near_expiry(certificates: Iterable[CertificateResponse], now: datetime, warn
         if c.expiry_date is not None and utc(c.expiry_date) <= limit
     ]
     return sorted(found, key=lambda n: (utc(n.certificate.expiry_date or now), n.certificate.name))
-
-
-def iso(moment: datetime | None) -> str | None:
-    return utc(moment).isoformat().replace("+00:00", "Z") if moment else None
 
 
 def describe_names(names: Sequence[str], limit: int = 20) -> str:

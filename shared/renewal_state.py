@@ -19,8 +19,9 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from shared.errors import StateStoreError
-from shared.rcl_decisions import Outcome, ScheduledRenewal, Verdict, utc
+from shared.rcl_decisions import Outcome, ScheduledRenewal, Verdict
 from shared.tables import TABLE_ERRORS, update_mode
+from shared.timestamps import utc
 
 if TYPE_CHECKING:  # the table SDK is imported where it is used, to keep cold start short
     from azure.data.tables import TableClient, UpdateMode

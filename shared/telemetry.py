@@ -25,11 +25,12 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from shared import redaction
+from shared.timestamps import iso_utc
 
 events_logger = logging.getLogger("certrenew.events")
 _invocation_id: ContextVar[str | None] = ContextVar("certrenew_invocation_id", default=None)
@@ -78,14 +79,6 @@ def _invocation_span(invocation_id: str | None, function_context: Any) -> Iterat
 
 def current_invocation_id() -> str | None:
     return _invocation_id.get()
-
-
-def iso_utc(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 EventSink = Callable[[str, dict[str, Any]], None]
