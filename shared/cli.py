@@ -264,6 +264,11 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(out)
 
 
+def _print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]], empty: str = "(none)") -> None:
+    print(title)
+    print(format_table(headers, rows) if rows else f"  {empty}")
+
+
 def _installed_note(record: dict[str, Any]) -> str:
     if record.get("state") != "renewed":
         return ""
@@ -288,11 +293,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         for r in app_context.renewal_state().all_records()
     ]
-    print("RCL renewals")
-    print(
-        format_table(("certificate", "id", "target", "state", "expiry before", "scheduled", "note"), rcl_rows)
-        if rcl_rows
-        else "  (none recorded)"
+    _print_table(
+        "RCL renewals",
+        ("certificate", "id", "target", "state", "expiry before", "scheduled", "note"),
+        rcl_rows,
+        "(none recorded)",
     )
     pending_rows = [
         (
@@ -306,11 +311,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         for p in app_context.pending_store().all_records()
     ]
-    print("\nAppViewX renewals kept pending")
-    print(
-        format_table(("pending id", "certificate", "state", "reason", "tries", "next try", "last error"), pending_rows)
-        if pending_rows
-        else "  (none)"
+    print()
+    _print_table(
+        "AppViewX renewals kept pending",
+        ("pending id", "certificate", "state", "reason", "tries", "next try", "last error"),
+        pending_rows,
     )
     return EXIT_OK
 
