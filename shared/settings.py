@@ -22,6 +22,16 @@ DEFAULT_RCL_API_URL = "https://letsencryptapi.azure-api.net/api/v2"
 DEFAULT_RCL_TOKEN_SCOPE = "https://management.core.windows.net/.default"  # nosec B105
 KEY_VAULT_SCOPE = "https://vault.azure.net/.default"
 AVX_AUTH_MODES = ("headers", "session", "service-account")
+# Settings whose values must never be shown (the redaction guard removes them) and that are Key Vault references in
+# Azure. NOTIFY_WEBHOOK_URL: its query (sig=...) or path (Slack, Teams connectors) is the credential.
+SECRET_SETTINGS = (
+    "AVX_PASSWORD",
+    "AVX_CLIENT_SECRET",
+    "RCL_CLIENT_SECRET",
+    "WEBHOOK_HMAC_SECRET",
+    "IDENTITY_HEADER",
+    "NOTIFY_WEBHOOK_URL",
+)
 
 
 @dataclass(frozen=True)
@@ -107,6 +117,23 @@ class NotifySettings:
 
 _T = TypeVar("_T")
 
+KEY_VAULT_REFERENCE_PREFIX = "@Microsoft.KeyVault("
+
+
+def is_unresolved_key_vault_reference(value: str) -> bool:
+    """App Service passes a Key Vault reference it could not resolve through unchanged, as literal text."""
+    return value.strip().startswith(KEY_VAULT_REFERENCE_PREFIX)
+
+
+def unresolved_reference_problem(name: str) -> str:
+    # The reference itself names no secret value, but it is not quoted either: the name is what the operator needs.
+    return (
+        f"{name} is an unresolved Key Vault reference (@Microsoft.KeyVault(...)): App Service has not resolved it "
+        "yet. Right after a deployment the identity's Key Vault Secrets User role assignment may still be "
+        "propagating (wait a few minutes, then restart the app); otherwise check the secret name in the reference "
+        "and that keyVaultReferenceIdentity is an identity with access to the vault"
+    )
+
 
 class _Reader:
     """Collects every problem in a group before raising, so one deploy fixes them all."""
@@ -114,10 +141,23 @@ class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
         self.problems: list[str] = []
+        self.unresolved: set[str] = set()
+
+    def raw(self, name: str) -> str:
+        """The setting's value, stripped; "" (and a problem) while it is still an unresolved Key Vault reference."""
+        value = self.env.get(name, "").strip()
+        if is_unresolved_key_vault_reference(value):
+            self.problems.append(unresolved_reference_problem(name))
+            self.unresolved.add(name)
+            return ""
+        return value
 
     def text(self, name: str, default: str | None = None, *, required: bool = False) -> str | None:
-        value = self.env.get(name, "").strip()
+        value = self.raw(name)
         if value:
+            return value
+        if name in self.unresolved:  # already reported as unresolved: not "required but not set" as well
+            return default
             return value
         if required and default is None:
             self.problems.append(f"{name} is required but not set")
@@ -135,7 +175,7 @@ class _Reader:
         return value.rstrip("/")
 
     def number(self, name: str, default: float, convert: Callable[[str], _T], *, minimum: float = 0) -> _T:
-        raw = self.env.get(name, "").strip()
+        raw = self.raw(name)
         if not raw:
             return convert(str(default))
         try:
@@ -148,7 +188,7 @@ class _Reader:
         return value
 
     def flag(self, name: str, default: bool) -> bool:
-        raw = self.env.get(name, "").strip().lower()
+        raw = self.raw(name).lower()
         if not raw:
             return default
         if raw in ("true", "1", "yes"):
@@ -324,9 +364,7 @@ class Settings:
 
     def secret_values(self) -> list[str]:
         """The values that must never be shown, whatever group they belong to (for the redaction guard)."""
-        names = ("AVX_PASSWORD", "AVX_CLIENT_SECRET", "RCL_CLIENT_SECRET", "WEBHOOK_HMAC_SECRET", "IDENTITY_HEADER")
-        names += ("NOTIFY_WEBHOOK_URL",)  # its query (sig=...) or path (Slack, Teams connectors) is the credential
-        return [v for v in (self._env.get(n, "").strip() for n in names) if len(v) >= 4]
+        return [v for v in (self._env.get(n, "").strip() for n in SECRET_SETTINGS) if len(v) >= 4]
 
 
 _settings: Settings | None = None
