@@ -14,8 +14,43 @@ targetScope = 'subscription'
 @description('Name of the azd environment. Used for the resource group name, the azd-env-name tag and the unique resource token.')
 param environmentName string
 
+// The regions that offer the Flex Consumption plan: the one list of them in this repository (azd offers only these).
+// Refresh it from `az functionapp list-flexconsumption-locations --query "[].name" -o tsv`.
 @minLength(1)
 @description('Azure region for all resources. Must be a region that offers the Flex Consumption plan.')
+@allowed([
+  'australiaeast'
+  'australiasoutheast'
+  'brazilsouth'
+  'canadacentral'
+  'centralindia'
+  'centralus'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'francecentral'
+  'germanywestcentral'
+  'italynorth'
+  'japaneast'
+  'koreacentral'
+  'northcentralus'
+  'northeurope'
+  'norwayeast'
+  'southafricanorth'
+  'southcentralus'
+  'southeastasia'
+  'southindia'
+  'spaincentral'
+  'swedencentral'
+  'uaenorth'
+  'uksouth'
+  'ukwest'
+  'westcentralus'
+  'westeurope'
+  'westus'
+  'westus2'
+  'westus3'
+])
 @metadata({
   azd: {
     type: 'location'
@@ -68,7 +103,7 @@ param avxSyncTtlSeconds string = '300'
 @description('AppViewX HTTP timeout in seconds (AVX_TIMEOUT_SECONDS).')
 param avxTimeoutSeconds string = '200'
 
-@description('Optional PEM CA bundle (or path) used to verify the AppViewX TLS certificate (AVX_CA_BUNDLE). Empty = system trust store.')
+@description('Optional path, on the Function App\'s file system, of a PEM file with the CA certificates that verify the AppViewX TLS certificate (AVX_CA_BUNDLE), for example a file shipped in the app package (/home/site/wwwroot/avx-ca.pem). A path, not the PEM text. Empty = system trust store.')
 param avxCaBundle string = ''
 
 @description('AppViewX authentication mode (AVX_AUTH_MODE).')
@@ -84,6 +119,13 @@ param avxClientSecret string = ''
 // ---------------------------------------------------------------------------
 // Key Vault
 // ---------------------------------------------------------------------------
+
+@allowed([
+  'default'
+  'recover'
+])
+@description('Key Vault create mode. After `azd down` the vault stays soft-deleted (purge protection) and keeps its name for 90 days: provision once with \'recover\' (azd env set KEY_VAULT_CREATE_MODE recover) to bring it back, then set it back to \'default\'.')
+param keyVaultCreateMode string = 'default'
 
 @description('KEY_VAULT_VERIFY_CHALLENGE_RESOURCE for the Key Vault SDK clients.')
 param keyVaultVerifyChallengeResource string = 'true'
@@ -204,6 +246,7 @@ module resources './modules/resources.bicep' = {
     avxClientId: avxClientId
     avxClientSecret: avxClientSecret
     keyVaultVerifyChallengeResource: keyVaultVerifyChallengeResource
+    keyVaultCreateMode: keyVaultCreateMode
     rclApiUrl: rclApiUrl
     rclTokenScope: rclTokenScope
     rclClientId: rclClientId

@@ -52,6 +52,12 @@ param webhookHmacSecret string
 param notifyWebhookUrl string
 param notifyFormat string
 
+@allowed([
+  'default'
+  'recover'
+])
+param keyVaultCreateMode string
+
 param alertEmailAddress string
 param alertActionGroupId string
 
@@ -210,6 +216,9 @@ resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   location: location
   tags: tags
   properties: {
+    // 'recover' brings back the soft-deleted vault of the same name after `azd down` (purge protection keeps the
+    // name taken for 90 days); 'default' creates a new one or updates the live one.
+    createMode: keyVaultCreateMode
     tenantId: subscription().tenantId
     sku: {
       family: 'A'
@@ -406,6 +415,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_222: The AppViewX webhook must be reachable from AppViewX over the internet; the endpoint is HTTPS-only (TLS 1.2+) and the app authenticates every call with an HMAC signature (WEBHOOK_HMAC_SECRET).
   // checkov:skip=CKV_AZURE_17: Webhook callers are authenticated by an HMAC signature over the request; requiring TLS client certificates would additionally need a certificate provisioned in AppViewX and is out of scope.
   // checkov:skip=CKV_AZURE_212: Flex Consumption scales instances on demand (siteConfig.numberOfWorkers does not apply); the timer and webhook functions tolerate a cold start.
+  // checkov:skip=CKV_AZURE_78: Flex Consumption does not support siteConfig.ftpsState (listed in its deprecation table; newer regions reject the site create with it) and offers no FTP(S) deployment: code is deployed only from the identity-protected blob container in functionAppConfig.deployment.
   // checkov:skip=CKV_AZURE_213: App Service health check does not apply to a scale-to-zero Flex Consumption app and the app exposes no health endpoint; failures are surfaced by the Application Insights alert rules instead.
   name: functionAppName
   location: location
@@ -424,9 +434,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     httpsOnly: true
     keyVaultReferenceIdentity: identity.id
     siteConfig: {
+      // No ftpsState: Flex Consumption does not support it (its deprecation table lists properties.ftpsState) and
+      // rejects the whole site create when it is set. Flex sites are deployed from the blob container only.
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
-      ftpsState: 'Disabled'
       http20Enabled: true
       appSettings: [
         // --- platform: identity-based host storage -------------------------
