@@ -91,7 +91,9 @@ def test_the_ftps_checkov_check_is_skipped_with_its_reason() -> None:
 
 def test_location_is_limited_to_flex_consumption_regions_in_one_place() -> None:
     main = (INFRA / "main.bicep").read_text(encoding="utf-8")
-    declaration = re.search(r"@allowed\(\[(?P<regions>[^\]]*)\]\)\s*@metadata\(\{\s*azd:\s*\{\s*type:\s*'location'", main)
+    declaration = re.search(
+        r"@allowed\(\[(?P<regions>[^\]]*)\]\)\s*@metadata\(\{\s*azd:\s*\{\s*type:\s*'location'", main
+    )
     assert declaration, "param location has no @allowed list of Flex Consumption regions"
     regions = re.findall(r"'([a-z0-9]+)'", declaration["regions"])
     assert len(regions) >= 20 and len(set(regions)) == len(regions)
@@ -113,7 +115,9 @@ def test_every_log_alert_rule_skips_azure_query_validation() -> None:
 
 def test_a_soft_deleted_vault_can_be_recovered_on_reprovisioning() -> None:
     main = (INFRA / "main.bicep").read_text(encoding="utf-8")
-    allowed = r"@allowed\(\[\s*'default'\s*'recover'\s*\]\)(?:(?!\nparam ).)*\nparam keyVaultCreateMode string = 'default'"
+    allowed = (
+        r"@allowed\(\[\s*'default'\s*'recover'\s*\]\)(?:(?!\nparam ).)*\nparam keyVaultCreateMode string = 'default'"
+    )
     assert re.search(allowed, main, re.S), "keyVaultCreateMode: default or recover, defaulting to default"
     assert "keyVaultCreateMode: keyVaultCreateMode" in main
     parameters = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
