@@ -171,9 +171,27 @@ def describe(query: Query, diagnostics: list[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
-def test_every_shipped_query_is_valid_kql_against_the_application_insights_schema() -> None:
+# Queries the checker must refuse (and one it must accept): proof that the check can fail.
+PROBES = [
+    Query("probe: column", 'customEvents | where name == "CertificateRenewalFailed" | project nmae'),
+    Query("probe: table", "customEvent | take 1"),
+    Query("probe: syntax", "customEvents | wher name == 1"),
+    Query("probe: workspace column", "AppEvents | project customDimensions"),
+]
+GOOD_PROBE = Query("probe: good", "AppEvents | project Name, Properties, Measurements, OperationId")
+
+
+@pytest.fixture(scope="module")
+def checked() -> tuple[list[Query], dict[str, list[dict[str, object]]]]:
+    """One node run for the module: loading the language service takes seconds."""
     queries = shipped_queries()
-    results = run_checker(queries)
+    return queries, run_checker([*queries, *PROBES, GOOD_PROBE])
+
+
+def test_every_shipped_query_is_valid_kql_against_the_application_insights_schema(
+    checked: tuple[list[Query], dict[str, list[dict[str, object]]]],
+) -> None:
+    queries, results = checked
     failures = [describe(q, results[q.id]) for q in queries if results[q.id]]
     assert not failures, "KQL diagnostics:\n" + "\n".join(failures)
 
@@ -184,18 +202,14 @@ def test_the_queries_are_found_where_they_are_shipped() -> None:
     assert sum(i.startswith("infra/modules/alerts.bicep:") for i in ids) >= 2, ids
 
 
-def test_the_checker_reports_unknown_columns_tables_and_syntax_errors() -> None:
-    bad = [
-        Query("column", 'customEvents | where name == "CertificateRenewalFailed" | project nmae'),
-        Query("table", "customEvent | take 1"),
-        Query("syntax", "customEvents | wher name == 1"),
-        Query("workspace column", "AppEvents | project customDimensions"),
-    ]
-    results = run_checker([*bad, Query("good", "AppEvents | project Name, Properties, Measurements, OperationId")])
-    assert results["good"] == []
-    for query in bad:
+def test_the_checker_reports_unknown_columns_tables_and_syntax_errors(
+    checked: tuple[list[Query], dict[str, list[dict[str, object]]]],
+) -> None:
+    _, results = checked
+    assert results[GOOD_PROBE.id] == []
+    for query in PROBES:
         assert results[query.id], f"{query.id}: no diagnostic"
-    assert any("nmae" in str(d["message"]) for d in results["column"])
+    assert any("nmae" in str(d["message"]) for d in results["probe: column"])
 
 
 def test_bicep_strings_are_read_with_their_escapes_and_multiline_form(tmp_path: Path) -> None:
