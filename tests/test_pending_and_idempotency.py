@@ -14,7 +14,7 @@ import pytest
 
 from shared import context as app_context
 from shared import signature
-from shared.avx_completion import complete_pending
+from shared.avx_pipeline import complete_pending
 from shared.pending import COMPLETED, FAILED, OPEN, PendingRecord
 from shared.telemetry import add_event_sink, remove_event_sink
 from tests.standins import certs
