@@ -1,7 +1,8 @@
 """HTTP triggers of the AppViewX path.
 
 - `POST /api/certificates/renew` renews a certificate in AppViewX and stores it in Key Vault.
-- `GET /api/certificates/renew/{pendingId}` tells the state of a renewal that was answered 202 (pending).
+- `GET /api/certificates/renew/{pendingId}` tells the state of a renewal record: accepted, pending, renewed or failed
+  (with its reason).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import azure.functions as func
 
 from shared import context as app_context
 from shared import idempotency, redaction, signature
-from shared.avx_renewal import RenewalRun, WebhookAnswer, renew
+from shared.avx_pipeline import Pipeline, WebhookAnswer, pending_answer, renew_and_store
 from shared.errors import ApiError, CertRenewError, StateStoreError
 from shared.telemetry import invocation
 from shared.webhook import MAX_BODY_BYTES, parse_renew_request
@@ -88,6 +89,11 @@ def _renew(req: func.HttpRequest, invocation_id: str | None) -> func.HttpRespons
         claim = claims.claim(key, idempotency.fingerprint(body, query))
         if claim.outcome == idempotency.REPLAY:
             return json_response(claim.status or 200, claim.body or {})
+        if claim.outcome == idempotency.RECORDED:
+            # The first invocation died after AVX may have acted: answer from its record, never renew again.
+            record = app_context.pending_store().get(claim.pending_id or "")
+            if record is not None:
+                return json_response(202, pending_answer(record, invocation_id))
         if claim.outcome == idempotency.IN_PROGRESS:
             return error_response(
                 ApiError(409, "IN_PROGRESS", "A request with this Idempotency-Key is still running", "Retry later."),
@@ -106,20 +112,25 @@ def _renew(req: func.HttpRequest, invocation_id: str | None) -> func.HttpRespons
 
     answer: WebhookAnswer | None = None
     try:
-        answer = renew(
-            RenewalRun(
-                command=parsed,
-                avx=app_context.avx_client(),
-                store=app_context.key_vault_store(),
-                pending=app_context.pending_store,
-                invocation_id=invocation_id,
-                caller=_caller(req),
-            )
+        pipeline = Pipeline(
+            avx=app_context.avx_client(),
+            store=app_context.key_vault_store(),
+            records=app_context.pending_store(),
+            invocation_id=invocation_id,
+            caller=_caller(req),
+        )
+        attach = (lambda pending_id: claims.attach(key, pending_id)) if claims is not None and key else None
+        answer = renew_and_store(
+            parsed,
+            pipeline,
+            idempotency_scope=idempotency.scope(key) if key else None,
+            on_record=attach,
         )
     finally:
         if claims is not None and key is not None:
-            # Final answers are replayed for 24 h; a failure the caller may retry (5xx) frees the key.
-            if answer is not None and answer.status < 500:
+            # Answers are replayed for 24 h. Once AVX may have acted the key stays claimed whatever the answer, so a
+            # retry never renews again; only a failure that provably came before AVX (or AVX's refusal) frees it.
+            if answer is not None and (answer.status < 500 or answer.avx_called):
                 claims.complete(key, answer.status, answer.body)
             else:
                 claims.release(key)

@@ -7,7 +7,7 @@ import logging
 import azure.functions as func
 
 from shared import context as app_context
-from shared.avx_completion import complete_pending as run_completion
+from shared.avx_pipeline import complete_pending as run_completion
 from shared.telemetry import invocation
 
 bp = func.Blueprint()
@@ -28,8 +28,9 @@ def complete_pending(timer: func.TimerRequest, context: func.Context) -> None:
             settings.webhook.pending_max_days,
         )
         log.info(
-            "Pending AppViewX renewals: %d completed, %d to retry, %d given up",
+            "Pending AppViewX renewals: %d completed, %d to retry, %d given up, %d held by another run",
             len(summary.completed),
             len(summary.retried),
             len(summary.failed),
+            len(summary.skipped),
         )

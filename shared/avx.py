@@ -136,6 +136,7 @@ class AvxCertificateRecord:
     serial_number: str | None
     status: str | None
     valid_to: str | None
+    valid_from: str | None = None
 
 
 def parse_search_answer(body: bytes) -> list[AvxCertificateRecord]:
@@ -155,6 +156,7 @@ def parse_search_answer(body: bytes) -> list[AvxCertificateRecord]:
             serial_number=_text(o.get("serialNumber")),
             status=_text(o.get("status")),
             valid_to=_text(o.get("validTo")),
+            valid_from=_text(o.get("validFrom")),
         )
         for o in objects
         if isinstance(o, dict)

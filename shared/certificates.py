@@ -97,6 +97,36 @@ class CertificateParseError(ValueError):
     """Content that is not the certificate material its format promised (message never includes the content)."""
 
 
+class UnsupportedKeyType(ValueError):
+    """A certificate whose key type Key Vault cannot hold (Key Vault takes RSA and EC P-256/P-384/P-521/P-256K)."""
+
+
+# Curves of Key Vault's EC keys (P-256, P-384, P-521, P-256K).
+KEY_VAULT_CURVES = ("secp256r1", "secp384r1", "secp521r1", "secp256k1")
+
+
+def key_vault_key_problem(public_key: object) -> str | None:
+    """Why Key Vault cannot hold a certificate with this public key; None when it can. Pure."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return None if public_key.key_size >= 2048 else f"an RSA key of {public_key.key_size} bits"
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        curve = public_key.curve.name
+        return None if curve in KEY_VAULT_CURVES else f"an EC key on curve {curve}"
+    kind = type(public_key).__name__.replace("PublicKey", "").lstrip("_")
+    return f"an {kind} key" if kind[:1] in "AEIOU" else f"a {kind} key"
+
+
+def check_key_vault_key(certificate: x509.Certificate) -> None:
+    problem = key_vault_key_problem(certificate.public_key())
+    if problem:
+        raise UnsupportedKeyType(
+            f"the certificate carries {problem}, which Key Vault cannot hold (it takes RSA 2048+ and EC P-256, "
+            "P-384, P-521, P-256K)"
+        )
+
+
 def leaf_of_pfx(pfx: bytes, password: str | None) -> x509.Certificate:
     from cryptography.hazmat.primitives.serialization import pkcs12
 
@@ -106,6 +136,7 @@ def leaf_of_pfx(pfx: bytes, password: str | None) -> x509.Certificate:
         raise CertificateParseError("the PKCS#12 content could not be opened with the requested password") from None
     if certificate is None or key is None:
         raise CertificateParseError("the PKCS#12 content holds no certificate with a private key")
+    check_key_vault_key(certificate)
     return certificate
 
 
@@ -152,7 +183,9 @@ def pem_bundle_with_pkcs8_key(
     except (ValueError, TypeError):
         raise CertificateParseError("the private key AVX returned could not be read") from None
     leaf = certificates[0]
-    if key.public_key().public_numbers() != leaf.public_key().public_numbers():  # type: ignore[union-attr]
+    check_key_vault_key(leaf)
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if key.public_key().public_bytes(*spki) != leaf.public_key().public_bytes(*spki):
         raise CertificateParseError("the private key AVX returned does not match the certificate")
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

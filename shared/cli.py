@@ -8,7 +8,7 @@ auth levels), for operators without the Functions Core Tools:
   verify-rcl        one follow-up check of RCL renewals, now
   renew-avx FILE    one AppViewX webhook renewal from a JSON file
   complete-pending  one run of the pending AppViewX completion
-  status            recorded RCL renewals and pending AVX renewals, as a table
+  status            recorded RCL renewals and AppViewX renewal records, as tables
 
 Settings come from the environment, or from a local.settings.json file (--settings) whose "Values" are applied
 first, as `func start` does.
@@ -277,6 +277,7 @@ def _installed_note(record: dict[str, Any]) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from shared import context as app_context
+    from shared.pending import OPEN_STATES
 
     def when(value: Any) -> str:
         return value.strftime("%Y-%m-%d %H:%M") if hasattr(value, "strftime") else str(value or "")
@@ -306,14 +307,14 @@ def cmd_status(args: argparse.Namespace) -> int:
             p.state,
             p.reason,
             p.attempts,
-            when(p.next_attempt_at) if p.state == "pending" else "",
+            when(p.next_attempt_at) if p.state in OPEN_STATES else "",
             (p.last_error or "")[:60],
         )
         for p in app_context.pending_store().all_records()
     ]
     print()
     _print_table(
-        "AppViewX renewals kept pending",
+        "AppViewX renewals (accepted, pending, renewed, failed)",
         ("pending id", "certificate", "state", "reason", "tries", "next try", "last error"),
         pending_rows,
     )

@@ -1,5 +1,8 @@
 """Idempotent webhook calls: an `Idempotency-Key` is claimed with the table's conditional insert, so concurrent
-duplicates (on any instance) cannot both reach AVX; a repeat within 24 h gets the first answer back."""
+duplicates (on any instance) cannot both reach AVX; a repeat within 24 h gets the first answer back.
+
+Before AVX is called the claim is tied to the renewal record (`attach`): a claim whose invocation died after that
+point is never started anew (AVX may have renewed); a repeat is answered from the record instead."""
 
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ REPLAY_WINDOW = timedelta(hours=24)
 ABANDONED_AFTER = timedelta(minutes=15)
 PARTITION = "webhook"
 
-NEW, REPLAY, IN_PROGRESS, MISMATCH = "new", "replay", "in-progress", "mismatch"
+NEW, REPLAY, IN_PROGRESS, MISMATCH, RECORDED = "new", "replay", "in-progress", "mismatch", "recorded"
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class Claim:
     outcome: str
     status: int | None = None
     body: dict[str, Any] | None = None
+    pending_id: str | None = None  # RECORDED: the renewal record of a claim whose invocation died after AVX
 
 
 def valid_key(key: str) -> bool:
@@ -53,11 +57,18 @@ def decide(existing: dict[str, Any], request_fingerprint: str, now: datetime) ->
         created = created.replace(tzinfo=UTC)
     if not isinstance(created, datetime) or now - created >= REPLAY_WINDOW:
         return NEW
-    if existing.get("state") == "running" and now - created >= ABANDONED_AFTER:
-        return NEW
+    if existing.get("state") == "running" and now - created >= ABANDONED_AFTER and not existing.get("pendingId"):
+        return NEW  # a dead invocation that provably never reached AVX (no renewal record tied to the key)
     if existing.get("fingerprint") != request_fingerprint:
         return MISMATCH
+    if existing.get("state") == "running" and now - created >= ABANDONED_AFTER:
+        return RECORDED  # a dead invocation after AVX may have acted: answer from its record, never renew again
     return REPLAY if existing.get("state") == "completed" else IN_PROGRESS
+
+
+def scope(key: str) -> str:
+    """What the renewal record keeps of the caller's key: its digest, never the key itself."""
+    return _row_key(key)
 
 
 def _row_key(key: str) -> str:
@@ -103,7 +114,19 @@ class IdempotencyStore:
             raise StateStoreError(f"The idempotency key could not be read: {type(exc).__name__}") from None
         if outcome == REPLAY:
             return Claim(REPLAY, int(existing.get("status", 500)), json.loads(existing.get("body") or "{}"))
+        if outcome == RECORDED:
+            return Claim(RECORDED, pending_id=str(existing.get("pendingId")))
         return Claim(outcome)
+
+    def attach(self, key: str, pending_id: str) -> None:
+        """Tie the running claim to its renewal record, just before AVX is called."""
+        try:
+            self.table.update_entity(
+                {"PartitionKey": PARTITION, "RowKey": _row_key(key), "pendingId": pending_id},
+                mode=update_mode("merge"),
+            )
+        except TABLE_ERRORS:
+            pass  # the record itself is written; a lost link only matters if this invocation dies too
 
     def complete(self, key: str, status: int, body: dict[str, Any]) -> None:
         try:

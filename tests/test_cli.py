@@ -56,7 +56,7 @@ def test_night_morning_and_status(
     code, out, _ = run(capsys, "status")
     assert code == 0
     assert "contoso.com" in out and "renewed" in out and "installed" in out
-    assert "AVX_NO_CERTIFICATE" in out.split("AppViewX renewals kept pending")[1]
+    assert "AVX_NO_CERTIFICATE" in out.split("AppViewX renewals (accepted, pending, renewed, failed)")[1]
 
 
 def test_errors_print_code_and_remediation(

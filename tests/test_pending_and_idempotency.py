@@ -14,8 +14,8 @@ import pytest
 
 from shared import context as app_context
 from shared import signature
-from shared.avx_completion import complete_pending
-from shared.pending import COMPLETED, FAILED, OPEN, PendingRecord
+from shared.avx_pipeline import complete_pending
+from shared.pending import FAILED, PENDING, RENEWED, PendingRecord
 from shared.telemetry import add_event_sink, remove_event_sink
 from tests.standins import certs
 from tests.standins.base import Response
@@ -84,7 +84,7 @@ def test_key_vault_down_then_back_is_completed_by_the_timer(
 
     code, record = status_of(functions, pending_id)
     assert code == 200
-    assert record["state"] == OPEN and record["attempts"] == 0
+    assert record["state"] == PENDING and record["attempts"] == 0
     assert record["avxResourceId"] == item.resource_id and record["reason"] == "KEY_VAULT_STORE_FAILED"
     assert "certificateContent" not in json.dumps(record) and "password" not in json.dumps(record).lower()
 
@@ -97,7 +97,7 @@ def test_key_vault_down_then_back_is_completed_by_the_timer(
     assert len(item.renewals) == renewed_before  # fetched what AVX renewed; never renewed again
     assert len(standins.avx.renew_calls()) == 1
     code, record = status_of(functions, pending_id)
-    assert record["state"] == COMPLETED and record["keyVaultCertificateId"].startswith(standins.key_vault.url)
+    assert record["state"] == RENEWED and record["keyVaultCertificateId"].startswith(standins.key_vault.url)
     names = [name for name, _ in events]
     assert names.count("CertificateRenewalPending") == 1 and names.count("CertificateRenewed") == 1
     renewed = dict(events)["CertificateRenewed"]
@@ -116,7 +116,7 @@ def test_manual_approval_is_fetched_after_approval_with_backoff(
     summary = complete_pending(pending, app_context.avx_client(), store, 7, now=start)
     assert summary.retried == [answer["pendingId"]]
     record = pending.get(answer["pendingId"])
-    assert record is not None and record.attempts == 1 and record.state == OPEN
+    assert record is not None and record.attempts == 1 and record.state == PENDING
     assert record.next_attempt_at - start == timedelta(minutes=15)
 
     # Not due yet: nothing is asked of AVX.

@@ -1,8 +1,12 @@
 """AppViewX stand-in: the synchronous renew API as the AVX page documents it.
 
-It keeps an inventory of certificates (resourceId, commonName, serialNumber), checks the `userName`/`password`
-headers, renews by issuing a new certificate from the test CA in the requested format, can answer every row of the
-page's status table on demand, and records what it received.
+It keeps an inventory of certificates (resourceId, commonName, serialNumber, each with its current certificate and
+any older ones), checks the `userName`/`password` headers, renews by issuing a new certificate from the test CA in
+the requested format, can answer every row of the page's status table on demand, and records what it received.
+
+Manual approval works as in AVX: a renewal submitted with `autoApproval=false` is answered without content and
+shows in search only once `approve()` issued it, as a new certificate (new serial, later validity) beside the
+current one and the older history. Search lists every certificate of a name; download serves any of them.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import threading
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from tests.standins import certs
 from tests.standins.base import RecordedRequest, Response, StandIn
@@ -88,8 +93,14 @@ def page_error(row: str) -> Response:
 class InventoryItem:
     resource_id: str
     common_name: str
-    serial_number: str
-    renewals: list[certs.IssuedCertificate] = field(default_factory=list)
+    serial_number: str  # of the current certificate
+    renewals: list[certs.IssuedCertificate] = field(default_factory=list)  # issued by renewals, oldest first
+    original: certs.IssuedCertificate | None = None  # the certificate it held before any renewal
+    history: list[certs.IssuedCertificate] = field(default_factory=list)  # older ones, newest first
+
+    def all_certificates(self) -> list[certs.IssuedCertificate]:
+        """Newest first, as AVX search sorts by validTo descending."""
+        return [*reversed(self.renewals), *([self.original] if self.original else []), *self.history]
 
 
 class AvxStandIn(StandIn):
@@ -111,15 +122,31 @@ class AvxStandIn(StandIn):
         self.tokens: set[str] = set()
         self.awaiting_approval: dict[str, int] = {}
         self.renew_delay = 0.0  # seconds a renewal takes (concurrency tests)
+        self.answer_delay = 0.0  # seconds between issuing a renewal and answering it (read-timeout tests)
+        self.download_delay = 0.0  # seconds a download takes (concurrent completion tests)
+        # Renew answers whose content cannot be used although the renewal happened:
+        # "not-base64", "not-certificate" or "wrong-password".
+        self.content_fault: str | None = None
+        self.key_type = "rsa"  # "ed25519": renewals carry a key type Key Vault cannot hold
 
     # -- set-up ----------------------------------------------------------------------------------
     def add_certificate(
-        self, common_name: str, serial_number: str | None = None, resource_id: str | None = None
+        self, common_name: str, serial_number: str | None = None, resource_id: str | None = None, history: int = 0
     ) -> InventoryItem:
+        """A managed certificate, valid since 30 days; `history` older certificates of the same name before it."""
+        now = datetime.now(UTC)
+        serial = int(serial_number, 16) if serial_number else next(self._serials)
+        original = certs.issue_certificate(common_name, not_before=now - timedelta(days=30), serial_number=serial)
+        older = [
+            certs.issue_certificate(common_name, not_before=now - timedelta(days=30 + 60 * n), days=90)
+            for n in range(1, history + 1)
+        ]
         item = InventoryItem(
             resource_id=resource_id or uuid.uuid4().hex[:24],
             common_name=common_name,
-            serial_number=serial_number or format(next(self._serials), "X"),
+            serial_number=serial_number or format(serial, "X"),
+            original=original,
+            history=older,
         )
         with self.lock:
             self.inventory[item.resource_id] = item
@@ -140,6 +167,10 @@ class AvxStandIn(StandIn):
             self.tokens.clear()
             self.awaiting_approval.clear()
             self.renew_delay = 0.0
+            self.answer_delay = 0.0
+            self.download_delay = 0.0
+            self.content_fault = None
+            self.key_type = "rsa"
         self.reset_records()
 
     def renew_calls(self) -> list[RecordedRequest]:
@@ -159,7 +190,7 @@ class AvxStandIn(StandIn):
             self.tokens.clear()
 
     def _issue(self, item: InventoryItem) -> certs.IssuedCertificate:
-        issued = certs.issue_certificate(item.common_name)
+        issued = certs.issue_certificate(item.common_name, key_type=self.key_type)
         with self._renew_lock:
             item.renewals.append(issued)
             item.serial_number = format(issued.certificate.serial_number, "X")
@@ -223,26 +254,18 @@ class AvxStandIn(StandIn):
                 continue
             if criteria.get("commonName") and criteria["commonName"] != item.common_name:
                 continue
-            for issued in reversed(item.renewals):
+            for issued in item.all_certificates():
                 objects.append(
                     {
                         "resourceId": item.resource_id,
                         "commonName": item.common_name,
                         "serialNumber": format(issued.certificate.serial_number, "X"),
                         "status": "Active",
+                        "validFrom": issued.certificate.not_valid_before_utc.isoformat(),
                         "validTo": issued.certificate.not_valid_after_utc.isoformat(),
                     }
                 )
-            if not item.renewals:
-                objects.append(
-                    {
-                        "resourceId": item.resource_id,
-                        "commonName": item.common_name,
-                        "serialNumber": item.serial_number,
-                        "status": "Active",
-                        "validTo": None,
-                    }
-                )
+        objects.sort(key=lambda o: o["validTo"], reverse=True)
         return Response.json(
             {
                 "response": {"response": {"objects": objects, "totalRecords": len(objects)}},
@@ -263,7 +286,9 @@ class AvxStandIn(StandIn):
             item = self.inventory.get(body.get("resourceId") or "")
         if item is None:
             return page_error("NO_RECORDS_FOUND")
-        for issued in item.renewals:
+        if self.download_delay:
+            self.stopping.wait(self.download_delay)
+        for issued in item.all_certificates():
             if format(issued.certificate.serial_number, "X") == body.get("serialNumber"):
                 if fmt in PASSWORD_FORMATS and not body.get("password"):
                     return page_error("INVALID_REQUEST")
@@ -320,6 +345,8 @@ class AvxStandIn(StandIn):
         if self.renew_delay:
             self.stopping.wait(self.renew_delay)
         issued = self._issue(item)
+        if self.answer_delay:  # renewed, but the answer comes late (the caller's read timeout)
+            self.stopping.wait(self.answer_delay)
         response: dict[str, object] = {
             "certificateContent": None,
             "privateKeyContent": "",
@@ -334,6 +361,13 @@ class AvxStandIn(StandIn):
         }
         content = certs.encode(issued, fmt, password)
         response["certificateContent"] = base64.b64encode(content).decode()
+        if self.content_fault == "not-base64":
+            response["certificateContent"] = "%%not base64%%"
+        elif self.content_fault == "not-certificate":
+            response["certificateContent"] = base64.b64encode(b"<html>not a certificate</html>").decode()
+        elif self.content_fault == "wrong-password":
+            other = certs.encode(issued, "PFX", "Another-Pass-42!")
+            response["certificateContent"] = base64.b64encode(other).decode()
         response["encodedFormat"] = fmt
         if fmt == "PEM" and self.pem_includes_key:
             key = certs.private_key_pem(issued, pkcs8=self.pem_key_pkcs8)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -26,7 +26,7 @@ KEY_POOL_SIZE = 4
 @dataclass
 class IssuedCertificate:
     certificate: x509.Certificate
-    private_key: rsa.RSAPrivateKey | None  # None when signed from a CSR
+    private_key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey | None  # None when signed from a CSR
     chain: list[x509.Certificate] = field(default_factory=list)  # issuing CA cert(s), leaf excluded
 
     @property
@@ -104,7 +104,7 @@ test_issuer.__test__ = False  # type: ignore[attr-defined]  # not a pytest test 
 
 def _leaf(
     subject: x509.Name,
-    public_key: rsa.RSAPublicKey,
+    public_key: rsa.RSAPublicKey | ed25519.Ed25519PublicKey,
     san: x509.SubjectAlternativeName | None,
     *,
     days: int,
@@ -159,9 +159,14 @@ def issue_certificate(
     not_before: datetime | None = None,
     serial_number: int | None = None,
     key_size: int = 2048,
+    key_type: str = "rsa",
 ) -> IssuedCertificate:
-    """A leaf for `common_name` (also its SAN dNSName), valid from `not_before` (default: 5 minutes ago) for `days`."""
-    key = pooled_key(key_size)
+    """A leaf for `common_name` (also its SAN dNSName), valid from `not_before` (default: 5 minutes ago) for `days`.
+
+    `key_type="ed25519"` gives an Ed25519 key, which Key Vault cannot hold (for the unsupported-key tests).
+    """
+    key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+    key = ed25519.Ed25519PrivateKey.generate() if key_type == "ed25519" else pooled_key(key_size)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     san = x509.SubjectAlternativeName([x509.DNSName(common_name)])
     certificate = _leaf(subject, key.public_key(), san, days=days, not_before=not_before, serial_number=serial_number)

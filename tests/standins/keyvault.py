@@ -25,6 +25,7 @@ import binascii
 import hashlib
 import re
 import ssl
+import threading
 import time
 import uuid
 from collections import deque
@@ -388,6 +389,8 @@ class KeyVaultStandIn(StandIn):
         self._fail_rules: list[_FailRule] = []
         self._throttle: tuple[int, float, int, tuple[str, ...]] | None = None
         self._throttle_hits: deque[float] = deque()
+        self._held: dict[str, threading.Event] = {}  # operation -> set when a held request arrived
+        self._release = threading.Event()
 
     # -- test controls ---------------------------------------------------------------------------------------
     @property
@@ -400,6 +403,22 @@ class KeyVaultStandIn(StandIn):
             raise ValueError(f"operation must be one of {OPERATIONS} or None")
         with self.lock:
             self._fail_rules.append(_FailRule(remaining=count, response=response, operation=operation))
+
+    def hold(self, operation: str) -> threading.Event:
+        """Hold every request of `operation` until `release_held()`, then drop it unanswered and unapplied (the
+        caller died meanwhile). The returned event is set when the first held request arrives."""
+        if operation not in OPERATIONS:
+            raise ValueError(f"operation must be one of {OPERATIONS}")
+        arrived = threading.Event()
+        with self.lock:
+            self._release.clear()
+            self._held[operation] = arrived
+        return arrived
+
+    def release_held(self) -> None:
+        with self.lock:
+            self._held.clear()
+        self._release.set()
 
     def throttle(
         self,
@@ -424,6 +443,8 @@ class KeyVaultStandIn(StandIn):
         with self.lock:
             super().reset_records()
             self._fail_rules.clear()
+            self._held.clear()
+            self._release.set()
             self._throttle = None
             self._throttle_hits.clear()
 
@@ -502,6 +523,13 @@ class KeyVaultStandIn(StandIn):
 
         parts = request.path.strip("/").split("/")
         operation = self._operation(request.method, parts)
+        with self.lock:
+            arrived = self._held.get(operation or "")
+        if arrived is not None:
+            arrived.set()
+            while not (self._release.wait(0.1) or self.stopping.is_set()):
+                pass
+            return Response(drop=True)
         injected = self._injected(operation)
         if injected is not None:
             return injected
