@@ -65,13 +65,14 @@ def check_endpoints(
     probe: Probe = served_certificate,
     max_parallel: int = MAX_PARALLEL,
     probe_seconds: float = TIMEOUT_SECONDS,
+    grace_seconds: float = GRACE_SECONDS,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> EndpointCheckSummary:
     """Check every endpoint, emit one event each, and return the summary (in the configured order)."""
     names = sorted({c.certificate for c in checks})
     # Queued probes start only when a worker is free: the bound allows for every round of MAX_PARALLEL.
     rounds = max(1, math.ceil((len(checks) + len(names)) / max_parallel))
-    bound = rounds * (probe_seconds + GRACE_SECONDS)
+    bound = rounds * (probe_seconds + grace_seconds)
     executor = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="endpoint-check")
     try:
         expected_futures: dict[str, Future[ExpectedCertificate | Problem]] = {

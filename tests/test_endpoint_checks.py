@@ -6,6 +6,7 @@ CertificateClient; the settings validation, the events (and their telemetry shap
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import azure.functions as func
 import pytest
 
 from shared import context as app_context
+from shared.endpoint_checks import check_endpoints
 from shared.endpoint_decisions import (
     ExpectedCertificate,
     Outcome,
@@ -27,6 +29,7 @@ from shared.endpoint_decisions import (
 )
 from shared.endpoints import TIMEOUT_SECONDS
 from shared.errors import CertRenewError, SettingsError
+from shared.keyvault import StoredCertificate
 from shared.notify import install_notifications, uninstall_notifications
 from shared.settings import EndpointCheck, Settings, parse_address
 from shared.telemetry import CUSTOM_MEASUREMENTS, add_event_sink, event_record_attributes, remove_event_sink
@@ -454,3 +457,76 @@ def test_decide_compares_thumbprints_and_counts_days_of_the_served_certificate()
     unreachable = Problem("ENDPOINT_UNREACHABLE", "refused")
     assert decide(check, unreachable, Problem("KEY_VAULT_UNAVAILABLE", "x"), now).problem == unreachable
     assert days_left(datetime(2029, 12, 31, tzinfo=UTC), now) == -1 and days_left(None, now) is None
+
+
+# -- bounds: the cap on parallel probes and the run's deadline ------------------------------------------------------
+class _Vault:
+    """What the run needs of Key Vault (`current`), for the pure-logic tests of the run's bounds."""
+
+    def __init__(self, thumbprint: str) -> None:
+        self.thumbprint = thumbprint
+
+    def current(self, name: str) -> StoredCertificate | None:
+        return StoredCertificate(f"https://kv/certificates/{name}/v1", name, "v1", self.thumbprint, None, None, "")
+
+
+def test_at_most_max_parallel_probes_run_at_once(events: Events) -> None:
+    lock = threading.Lock()
+    running, peak = 0, 0
+
+    def probe(check: EndpointCheck) -> ServedCertificate:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return ServedCertificate("AA" * 20, datetime.now(UTC) + timedelta(days=30), "CN=x")
+
+    checks = [EndpointCheck("c", f"h{i}.contoso.com", f"h{i}.contoso.com", 443) for i in range(30)]
+    summary = check_endpoints(checks, _Vault("AA" * 20), probe=probe, max_parallel=4)
+    assert peak == 4
+    assert summary.count(Outcome.DEPLOYED) == 30 and len(events.named("CertificateDeployed")) == 30
+    assert [r.check.host for r in summary.results] == [c.host for c in checks]  # in the configured order
+
+
+def test_a_probe_that_never_returns_is_reported_when_the_run_bound_passes(events: Events) -> None:
+    """A hung name lookup is bounded by no socket timeout: the run stops waiting for it and names the host."""
+    release = threading.Event()
+
+    def probe(check: EndpointCheck) -> ServedCertificate:
+        if check.host == "hung.contoso.com":
+            release.wait(10)
+        return ServedCertificate("AA" * 20, None, "CN=x")
+
+    checks = [EndpointCheck("c", h, h, 443) for h in ("hung.contoso.com", "ok.contoso.com")]
+    started = time.monotonic()
+    try:
+        summary = check_endpoints(
+            checks, _Vault("AA" * 20), probe=probe, max_parallel=2, probe_seconds=0.3, grace_seconds=0.2
+        )
+    finally:
+        release.set()
+    assert time.monotonic() - started < 2
+    hung, ok = summary.results
+    assert hung.outcome is Outcome.UNCHECKED and hung.problem is not None and hung.problem.reason == "ENDPOINT_TIMEOUT"
+    assert "hung.contoso.com" in hung.problem.message and ok.outcome is Outcome.DEPLOYED
+
+
+# -- the operator CLI -----------------------------------------------------------------------------------------------
+def test_the_cli_runs_the_check_now(
+    standins: StandIns,
+    app_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    endpoints: Endpoints,
+    certificates: Certificates,
+    events: Events,
+) -> None:
+    from shared.cli import main
+
+    name = seed_renewed(standins, certificates)
+    configure(monkeypatch, [{"certificate": name, "host": HOST_OLD, "address": endpoints.old.address}])
+    assert main(["verify-endpoints"]) == 0
+    (stale,) = events.named("CertificateNotDeployed")
+    assert stale["host"] == HOST_OLD
