@@ -36,6 +36,7 @@ log = logging.getLogger("certrenew.endpoints")
 
 MAX_PARALLEL = 8  # endpoints probed at once: enough for hundreds within the timer's limit, gentle on the worker
 GRACE_SECONDS = 5.0  # beyond the probes' own deadlines, for name resolution (which no socket timeout bounds)
+MAX_RUN_SECONDS = 480.0  # inside host.json's functionTimeout (10 minutes), with room to emit the events
 
 
 class CurrentCertificates(Protocol):
@@ -64,6 +65,7 @@ def check_endpoints(
     *,
     probe: Probe = served_certificate,
     max_parallel: int = MAX_PARALLEL,
+    max_run_seconds: float = MAX_RUN_SECONDS,
     probe_seconds: float = TIMEOUT_SECONDS,
     grace_seconds: float = GRACE_SECONDS,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -72,7 +74,7 @@ def check_endpoints(
     names = sorted({c.certificate for c in checks})
     # Queued probes start only when a worker is free: the bound allows for every round of MAX_PARALLEL.
     rounds = max(1, math.ceil((len(checks) + len(names)) / max_parallel))
-    bound = rounds * (probe_seconds + grace_seconds)
+    bound = min(rounds * (probe_seconds + grace_seconds), max_run_seconds)
     executor = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="endpoint-check")
     try:
         expected_futures: dict[str, Future[ExpectedCertificate | Problem]] = {
@@ -90,7 +92,7 @@ def check_endpoints(
     }
     results: list[EndpointResult] = []
     for check, future in zip(checks, served_futures, strict=True):
-        late = Problem(TIMEOUT, f"{check.host} at {check.address}: no answer within {bound:g} s")
+        late = Problem(TIMEOUT, f"{check.host} at {check.address}: not checked within the run's limit of {bound:g} s")
         result = decide(check, _outcome(future, late), expected[check.certificate], now())
         results.append(result)
         name, properties = result.event()
