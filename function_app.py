@@ -1,4 +1,4 @@
-"""The Function App: configures telemetry, then registers the blueprints of both renewal paths."""
+"""The Function App: configures telemetry, then registers the blueprints of both renewal paths and the endpoint check."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import azure.functions as func
 from renew_http import bp as renew_http_blueprint
 from renew_timer import bp as renew_timer_blueprint
 from renew_timer.complete_pending import bp as complete_pending_blueprint
+from renew_timer.verify_endpoints import bp as verify_endpoints_blueprint
 from shared.notify import install_notifications
 from shared.settings import load_settings
 from shared.telemetry import configure_telemetry
@@ -20,3 +21,4 @@ app = func.FunctionApp()
 app.register_functions(renew_http_blueprint)
 app.register_functions(renew_timer_blueprint)
 app.register_functions(complete_pending_blueprint)
+app.register_functions(verify_endpoints_blueprint)

@@ -204,13 +204,23 @@ param notifyWebhookUrl string = ''
 param notifyFormat string = ''
 
 // ---------------------------------------------------------------------------
+// Endpoint check (is the renewed certificate deployed?)
+// ---------------------------------------------------------------------------
+
+@description('JSON array of endpoints whose served certificate is compared with Key Vault (ENDPOINT_CHECKS): [{"certificate": "<Key Vault name>", "host": "<DNS name>", "address": "<host or IP>:<port>"}], address optional.')
+param endpointChecks string = '[]'
+
+@description('NCRONTAB (UTC) schedule of the endpoint check (ENDPOINT_CHECK_SCHEDULE).')
+param endpointCheckSchedule string = '0 0 */6 * * *'
+
+// ---------------------------------------------------------------------------
 // Alerting
 // ---------------------------------------------------------------------------
 
-@description('Optional e-mail address; when set, an action group that e-mails it is created and attached to both alerts.')
+@description('Optional e-mail address; when set, an action group that e-mails it is created and attached to every alert.')
 param alertEmailAddress string = ''
 
-@description('Optional resource id of an existing action group to attach to both alerts.')
+@description('Optional resource id of an existing action group to attach to every alert.')
 param alertActionGroupId string = ''
 
 // ---------------------------------------------------------------------------
@@ -267,6 +277,8 @@ module resources './modules/resources.bicep' = {
     webhookHmacSecret: webhookHmacSecret
     notifyWebhookUrl: notifyWebhookUrl
     notifyFormat: notifyFormat
+    endpointChecks: endpointChecks
+    endpointCheckSchedule: endpointCheckSchedule
     alertEmailAddress: alertEmailAddress
     alertActionGroupId: alertActionGroupId
   }

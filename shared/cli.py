@@ -9,6 +9,7 @@ auth levels), for operators without the Functions Core Tools:
   renew-avx FILE    one AppViewX webhook renewal from a JSON file
   complete-pending  one run of the pending AppViewX completion
   status            recorded RCL renewals and AppViewX renewal records, as tables
+  verify-endpoints  one endpoint check: does each endpoint in ENDPOINT_CHECKS serve Key Vault's current version?
 
 Settings come from the environment, or from a local.settings.json file (--settings) whose "Values" are applied
 first, as `func start` does.
@@ -344,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("renew-rcl", "renew_timer", "run the nightly RCL renewal once, now"),
         ("verify-rcl", "verify_renewals", "run the follow-up check of RCL renewals once, now"),
         ("complete-pending", "complete_pending", "try the pending AppViewX renewals once, now"),
+        ("verify-endpoints", "verify_endpoints", "check once, now, which certificate each endpoint serves"),
     ):
         sub = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         sub.set_defaults(run=lambda _args, f=function: _run_timer(f))

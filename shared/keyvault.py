@@ -1,4 +1,5 @@
-"""Key Vault: import (PKCS#12 or PEM), pending-operation lookup and merge, through the real CertificateClient."""
+"""Key Vault: import (PKCS#12 or PEM), pending-operation lookup and merge, and the current version of a certificate,
+through the real CertificateClient."""
 
 from __future__ import annotations
 
@@ -133,6 +134,18 @@ class KeyVaultStore:
         except (HttpResponseError, ServiceRequestError, ServiceResponseError, ClientAuthenticationError) as exc:
             raise _store_error(name, "read the pending operation of", exc) from None
         return bool(operation.csr) and (operation.status or "").lower() == "inprogress"
+
+    def current(self, name: str) -> StoredCertificate | None:
+        """The current (latest) version of certificate `name`, or None when the vault has no such certificate."""
+        try:
+            certificate = self._client.get_certificate(name)
+        except ResourceNotFoundError:
+            return None
+        except (AzureError, ValueError) as exc:
+            error = _store_error(name, "read", exc)
+            error.code = "KEY_VAULT_UNAVAILABLE"  # a read, not a store: nothing was changed
+            raise error from None
+        return describe(certificate)
 
     def merge(self, name: str, chain_der: list[bytes], tags: dict[str, str]) -> StoredCertificate:
         return self._call(

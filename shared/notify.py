@@ -1,9 +1,11 @@
-"""Notifications: a chat or webhook message when a certificate renewal fails or a certificate nears expiry.
+"""Notifications: a chat or webhook message when a certificate renewal fails, a certificate nears expiry, or an
+endpoint still serves another certificate than Key Vault's current version.
 
 With the optional setting `NOTIFY_WEBHOOK_URL`, `install_notifications` registers a `Notifier` as a telemetry event
-sink (shared.telemetry). On `CertificateRenewalFailed` and `CertificateNearExpiry` — and on no other event — it
-posts one message naming the certificate, the source (rcl / appviewx) and the reason and message (or the expiry
-date and days left), shaped for the receiver (`message_format`, a pure function of the URL; `NOTIFY_FORMAT`
+sink (shared.telemetry). On `CertificateRenewalFailed`, `CertificateNearExpiry` and `CertificateNotDeployed` — and
+on no other event — it posts one message naming the certificate, the source (rcl / appviewx / endpoint) and the
+reason and message (or the expiry date and days left; or the host, the thumbprint it serves and Key Vault's),
+shaped for the receiver (`message_format`, a pure function of the URL; `NOTIFY_FORMAT`
 overrides it):
 
 - `teams`: a Teams message whose one attachment is an Adaptive Card (1.4: TextBlocks and a FactSet) — what the
@@ -50,7 +52,8 @@ log = logging.getLogger("certrenew.notify")
 APP_NAME = "certrenew"
 FAILED = "CertificateRenewalFailed"
 NEAR_EXPIRY = "CertificateNearExpiry"
-NOTIFIED_EVENTS = frozenset({FAILED, NEAR_EXPIRY})
+NOT_DEPLOYED = "CertificateNotDeployed"  # an endpoint still serves another certificate than Key Vault's current one
+NOTIFIED_EVENTS = frozenset({FAILED, NEAR_EXPIRY, NOT_DEPLOYED})
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 ADAPTIVE_CARD_SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
 ADAPTIVE_CARD_VERSION = "1.4"
@@ -65,7 +68,11 @@ TEAMS_HOST_SUFFIXES = (
 )
 SLACK_HOSTS = frozenset({"hooks.slack.com", "hooks.slack-gov.com"})
 
-SOURCE_LABELS = {"rcl": "RCL (Azure certificate renewal service)", "appviewx": "AppViewX"}
+SOURCE_LABELS = {
+    "rcl": "RCL (Azure certificate renewal service)",
+    "appviewx": "AppViewX",
+    "endpoint": "endpoint check",
+}
 MAX_TEXT = 1500  # a message's longest text value; Slack allows 2,000 per field, Teams cards stay readable
 UNKNOWN_CERTIFICATE = "(not identified)"
 
@@ -128,6 +135,9 @@ class MessageFacts:
     expiry_date: str | None = None
     days_left: int | None = None
     invocation_id: str | None = None
+    host: str | None = None  # CertificateNotDeployed: the endpoint, what it serves and what it should serve
+    served_thumbprint: str | None = None
+    expected_thumbprint: str | None = None
 
     @classmethod
     def of(cls, event: str, attributes: dict[str, Any]) -> MessageFacts:
@@ -138,9 +148,12 @@ class MessageFacts:
             certificate_name=_text(attributes.get("certificateName")),
             reason=_text(attributes.get("reason")),
             message=_text(attributes.get("message")),
-            expiry_date=_text(attributes.get("expiryDate")),
+            expiry_date=_text(attributes.get("expiryDate") or attributes.get("servedExpiryDate")),
             days_left=int(days) if isinstance(days, (int, float)) and not isinstance(days, bool) else None,
             invocation_id=_text(attributes.get("invocationId")),
+            host=_text(attributes.get("host")),
+            served_thumbprint=_text(attributes.get("servedThumbprint")),
+            expected_thumbprint=_text(attributes.get("expectedThumbprint")),
         )
 
     @property
@@ -155,6 +168,8 @@ class MessageFacts:
     def title(self) -> str:
         if self.event == NEAR_EXPIRY:
             return f"Certificate near expiry: {self.certificate}"
+        if self.event == NOT_DEPLOYED:
+            return f"Certificate not deployed: {self.certificate} on {self.host or '?'}"
         return f"Certificate renewal failed: {self.certificate}"
 
     @property
@@ -162,6 +177,12 @@ class MessageFacts:
         if self.event == NEAR_EXPIRY:
             left = "an unknown number of" if self.days_left is None else str(self.days_left)
             return f"{self.certificate} ({self.source_label}) expires in {left} day(s), on {self.expiry_date or '?'}."
+        if self.event == NOT_DEPLOYED:
+            left = "an unknown number of" if self.days_left is None else str(self.days_left)
+            return (
+                f"{self.host or '?'} still serves another certificate than the current version of {self.certificate} "
+                f"in Key Vault; the one it serves expires in {left} day(s), on {self.expiry_date or '?'}."
+            )
         return f"{self.certificate} ({self.source_label}) was not renewed: {self.reason or 'UNKNOWN'}."
 
     def facts(self) -> list[tuple[str, str]]:
@@ -171,6 +192,14 @@ class MessageFacts:
                 ("Expires", self.expiry_date),
                 ("Days left", None if self.days_left is None else str(self.days_left)),
             ]
+        elif self.event == NOT_DEPLOYED:
+            rows += [
+                ("Host", self.host),
+                ("Serves", self.served_thumbprint),
+                ("Served one expires", self.expiry_date),
+                ("Days left", None if self.days_left is None else str(self.days_left)),
+                ("Key Vault's current", self.expected_thumbprint),
+            ]
         else:
             rows += [("Reason", self.reason), ("Message", self.message)]
         rows.append(("Invocation", self.invocation_id))
@@ -179,7 +208,7 @@ class MessageFacts:
 
 def teams_message(facts: MessageFacts) -> dict[str, Any]:
     """A Teams message with one Adaptive Card attachment (the Workflows trigger reads attachments[0].content)."""
-    color = "Warning" if facts.event == NEAR_EXPIRY else "Attention"
+    color = "Attention" if facts.event == FAILED else "Warning"
     card = {
         "$schema": ADAPTIVE_CARD_SCHEMA,
         "type": "AdaptiveCard",
@@ -211,7 +240,7 @@ def _slack_escape(text: str) -> str:
 
 def slack_message(facts: MessageFacts) -> dict[str, Any]:
     """Slack's incoming-webhook shape: `text` (notifications, fallback) and Block Kit `blocks`."""
-    emoji = ":hourglass_flowing_sand:" if facts.event == NEAR_EXPIRY else ":x:"
+    emoji = ":x:" if facts.event == FAILED else ":hourglass_flowing_sand:"
     fields = [{"type": "mrkdwn", "text": f"*{title}*\n{_slack_escape(value)}"} for title, value in facts.facts()]
     return {
         "text": _slack_escape(f"{facts.title} — {facts.summary}"),
@@ -235,6 +264,9 @@ def json_message(facts: MessageFacts) -> dict[str, Any]:
         "expiryDate": facts.expiry_date,
         "daysLeft": facts.days_left,
         "invocationId": facts.invocation_id,
+        "host": facts.host,
+        "servedThumbprint": facts.served_thumbprint,
+        "expectedThumbprint": facts.expected_thumbprint,
         "app": APP_NAME,
     }
 

@@ -7,6 +7,8 @@ settings are wrong raises `SettingsError` naming each setting and what is wrong 
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import re
 import threading
@@ -113,6 +115,132 @@ class NotifySettings:
     # A webhook URL carries its authorization (Logic Apps / Power Automate `sig=`, Slack's path): never shown.
     webhook_url: str | None = field(default=None, repr=False)
     format: str | None = None  # teams | slack | json; None: chosen from the URL's host (shared.notify)
+
+
+MAX_ENDPOINT_CHECKS = 500  # each endpoint costs up to a few seconds; the timer has 10 minutes on Flex Consumption
+ENDPOINT_CHECK_KEYS = ("certificate", "host", "address")
+_KEY_VAULT_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
+_DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+@dataclass(frozen=True)
+class EndpointCheck:
+    """One endpoint to probe: connect to `address_host:port`, ask for `host` (SNI), compare with `certificate`."""
+
+    certificate: str  # the Key Vault certificate name the endpoint should serve
+    host: str  # the DNS name clients use: sent as SNI
+    address_host: str  # where to connect: a host name or an IP address
+    port: int
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.address_host}]" if ":" in self.address_host else self.address_host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class EndpointCheckSettings:
+    endpoints: tuple[EndpointCheck, ...] = ()
+
+
+def is_dns_name(value: str) -> bool:
+    """A host name clients can ask for by SNI: dot-separated labels of letters, digits and inner hyphens."""
+    name = value[:-1] if value.endswith(".") else value
+    if not name or len(name) > 253:
+        return False
+    labels = name.split(".")
+    if all(label.isdigit() for label in labels):
+        return False  # an IPv4 address is not a name SNI can carry
+    return all(_DNS_LABEL.match(label) for label in labels)
+
+
+def parse_address(value: str) -> tuple[str, int] | None:
+    """`host:port`, `1.2.3.4:port` or `[::1]:port` (port optional, default 443); None when it is none of these."""
+    text = value.strip()
+    port_text = ""
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            return None
+        port_text = rest[1:]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return None
+    else:
+        host, _, port_text = text.partition(":")
+        if not (is_dns_name(host) or _is_ipv4(host)):
+            return None
+    if not port_text:
+        return host, 443
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        return None
+    return host, int(port_text)
+
+
+def _is_ipv4(value: str) -> bool:
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_endpoint_checks(raw: str, problems: list[str], setting: str = "ENDPOINT_CHECKS") -> list[EndpointCheck]:
+    """The endpoints of `ENDPOINT_CHECKS`; each problem names the entry (index and host) and is added to `problems`."""
+    try:
+        document = json.loads(raw)
+    except ValueError as exc:
+        problems.append(f"{setting} must be a JSON array of objects, but it is not valid JSON ({exc.msg})")
+        return []
+    if not isinstance(document, list):
+        problems.append(f"{setting} must be a JSON array of objects, got a JSON {type(document).__name__}")
+        return []
+    if len(document) > MAX_ENDPOINT_CHECKS:
+        problems.append(f"{setting} lists {len(document)} endpoints; at most {MAX_ENDPOINT_CHECKS} are checked")
+        return []
+    checks: list[EndpointCheck] = []
+    seen: dict[tuple[str, str, str], int] = {}
+    for index, entry in enumerate(document):
+        if not isinstance(entry, dict):
+            problems.append(f"{setting}[{index}] must be an object with certificate, host and optional address")
+            continue
+        host = entry.get("host")
+        label = f"{setting}[{index}]" + (f" (host {host!r})" if isinstance(host, str) and host.strip() else "")
+        before = len(problems)
+        unknown = sorted(str(k) for k in entry if k not in ENDPOINT_CHECK_KEYS)
+        if unknown:
+            problems.append(f"{label}: unknown field(s) {', '.join(unknown)}; use certificate, host, address")
+        certificate = entry.get("certificate")
+        if not isinstance(certificate, str) or not certificate.strip():
+            problems.append(f"{label}: certificate (the Key Vault certificate name) is required")
+        elif not _KEY_VAULT_NAME.match(certificate.strip()):
+            problems.append(
+                f"{label}: certificate must be a Key Vault name (1-127 letters, digits, -), got {certificate!r}"
+            )
+        if not isinstance(host, str) or not host.strip():
+            problems.append(f"{label}: host (the DNS name the endpoint serves, sent as SNI) is required")
+        elif not is_dns_name(host.strip()):
+            problems.append(f"{label}: host must be a DNS name (it is sent as SNI), got {host!r}")
+        address = entry.get("address")
+        parsed: tuple[str, int] | None = None
+        if address is not None:
+            if not isinstance(address, str) or parse_address(address) is None:
+                problems.append(f'{label}: address must be "<host or IP>:<port>" ([IPv6]:port), got {address!r}')
+            else:
+                parsed = parse_address(address)
+        if len(problems) > before:
+            continue
+        name = str(host).strip().rstrip(".").lower()  # both are non-empty strings here (checked above)
+        address_host, port = parsed or (name, 443)
+        check = EndpointCheck(certificate=str(certificate).strip(), host=name, address_host=address_host, port=port)
+        key = (check.certificate, check.host, check.address)
+        if key in seen:
+            problems.append(f"{label}: the same endpoint as {setting}[{seen[key]}]")
+            continue
+        seen[key] = index
+        checks.append(check)
+    return checks
 
 
 _T = TypeVar("_T")
@@ -361,6 +489,16 @@ class Settings:
             return NotifySettings(webhook_url=url, format=fmt)
 
         return self._group("notify", build)
+
+    @property
+    def endpoint_checks(self) -> EndpointCheckSettings:
+        def build(r: _Reader) -> EndpointCheckSettings:
+            raw = r.text("ENDPOINT_CHECKS")
+            if raw is None:
+                return EndpointCheckSettings()
+            return EndpointCheckSettings(endpoints=tuple(parse_endpoint_checks(raw, r.problems)))
+
+        return self._group("endpoint check", build)
 
     def secret_values(self) -> list[str]:
         """The values that must never be shown, whatever group they belong to (for the redaction guard)."""

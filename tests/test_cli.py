@@ -23,7 +23,17 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["serve"], ["renew-rcl"], ["verify-rcl"], ["renew-avx"], ["complete-pending"], ["status"]]
+    "command",
+    [
+        [],
+        ["serve"],
+        ["renew-rcl"],
+        ["verify-rcl"],
+        ["renew-avx"],
+        ["complete-pending"],
+        ["verify-endpoints"],
+        ["status"],
+    ],
 )
 def test_every_command_has_help(command: list[str]) -> None:
     result = subprocess.run(

@@ -24,6 +24,11 @@ def test_local_run_reports_the_whole_story() -> None:
     assert "renewed   contoso.com" in out and "installed on its target" in out
     assert "renewed   shop.contoso.com" in out and "not installed on its target yet" in out
     assert "pending   mail.contoso.com" in out and "expiring  mail.contoso.com" in out
+    # Issue 16: one endpoint serves the renewed certificate, the other still the old one (19 days left).
+    assert "deployed      www-contoso-com on www.contoso.com: serves the current version " in out
+    assert "NOT deployed  store-contoso-com on store.contoso.com: still serves " in out and "in 19 day(s)" in out
+    assert "CertificateDeployed x1" in out and "CertificateNotDeployed x1" in out
+    assert "unchecked" not in out
     assert "AppViewX webhook: HTTP 200" in out and "stored in Key Vault: https://127.0.0.1:" in out
     assert "thumbprint " in out
     assert "CertificateRenewalScheduled x3" in out and "RclRenewalRunCompleted x1" in out

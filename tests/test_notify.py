@@ -240,6 +240,9 @@ def test_plain_json() -> None:
         "expiryDate": None,
         "daysLeft": None,
         "invocationId": "inv-1",
+        "host": None,
+        "servedThumbprint": None,
+        "expectedThumbprint": None,
         "app": "certrenew",
     }
     near = build_message("json", "CertificateNearExpiry", NEAR_ATTRIBUTES)

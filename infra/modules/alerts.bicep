@@ -14,7 +14,7 @@ param appInsightsId string
 @description('Prefix for the alert rule names.')
 param namePrefix string
 
-@description('Action group resource ids notified by both rules (may be empty).')
+@description('Action group resource ids notified by every rule (may be empty).')
 param actionGroupIds array
 
 resource renewalFailedAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
@@ -95,5 +95,44 @@ resource nearExpiryAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   }
 }
 
+// The endpoint check (verify_endpoints, every 6 hours by default) emits CertificateNotDeployed for each endpoint
+// still serving another certificate than the current Key Vault version: renewed, but not deployed.
+resource notDeployedAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: '${namePrefix}-not-deployed'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'certrenew: renewed certificate not deployed'
+    description: 'Every 6 hours: fires when any CertificateNotDeployed custom event was recorded in the last 6 hours (an endpoint in ENDPOINT_CHECKS serves another certificate than the current version in Key Vault). customDimensions name the host and both thumbprints; customMeasurements.daysLeft is how long the served certificate remains valid.'
+    severity: 2
+    enabled: true
+    scopes: [
+      appInsightsId
+    ]
+    evaluationFrequency: 'PT6H'
+    windowSize: 'PT6H'
+    autoMitigate: false
+    criteria: {
+      allOf: [
+        {
+          query: 'customEvents | where name == "CertificateNotDeployed" | extend certificate = tostring(customDimensions.certificateName), endpointHost = tostring(customDimensions.host), daysLeft = toint(customMeasurements.daysLeft) | project timestamp, certificate, endpointHost, daysLeft'
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: actionGroupIds
+    }
+  }
+}
+
 output renewalFailedAlertId string = renewalFailedAlert.id
 output nearExpiryAlertId string = nearExpiryAlert.id
+output notDeployedAlertId string = notDeployedAlert.id

@@ -2,7 +2,7 @@
 //
 // Flex Consumption function app (Python 3.11) running as a user-assigned
 // managed identity, identity-based storage, RBAC-mode Key Vault with Key Vault
-// references for secrets, workspace-based Application Insights and two log
+// references for secrets, workspace-based Application Insights and log
 // alert rules on the app's custom events.
 
 param location string
@@ -51,6 +51,8 @@ param webhookHmacSecret string
 @secure()
 param notifyWebhookUrl string
 param notifyFormat string
+param endpointChecks string
+param endpointCheckSchedule string
 
 @allowed([
   'default'
@@ -593,6 +595,15 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'NOTIFY_FORMAT'
           value: notifyFormat
+        }
+        // --- endpoint check -------------------------------------------------
+        {
+          name: 'ENDPOINT_CHECKS'
+          value: endpointChecks
+        }
+        {
+          name: 'ENDPOINT_CHECK_SCHEDULE'
+          value: endpointCheckSchedule
         }
       ]
     }

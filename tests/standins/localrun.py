@@ -7,6 +7,8 @@ Functions host would (so the telemetry exporter flushes when each exits):
   night   `renew_timer`      RCL schedules the due certificates; the app records them in the table
   (RCL renews two of the three in the meantime: one installed on its target, one not yet)
   morning `verify_renewals`  which really renewed, which are pending, which expire soon
+          `verify_endpoints` which certificate two TLS endpoints really serve: both certificates were renewed in
+                             Key Vault, one endpoint picked the renewal up, the other still serves the old one
           `renew_http`       one AppViewX webhook renewal, stored in Key Vault
 
 and prints a short report. Everything it started is stopped at the end. No Azure account is needed.
@@ -22,13 +24,18 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from tests.standins.certs import issue_certificate
+from tests.standins.endpoints import TlsEndpoint
 from tests.standins.ingestion import IngestionStandIn
 from tests.standins.stack import REPO_ROOT, SENTINELS, Azurite, StandIns, base_environment, start_standins
 
 DUE = ("contoso.com", "shop.contoso.com", "mail.contoso.com")
+# Key Vault certificates renewed a while ago, and whether the endpoint serving each has picked the renewal up.
+DEPLOYED = (("www-contoso-com", "www.contoso.com", True), ("store-contoso-com", "store.contoso.com", False))
 
 
 def run_child(plan: list[dict[str, Any]], env: dict[str, str]) -> list[dict[str, Any]]:
@@ -56,6 +63,24 @@ def seed(standins: StandIns) -> Any:
         standins.rcl.add_certificate(name, expires_in_days=days)
     standins.rcl.add_certificate("intranet.contoso.com", expires_in_days=75)
     return standins.avx.add_certificate("portal.contoso.com")
+
+
+def start_endpoints(standins: StandIns) -> tuple[list[TlsEndpoint], str]:
+    """For each DEPLOYED certificate: an old and a renewed version in Key Vault, and a TLS endpoint serving the
+    renewed one or still the old one. Returns the endpoints and the ENDPOINT_CHECKS value naming them."""
+    now = datetime.now(UTC)
+    endpoints: list[TlsEndpoint] = []
+    checks: list[dict[str, str]] = []
+    for name, host, picked_up in DEPLOYED:
+        old = issue_certificate(host, days=90, not_before=now - timedelta(days=70, hours=12))
+        renewed = issue_certificate(host, days=90)
+        for issued in (old, renewed):
+            standins.key_vault.seed(name, issued.certificate, issued.private_key, chain=issued.chain)
+        served = renewed if picked_up else old
+        endpoint = TlsEndpoint(served.certificate, served.private_key, served.chain).start()
+        endpoints.append(endpoint)
+        checks.append({"certificate": name, "host": host, "address": endpoint.address})
+    return endpoints, json.dumps(checks)
 
 
 def report(standins: StandIns, ingestion: IngestionStandIn, webhook: dict[str, Any]) -> list[str]:
@@ -92,6 +117,23 @@ def report(standins: StandIns, ingestion: IngestionStandIn, webhook: dict[str, A
     lines += [
         f"  - expiring  {p.get('certificateName')} in {float(p.get('daysLeft') or 0):g} day(s) ({p.get('expiryDate')})"
         for p in props("CertificateNearExpiry")
+    ]
+
+    lines.append("Endpoint check (is the certificate each endpoint serves Key Vault's current version?):")
+    lines += [
+        f"  - deployed      {p.get('certificateName')} on {p.get('host')}: serves the current version "
+        f"{p.get('thumbprint')} ({float(p.get('daysLeft') or 0):g} day(s) left)"
+        for p in props("CertificateDeployed")
+    ]
+    lines += [
+        f"  - NOT deployed  {p.get('certificateName')} on {p.get('host')}: still serves {p.get('servedThumbprint')} "
+        f"(expires {p.get('servedExpiryDate')}, in {float(p.get('daysLeft') or 0):g} day(s)); Key Vault's current "
+        f"version is {p.get('expectedThumbprint')}"
+        for p in props("CertificateNotDeployed")
+    ]
+    lines += [
+        f"  - unchecked     {p.get('certificateName')} on {p.get('host')}: {p.get('reason')} {p.get('message')}"
+        for p in props("EndpointCheckFailed")
     ]
 
     lines.append(f"AppViewX webhook: HTTP {webhook.get('status')}")
@@ -170,8 +212,10 @@ def main(argv: list[str] | None = None) -> int:
         standins = start_standins(workdir)
         ingestion = IngestionStandIn().start()
         azurite = Azurite.start(workdir)
+        endpoints: list[TlsEndpoint] = []
         try:
             item = seed(standins)
+            endpoints, endpoint_checks = start_endpoints(standins)
             env = {
                 **{k: v for k, v in os.environ.items() if not k.startswith(("AVX_", "RCL_", "KEY_VAULT_"))},
                 **base_environment(standins),
@@ -179,14 +223,24 @@ def main(argv: list[str] | None = None) -> int:
                 "APPLICATIONINSIGHTS_CONNECTION_STRING": ingestion.connection_string,
                 "RCL_VERIFY_GRACE_HOURS": "24",
                 "RENEWAL_WARNING_DAYS": "14",
+                "ENDPOINT_CHECKS": endpoint_checks,
+                "ENDPOINT_CHECK_SCHEDULE": "0 0 */6 * * *",
             }
             print("Night: renew_timer asks RCL to renew what is due ...")
             run_child([{"function": "renew_timer"}], env)
             # RCL works asynchronously; by morning it has renewed two of the three.
             standins.rcl.complete_renewal(DUE[0], installed=True)
             standins.rcl.complete_renewal(DUE[1], installed=False)
-            print("Morning: verify_renewals checks what really renewed; a webhook renews through AppViewX ...")
-            outcomes = run_child([{"function": "verify_renewals"}, {"webhook": {"resourceId": item.resource_id}}], env)
+            print(
+                "Morning: verify_renewals checks what really renewed; verify_endpoints which certificate the "
+                "endpoints serve; a webhook renews through AppViewX ..."
+            )
+            plan = [
+                {"function": "verify_renewals"},
+                {"function": "verify_endpoints"},
+                {"webhook": {"resourceId": item.resource_id}},
+            ]
+            outcomes = run_child(plan, env)
             deadline = time.monotonic() + 5
             while not ingestion.events() and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -199,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                 serve(standins, env, args.port, args.serve_seconds)
             return 0 if webhook_ok and ingestion.events() else 1
         finally:
+            for endpoint in endpoints:
+                endpoint.stop()
             azurite.stop()
             ingestion.stop()
             standins.stop()
