@@ -34,6 +34,14 @@ def managed_identity(settings: IdentitySettings) -> TokenCredential:
         return _credentials[key]
 
 
+def new_managed_identity(settings: IdentitySettings) -> TokenCredential:
+    """A managed-identity credential with an empty token cache, for when the cached token is too close to its end
+    (the caller closes it)."""
+    from azure.identity import ManagedIdentityCredential
+
+    return ManagedIdentityCredential(client_id=settings.client_id)
+
+
 def client_credentials(creds: RclClientCredentials) -> TokenCredential:
     """An app registration's client credentials (used for RCL when its three settings are given)."""
     key = ("sp", creds.tenant_id, creds.client_id)
@@ -52,13 +60,17 @@ def client_credentials(creds: RclClientCredentials) -> TokenCredential:
 
 def get_token(credential: TokenCredential, scope: str, purpose: str) -> str:
     """A bearer token for `scope`, or an IdentityError that names what the token was for."""
+    return get_access_token(credential, scope, purpose).token
+
+
+def get_access_token(credential: TokenCredential, scope: str, purpose: str) -> AccessToken:
+    """The token with its expiry (`expires_on`, epoch seconds), or an IdentityError naming what it was for."""
     from azure.identity import CredentialUnavailableError
 
     try:
-        token: AccessToken = credential.get_token(scope)
+        return credential.get_token(scope)
     except (CredentialUnavailableError, AzureError, ValueError) as exc:
         raise IdentityError(f"Could not get a token for {purpose} (scope {scope}): {_first_line(exc)}") from None
-    return token.token
 
 
 def reset_credentials() -> None:
