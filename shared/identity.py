@@ -15,6 +15,7 @@ from azure.core.credentials import AccessToken, TokenCredential
 from azure.core.exceptions import AzureError
 
 from shared.errors import IdentityError
+from shared.outbound import upstream_text
 from shared.settings import IdentitySettings, RclClientCredentials
 
 _PUBLIC_AUTHORITY_HOSTS = ("login.microsoftonline.com", "login.microsoftonline.us", "login.chinacloudapi.cn")
@@ -85,4 +86,4 @@ def reset_credentials() -> None:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+    return upstream_text(text[0]) if text else type(exc).__name__

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # requests is imported where a call is made, to keep cold sta
 
 CONNECT_TIMEOUT_SECONDS = 10.0
 MIB = 1024 * 1024
+MAX_RESPONSE_MB_CAP = 4096.0  # whatever RCL_MAX_RESPONSE_MB says (inf included), no answer is read beyond this
 MAX_RETRY_AFTER_SECONDS = 60.0  # a longer Retry-After is not waited for inside a timer run
 
 # Stable codes of RclError, each with what an operator can do about it.
@@ -301,7 +302,7 @@ class RclClient:
         if body is not None:
             headers["Content-Type"] = "application/json"
         timeout = self.settings.timeout_seconds
-        limit = int(self.settings.max_response_mb * MIB)
+        limit = int(min(self.settings.max_response_mb, MAX_RESPONSE_MB_CAP) * MIB)
         try:
             # RCL_TIMEOUT_SECONDS bounds the whole call, reading the answer included; one try (the caller decides
             # about a second one, within the night's budget).

@@ -184,7 +184,10 @@ def _warn_date_problems(certificates: list[CertificateResponse], what: str) -> i
 
 def _clean_up(deps: RclDependencies, now: datetime) -> None:
     """Remove records and call counts older than RCL_RETENTION_DAYS (bounded per night); never fails the run."""
-    cutoff = now - timedelta(days=deps.settings.retention_days)
+    try:
+        cutoff = now - timedelta(days=deps.settings.retention_days)
+    except (OverflowError, ValueError):  # a retention beyond the calendar keeps everything
+        return
     try:
         removed = deps.state.remove_older_than(cutoff)
     except StateStoreError as exc:

@@ -205,3 +205,21 @@ def test_records_round_trip_in_batches_and_close(store: RenewalStateStore) -> No
     verdicts += [Verdict(r, Outcome.FAILED, reason="RCL_NOT_RENEWED", message="m") for r in records[200:]]
     store.close_verdicts(verdicts, now)
     assert {r.record_key for r in store.open_renewals()} == {r.record_key for r in records[1:200]}
+
+
+def test_old_rows_are_removed_in_bounded_batches_and_open_ones_never(store: RenewalStateStore) -> None:
+    old = datetime(2025, 1, 1, tzinfo=UTC)
+    for index in range(250):
+        store.table.upsert_entity(
+            {"PartitionKey": "rcl", "RowKey": f"old-{index:03}", "state": "failed", "scheduledAt": old, "closedAt": old}
+        )
+    store.table.upsert_entity({"PartitionKey": "rcl", "RowKey": "open", "state": "notinstalled", "scheduledAt": old})
+    store.table.upsert_entity({"PartitionKey": "rclbudget", "RowKey": "20250101", "listCalls": 2})
+    cutoff = datetime(2025, 3, 1, tzinfo=UTC)
+
+    first = store.remove_older_than(cutoff, limit=120)
+    assert (first.records, first.budget_rows) == (120, 0)  # the night's limit is spent on records first
+    second = store.remove_older_than(cutoff, limit=1000)
+    assert (second.records, second.budget_rows) == (130, 1)
+    left = [e["RowKey"] for e in store.table.query_entities("PartitionKey eq 'rcl'")]
+    assert left == ["open"]
