@@ -14,13 +14,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import AvxError
-from shared.outbound import RetryPolicy, never_sent, new_session, send
+from shared.outbound import AnswerTooLarge, Deadline, RetryPolicy, never_sent, new_session, send, upstream_text
 from shared.settings import AvxSettings
 
 if TYPE_CHECKING:  # requests is imported where a call is made, to keep cold start short
     import requests
 
 CONNECT_TIMEOUT_SECONDS = 10.0
+# The largest AVX answer read: a certificate file or a page of 50 search results is far smaller. A bigger answer is
+# refused as it streams in, never held whole.
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
 
 # Remediation texts of the AVX renew page's status table, by appStatusCode.
 REMEDIATION: dict[str, str] = {
@@ -103,7 +106,7 @@ def parse_renew_answer(status: int, body: bytes) -> AvxRenewResult:
     message = _text(document.get("message")) if document else None
     if not 200 <= status < 300 or app_code:
         raise AvxError(
-            message or f"AppViewX answered HTTP {status}",
+            upstream_text(message) if message else f"AppViewX answered HTTP {status}",
             code=app_code or "AVX_BAD_RESPONSE",
             http_status=status,
             remediation=REMEDIATION.get(app_code or ""),
@@ -267,6 +270,8 @@ class AvxClient:
         url = f"{self.settings.api_url}{path}"
         query = {"gwsource": self.settings.gwsource, **(params or {})}
         policy = RetryPolicy() if idempotent else RetryPolicy(attempts=2)
+        # AVX_TIMEOUT_SECONDS bounds the whole call (retries, waits and reading the answer), not each read.
+        deadline = Deadline.after(self.settings.timeout_seconds)
         for attempt in (1, 2):
             merged = {"Accept": "application/json", **(headers or {})}
             if authenticated:
@@ -279,10 +284,18 @@ class AvxClient:
                     idempotent=idempotent,
                     policy=policy,
                     timeout=self._timeout(),
+                    deadline=deadline,
+                    max_bytes=MAX_ANSWER_BYTES,
                     params=query,
                     headers=merged,
                     **kwargs,
                 )
+            except AnswerTooLarge as exc:
+                raise AvxError(
+                    f"AppViewX's answer is too large: {exc}",
+                    code="AVX_BAD_RESPONSE",
+                    remediation="Check AVX_API_URL: AppViewX's certificate API answers are far smaller.",
+                ) from None
             except requests.ReadTimeout:
                 raise AvxError(
                     f"AppViewX did not answer within {self.settings.timeout_seconds:g} s",

@@ -90,6 +90,7 @@ def rcl_dependencies() -> RclDependencies:
         state=renewal_state(),
         rcl_credential=rcl_credential(),
         key_vault_credential=identity.managed_identity(s.identity),
+        fresh_key_vault_credential=lambda: identity.new_managed_identity(s.identity),
     )
 
 

@@ -15,6 +15,7 @@ from azure.core.credentials import AccessToken, TokenCredential
 from azure.core.exceptions import AzureError
 
 from shared.errors import IdentityError
+from shared.outbound import upstream_text
 from shared.settings import IdentitySettings, RclClientCredentials
 
 _PUBLIC_AUTHORITY_HOSTS = ("login.microsoftonline.com", "login.microsoftonline.us", "login.chinacloudapi.cn")
@@ -32,6 +33,14 @@ def managed_identity(settings: IdentitySettings) -> TokenCredential:
 
             _credentials[key] = ManagedIdentityCredential(client_id=settings.client_id)
         return _credentials[key]
+
+
+def new_managed_identity(settings: IdentitySettings) -> TokenCredential:
+    """A managed-identity credential with an empty token cache, for when the cached token is too close to its end
+    (the caller closes it)."""
+    from azure.identity import ManagedIdentityCredential
+
+    return ManagedIdentityCredential(client_id=settings.client_id)
 
 
 def client_credentials(creds: RclClientCredentials) -> TokenCredential:
@@ -52,13 +61,17 @@ def client_credentials(creds: RclClientCredentials) -> TokenCredential:
 
 def get_token(credential: TokenCredential, scope: str, purpose: str) -> str:
     """A bearer token for `scope`, or an IdentityError that names what the token was for."""
+    return get_access_token(credential, scope, purpose).token
+
+
+def get_access_token(credential: TokenCredential, scope: str, purpose: str) -> AccessToken:
+    """The token with its expiry (`expires_on`, epoch seconds), or an IdentityError naming what it was for."""
     from azure.identity import CredentialUnavailableError
 
     try:
-        token: AccessToken = credential.get_token(scope)
+        return credential.get_token(scope)
     except (CredentialUnavailableError, AzureError, ValueError) as exc:
         raise IdentityError(f"Could not get a token for {purpose} (scope {scope}): {_first_line(exc)}") from None
-    return token.token
 
 
 def reset_credentials() -> None:
@@ -73,4 +86,4 @@ def reset_credentials() -> None:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+    return upstream_text(text[0]) if text else type(exc).__name__

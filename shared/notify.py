@@ -35,12 +35,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from shared import redaction
 from shared.errors import SettingsError
-from shared.outbound import RetryPolicy, new_session, send
+from shared.outbound import AnswerTooLarge, Deadline, RetryPolicy, new_session, send
 from shared.settings import NOTIFY_FORMATS, Settings
 from shared.telemetry import add_event_sink, remove_event_sink
 
@@ -79,6 +79,7 @@ UNKNOWN_CERTIFICATE = "(not identified)"
 # Delivery bounds: per attempt (connect, read), the whole delivery, and the pause after a failed delivery.
 TIMEOUT = (5.0, 10.0)
 BUDGET_SECONDS = 15.0
+MAX_ANSWER_BYTES = 64 * 1024  # the receiver's answer is not used; a bigger one is not read
 COOLDOWN_SECONDS = 60.0
 RETRY_POLICY = RetryPolicy(attempts=3, base_delay=0.5, max_delay=4.0, max_retry_after=BUDGET_SECONDS)
 
@@ -283,36 +284,6 @@ def build_message(fmt: str, event: str, attributes: dict[str, Any]) -> dict[str,
 
 
 # -- delivery ---------------------------------------------------------------------------------------------------------
-class _OutOfBudget(Exception):
-    """The next wait or attempt would end after the delivery's budget."""
-
-
-@dataclass
-class _Budgeted:
-    """What `send` sees as its session: each attempt's timeouts are cut to the time the budget has left, and a wait
-    that would outlast the budget ends the delivery instead."""
-
-    session: requests.Session
-    deadline: float
-    clock: Callable[[], float]
-    sleep_for: Callable[[float], None]
-
-    def left(self) -> float:
-        return self.deadline - self.clock()
-
-    def request(self, method: str, url: str, *, timeout: tuple[float, float], **kwargs: Any) -> requests.Response:
-        left = self.left()
-        if left <= 0.05:
-            raise _OutOfBudget()
-        connect, read = timeout
-        return self.session.request(method, url, timeout=(min(connect, left), min(read, left)), **kwargs)
-
-    def sleep(self, seconds: float) -> None:
-        if seconds >= self.left():
-            raise _OutOfBudget()
-        self.sleep_for(seconds)
-
-
 @dataclass(frozen=True)
 class Delivery:
     """What one notification came to (for logs and tests)."""
@@ -383,26 +354,29 @@ class Notifier:
         """POST `payload` within the budget; the outcome, never an exception."""
         import requests
 
-        budget = _Budgeted(self.session, self.clock() + self.budget_seconds, self.clock, self.sleep)
+        # The budget bounds the whole delivery: every attempt, every wait and every read of the answer (a receiver
+        # trickling its answer cannot hold the invocation beyond it).
+        deadline = Deadline.after(self.budget_seconds, self.clock)
         try:
             response = send(
-                cast("requests.Session", budget),
+                self.session,
                 "POST",
                 self.url,
                 idempotent=True,  # a duplicate chat message is better than a lost one
                 policy=self.policy,
                 timeout=self.timeout,
-                sleep=budget.sleep,
+                sleep=self.sleep,
+                deadline=deadline,
+                max_bytes=MAX_ANSWER_BYTES,
                 json=payload,
                 headers={"User-Agent": f"{APP_NAME}-notify"},
                 allow_redirects=False,
             )
-        except _OutOfBudget:
-            return Delivery(delivered=False, problem=f"gave up after {self.budget_seconds:g} s")
-        except requests.RequestException as exc:
+        except requests.Timeout:
+            return Delivery(delivered=False, problem=f"no answer within the {self.budget_seconds:g} s budget")
+        except (requests.RequestException, AnswerTooLarge) as exc:
             # Only the type: requests' exception text quotes the URL, whose path or query is the credential.
             return Delivery(delivered=False, problem=type(exc).__name__)
-        response.close()  # the body is not needed; the connection goes back to the pool
         if 200 <= response.status_code < 300:
             return Delivery(delivered=True, status=response.status_code)
         return Delivery(delivered=False, status=response.status_code, problem=f"HTTP {response.status_code}")

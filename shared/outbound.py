@@ -1,5 +1,10 @@
-"""Outbound HTTP discipline, in one place: timeouts on every call, bounded retries with exponential backoff and
-jitter that honour Retry-After, and the rule for calls that are not idempotent.
+"""Outbound HTTP discipline, in one place: a total deadline and a size cap on every answer, bounded retries with
+exponential backoff and jitter that honour a clamped Retry-After, and the rule for calls that are not idempotent.
+
+- A `Deadline` bounds the whole call: every attempt, every wait between attempts and every read of the answer.
+  A per-read timeout alone is not enough: an answer trickling one byte a second never trips it.
+- With `max_bytes`, the answer is read streamed and refused (`AnswerTooLarge`) as soon as it declares or reaches more
+  than that, so a huge answer is never held in memory.
 
 - Idempotent calls (GET, AVX search and download, logins that only mint a session) retry on connection errors,
   timeouts, 429 and 5xx.
@@ -11,7 +16,9 @@ Key Vault and token calls go through the Azure SDK, whose retry policy is config
 from __future__ import annotations
 
 import email.utils
+import math
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +29,46 @@ if TYPE_CHECKING:  # requests is imported where a call is made, to keep cold sta
     import requests
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# The longest Retry-After the app believes (a week); larger values, inf or nan never reach arithmetic.
+RETRY_AFTER_CAP_SECONDS = 7 * 24 * 3600.0
+_DELTA_SECONDS = re.compile(r"\d{1,12}(?:\.\d{1,6})?")
+_READ_CHUNK = 64 * 1024
+# Upstream text echoed to a caller or a log line: at most this long, one line, no control characters.
+UPSTREAM_TEXT_LIMIT = 300
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069]+")
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """The moment a whole outbound call (attempts, waits, reads) must be over by, on a monotonic clock."""
+
+    expires_at: float
+    clock: Callable[[], float] = time.monotonic
+
+    @classmethod
+    def after(cls, seconds: float, clock: Callable[[], float] = time.monotonic) -> Deadline:
+        return cls(clock() + seconds, clock)
+
+    def left(self) -> float:
+        return self.expires_at - self.clock()
+
+
+class AnswerTooLarge(Exception):
+    """The answer declared or reached more than the caller's cap; it was not read further."""
+
+    def __init__(self, limit: int, declared: int | None = None) -> None:
+        size = f"declared {declared} bytes" if declared is not None else f"more than {limit} bytes"
+        super().__init__(f"the answer was refused: {size}, the limit is {limit} bytes")
+        self.limit = limit
+        self.declared = declared
+
+
+def upstream_text(value: object, limit: int = UPSTREAM_TEXT_LIMIT) -> str:
+    """Text an upstream sent, made safe to echo: control and invisible formatting characters become spaces,
+    whitespace runs collapse to one, and it is cut to `limit` characters (a log line or answer stays one line)."""
+    text = value if isinstance(value, str) else str(value)
+    text = " ".join(_CONTROL.sub(" ", text[: limit * 4]).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -67,25 +114,80 @@ def never_sent(exc: BaseException) -> bool:
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """Retry-After as seconds: delta-seconds or an HTTP date. None when absent or unreadable."""
-    if not value:
+    """Retry-After as seconds between 0 and `RETRY_AFTER_CAP_SECONDS`: delta-seconds (a decimal fraction is
+    tolerated) or an HTTP date. None when absent or unreadable; never inf, nan or an overflow."""
+    if not value or not isinstance(value, str):
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if len(value) > 64:
+        return None
+    if _DELTA_SECONDS.fullmatch(value):
+        return min(float(value), RETRY_AFTER_CAP_SECONDS)
     try:
         moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        seconds = (moment - (now or datetime.now(UTC))).total_seconds()
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - (now or datetime.now(UTC))).total_seconds())
+    if not math.isfinite(seconds):
+        return None
+    return min(max(0.0, seconds), RETRY_AFTER_CAP_SECONDS)
 
 
 def backoff_delay(attempt: int, policy: RetryPolicy, rand: Callable[[], float] = random.random) -> float:
     """Full-jitter exponential backoff for the `attempt`-th retry (1-based)."""
     ceiling = min(policy.max_delay, policy.base_delay * (2 ** (attempt - 1)))
     return ceiling * (0.5 + rand() / 2)
+
+
+def _socket_of(response: requests.Response) -> object | None:
+    connection = getattr(response.raw, "connection", None)
+    return getattr(connection, "sock", None)
+
+
+def read_bounded(response: requests.Response, deadline: Deadline | None, max_bytes: int | None) -> bytes:
+    """Read a streamed answer's body within `deadline` and at most `max_bytes` (decoded) bytes, and keep it as the
+    response's `content`. Raises `AnswerTooLarge`, or `requests.ReadTimeout` when the deadline passes mid-answer
+    (the connection is closed either way, never reused half-read)."""
+    import requests
+    from urllib3.exceptions import HTTPError as Urllib3Error
+    from urllib3.exceptions import ReadTimeoutError
+
+    declared = (response.headers.get("Content-Length") or "").strip()
+    if max_bytes is not None and declared.isdigit() and len(declared) < 20 and int(declared) > max_bytes:
+        response.close()
+        raise AnswerTooLarge(max_bytes, int(declared))
+    sock = _socket_of(response)
+    body = bytearray()
+    try:
+        while True:
+            if deadline is not None:
+                left = deadline.left()
+                if left <= 0:
+                    raise requests.ReadTimeout("the answer did not arrive within the call's deadline")
+                settimeout = getattr(sock, "settimeout", None)
+                if settimeout is not None:
+                    settimeout(max(left, 0.001))  # the read in progress ends at the deadline too
+            chunk = response.raw.read1(_READ_CHUNK, decode_content=True)
+            if not chunk:
+                break
+            body += chunk
+            if max_bytes is not None and len(body) > max_bytes:
+                raise AnswerTooLarge(max_bytes)
+    except ReadTimeoutError:
+        response.close()
+        raise requests.ReadTimeout("the answer did not arrive within the call's deadline") from None
+    except Urllib3Error as exc:
+        response.close()
+        raise requests.ConnectionError(f"the answer broke off: {type(exc).__name__}") from None
+    except BaseException:
+        response.close()
+        raise
+    content = bytes(body)
+    response._content = content  # what `response.content` / `.json()` return from now on
+    response._content_consumed = True
+    return content
 
 
 def send(
@@ -97,28 +199,47 @@ def send(
     policy: RetryPolicy,
     timeout: tuple[float, float],
     sleep: Callable[[float], None] = time.sleep,
+    deadline: Deadline | None = None,
+    max_bytes: int | None = None,
     **kwargs: object,
 ) -> requests.Response:
-    """Send one logical request with the retry rules above. Raises the last requests exception, or returns the
-    last response (which may be an error status the caller maps)."""
+    """Send one logical request with the retry rules above, the whole of it (attempts, waits and reads) within
+    `deadline`, each answer read streamed up to `max_bytes`. Raises the last requests exception (a
+    `requests.ReadTimeout` when the deadline passed while waiting for an answer) or `AnswerTooLarge`, or returns the
+    last response, body read (which may be an error status the caller maps)."""
     import requests
 
+    bounded = deadline is not None or max_bytes is not None
     attempt = 0
     while True:
         attempt += 1
+        attempt_timeout = timeout
+        if deadline is not None:
+            left = deadline.left()
+            attempt_timeout = (max(min(timeout[0], left), 0.001), max(min(timeout[1], left), 0.001))
         try:
-            response = session.request(method, url, timeout=timeout, **kwargs)  # type: ignore[arg-type]
+            response = session.request(
+                method, url, timeout=attempt_timeout, **({"stream": True} if bounded else {}), **kwargs
+            )  # type: ignore[arg-type]
+            if bounded and hasattr(response, "raw"):
+                read_bounded(response, deadline, max_bytes)
         except requests.RequestException as exc:
             retryable = never_sent(exc) or (
                 idempotent and isinstance(exc, (requests.ConnectionError, requests.Timeout))
             )
             if not retryable or attempt >= policy.attempts:
                 raise
-            sleep(backoff_delay(attempt, policy))
+            delay = backoff_delay(attempt, policy)
+            if deadline is not None and delay >= deadline.left() - 0.05:
+                raise  # no time left for another attempt: the last failure is the answer
+            sleep(delay)
             continue
         if not idempotent or response.status_code not in RETRY_STATUSES or attempt >= policy.attempts:
             return response
         wait = retry_after_seconds(response.headers.get("Retry-After"))
         if wait is not None and wait > policy.max_retry_after:
             return response
-        sleep(wait if wait is not None else backoff_delay(attempt, policy))
+        delay = wait if wait is not None else backoff_delay(attempt, policy)
+        if deadline is not None and delay >= deadline.left() - 0.05:
+            return response
+        sleep(delay)

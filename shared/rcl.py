@@ -14,13 +14,15 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import RclError
-from shared.outbound import never_sent
+from shared.outbound import AnswerTooLarge, Deadline, RetryPolicy, never_sent, retry_after_seconds, send, upstream_text
 from shared.settings import RclSettings
 
 if TYPE_CHECKING:  # requests is imported where a call is made, to keep cold start short
     import requests
 
 CONNECT_TIMEOUT_SECONDS = 10.0
+MIB = 1024 * 1024
+MAX_RESPONSE_MB_CAP = 4096.0  # whatever RCL_MAX_RESPONSE_MB says (inf included), no answer is read beyond this
 MAX_RETRY_AFTER_SECONDS = 60.0  # a longer Retry-After is not waited for inside a timer run
 
 # Stable codes of RclError, each with what an operator can do about it.
@@ -35,6 +37,7 @@ BAD_REQUEST = "RCL_BAD_REQUEST"
 NOT_FOUND = "RCL_NOT_FOUND"
 
 REMEDIATION: dict[str, str] = {
+    # (QUOTA_EXCEEDED covers the 429 and the API gateway's 403 "Out of call volume quota".)
     UNAUTHORIZED: (
         "Register the client id of the identity the app uses for RCL (the managed identity's client id, or "
         "RCL_CLIENT_ID) in the RCL portal under Subscription > API Client > Register a Client Id, and check that "
@@ -47,12 +50,17 @@ REMEDIATION: dict[str, str] = {
     ),
     SERVER_ERROR: "RCL's service failed; the next scheduled run tries again. Check RCL's status if it persists.",
     TIMEOUT: (
-        "RCL did not answer in time (RCL_TIMEOUT_SECONDS). A renewal request may still have been scheduled: the "
-        "follow-up check and the RCL portal's Notification page show what happened."
+        "RCL did not answer in time (RCL_TIMEOUT_SECONDS). A renewal request may still have been scheduled: it is "
+        "recorded as unknown, and the follow-up check reports what renewed since (the RCL portal's Notification page "
+        "shows it too)."
     ),
     UNREACHABLE: "Check RCL_API_URL and the network path (DNS, firewall, outbound rules) from the Function App to RCL.",
     CONNECTION_LOST: "The connection to RCL broke before it answered; the next scheduled run tries again.",
-    BAD_RESPONSE: "RCL answered with something that is not the documented array of certificates; check RCL_API_URL.",
+    BAD_RESPONSE: (
+        "RCL answered with something that is not the documented array of certificates; check RCL_API_URL. An answer "
+        "larger than RCL_MAX_RESPONSE_MB is refused: raise it only if the subscription really holds that many "
+        "certificates."
+    ),
     BAD_REQUEST: (
         "RCL refused the request. If it names the Key Vault access token, check the managed identity's access to the "
         "vault, or set RCL_SEND_KEY_VAULT_TOKEN=false when the subscription has no Key Vault certificates."
@@ -68,8 +76,15 @@ _DATE = re.compile(
 )
 
 
+# What Azure Table storage (Edm.DateTime from 1601) and date arithmetic (a margin before year 9999) can hold. RCL's
+# .NET defaults (0001-01-01 "MinValue", 9999-12-31 "MaxValue") are outside it and mean "no date".
+EARLIEST_DATE = datetime(1601, 1, 2, tzinfo=UTC)
+LATEST_DATE = datetime(9998, 12, 31, tzinfo=UTC)
+
+
 def parse_rcl_date(value: Any) -> datetime | None:
-    """An RCL date as an aware UTC datetime; None when absent, empty or not a date (optional fields are tolerated)."""
+    """An RCL date as an aware UTC datetime; None when absent, empty, not a date, or outside 1601..9998 (optional
+    fields are tolerated; `date_problem` tells a caller that a given value was unusable)."""
     if not isinstance(value, str) or not value.strip():
         return None
     match = _DATE.match(value.strip())
@@ -88,7 +103,19 @@ def parse_rcl_date(value: Any) -> datetime | None:
         parsed = datetime.fromisoformat(f"{match['date']}T{time_part}.{micro}{zone}")
     except ValueError:
         return None
+    if not EARLIEST_DATE <= parsed <= LATEST_DATE:  # compared before any conversion that could overflow
+        return None
     return parsed.astimezone(UTC)
+
+
+def date_problem(field_name: str, value: Any) -> str | None:
+    """Why a present date value is not used ("expiryDate '0001-01-01T00:00:00' ..."), or None when it is fine."""
+    if value is None or (isinstance(value, str) and not value.strip()) or parse_rcl_date(value) is not None:
+        return None
+    shown = upstream_text(value, 40)
+    if isinstance(value, str) and _DATE.match(value.strip()):
+        return f"{field_name} {shown!r} is outside 1601-9998 and is treated as missing"
+    return f"{field_name} {shown!r} is not a date"
 
 
 def format_rcl_date(moment: datetime) -> str:
@@ -108,6 +135,12 @@ class CertificateResponse:
     remote_create_date: datetime | None  # set once RCL installed the certificate on its target
     target: str | None
     renewal: str | None
+    # Dates RCL sent that could not be used (unreadable, or outside what can be stored), for a warning.
+    date_problems: tuple[str, ...] = ()
+
+    @property
+    def expiry_unreadable(self) -> bool:
+        return any(p.startswith("expiryDate ") for p in self.date_problems)
 
     @property
     def key(self) -> str:
@@ -137,6 +170,8 @@ def parse_certificate(item: Any, index: int) -> CertificateResponse:
     name = _optional_text(item.get("name"))
     if name is None:
         raise _bad(f"element {index} of RCL's answer has no name")
+    dates = ("issueDate", "expiryDate", "remoteCreateDate")
+    problems = tuple(p for p in (date_problem(f, item.get(f)) for f in dates) if p)
     return CertificateResponse(
         id=_optional_int(item.get("id")),
         name=name,
@@ -145,6 +180,7 @@ def parse_certificate(item: Any, index: int) -> CertificateResponse:
         remote_create_date=parse_rcl_date(item.get("remoteCreateDate")),
         target=_optional_text(item.get("target")),
         renewal=_optional_text(item.get("renewal")),
+        date_problems=problems,
     )
 
 
@@ -180,20 +216,15 @@ def _safe_excerpt(text: str, secrets: tuple[str, ...]) -> str:
     for secret in secrets:
         if secret:
             text = text.replace(secret, "[redacted]")
-    text = _SECRETISH.sub("[redacted]", text)
-    text = " ".join(text.split())
-    return text[:200] + ("..." if len(text) > 200 else "")
+    return upstream_text(_SECRETISH.sub("[redacted]", text), 200)
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After in seconds (only the delta form; RCL's gateway does not send dates)."""
-    if not value:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
+def _is_quota_refusal(status: int, body: bytes, retry_after: str | None) -> bool:
+    """RCL's API gateway answers a used-up call volume quota with 403 "Out of call volume quota" and a
+    Retry-After; that is the quota, not a refused identity."""
+    if status != 403:
+        return False
+    return bool(retry_after and retry_after.strip()) or b"quota" in body[:4096].lower()
 
 
 def error_for_status(
@@ -203,16 +234,16 @@ def error_for_status(
     excerpt = _safe_excerpt(body.decode("utf-8", "replace"), secrets) if body else ""
     said = f": {excerpt}" if excerpt else ""
     wait = retry_after_seconds(retry_after)
-    if status in (401, 403):
+    if status == 429 or _is_quota_refusal(status, body, retry_after):
+        code = QUOTA_EXCEEDED
+        hint = f"; RCL says to retry after {timedelta(seconds=int(wait))}" if wait is not None else ""
+        message = f"RCL's quota is used up (HTTP {status}) for {what}{said}{hint}. It was not retried."
+    elif status in (401, 403):
         code = UNAUTHORIZED
         message = (
             f"RCL refused the app's token for {what} (HTTP {status}){said}. The identity's client id is not "
             "registered in the RCL portal, or the token's audience is wrong."
         )
-    elif status == 429:
-        code = QUOTA_EXCEEDED
-        hint = f"; RCL says to retry after {timedelta(seconds=int(wait))}" if wait is not None else ""
-        message = f"RCL's quota is used up (HTTP 429) for {what}{said}{hint}. It was not retried."
     elif status >= 500:
         code = SERVER_ERROR
         message = f"RCL failed on {what} (HTTP {status}){said}"
@@ -271,10 +302,27 @@ class RclClient:
         if body is not None:
             headers["Content-Type"] = "application/json"
         timeout = self.settings.timeout_seconds
+        limit = int(min(self.settings.max_response_mb, MAX_RESPONSE_MB_CAP) * MIB)
         try:
-            answer = self.session.request(
-                method, url, data=body, headers=headers, timeout=(min(CONNECT_TIMEOUT_SECONDS, timeout), timeout)
+            # RCL_TIMEOUT_SECONDS bounds the whole call, reading the answer included; one try (the caller decides
+            # about a second one, within the night's budget).
+            answer = send(
+                self.session,
+                method,
+                url,
+                idempotent=False,
+                policy=RetryPolicy(attempts=1),
+                timeout=(min(CONNECT_TIMEOUT_SECONDS, timeout), timeout),
+                deadline=Deadline.after(timeout),
+                max_bytes=limit,
+                data=body,
+                headers=headers,
             )
+        except AnswerTooLarge:
+            raise _bad(
+                f"RCL's answer to {what} is larger than RCL_MAX_RESPONSE_MB ({self.settings.max_response_mb:g} MB) "
+                "and was refused unread"
+            ) from None
         except requests.ReadTimeout:
             raise RclError(
                 f"RCL did not answer {what} within {timeout:g} s", code=TIMEOUT, remediation=REMEDIATION[TIMEOUT]

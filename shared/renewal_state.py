@@ -3,8 +3,10 @@ account, and the per-night budget of RCL calls.
 
 Layout, one table:
 - PartitionKey `rcl`: one entity per certificate RCL scheduled per night (RowKey `<yyyymmdd>-id-<RCL id>`), with
-  `state` `scheduled` until the follow-up check closes it as `renewed` or `failed`. One partition, so a night's
-  records are written in entity-group transactions of up to 100.
+  `state` `scheduled` (or `notinstalled`: renewed, not installed yet) until the follow-up check closes it as
+  `renewed` or `failed`; and `<yyyymmdd>-unknown` (`state` `unknown`) for a renewal request whose answer never
+  came, until a check closes it as `resolved` or `failed`. One partition, so a night's records are written in
+  entity-group transactions of up to 100. Closed records older than `RCL_RETENTION_DAYS` are removed.
 - PartitionKey `rclbudget`: one entity per UTC night counting the RCL calls made (`renewalCalls`, `listCalls`),
   updated with optimistic concurrency, so re-runs and overlapping invocations cannot exceed RCL's quota.
 """
@@ -12,6 +14,7 @@ Layout, one table:
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +22,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from shared.errors import StateStoreError
-from shared.rcl_decisions import Outcome, ScheduledRenewal, Verdict
+from shared.rcl_decisions import OPEN_STATES, Outcome, ScheduledRenewal, Verdict, night_of
 from shared.tables import TABLE_ERRORS, update_mode
 from shared.timestamps import utc
 
@@ -29,6 +32,7 @@ if TYPE_CHECKING:  # the table SDK is imported where it is used, to keep cold st
 PARTITION = "rcl"
 BUDGET_PARTITION = "rclbudget"
 OPEN = "scheduled"
+CLEANUP_LIMIT = 1000  # rows removed per nightly run at most: a backlog is worked off over a few nights
 TRANSACTION_LIMIT = 100  # Azure Tables: at most 100 operations per entity-group transaction
 _INT32 = range(-(2**31), 2**31)
 
@@ -54,7 +58,7 @@ def to_entity(record: ScheduledRenewal) -> dict[str, Any]:
         "expiryDate": record.expiry_date,
         "scheduledAt": record.scheduled_at,
         "runId": record.run_id,
-        "state": OPEN,
+        "state": record.state,
     }
     return {k: v for k, v in entity.items() if v is not None}
 
@@ -63,6 +67,7 @@ def from_entity(entity: dict[str, Any]) -> ScheduledRenewal:
     raw_id = _plain(entity.get("certificateId"))
     expiry = _plain(entity.get("expiryDate"))
     scheduled = _plain(entity.get("scheduledAt"))
+    renewed = _plain(entity.get("renewedAt"))
     if not isinstance(scheduled, datetime):
         raise StateStoreError(f"The renewal record {entity.get('RowKey')!r} has no scheduledAt date")
     return ScheduledRenewal(
@@ -73,21 +78,32 @@ def from_entity(entity: dict[str, Any]) -> ScheduledRenewal:
         expiry_date=utc(expiry) if isinstance(expiry, datetime) else None,
         scheduled_at=utc(scheduled),
         run_id=entity.get("runId"),
+        state=str(entity.get("state") or OPEN),
+        renewed_at=utc(renewed) if isinstance(renewed, datetime) else None,
     )
 
 
 def closing_entity(verdict: Verdict, closed_at: datetime) -> dict[str, Any]:
+    """What a check writes: the closed state, or for a renewal first seen not installed, when that was."""
+    still_open = verdict.outcome is Outcome.NOT_INSTALLED
     entity: dict[str, Any] = {
         "PartitionKey": PARTITION,
         "RowKey": verdict.record.record_key,
         "state": verdict.outcome.value,
-        "closedAt": utc(closed_at),
-        "installed": verdict.installed if verdict.outcome is Outcome.RENEWED else None,
+        "closedAt": None if still_open else utc(closed_at),
+        "renewedAt": utc(closed_at) if still_open else None,
+        "installed": verdict.installed if verdict.outcome in (Outcome.RENEWED, Outcome.NOT_INSTALLED) else None,
         "newExpiryDate": verdict.new_expiry,
         "reason": verdict.reason,
         "message": verdict.message[:1000] if verdict.message else None,
     }
     return {k: v for k, v in entity.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    records: int
+    budget_rows: int
 
 
 def _chunks(items: Sequence[dict[str, Any]]) -> Iterator[Sequence[dict[str, Any]]]:
@@ -126,13 +142,11 @@ class RenewalStateStore:
         self._upsert_all([to_entity(r) for r in records], update_mode("replace"), "record the scheduled renewals")
 
     def open_renewals(self) -> list[ScheduledRenewal]:
-        """Every record the follow-up check has not closed yet."""
+        """Every record the follow-up check has not closed yet (scheduled, not installed, unknown requests)."""
+        states = " or ".join(f"state eq @s{i}" for i in range(len(OPEN_STATES)))
+        parameters = {"pk": PARTITION, **{f"s{i}": state for i, state in enumerate(OPEN_STATES)}}
         try:
-            entities = list(
-                self.table.query_entities(
-                    "PartitionKey eq @pk and state eq @state", parameters={"pk": PARTITION, "state": OPEN}
-                )
-            )
+            entities = list(self.table.query_entities(f"PartitionKey eq @pk and ( {states} )", parameters=parameters))
         except TABLE_ERRORS as exc:
             raise self._fail("read the open renewals", exc) from None
         return [from_entity(e) for e in entities]
@@ -147,9 +161,60 @@ class RenewalStateStore:
         return sorted(rows, key=lambda r: str(r.get("scheduledAt") or ""), reverse=True)
 
     def close_verdicts(self, verdicts: Sequence[Verdict], closed_at: datetime) -> None:
-        """Close renewed and failed records (pending ones stay open)."""
-        closing = [closing_entity(v, closed_at) for v in verdicts if v.closes]
+        """Close renewed and failed records, and note when a renewal was first seen not installed (pending ones
+        stay as they are)."""
+        closing = [closing_entity(v, closed_at) for v in verdicts if v.changes_record]
         self._upsert_all(closing, update_mode("merge"), "close the checked renewals")
+
+    def record_unknown(self, record: ScheduledRenewal) -> None:
+        """A renewal request whose answer never came: the morning check finds out what it did."""
+        self._upsert_all([to_entity(record)], update_mode("merge"), "record the unanswered renewal request")
+
+    def close_unknown(self, record: ScheduledRenewal, state: str, closed_at: datetime, message: str) -> None:
+        entity = {
+            "PartitionKey": PARTITION,
+            "RowKey": record.record_key,
+            "state": state,
+            "closedAt": utc(closed_at),
+            "message": message[:1000],
+        }
+        self._upsert_all([entity], update_mode("merge"), "close the unanswered renewal request")
+
+    def remove_older_than(self, cutoff: datetime, limit: int = CLEANUP_LIMIT) -> Cleanup:
+        """Remove closed records closed before `cutoff` and call counts of nights before it, at most `limit` rows
+        in all, in transactions of up to 100. Open records are never removed."""
+        removed = self._delete_matching(
+            "PartitionKey eq @pk and closedAt lt @cutoff",
+            {"pk": PARTITION, "cutoff": utc(cutoff)},
+            limit,
+            lambda e: _plain(e.get("state")) not in OPEN_STATES,
+        )
+        budget = self._delete_matching(
+            "PartitionKey eq @pk and RowKey lt @night",
+            {"pk": BUDGET_PARTITION, "night": night_of(cutoff)},
+            limit - removed,
+            lambda e: True,
+        )
+        return Cleanup(records=removed, budget_rows=budget)
+
+    def _delete_matching(self, query: str, parameters: dict[str, Any], limit: int, keep_if: Any) -> int:
+        if limit <= 0:
+            return 0
+        keys: list[dict[str, Any]] = []
+        try:
+            pages = self.table.query_entities(
+                query, parameters=parameters, select=["PartitionKey", "RowKey", "state"], results_per_page=100
+            )
+            for entity in pages:
+                if keep_if(entity):
+                    keys.append({"PartitionKey": entity["PartitionKey"], "RowKey": entity["RowKey"]})
+                if len(keys) >= limit:
+                    break
+            for chunk in _chunks(keys):
+                self.table.submit_transaction([("delete", e) for e in chunk])
+        except TABLE_ERRORS as exc:
+            raise self._fail("remove old rows", exc) from None
+        return len(keys)
 
     def reserve_call(self, night: str, kind: str, limit: int) -> int | None:
         """Count one more `kind` call ("renewal" or "list") for `night`; the call's number, or None if `limit` calls

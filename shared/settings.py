@@ -85,6 +85,12 @@ class RclSettings:
     warning_days: int
     # Pause before the one retry a night allows per RCL call (a Retry-After answer may ask for longer, up to a cap).
     retry_delay_seconds: float = 10.0
+    # How long a renewed certificate may wait to be installed on its target before the renewal is failed.
+    install_grace_hours: float = 24.0
+    # Closed renewal records and nightly call counts older than this are removed by the nightly run.
+    retention_days: float = 90.0
+    # The largest RCL answer read (streamed; a bigger one is refused as it arrives, never held whole).
+    max_response_mb: float = 64.0
 
 
 @dataclass(frozen=True)
@@ -422,6 +428,9 @@ class Settings:
                 verify_grace_hours=r.number("RCL_VERIFY_GRACE_HOURS", 24, float),
                 warning_days=r.number("RENEWAL_WARNING_DAYS", 14, int),
                 retry_delay_seconds=r.number("RCL_RETRY_DELAY_SECONDS", 10, float),
+                install_grace_hours=r.number("RCL_INSTALL_GRACE_HOURS", 24, float),
+                retention_days=r.number("RCL_RETENTION_DAYS", 90, float, minimum=1),
+                max_response_mb=r.number("RCL_MAX_RESPONSE_MB", 64, float),
             )
 
         return self._group("RCL", build)

@@ -78,7 +78,8 @@ def test_renewed_and_installed() -> None:
 def test_renewed_but_not_yet_installed() -> None:
     new = cert(expiry=NOW + timedelta(days=90), issued=NOW, installed_at=None)
     verdict = classify(record(expiry=NOW + timedelta(days=5)), new, NOW, GRACE)
-    assert (verdict.outcome, verdict.installed) == (Outcome.RENEWED, False)
+    # Renewed, but the deployed certificate is still the old one: the record stays open.
+    assert (verdict.outcome, verdict.installed, verdict.closes) == (Outcome.NOT_INSTALLED, False, False)
 
 
 def test_an_install_date_of_the_previous_certificate_does_not_count() -> None:
@@ -124,7 +125,10 @@ def test_index_finds_by_id_then_by_unambiguous_name() -> None:
     # Re-created under a new id: found by name when the name (and target) are unambiguous.
     moved = scheduled_from(cert("b.contoso.com", id=99, target="Azure DNS"), NOW, None)
     assert index.find(moved) is b
-    ambiguous = scheduled_from(cert("b.contoso.com", id=None, target=None), NOW, None)
+    # RCL keeps names as given: the exact name wins; only a case-insensitive match that is ambiguous finds nothing.
+    exact = scheduled_from(cert("b.contoso.com", id=None, target=None), NOW, None)
+    assert index.find(exact) is b_twin
+    ambiguous = scheduled_from(cert("B.CONTOSO.COM", id=None, target=None), NOW, None)
     assert index.find(ambiguous) is None
 
 
@@ -176,7 +180,10 @@ def test_a_moved_expiry_is_renewed_whenever_it_is_checked(
 ) -> None:
     verdict = classify(record(expiry=old_expiry, scheduled_at=scheduled_at), cert(expiry=old_expiry + move), now, grace)
     if move > EXPIRY_MOVE_TOLERANCE:
-        assert verdict.outcome is Outcome.RENEWED and verdict.new_expiry == old_expiry + move
+        assert verdict.outcome in (Outcome.RENEWED, Outcome.NOT_INSTALLED) and verdict.new_expiry == old_expiry + move
+    elif move < -EXPIRY_MOVE_TOLERANCE:
+        # An expiry earlier than recorded is flagged at once, never taken for "not renewed yet".
+        assert (verdict.outcome, verdict.reason) == (Outcome.FAILED, "RCL_EXPIRY_EARLIER")
     else:
         assert verdict.outcome in (Outcome.PENDING, Outcome.FAILED)
         assert verdict.reason in (None, NOT_RENEWED)

@@ -188,11 +188,13 @@ def test_three_due_certificates_renewed_installed_pending_then_failed(
     assert pending["certificateName"] == "gamma.contoso.com" and pending["scheduledAt"].endswith("Z")
     assert events.named("CertificateRenewalFailed") == []
     near = events.by_certificate("CertificateNearExpiry")
-    assert set(near) == {"gamma.contoso.com"}  # the renewed two are 90 days out now
+    # alpha is renewed and installed (90 days out now); beta's deployed certificate is still the one of 12 days.
+    assert set(near) == {"gamma.contoso.com", "beta.contoso.com"}
     assert near["gamma.contoso.com"]["daysLeft"] == 9  # 10 days less a few seconds, rounded down
     stored = records(rcl_env)
     assert stored["alpha.contoso.com"]["state"] == "renewed" and stored["alpha.contoso.com"]["installed"] is True
-    assert stored["beta.contoso.com"]["state"] == "renewed" and stored["beta.contoso.com"]["installed"] is False
+    # Renewed but not installed: open until installed or RCL_INSTALL_GRACE_HOURS is over.
+    assert stored["beta.contoso.com"]["state"] == "notinstalled" and stored["beta.contoso.com"]["installed"] is False
     assert stored["gamma.contoso.com"]["state"] == "scheduled"
     summary = [r.getMessage() for r in caplog.records if "RCL check" in r.getMessage()]
     assert "2 renewed (1 installed), 1 pending, 0 failed" in summary[-1]
@@ -205,7 +207,10 @@ def test_three_due_certificates_renewed_installed_pending_then_failed(
     assert failed["certificateName"] == "gamma.contoso.com"
     assert failed["reason"] == "RCL_NOT_RENEWED"
     assert "not renewed within 24 h" in failed["message"]
-    assert events.named("CertificateRenewed") == [] and events.named("CertificateRenewalPending") == []
+    assert events.named("CertificateRenewed") == []
+    # beta is still renewed but not installed, within RCL_INSTALL_GRACE_HOURS of being seen renewed: pending.
+    (installing,) = events.named("CertificateRenewalPending")
+    assert (installing["certificateName"], installing["reason"]) == ("beta.contoso.com", "RCL_NOT_INSTALLED")
     assert records(rcl_env)["gamma.contoso.com"]["state"] == "failed"
     assert records(rcl_env)["gamma.contoso.com"]["reason"] == "RCL_NOT_RENEWED"
 
@@ -217,6 +222,7 @@ def test_certificate_gone_from_the_list_fails_at_once(
     standins: StandIns, functions: dict[str, Any], rcl_env: dict[str, str], events: Events
 ) -> None:
     standins.rcl.add_certificate("gone.contoso.com", 3)
+    standins.rcl.add_certificate("stays.contoso.com", 70)  # an empty list would be suspect, not believed
     run(functions, "renew_timer")
     standins.rcl.remove("gone.contoso.com")
     run(functions, "verify_renewals")

@@ -135,6 +135,49 @@ resource notDeployedAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = 
   }
 }
 
+// The morning check (verify_renewals) ends every run with one RclVerifyRunCompleted event. No succeeded run in the
+// last 26 hours (the check stopped, or never ran), or a latest run that failed, means failures and near-expiry
+// warnings may go unheard: this rule fires then. `summarize` without `by` answers one row even when no event
+// exists, so a missing check is caught too.
+resource verifyCheckAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: '${namePrefix}-rcl-check-failed-or-missing'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'certrenew: RCL morning check failed or missing'
+    description: 'Fires when the latest RclVerifyRunCompleted event of the last 26 hours is not outcome succeeded, or there is none: renewal outcomes and near-expiry warnings are not being checked. See customDimensions.reason and message of the event.'
+    severity: 1
+    enabled: true
+    scopes: [
+      appInsightsId
+    ]
+    evaluationFrequency: 'PT6H'
+    windowSize: 'P2D'
+    autoMitigate: false
+    // As above: not validated on deploy (a new component's schema is not queryable yet); checked offline.
+    skipQueryValidation: true
+    criteria: {
+      allOf: [
+        {
+          query: 'customEvents | where timestamp > ago(26h) and name == "RclVerifyRunCompleted" | summarize lastRun = max(timestamp), lastSucceeded = maxif(timestamp, tostring(customDimensions.outcome) == "succeeded") | where isnull(lastSucceeded) or lastRun > lastSucceeded'
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: actionGroupIds
+    }
+  }
+}
+
 output renewalFailedAlertId string = renewalFailedAlert.id
 output nearExpiryAlertId string = nearExpiryAlert.id
 output notDeployedAlertId string = notDeployedAlert.id
+output verifyCheckAlertId string = verifyCheckAlert.id

@@ -559,6 +559,18 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           name: 'RCL_RETRY_DELAY_SECONDS'
           value: rclRetryDelaySeconds
         }
+        {
+          name: 'RCL_INSTALL_GRACE_HOURS'
+          value: '24'
+        }
+        {
+          name: 'RCL_RETENTION_DAYS'
+          value: '90'
+        }
+        {
+          name: 'RCL_MAX_RESPONSE_MB'
+          value: '64'
+        }
         // --- renewal state / webhook ----------------------------------------
         {
           name: 'RENEWAL_WARNING_DAYS'

@@ -11,6 +11,7 @@ import json
 import socketserver
 import ssl
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -48,6 +49,30 @@ class Response:
     delay: float = 0.0
     # Close the connection without answering (a dropped connection).
     drop: bool = False
+    # Send the body one byte at a time, this many seconds apart (a trickling upstream); headers go at once.
+    trickle: float = 0.0
+    # A body made piece by piece as it is sent (a huge answer the stand-in never holds whole): chunked transfer
+    # encoding, or a Content-Length of `declared_length` when given. Overrides `body`.
+    chunks: Callable[[], Iterable[bytes]] | None = None
+    declared_length: int | None = None
+
+    @classmethod
+    def huge_json_array(cls, size: int, *, declare_length: bool) -> Response:
+        """A JSON array of about `size` bytes of small objects, generated while it is sent."""
+        item = b'{"id": 1, "name": "padding.contoso.com", "target": "' + b"x" * 900 + b'"},'
+        count = max(1, size // len(item))
+
+        def pieces() -> Iterable[bytes]:
+            yield b"["
+            block = item * 64
+            for _ in range(count // 64):
+                yield block
+            yield item * (count % 64)
+            yield b'{"id": 2, "name": "last"}]'
+
+        total = 1 + len(item) * count + len(b'{"id": 2, "name": "last"}]')
+        headers = {"Content-Type": "application/json"}
+        return cls(200, b"", headers, chunks=pieces, declared_length=total if declare_length else None)
 
     @classmethod
     def json(cls, payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -102,12 +127,48 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self.send_response(response.status)
+        if response.chunks is not None:
+            self._send_pieces(response)
+            return
         headers = {"Content-Length": str(len(response.body)), **response.headers}
         for key, value in headers.items():
             self.send_header(key, value)
         self.end_headers()
-        if self.command != "HEAD":
+        if self.command == "HEAD":
+            return
+        if not response.trickle:
             self.wfile.write(response.body)
+            return
+        try:
+            for index in range(len(response.body)):
+                if self.server.standin.stopping.wait(response.trickle):
+                    return
+                self.wfile.write(response.body[index : index + 1])
+                self.wfile.flush()
+        except OSError:  # the client gave up on the trickle: that is what the tests look for
+            self.close_connection = True
+
+    def _send_pieces(self, response: Response) -> None:
+        assert response.chunks is not None
+        chunked = response.declared_length is None
+        headers = dict(response.headers)
+        if chunked:
+            headers["Transfer-Encoding"] = "chunked"
+        else:
+            headers["Content-Length"] = str(response.declared_length)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        try:
+            for piece in response.chunks():
+                if not piece:
+                    continue
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client refused the rest of the answer
+            pass
+        self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
 

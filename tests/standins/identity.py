@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import MutableMapping
 
 from tests.standins.base import RecordedRequest, Response, StandIn
 
@@ -17,6 +18,8 @@ class IdentityStandIn(StandIn):
         self.token_prefix = token_prefix
         self.expected_client_id: str | None = None
         self.scripted: deque[Response] = deque()
+        # Seconds of life of the next tokens issued per resource (each used once); one hour otherwise.
+        self.lifetimes: MutableMapping[str, deque[int]] = {}
 
     @property
     def endpoint(self) -> str:
@@ -47,10 +50,13 @@ class IdentityStandIn(StandIn):
             return Response.json({"error": "invalid_request", "error_description": "resource is required"}, 400)
         if self.expected_client_id and request.query_one("client_id") != self.expected_client_id:
             return Response.json({"error": "invalid_request", "error_description": "identity not found"}, 400)
+        with self.lock:
+            planned = self.lifetimes.get(resource)
+            lifetime = planned.popleft() if planned else 3600
         return Response.json(
             {
                 "access_token": self.token_for(resource),
-                "expires_on": str(int(time.time()) + 3600),
+                "expires_on": str(int(time.time()) + lifetime),
                 "resource": resource,
                 "token_type": "Bearer",
                 "client_id": self.expected_client_id or "system-assigned",

@@ -50,6 +50,7 @@ class StandIns:
 
     def reset(self) -> None:
         self.identity.scripted.clear()
+        self.identity.lifetimes.clear()
         self.identity.reset_records()
         self.key_vault.reset_records()
         self.avx.reset()
