@@ -135,6 +135,16 @@ def current_certificate(listed: list[AvxCertificateRecord], serial: str | None) 
     return dated[0] if dated else None
 
 
+def certificate_label(key_vault_name: str | None, common_name: str | None, resource_id: str | None) -> str | None:
+    """The one name every AppViewX event of a certificate carries, whatever the outcome: the Key Vault name it is
+    (or will be) stored under, derived as `_name_for` derives it, so a failure and a later success line up."""
+    return (
+        key_vault_name
+        or derive_certificate_name(common_name or "")
+        or (derive_certificate_name(f"avx-{resource_id}") if resource_id else None)
+    )
+
+
 # -- what the pipeline works with -----------------------------------------------------------------------------------
 
 
@@ -348,7 +358,9 @@ def settle_not_stored(
             "CertificateRenewalFailed",
             {
                 "source": SOURCE,
-                "certificateName": record.key_vault_name or record.common_name or record.requested_resource_id,
+                "certificateName": certificate_label(
+                    record.key_vault_name, record.common_name, record.requested_resource_id or record.avx_resource_id
+                ),
                 "pendingId": record.pending_id,
                 "reason": updated.reason,
                 "message": message,
@@ -401,16 +413,23 @@ class _Webhook:
     command: RenewCommand
     pipeline: Pipeline
 
-    def name_hint(self, name: str | None = None) -> str | None:
+    def name_hint(self, record: PendingRecord | None = None) -> str | None:
+        """Once the record exists it knows more (the common name a resourceId-only request searched for)."""
         command = self.command
-        return name or command.target_name() or command.avx.common_name or command.avx.resource_id
+        if record is not None:
+            return certificate_label(
+                record.key_vault_name or command.target_name(), record.common_name, record.requested_resource_id
+            )
+        return certificate_label(command.target_name(), command.avx.common_name, command.avx.resource_id)
 
-    def failed(self, error: ApiError, *, avx_called: bool = False) -> WebhookAnswer:
+    def failed(
+        self, error: ApiError, *, avx_called: bool = False, record: PendingRecord | None = None
+    ) -> WebhookAnswer:
         emit_event(
             "CertificateRenewalFailed",
             {
                 "source": SOURCE,
-                "certificateName": self.name_hint(),
+                "certificateName": self.name_hint(record),
                 "reason": error.code,
                 "message": error.message,
                 "httpStatus": error.status,
@@ -424,7 +443,7 @@ class _Webhook:
             "CertificateRenewalPending",
             {
                 "source": SOURCE,
-                "certificateName": self.name_hint(record.key_vault_name),
+                "certificateName": self.name_hint(record),
                 "pendingId": record.pending_id,
                 "reason": record.reason,
                 "message": record.last_error,
@@ -518,7 +537,7 @@ def renew_and_store(
     except AvxError as exc:
         if _never_reached_or_refused(exc):
             _save(pipeline, record.failed(exc.code, exc.message, datetime.now(UTC)))
-            return hook.failed(avx_error_answer(exc))
+            return hook.failed(avx_error_answer(exc), record=record)
         return hook.keep_pending(record, exc.code, exc.message, None)  # may have renewed: never sent again
     except Exception as exc:  # AVX may have acted: keep it, never a bare 500
         log.exception("Unexpected failure calling AppViewX for renewal %s", record.pending_id)

@@ -297,3 +297,35 @@ def test_serials_compare_normalised_and_history_never_qualifies() -> None:
     current, older, newer = listed("abc", -30), listed("99", -90), listed("1234", 0)
     assert choose_renewed(record, [current, older]) is None  # the replaced one (other spelling) and history
     assert choose_renewed(record, [older, current, newer]) == newer
+
+
+# -- issue 18, finding 12: one certificate keeps one name across its AppViewX events ---------------------------------
+
+
+def test_failure_pending_and_success_events_of_one_certificate_carry_one_name(
+    standins: StandIns, call_webhook: Any, functions: dict[str, Any]
+) -> None:
+    from shared.telemetry import add_event_sink, remove_event_sink
+    from tests.standins.avx import page_error
+
+    seen: list[tuple[str, dict[str, Any]]] = []
+    sink = lambda name, attributes: seen.append((name, attributes))  # noqa: E731
+    add_event_sink(sink)
+    try:
+        item = standins.avx.add_certificate("samename.contoso.com")
+        standins.avx.script(page_error("OPEN_WORK_ORDERS_FOUND"))
+        status, _ = call_webhook({"resourceId": item.resource_id})
+        assert status == 417
+        status, answer = call_webhook({"resourceId": item.resource_id}, params={"autoApproval": "false"})
+        assert status == 202, answer
+        standins.avx.approve(item.resource_id)
+        time_passes(20)
+        run_complete_pending(functions)
+    finally:
+        remove_event_sink(sink)
+    names = {(name, attributes.get("certificateName")) for name, attributes in seen if name.startswith("Certificate")}
+    assert names == {
+        ("CertificateRenewalFailed", "samename-contoso-com"),
+        ("CertificateRenewalPending", "samename-contoso-com"),
+        ("CertificateRenewed", "samename-contoso-com"),
+    }, names
