@@ -19,6 +19,7 @@ from shared.pending import PendingStore
 from shared.rcl import RclClient
 from shared.rcl_renewal import RclDependencies
 from shared.renewal_state import RenewalStateStore
+from shared.replay import SignatureReplayStore
 from shared.settings import Settings, load_settings, reset_settings
 from shared.tables import open_table
 
@@ -63,6 +64,10 @@ def pending_store() -> PendingStore:
 
 def idempotency_store() -> IdempotencyStore:
     return _cached("idempotency", lambda: IdempotencyStore(_table("idempotency_table")))
+
+
+def signature_replays() -> SignatureReplayStore:
+    return _cached("signatures", lambda: SignatureReplayStore(_table("idempotency_table")))
 
 
 def rcl_client() -> RclClient:

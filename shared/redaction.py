@@ -5,7 +5,8 @@ tracebacks, OpenTelemetry log records, span names, attributes, events and status
 
 - the values of the secret settings (`Settings.secret_values()`: AVX_PASSWORD, RCL_CLIENT_SECRET, ...), also in
   their URL-encoded and JSON-escaped forms;
-- secrets the code registers while it runs (`register_secret`), e.g. a webhook call's PFX password;
+- secrets the app generates and registers while it runs (`register_secret`), e.g. a one-time PFX password of
+  `complete_pending` (never a caller-supplied value);
 - bearer/basic credentials (`Bearer <token>`), JWT-shaped strings, `user:password@` in URLs;
 - values of sensitive keys in `key=value` / `"key": "value"` text (password, pwd, secret, token, sessionId, sig, ...);
 - PEM blocks (certificates, private keys) and long base64 runs (PFX, DER, key material).
@@ -34,7 +35,9 @@ from urllib.parse import quote, quote_plus
 REDACTED = "[REDACTED]"
 MIN_SECRET_LENGTH = 4
 REGISTERED_SECRET_TTL_SECONDS = 30 * 60
-MAX_REGISTERED_SECRETS = 4096
+# Only the app's own one-time secrets are registered (never a caller's value), a handful at a time: the cap keeps the
+# alternation the guard compiles small, whatever happens, so redaction cost stays flat.
+MAX_REGISTERED_SECRETS = 64
 
 _PEM = re.compile(r"-----BEGIN [A-Z0-9 ]{1,64}-----.*?(?:-----END [A-Z0-9 ]{1,64}-----|\Z)", re.S)
 _AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic)(\s+|%20|\+)[A-Za-z0-9\-._~+/]{4,}=*")
@@ -75,7 +78,8 @@ _pattern_cache: tuple[tuple[str, ...], re.Pattern[str] | None] = ((), None)
 
 
 def register_secret(value: str | None, ttl_seconds: float = REGISTERED_SECRET_TTL_SECONDS) -> None:
-    """Redact `value` from everything emitted for the next `ttl_seconds` (a per-request password, a session id).
+    """Redact `value` from everything emitted for the next `ttl_seconds` (an app-generated one-time password, a
+    session id). Never register a value a caller chose: it could fill the list or blank ordinary words everywhere.
 
     Process-wide rather than context-scoped on purpose: the OpenTelemetry exporters format and send on their own
     threads, after the request's context is gone. Redacting one request's secret from another's output is harmless.
@@ -85,9 +89,8 @@ def register_secret(value: str | None, ttl_seconds: float = REGISTERED_SECRET_TT
     now = time.monotonic()
     with _lock:
         _registered[value] = now + ttl_seconds
-        if len(_registered) > MAX_REGISTERED_SECRETS:
-            for key, _expiry in sorted(_registered.items(), key=lambda item: item[1])[: len(_registered) // 4]:
-                del _registered[key]
+        while len(_registered) > MAX_REGISTERED_SECRETS:  # drop the one closest to expiry
+            del _registered[min(_registered, key=_registered.__getitem__)]
 
 
 def forget_secret(value: str) -> None:
