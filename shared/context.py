@@ -94,7 +94,7 @@ def rcl_dependencies() -> RclDependencies:
         client=rcl_client(),
         state=renewal_state(),
         rcl_credential=rcl_credential(),
-        key_vault_credential=identity.managed_identity(s.identity),
+        key_vault_credential=identity.key_vault_credential_for_rcl(s.identity),
     )
 
 
