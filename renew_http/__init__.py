@@ -15,7 +15,7 @@ from typing import Any
 import azure.functions as func
 
 from shared import context as app_context
-from shared import idempotency, signature
+from shared import idempotency, redaction, signature
 from shared.avx_renewal import RenewalRun, WebhookAnswer, renew
 from shared.callers import caller_of, status_view
 from shared.errors import ApiError, CertRenewError, StateStoreError
@@ -71,8 +71,11 @@ def _renew(req: func.HttpRequest, invocation_id: str | None) -> func.HttpRespons
     parsed = parse_renew_request(body, query)
     if isinstance(parsed, ApiError):
         return error_response(parsed, invocation_id)
-    # The PFX password is not registered with the redaction guard (a caller could fill it, or blank ordinary words
-    # from every log line): it lives only in fields without repr and in the AVX and Key Vault request bodies.
+    # A caller's PFX password is never registered with the redaction guard (callers could fill it, or blank ordinary
+    # words from every log line): it lives only in fields without repr and in the AVX and Key Vault request bodies.
+    # The app's own one-time password is registered too, as defence in depth (the guard keeps at most 64).
+    if parsed.password_generated:
+        redaction.register_secret(parsed.avx.password)
 
     caller = caller_of(req.headers, webhook.app_service_auth)
     key = req.headers.get("Idempotency-Key")

@@ -32,6 +32,9 @@ class RenewCommand:
     avx: AvxRenewRequest
     key_vault_name: str | None
     auto_approval: bool | None
+    # True when the PFX password is the app's own one-time password (never a caller's value): only such a password
+    # may be registered with the redaction guard.
+    password_generated: bool = False
 
     @property
     def storage(self) -> Storage:
@@ -161,7 +164,8 @@ def _parse(body: bytes, query: Mapping[str, str]) -> RenewCommand:
     if key_vault_name is not None and not KEY_VAULT_NAME_PATTERN.match(key_vault_name):
         raise _Reject(_invalid("keyVaultCertificateName must be 1-127 characters of 0-9, a-z, A-Z and -"))
 
-    if info.password_required and not password:
+    password_generated = info.password_required and not password
+    if password_generated:
         password = generate_password()
     return RenewCommand(
         avx=AvxRenewRequest(
@@ -174,6 +178,7 @@ def _parse(body: bytes, query: Mapping[str, str]) -> RenewCommand:
         ),
         key_vault_name=key_vault_name,
         auto_approval=auto_approval,
+        password_generated=password_generated,
     )
 
 
