@@ -366,3 +366,27 @@ def test_without_the_rcl_identity_one_warning_per_process(
         )
     warnings = [r for r in caplog.records if "RCL_KEY_VAULT_CLIENT_ID" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+
+
+def test_expired_signature_records_are_purged(standins: StandIns, call_webhook: Any, hmac_env: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from azure.data.tables import TableClient
+
+    from shared import replay
+
+    table = TableClient.from_connection_string(hmac_env_storage(), app_context.settings().storage.idempotency_table)
+    item = standins.avx.add_certificate("purge.contoso.com")
+    raw, headers = signed({"resourceId": item.resource_id})
+    assert call_webhook(raw=raw, headers=headers)[0] == 200
+    old = {"PartitionKey": replay.PARTITION, "RowKey": "0" * 64, "expiresAt": datetime.now(UTC) - timedelta(hours=1)}
+    table.create_entity(old)
+    app_context.signature_replays()._next_purge = 0.0  # the purge runs at most every 10 minutes per process
+    raw, headers = signed({"resourceId": item.resource_id, "keyVaultCertificateName": "purge-2"})
+    assert call_webhook(raw=raw, headers=headers)[0] == 200
+    rows = {e["RowKey"] for e in table.query_entities("PartitionKey eq 'signature'")}
+    assert "0" * 64 not in rows and len(rows) == 2  # the two live signatures stay
+
+
+def hmac_env_storage() -> str:
+    return app_context.settings().storage.connection_string or ""
