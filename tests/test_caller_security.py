@@ -190,18 +190,27 @@ def test_idempotency_keys_are_per_caller(
     monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")
     item = standins.avx.add_certificate("keys.contoso.com")
     body = {"resourceId": item.resource_id}
-    a = {"Idempotency-Key": "shared-key", "X-MS-CLIENT-PRINCIPAL-ID": "caller-a", "X-MS-CLIENT-PRINCIPAL-NAME": "a"}
-    b = {**a, "X-MS-CLIENT-PRINCIPAL-ID": "caller-b", "X-MS-CLIENT-PRINCIPAL-NAME": "b"}
-    status_a, answer_a = call_webhook(body, headers=a)
+
+    def as_caller(principal: str) -> dict[str, str]:
+        return {
+            "Idempotency-Key": "shared-key",
+            "X-MS-CLIENT-PRINCIPAL-ID": principal,
+            "X-MS-CLIENT-PRINCIPAL-NAME": principal,
+        }
+
+    status_a, answer_a = call_webhook(body, headers=as_caller("caller-a"))
     assert status_a == 200
-    # B with A's key and a different body: not 422 (which would tell B the key exists), a renewal of its own.
-    other = standins.avx.add_certificate("other.contoso.com")
-    status_b, answer_b = call_webhook({"resourceId": other.resource_id}, headers=b)
-    assert status_b == 200 and answer_b["keyVault"]["id"] != answer_a["keyVault"]["id"]
     # B with A's key and A's body: a renewal of B's own, never A's answer.
-    status_b2, answer_b2 = call_webhook(body, headers={**b, "Idempotency-Key": "shared-key"})
-    assert status_b2 in (200, 422) and answer_b2.get("invocationId") != answer_a["invocationId"]
-    assert len(standins.avx.renew_calls()) >= 2
+    status_b, answer_b = call_webhook(body, headers=as_caller("caller-b"))
+    assert status_b == 200 and answer_b["invocationId"] != answer_a["invocationId"]
+    # C with A's key and another body: not 422 (which would tell C the key exists), a renewal of its own.
+    other = standins.avx.add_certificate("other.contoso.com")
+    status_c, answer_c = call_webhook({"resourceId": other.resource_id}, headers=as_caller("caller-c"))
+    assert status_c == 200 and answer_c["keyVault"]["id"] != answer_a["keyVault"]["id"]
+    assert len(standins.avx.renew_calls()) == 3
+    # A's own repeat still gets A's first answer, without renewing again.
+    assert call_webhook(body, headers=as_caller("caller-a")) == (200, answer_a)
+    assert len(standins.avx.renew_calls()) == 3
 
 
 def test_status_route_does_not_tell_who_asked(
