@@ -16,8 +16,10 @@ setup() {
     "$PYTHON" -m venv .venv
   fi
   local stamp=.venv/.installed
-  if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] || [ requirements-dev.txt -nt "$stamp" ]; then
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+  # The hashed lock of every transitive dependency (pip-compile --generate-hashes of requirements-dev.txt, which
+  # includes requirements.txt): nothing is installed that is not pinned, and nothing whose hash does not match.
+  if [ ! -f "$stamp" ] || [ requirements-dev.lock -nt "$stamp" ] || [ requirements.lock -nt "$stamp" ]; then
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
     touch "$stamp"
   fi
   if [ ! -x node_modules/.bin/azurite-table ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

@@ -196,6 +196,9 @@ param pendingMaxDays string = '7'
 @description('HMAC secret used to authenticate webhook calls. Stored in Key Vault as WEBHOOK-HMAC-SECRET (only when non-empty).')
 param webhookHmacSecret string = ''
 
+@description('true: the webhook refuses to run without WEBHOOK_HMAC_SECRET (WEBHOOK_REQUIRE_SIGNATURE); always true when webhookHmacSecret is given.')
+param webhookRequireSignature string = 'false'
+
 @secure()
 @description('Optional Teams/Slack/JSON webhook told of failures and near expiry (NOTIFY_WEBHOOK_URL). Its URL carries a signature, so it is stored in Key Vault as NOTIFY-WEBHOOK-URL (only when non-empty).')
 param notifyWebhookUrl string = ''
@@ -275,6 +278,7 @@ module resources './modules/resources.bicep' = {
     pendingRetrySchedule: pendingRetrySchedule
     pendingMaxDays: pendingMaxDays
     webhookHmacSecret: webhookHmacSecret
+    webhookRequireSignature: webhookRequireSignature
     notifyWebhookUrl: notifyWebhookUrl
     notifyFormat: notifyFormat
     endpointChecks: endpointChecks
@@ -292,6 +296,7 @@ output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = resources.outputs.functionAppName
 output AZURE_FUNCTION_APP_URL string = resources.outputs.functionAppUrl
 output AZURE_MANAGED_IDENTITY_CLIENT_ID string = resources.outputs.identityClientId
+output RCL_KEY_VAULT_CLIENT_ID string = resources.outputs.rclKeyVaultIdentityClientId
 output AZURE_KEY_VAULT_NAME string = resources.outputs.keyVaultName
 output KEY_VAULT_URL string = resources.outputs.keyVaultUrl
 output AZURE_STORAGE_ACCOUNT_NAME string = resources.outputs.storageAccountName

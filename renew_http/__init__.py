@@ -18,6 +18,7 @@ import azure.functions as func
 from shared import context as app_context
 from shared import idempotency, redaction, signature
 from shared.avx_pipeline import Pipeline, WebhookAnswer, pending_answer, renew_and_store
+from shared.callers import caller_of, status_view
 from shared.errors import ApiError, CertRenewError, StateStoreError
 from shared.telemetry import invocation
 from shared.webhook import MAX_BODY_BYTES, parse_renew_request
@@ -35,12 +36,6 @@ def json_response(status: int, body: dict[str, Any]) -> func.HttpResponse:
 
 def error_response(error: ApiError, invocation_id: str | None) -> func.HttpResponse:
     return json_response(error.status, error.body(invocation_id))
-
-
-def _caller(req: func.HttpRequest) -> str | None:
-    # Set by App Service authentication (Easy Auth) when it fronts the app; callers cannot forge it through it.
-    name = req.headers.get("X-MS-CLIENT-PRINCIPAL-NAME")
-    return name.strip()[:256] if name else None
 
 
 @bp.function_name("renew_http")
@@ -64,26 +59,33 @@ def _renew(req: func.HttpRequest, invocation_id: str | None) -> func.HttpRespons
         return error_response(
             ApiError(413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {MAX_BODY_BYTES} bytes"), invocation_id
         )
-    settings = app_context.settings()
-    secret = settings.webhook.hmac_secret
+    webhook = app_context.settings().webhook  # a settings problem (blank secret, ...) is a 500 before anything
+    secret = webhook.hmac_secret
+    query = dict(req.params)
     if secret:
         rejected = signature.verify(
             secret, req.headers.get("X-Signature-Timestamp"), req.headers.get("X-Signature"), body, time.time()
-        )
+        ) or signature.unsigned_query(list(query))
         if rejected is not None:
             return error_response(rejected, invocation_id)
 
-    query = dict(req.params)
     parsed = parse_renew_request(body, query)
     if isinstance(parsed, ApiError):
         return error_response(parsed, invocation_id)
-    redaction.register_secret(parsed.avx.password)  # the PFX password never shows in logs or telemetry
+    # A caller's PFX password is never registered with the redaction guard (callers could fill it, or blank ordinary
+    # words from every log line): it lives only in fields without repr and in the AVX and Key Vault request bodies.
+    # The app's own one-time password is registered too, as defence in depth (the guard keeps at most 64).
+    if parsed.password_generated:
+        redaction.register_secret(parsed.avx.password)
 
+    caller = caller_of(req.headers, webhook.app_service_auth)
     key = req.headers.get("Idempotency-Key")
     if key is not None and not idempotency.valid_key(key):
         return error_response(
             ApiError(400, "INVALID_REQUEST", "Idempotency-Key must be 1-128 visible ASCII characters"), invocation_id
         )
+    if key is not None:  # keys are per caller: another caller's key is simply a different key
+        key = idempotency.scoped_key(caller.scope, key)
     claims = app_context.idempotency_store() if key is not None else None
     if claims is not None and key is not None:
         claim = claims.claim(key, idempotency.fingerprint(body, query))
@@ -109,6 +111,17 @@ def _renew(req: func.HttpRequest, invocation_id: str | None) -> func.HttpRespons
                 ),
                 invocation_id,
             )
+    if secret:  # after the key's claim, so a repeat with the same Idempotency-Key gets the first answer instead
+        first_use = False
+        try:
+            first_use = app_context.signature_replays().first_use(
+                req.headers.get("X-Signature-Timestamp", ""), req.headers.get("X-Signature", "")
+            )
+        finally:
+            if not first_use and claims is not None and key is not None:
+                claims.release(key)
+        if not first_use:
+            return error_response(signature.replayed(), invocation_id)
 
     answer: WebhookAnswer | None = None
     try:
@@ -117,7 +130,7 @@ def _renew(req: func.HttpRequest, invocation_id: str | None) -> func.HttpRespons
             store=app_context.key_vault_store(),
             records=app_context.pending_store(),
             invocation_id=invocation_id,
-            caller=_caller(req),
+            caller=caller.name,
         )
         attach = (lambda pending_id: claims.attach(key, pending_id)) if claims is not None and key else None
         answer = renew_and_store(
@@ -150,4 +163,4 @@ def renew_status(req: func.HttpRequest, context: func.Context) -> func.HttpRespo
         return error_response(ApiError(503, exc.code, exc.message, exc.remediation), invocation_id)
     if record is None:
         return error_response(ApiError(404, "NOT_FOUND", "No pending renewal has this id"), invocation_id)
-    return json_response(200, {**record.public(), "invocationId": invocation_id})
+    return json_response(200, {**status_view(record.public()), "invocationId": invocation_id})

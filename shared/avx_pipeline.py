@@ -137,12 +137,9 @@ def current_certificate(listed: list[AvxCertificateRecord], serial: str | None) 
 
 def certificate_label(key_vault_name: str | None, common_name: str | None, resource_id: str | None) -> str | None:
     """The one name every AppViewX event of a certificate carries, whatever the outcome: the Key Vault name it is
-    (or will be) stored under, derived as `_name_for` derives it, so a failure and a later success line up."""
-    return (
-        key_vault_name
-        or derive_certificate_name(common_name or "")
-        or (derive_certificate_name(f"avx-{resource_id}") if resource_id else None)
-    )
+    (or will be) stored under, derived as `_name_for` derives it, so a failure and a later success line up. Only
+    when nothing but AVX's resource id is known (a failure before AVX was searched) is that id the name."""
+    return key_vault_name or derive_certificate_name(common_name or "") or resource_id
 
 
 # -- what the pipeline works with -----------------------------------------------------------------------------------

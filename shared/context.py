@@ -19,6 +19,7 @@ from shared.pending import PendingStore
 from shared.rcl import RclClient
 from shared.rcl_renewal import RclDependencies
 from shared.renewal_state import RenewalStateStore
+from shared.replay import SignatureReplayStore
 from shared.settings import Settings, load_settings, reset_settings
 from shared.tables import open_table
 
@@ -65,6 +66,10 @@ def idempotency_store() -> IdempotencyStore:
     return _cached("idempotency", lambda: IdempotencyStore(_table("idempotency_table")))
 
 
+def signature_replays() -> SignatureReplayStore:
+    return _cached("signatures", lambda: SignatureReplayStore(_table("idempotency_table")))
+
+
 def rcl_client() -> RclClient:
     return _cached("rcl", lambda: RclClient(settings().rcl))
 
@@ -89,8 +94,8 @@ def rcl_dependencies() -> RclDependencies:
         client=rcl_client(),
         state=renewal_state(),
         rcl_credential=rcl_credential(),
-        key_vault_credential=identity.managed_identity(s.identity),
-        fresh_key_vault_credential=lambda: identity.new_managed_identity(s.identity),
+        key_vault_credential=identity.key_vault_credential_for_rcl(s.identity),
+        fresh_key_vault_credential=lambda: identity.new_key_vault_credential_for_rcl(s.identity),
     )
 
 

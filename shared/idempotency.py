@@ -43,6 +43,11 @@ def valid_key(key: str) -> bool:
     return bool(KEY_PATTERN.match(key))
 
 
+def scoped_key(caller_scope: str, key: str) -> str:
+    """The key as stored: per caller, so caller B sending A's key neither gets A's answer nor learns it exists."""
+    return f"{caller_scope}\n{key}"
+
+
 def fingerprint(body: bytes, query: dict[str, str]) -> str:
     """What makes two requests "the same": the body and the query the app reads."""
     digest = hashlib.sha256(body)

@@ -7,6 +7,7 @@ fetched once per resource per lifetime, never per request.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from urllib.parse import urlsplit
@@ -20,8 +21,10 @@ from shared.settings import IdentitySettings, RclClientCredentials
 
 _PUBLIC_AUTHORITY_HOSTS = ("login.microsoftonline.com", "login.microsoftonline.us", "login.chinacloudapi.cn")
 
+log = logging.getLogger("certrenew.identity")
 _lock = threading.Lock()
 _credentials: dict[tuple[str, ...], TokenCredential] = {}
+_warned_shared_key_vault_identity = False
 
 
 def managed_identity(settings: IdentitySettings) -> TokenCredential:
@@ -35,12 +38,31 @@ def managed_identity(settings: IdentitySettings) -> TokenCredential:
         return _credentials[key]
 
 
-def new_managed_identity(settings: IdentitySettings) -> TokenCredential:
-    """A managed-identity credential with an empty token cache, for when the cached token is too close to its end
-    (the caller closes it)."""
+def new_key_vault_credential_for_rcl(settings: IdentitySettings) -> TokenCredential:
+    """The identity of `key_vault_credential_for_rcl` with an empty token cache, for when the cached token is too
+    close to its end (the caller closes it)."""
     from azure.identity import ManagedIdentityCredential
 
-    return ManagedIdentityCredential(client_id=settings.client_id)
+    return ManagedIdentityCredential(client_id=settings.rcl_key_vault_client_id or settings.client_id)
+
+
+def key_vault_credential_for_rcl(settings: IdentitySettings) -> TokenCredential:
+    """The identity whose Key Vault token is handed to RCL, a third party: the second user-assigned identity of
+    RCL_KEY_VAULT_CLIENT_ID (Key Vault Certificates Officer only), so the token cannot read the app's secrets.
+    Without it, the app's own identity, as before, with one warning per process."""
+    global _warned_shared_key_vault_identity
+    if settings.rcl_key_vault_client_id:
+        return managed_identity(IdentitySettings(client_id=settings.rcl_key_vault_client_id))
+    with _lock:
+        warn = not _warned_shared_key_vault_identity
+        _warned_shared_key_vault_identity = True
+    if warn:
+        log.warning(
+            "RCL_KEY_VAULT_CLIENT_ID is not set: RCL receives a Key Vault token of the app's own identity, which can "
+            "also read the app's secrets in the vault; give RCL a second identity with Key Vault Certificates "
+            "Officer only (see the README's security section)"
+        )
+    return managed_identity(settings)
 
 
 def client_credentials(creds: RclClientCredentials) -> TokenCredential:

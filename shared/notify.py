@@ -24,6 +24,12 @@ and logs a warning naming only the receiver's host (the URL's path or query is i
 delivery, further notifications are skipped for a minute (each skip logged), so a nightly check that finds many
 certificates near expiry does not spend 15 seconds on each while the receiver is down.
 
+Every value that comes from a caller or an upstream is stripped of control and bidi characters and escaped for the
+receiver (Teams: Markdown backslash-escaped; Slack: `&<>` escaped and formatting characters broken; both: bare URLs
+defanged), so a resourceId cannot become a clickable link. At most one message per event, certificate and reason is
+sent an hour (`DEDUP_SECONDS`); this memory is per process (best effort: with N instances up to N an hour), which
+bounds what callers can cause without a table write per notification.
+
 Messages carry only the event attributes listed in `MessageFacts`, redacted by the redaction guard as well; events
 never carry secrets, and a failure's raw exception text never reaches them (only the event's `message`).
 """
@@ -31,14 +37,17 @@ never carry secrets, and a failure's raw exception text never reaches them (only
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from shared import redaction
+from shared.callers import clean_text
 from shared.errors import SettingsError
 from shared.outbound import AnswerTooLarge, Deadline, RetryPolicy, new_session, send
 from shared.settings import NOTIFY_FORMATS, Settings
@@ -81,6 +90,11 @@ TIMEOUT = (5.0, 10.0)
 BUDGET_SECONDS = 15.0
 MAX_ANSWER_BYTES = 64 * 1024  # the receiver's answer is not used; a bigger one is not read
 COOLDOWN_SECONDS = 60.0
+# At most one message per (event, certificate, reason) in this window, so callers cannot flood a channel. In-process
+# and best effort: each instance keeps its own memory (bounded), so N instances may send up to N messages an hour;
+# the renewal events themselves are never de-duplicated.
+DEDUP_SECONDS = 3600.0
+DEDUP_MAX_KEYS = 4096
 RETRY_POLICY = RetryPolicy(attempts=3, base_delay=0.5, max_delay=4.0, max_retry_after=BUDGET_SECONDS)
 
 
@@ -116,12 +130,35 @@ def describe_url(url: str) -> str:
 
 # -- the message ------------------------------------------------------------------------------------------------------
 def _text(value: Any) -> str | None:
+    """A caller- or upstream-supplied value as a message may carry it: redacted, without control or bidi
+    characters (no fake line breaks), bounded."""
     if value is None:
         return None
-    text = redaction.redact(str(value)).strip()
-    if len(text) > MAX_TEXT:
-        text = text[: MAX_TEXT - 1] + "…"
-    return text or None
+    return clean_text(redaction.redact(str(value)), MAX_TEXT) or None
+
+
+_URL_SCHEME = re.compile(r"(?i)\b([a-z][a-z0-9+.-]{1,15}):(?=//)")
+# "_" inside a word (OPEN_WORK_ORDERS_FOUND) never starts emphasis, so only a word-boundary "_" is escaped.
+_WORD_BOUNDARY_UNDERSCORE = r"(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])"
+_TEAMS_MARKDOWN = re.compile(r"([\\`*{}\[\]()<>#+!|~]|" + _WORD_BOUNDARY_UNDERSCORE + ")")
+_SLACK_FORMATTING = re.compile(r"([*~`]|" + _WORD_BOUNDARY_UNDERSCORE + ")")
+
+
+def _defang_urls(text: str) -> str:
+    # "https://x" -> "https\u200b://x": still readable, no longer turned into a clickable link by Teams or Slack.
+    return _URL_SCHEME.sub("\\1\u200b:", text)
+
+
+def teams_escape(text: str) -> str:
+    """A value shown in an Adaptive Card TextBlock or FactSet (which render Markdown): every Markdown character
+    backslash-escaped, bare URLs defanged."""
+    return _defang_urls(_TEAMS_MARKDOWN.sub(r"\\\1", text))
+
+
+def slack_value(text: str) -> str:
+    """A value shown in Slack mrkdwn (escaped for &, <, > where the text is composed): formatting characters
+    broken with a zero-width space, bare URLs defanged. `<` and `>` are escaped later, so no `<url|text>` link."""
+    return _defang_urls(_SLACK_FORMATTING.sub("\u200b\\1\u200b", text))
 
 
 @dataclass(frozen=True)
@@ -186,6 +223,15 @@ class MessageFacts:
             )
         return f"{self.certificate} ({self.source_label}) was not renewed: {self.reason or 'UNKNOWN'}."
 
+    def escaped(self, escape: Callable[[str], str]) -> MessageFacts:
+        """The same facts with every caller- or upstream-supplied text passed through `escape`."""
+        changes = {
+            f.name: escape(getattr(self, f.name))
+            for f in fields(self)
+            if f.name != "event" and isinstance(getattr(self, f.name), str)
+        }
+        return replace(self, **changes)
+
     def facts(self) -> list[tuple[str, str]]:
         rows: list[tuple[str, str | None]] = [("Certificate", self.certificate), ("Source", self.source_label)]
         if self.event == NEAR_EXPIRY:
@@ -209,7 +255,8 @@ class MessageFacts:
 
 def teams_message(facts: MessageFacts) -> dict[str, Any]:
     """A Teams message with one Adaptive Card attachment (the Workflows trigger reads attachments[0].content)."""
-    color = "Attention" if facts.event == FAILED else "Warning"
+    facts = facts.escaped(teams_escape)
+    color = "Warning" if facts.event == NEAR_EXPIRY else "Attention"
     card = {
         "$schema": ADAPTIVE_CARD_SCHEMA,
         "type": "AdaptiveCard",
@@ -241,7 +288,8 @@ def _slack_escape(text: str) -> str:
 
 def slack_message(facts: MessageFacts) -> dict[str, Any]:
     """Slack's incoming-webhook shape: `text` (notifications, fallback) and Block Kit `blocks`."""
-    emoji = ":x:" if facts.event == FAILED else ":hourglass_flowing_sand:"
+    facts = facts.escaped(slack_value)
+    emoji = ":hourglass_flowing_sand:" if facts.event == NEAR_EXPIRY else ":x:"
     fields = [{"type": "mrkdwn", "text": f"*{title}*\n{_slack_escape(value)}"} for title, value in facts.facts()]
     return {
         "text": _slack_escape(f"{facts.title} — {facts.summary}"),
@@ -309,6 +357,25 @@ class Notifier:
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _quiet_until: float = field(default=0.0, init=False, repr=False)
+    dedup_seconds: float = DEDUP_SECONDS
+    _sent: OrderedDict[tuple[str, str, str], float] = field(default_factory=OrderedDict, init=False, repr=False)
+
+    def _reserve(self, key: tuple[str, str, str]) -> bool:
+        """Claim the right to send `key` now: False when it was sent (or is being sent) within the window."""
+        now = self.clock()
+        with self._lock:
+            sent_at = self._sent.get(key)
+            if sent_at is not None and now - sent_at < self.dedup_seconds:
+                return False
+            self._sent[key] = now
+            self._sent.move_to_end(key)
+            while len(self._sent) > DEDUP_MAX_KEYS:
+                self._sent.popitem(last=False)
+            return True
+
+    def _unreserve(self, key: tuple[str, str, str]) -> None:
+        with self._lock:
+            self._sent.pop(key, None)
 
     @property
     def target(self) -> str:
@@ -335,7 +402,14 @@ class Notifier:
                 quiet_for,
             )
             return Delivery(delivered=False, skipped=True, problem="cooling down after a failed delivery")
+        # Per certificate and reason; an endpoint event is per host, so each stale host is heard of.
+        key = (name, certificate, _text(attributes.get("reason")) or _text(attributes.get("host")) or "")
+        if not self._reserve(key):
+            log.info("Notification of %s for %s skipped: already sent within the hour", name, certificate)
+            return Delivery(delivered=False, skipped=True, problem="already notified within the hour")
         delivery = self.deliver(build_message(self.format, name, attributes))
+        if not delivery.delivered:
+            self._unreserve(key)  # a failed delivery may be tried again (after the cooldown)
         with self._lock:
             self._quiet_until = 0.0 if delivery.delivered else self.clock() + self.cooldown_seconds
         if delivery.delivered:

@@ -71,7 +71,8 @@ class RclDependencies:
     client: RclClient
     state: RenewalStateStore
     rcl_credential: TokenCredential  # client credentials when RCL_CLIENT_* are set, else the managed identity
-    key_vault_credential: TokenCredential  # always the managed identity: RCL acts on the app's vault access
+    # The token RCL acts on the vault with: RCL_KEY_VAULT_CLIENT_ID's identity, else the app's own managed identity.
+    key_vault_credential: TokenCredential
     # A credential with an empty cache, for a Key Vault token fresher than the cached one.
     fresh_key_vault_credential: Callable[[], TokenCredential] | None = None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import os
 import re
 import threading
@@ -62,6 +63,8 @@ class KeyVaultSettings:
 @dataclass(frozen=True)
 class IdentitySettings:
     client_id: str | None  # a user-assigned identity; None means the system-assigned one
+    # A second user-assigned identity whose Key Vault token is the one handed to RCL (a third party); None: the app's.
+    rcl_key_vault_client_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,9 @@ class StorageSettings:
 class WebhookSettings:
     hmac_secret: str | None = field(default=None, repr=False)
     pending_max_days: float = 7.0
+    require_signature: bool = False
+    # App Service authentication (Easy Auth) fronts the app: only then are X-MS-CLIENT-PRINCIPAL-* headers its own.
+    app_service_auth: bool = False
 
 
 @dataclass(frozen=True)
@@ -269,6 +275,16 @@ def unresolved_reference_problem(name: str) -> str:
     )
 
 
+def is_loopback(host: str) -> bool:
+    """localhost, 127.0.0.0/8 or ::1: the only hosts plain http may go to (local stand-ins, a sidecar)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class _Reader:
     """Collects every problem in a group before raising, so one deploy fixes them all."""
 
@@ -292,7 +308,6 @@ class _Reader:
             return value
         if name in self.unresolved:  # already reported as unresolved: not "required but not set" as well
             return default
-            return value
         if required and default is None:
             self.problems.append(f"{name} is required but not set")
         return default
@@ -301,24 +316,40 @@ class _Reader:
         value = self.text(name, default, required=required)
         if value is None:
             return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            self.problems.append(f"{name} must be an absolute http(s) URL, got {value!r}")
+        try:
+            parts = urlsplit(value)
+            host = parts.hostname or ""
+        except ValueError:
+            self.problems.append(f"{name} must be an absolute https:// URL, got {value!r}")
+            return value.rstrip("/")
+        if parts.scheme not in ("http", "https") or not host:
+            self.problems.append(f"{name} must be an absolute https:// URL, got {value!r}")
         elif https and parts.scheme != "https":
             self.problems.append(f"{name} must be an https:// URL (the Azure SDK refuses plain http), got {value!r}")
+        elif parts.scheme != "https" and not is_loopback(host):
+            # Credentials travel on these calls (the AVX password, RCL and Key Vault tokens): never in clear.
+            self.problems.append(f"{name} must be an https:// URL (http:// only for a loopback host), got {value!r}")
         return value.rstrip("/")
 
-    def number(self, name: str, default: float, convert: Callable[[str], _T], *, minimum: float = 0) -> _T:
+    def number(
+        self, name: str, default: float, convert: Callable[[str], _T], *, minimum: float = 0, maximum: float
+    ) -> _T:
+        """A finite number with minimum < value <= maximum (nan, inf and absurd values are refused by name)."""
         raw = self.raw(name)
         if not raw:
             return convert(str(default))
         try:
-            value = convert(raw)
-        except ValueError:
-            self.problems.append(f"{name} must be a number, got {raw!r}")
+            value = convert(raw[:64])
+            number = float(value)  # type: ignore[arg-type]
+        except (ValueError, OverflowError):
+            self.problems.append(f"{name} must be a number, got {raw[:64]!r}")
             return convert(str(default))
-        if float(value) <= minimum:  # type: ignore[arg-type]
-            self.problems.append(f"{name} must be greater than {minimum:g}, got {raw!r}")
+        if not math.isfinite(number):
+            self.problems.append(f"{name} must be a finite number, got {raw!r}")
+            return convert(str(default))
+        if not minimum < number <= maximum:
+            self.problems.append(f"{name} must be greater than {minimum:g} and at most {maximum:g}, got {raw!r}")
+            return convert(str(default))
         return value
 
     def flag(self, name: str, default: bool) -> bool:
@@ -331,6 +362,22 @@ class _Reader:
             return False
         self.problems.append(f"{name} must be true or false, got {raw!r}")
         return default
+
+    def secret(self, name: str) -> str | None:
+        """A secret setting: unset or empty means "not configured"; whitespace only, or a Key Vault reference App
+        Service could not resolve, is a configuration error (it must never quietly turn a protection off)."""
+        raw = self.env.get(name)
+        if raw is None or raw == "":
+            return None
+        value = raw.strip()
+        if not value:
+            self.problems.append(f"{name} is set but blank (remove it, or give it a value)")
+            return None
+        if is_unresolved_key_vault_reference(value):
+            self.problems.append(unresolved_reference_problem(name))
+            self.unresolved.add(name)
+            return None
+        return value
 
     def table_name(self, name: str, default: str) -> str:
         value = self.text(name, default) or default
@@ -378,8 +425,8 @@ class Settings:
                 client_id=r.text("AVX_CLIENT_ID", required=service),
                 client_secret=r.text("AVX_CLIENT_SECRET", required=service),
                 gwsource=r.text("AVX_GWSOURCE", "external") or "external",
-                sync_ttl_seconds=r.number("AVX_SYNC_TTL_SECONDS", 300, int),
-                timeout_seconds=r.number("AVX_TIMEOUT_SECONDS", 200, float),
+                sync_ttl_seconds=r.number("AVX_SYNC_TTL_SECONDS", 300, int, maximum=86400),
+                timeout_seconds=r.number("AVX_TIMEOUT_SECONDS", 200, float, maximum=600),
                 ca_bundle=ca_bundle,
             )
 
@@ -397,7 +444,12 @@ class Settings:
 
     @property
     def identity(self) -> IdentitySettings:
-        return self._group("identity", lambda r: IdentitySettings(client_id=r.text("AZURE_CLIENT_ID")))
+        return self._group(
+            "identity",
+            lambda r: IdentitySettings(
+                client_id=r.text("AZURE_CLIENT_ID"), rcl_key_vault_client_id=r.text("RCL_KEY_VAULT_CLIENT_ID")
+            ),
+        )
 
     @property
     def rcl(self) -> RclSettings:
@@ -424,13 +476,13 @@ class Settings:
                 token_scope=r.text("RCL_TOKEN_SCOPE", DEFAULT_RCL_TOKEN_SCOPE) or DEFAULT_RCL_TOKEN_SCOPE,
                 client_credentials=credentials,
                 send_key_vault_token=r.flag("RCL_SEND_KEY_VAULT_TOKEN", True),
-                timeout_seconds=r.number("RCL_TIMEOUT_SECONDS", 60, float),
-                verify_grace_hours=r.number("RCL_VERIFY_GRACE_HOURS", 24, float),
-                warning_days=r.number("RENEWAL_WARNING_DAYS", 14, int),
-                retry_delay_seconds=r.number("RCL_RETRY_DELAY_SECONDS", 10, float),
-                install_grace_hours=r.number("RCL_INSTALL_GRACE_HOURS", 24, float),
-                retention_days=r.number("RCL_RETENTION_DAYS", 90, float, minimum=1),
-                max_response_mb=r.number("RCL_MAX_RESPONSE_MB", 64, float),
+                timeout_seconds=r.number("RCL_TIMEOUT_SECONDS", 60, float, maximum=600),
+                verify_grace_hours=r.number("RCL_VERIFY_GRACE_HOURS", 24, float, maximum=24 * 30),
+                warning_days=r.number("RENEWAL_WARNING_DAYS", 14, int, maximum=365),
+                retry_delay_seconds=r.number("RCL_RETRY_DELAY_SECONDS", 10, float, maximum=300),
+                install_grace_hours=r.number("RCL_INSTALL_GRACE_HOURS", 24, float, maximum=24 * 30),
+                retention_days=r.number("RCL_RETENTION_DAYS", 90, float, minimum=1, maximum=3650),
+                max_response_mb=r.number("RCL_MAX_RESPONSE_MB", 64, float, maximum=1024),
             )
 
         return self._group("RCL", build)
@@ -461,12 +513,22 @@ class Settings:
     @property
     def webhook(self) -> WebhookSettings:
         def build(r: _Reader) -> WebhookSettings:
-            secret = r.text("WEBHOOK_HMAC_SECRET")
+            secret = r.secret("WEBHOOK_HMAC_SECRET")
             if secret is not None and len(secret) < 16:
                 r.problems.append(
                     "WEBHOOK_HMAC_SECRET must be at least 16 characters (use a random 32+ character value)"
                 )
-            return WebhookSettings(hmac_secret=secret, pending_max_days=r.number("PENDING_MAX_DAYS", 7, float))
+            require = r.flag("WEBHOOK_REQUIRE_SIGNATURE", False)
+            if require and secret is None and "WEBHOOK_HMAC_SECRET" not in " ".join(r.problems):
+                r.problems.append("WEBHOOK_REQUIRE_SIGNATURE is true but WEBHOOK_HMAC_SECRET is not set")
+            # Set by the platform when App Service authentication is on ("True"/"False").
+            easy_auth = r.env.get("WEBSITE_AUTH_ENABLED", "").strip().lower() == "true"
+            return WebhookSettings(
+                hmac_secret=secret,
+                pending_max_days=r.number("PENDING_MAX_DAYS", 7, float, maximum=365),
+                require_signature=require,
+                app_service_auth=easy_auth,
+            )
 
         return self._group("webhook", build)
 
@@ -479,18 +541,18 @@ class Settings:
     @property
     def notify(self) -> NotifySettings:
         def build(r: _Reader) -> NotifySettings:
-            url = r.text("NOTIFY_WEBHOOK_URL")
+            url = r.secret("NOTIFY_WEBHOOK_URL")
             if url is not None:
                 try:
                     parts = urlsplit(url)
                     scheme, host = parts.scheme.lower(), (parts.hostname or "")
                 except ValueError:
                     scheme, host = "", ""
-                if not host or not (scheme == "https" or (scheme == "http" and host in ("127.0.0.1", "localhost"))):
+                if not host or not (scheme == "https" or (scheme == "http" and is_loopback(host))):
                     # The value is not quoted: a webhook URL carries its authorization.
                     r.problems.append(
-                        "NOTIFY_WEBHOOK_URL must be an absolute https:// URL (http:// only for 127.0.0.1 or "
-                        "localhost); the value is not shown because webhook URLs carry secrets"
+                        "NOTIFY_WEBHOOK_URL must be an absolute https:// URL (http:// only for a loopback host); "
+                        "the value is not shown because webhook URLs carry secrets"
                     )
             fmt = (r.text("NOTIFY_FORMAT") or "").lower() or None
             if fmt is not None and fmt not in NOTIFY_FORMATS:

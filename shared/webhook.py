@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from shared.keyvault import StoredCertificate
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_FIELD_LENGTH = 1024
+MAX_NUMBER_LENGTH = 32  # no field the app reads is a number: anything longer is noise (or an attack on int())
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,9 @@ class RenewCommand:
     avx: AvxRenewRequest
     key_vault_name: str | None
     auto_approval: bool | None
+    # True when the PFX password is the app's own one-time password (never a caller's value): only such a password
+    # may be registered with the redaction guard.
+    password_generated: bool = False
 
     @property
     def storage(self) -> Storage:
@@ -63,6 +68,39 @@ class _Reject(Exception):
         self.error = error
 
 
+def _number(text: str) -> float:
+    # json's int() of a 5,000-digit literal raises ValueError (and costs quadratic time): refuse long numbers first.
+    if len(text) > MAX_NUMBER_LENGTH:
+        raise _Reject(_invalid(f"The request body holds a number longer than {MAX_NUMBER_LENGTH} characters"))
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Reject(_invalid("The request body holds a number out of range"))
+    return value
+
+
+def _no_constant(name: str) -> None:
+    raise _Reject(_invalid(f"The request body holds {name}, which is not JSON"))
+
+
+def _auto_approval(document: Mapping[str, Any], query: Mapping[str, str]) -> bool | None:
+    """`autoApproval` as a JSON boolean in the body (the signed form), or `true`/`false` in the query (unsigned
+    callers); not both."""
+    in_body = "autoApproval" in document
+    raw_query = query.get("autoApproval")
+    if in_body and raw_query is not None:
+        raise _Reject(_invalid("Give autoApproval once: in the body (preferred) or in the query"))
+    if in_body:
+        value = document["autoApproval"]
+        if not isinstance(value, bool):
+            raise _Reject(_invalid("autoApproval in the body must be true or false (a JSON boolean)"))
+        return value
+    if raw_query is None:
+        return None
+    if raw_query.lower() not in ("true", "false"):
+        raise _Reject(_invalid("autoApproval must be true or false"))
+    return raw_query.lower() == "true"
+
+
 def parse_renew_request(body: bytes, query: Mapping[str, str]) -> RenewCommand | ApiError:
     """Validate a webhook request before anything is called; the answer is a command or the error to return."""
     try:
@@ -75,8 +113,8 @@ def _parse(body: bytes, query: Mapping[str, str]) -> RenewCommand:
     if len(body) > MAX_BODY_BYTES:
         raise _Reject(_invalid(f"The request body exceeds {MAX_BODY_BYTES} bytes", "PAYLOAD_TOO_LARGE", 413))
     try:
-        document = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        document = json.loads(body.decode("utf-8"), parse_int=_number, parse_float=_number, parse_constant=_no_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError):
         raise _Reject(_invalid("The request body must be a JSON object")) from None
     if not isinstance(document, dict):
         raise _Reject(_invalid("The request body must be a JSON object"))
@@ -100,12 +138,7 @@ def _parse(body: bytes, query: Mapping[str, str]) -> RenewCommand:
             raise _Reject(_invalid(f"certificateFormat.password must be at most {MAX_FIELD_LENGTH} characters"))
         password = password or None
 
-    auto_approval: bool | None = None
-    raw_approval = query.get("autoApproval")
-    if raw_approval is not None:
-        if raw_approval.lower() not in ("true", "false"):
-            raise _Reject(_invalid("autoApproval must be true or false"))
-        auto_approval = raw_approval.lower() == "true"
+    auto_approval = _auto_approval(document, query)
 
     if not resource_id and not (common_name and serial_number):
         missing = ""
@@ -131,7 +164,8 @@ def _parse(body: bytes, query: Mapping[str, str]) -> RenewCommand:
     if key_vault_name is not None and not KEY_VAULT_NAME_PATTERN.match(key_vault_name):
         raise _Reject(_invalid("keyVaultCertificateName must be 1-127 characters of 0-9, a-z, A-Z and -"))
 
-    if info.password_required and not password:
+    password_generated = info.password_required and not password
+    if password_generated:
         password = generate_password()
     return RenewCommand(
         avx=AvxRenewRequest(
@@ -144,6 +178,7 @@ def _parse(body: bytes, query: Mapping[str, str]) -> RenewCommand:
         ),
         key_vault_name=key_vault_name,
         auto_approval=auto_approval,
+        password_generated=password_generated,
     )
 
 

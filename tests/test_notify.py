@@ -603,3 +603,48 @@ def test_function_app_installs_the_notifier_at_start_up(url: str, expected: str 
     assert result["format"] == expected
     assert "renew_http" in result["functions"]
     assert SIG not in done.stdout + done.stderr
+
+
+# -- issue 11: escaped and de-duplicated ---------------------------------------------------------------------------------
+def test_caller_markdown_is_escaped_in_the_card(
+    standins: StandIns, call_webhook: Any, notifications: Install, clean_receiver: ReceiverStandIn
+) -> None:
+    notifications("teams")
+    standins.avx.script(page_error("OPEN_WORK_ORDERS_FOUND"))
+    resource = "[re-authenticate here](https://evil.example/login)\r\n**urgent**\x1b[0m"
+    assert call_webhook({"resourceId": resource})[0] == 417
+    (message,) = clean_receiver.messages()
+    text = json.dumps(message)
+    assert "](https://" not in text and "https://evil" not in text
+    certificate = card_facts(message)["Certificate"]
+    assert certificate.startswith("\\[re-authenticate here\\]\\(https\u200b://evil.example/login\\)")
+    assert "\\*\\*urgent\\*\\*" in certificate
+    assert not any(ord(c) < 32 for c in certificate)
+
+
+def test_slack_values_cannot_link_or_format(
+    standins: StandIns, call_webhook: Any, notifications: Install, clean_receiver: ReceiverStandIn
+) -> None:
+    notifications("slack")
+    standins.avx.script(page_error("OPEN_WORK_ORDERS_FOUND"))
+    assert call_webhook({"resourceId": "<https://evil.example|click> *now*"})[0] == 417
+    (message,) = clean_receiver.messages()
+    text = json.dumps(message, ensure_ascii=False)
+    assert "<https://" not in text and "https://evil" not in text and " *now* " not in text
+
+
+def test_one_notification_per_certificate_and_reason_an_hour(
+    standins: StandIns, call_webhook: Any, notifications: Install, clean_receiver: ReceiverStandIn
+) -> None:
+    notifier = notifications("json")
+    now = [1000.0]
+    notifier.clock = lambda: now[0]
+    for _ in range(5):
+        fail_a_renewal(standins, call_webhook)
+    assert len(clean_receiver.messages()) == 1
+    standins.avx.script(page_error("CERT-VWF-0006"))
+    assert call_webhook({"resourceId": "r1"})[0] in (400, 404, 406, 417)
+    assert len(clean_receiver.messages()) == 2  # another reason is another message
+    now[0] += notify.DEDUP_SECONDS + 1
+    fail_a_renewal(standins, call_webhook)
+    assert len(clean_receiver.messages()) == 3  # an hour later the same one again

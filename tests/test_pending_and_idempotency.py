@@ -259,7 +259,10 @@ def test_bad_signatures_are_401_and_call_nothing(
     assert standins.avx.requests == [] and standins.key_vault.requests == []
 
 
-def test_caller_principal_goes_into_telemetry(standins: StandIns, call_webhook: Any, events: list[Any]) -> None:
+def test_caller_principal_goes_into_telemetry(
+    standins: StandIns, call_webhook: Any, events: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")  # only App Service authentication makes the header trustworthy
     item = standins.avx.add_certificate("caller.contoso.com")
     status, _ = call_webhook({"resourceId": item.resource_id}, headers={"X-MS-CLIENT-PRINCIPAL-NAME": "cmdb-workflow"})
     assert status == 200

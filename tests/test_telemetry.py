@@ -271,9 +271,10 @@ def test_no_secret_leaves_the_process(night: Night) -> None:
 def test_the_guard_redacts_deliberate_leaks_on_every_path(night: Night) -> None:
     messages = [m["message"] for m in night.ingestion.messages() if PROBE in m.get("message", "")]
     assert messages and all("[REDACTED]" in m for m in messages), messages
-    # The webhook registered both calls' PFX passwords; the probe leaked them too (the no-secret test checks).
+    # The webhook registered the app's one-time PFX password, never the caller's (which stays out of every record by
+    # construction: the no-secret test checks); the probe leaked the registered one too.
     leaked_list = messages[0].split(" leaking ", 1)[1].split(" with Authorization", 1)[0]
-    assert leaked_list.count("[REDACTED]") == 3 + 2, messages  # three secret settings, two PFX passwords
+    assert leaked_list.count("[REDACTED]") == 3 + 1, messages  # three secret settings, the one-time PFX password
     assert "eyJ" not in messages[0]
     exceptions = [x for x in night.ingestion.exceptions() if PROBE in json.dumps(x)]
     assert exceptions, "the logged library exception did not arrive as an exception"

@@ -48,6 +48,7 @@ param pendingRetrySchedule string
 param pendingMaxDays string
 @secure()
 param webhookHmacSecret string
+param webhookRequireSignature string
 @secure()
 param notifyWebhookUrl string
 param notifyFormat string
@@ -68,6 +69,7 @@ param alertActionGroupId string
 // ---------------------------------------------------------------------------
 
 var identityName = 'id-certrenew-${resourceToken}'
+var rclKeyVaultIdentityName = 'id-certrenew-rclkv-${resourceToken}'
 var storageAccountName = 'stcr${resourceToken}'
 var keyVaultName = 'kv-cr-${resourceToken}'
 var logAnalyticsName = 'log-certrenew-${resourceToken}'
@@ -96,6 +98,15 @@ var secretNameNotifyWebhookUrl = 'NOTIFY-WEBHOOK-URL'
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: identityName
+  location: location
+  tags: tags
+}
+
+// The identity whose Key Vault token the app hands to RCL (a third party): Key Vault Certificates Officer on the
+// vault and nothing else, so the token RCL holds cannot read the app's secrets (AVX password, HMAC secret,
+// notification URL). The app only asks it for tokens; all the app's own calls use `identity`.
+resource rclKeyVaultIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: rclKeyVaultIdentityName
   location: location
   tags: tags
 }
@@ -244,6 +255,16 @@ resource keyVaultCertificatesOfficer 'Microsoft.Authorization/roleAssignments@20
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleKeyVaultCertificatesOfficer)
     principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource rclKeyVaultCertificatesOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(keyVault.id, rclKeyVaultIdentity.id, roleKeyVaultCertificatesOfficer)
+  scope: keyVault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleKeyVaultCertificatesOfficer)
+    principalId: rclKeyVaultIdentity.properties.principalId
     principalType: 'ServicePrincipal'
   }
 }
@@ -429,6 +450,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     type: 'UserAssigned'
     userAssignedIdentities: {
       '${identity.id}': {}
+      '${rclKeyVaultIdentity.id}': {}
     }
   }
   properties: {
@@ -463,6 +485,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'AZURE_CLIENT_ID'
           value: identity.properties.clientId
+        }
+        {
+          name: 'RCL_KEY_VAULT_CLIENT_ID'
+          value: rclKeyVaultIdentity.properties.clientId
         }
         // --- AppViewX ------------------------------------------------------
         {
@@ -601,6 +627,11 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           value: empty(webhookHmacSecret) ? '' : kvRefWebhookHmacSecret
         }
         {
+          // With a secret deployed, a missing or blank one must stop the webhook, never turn signing off.
+          name: 'WEBHOOK_REQUIRE_SIGNATURE'
+          value: empty(webhookHmacSecret) ? webhookRequireSignature : 'true'
+        }
+        {
           name: 'NOTIFY_WEBHOOK_URL'
           value: empty(notifyWebhookUrl) ? '' : kvRefNotifyWebhookUrl
         }
@@ -648,6 +679,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     storageQueueDataContributor
     storageTableDataContributor
     keyVaultCertificatesOfficer
+    rclKeyVaultCertificatesOfficer
     keyVaultSecretsUser
     avxPasswordSecret
     avxClientSecretSecret
@@ -660,6 +692,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
 output functionAppName string = functionApp.name
 output functionAppUrl string = 'https://${functionApp.properties.defaultHostName}'
 output identityClientId string = identity.properties.clientId
+output rclKeyVaultIdentityClientId string = rclKeyVaultIdentity.properties.clientId
 output keyVaultName string = keyVault.name
 output keyVaultUrl string = keyVault.properties.vaultUri
 output storageAccountName string = storage.name

@@ -184,8 +184,8 @@ AppViewX holds certificates with resourceId www, api and wild. Try, in another t
 
   curl -sS -X POST "{base}/api/certificates/renew?code={LOCAL_KEY}" -H "Content-Type: application/json" \\
        -d '{{"resourceId": "www"}}'
-  curl -sS -X POST "{base}/api/certificates/renew?code={LOCAL_KEY}&autoApproval=false" \\
-       -H "Content-Type: application/json" -d '{{"resourceId": "api"}}'          # 202 pending
+  curl -sS -X POST "{base}/api/certificates/renew?code={LOCAL_KEY}" \\
+       -H "Content-Type: application/json" -d '{{"resourceId": "api", "autoApproval": false}}'   # 202 pending
   .venv/bin/python -m shared --settings {SETTINGS_FILE.relative_to(REPO_ROOT)} status
 """,
         flush=True,
