@@ -57,7 +57,13 @@ def _renew(req: func.HttpRequest, invocation_id: str | None) -> func.HttpRespons
     body = req.get_body() or b""
     if len(body) > MAX_BODY_BYTES:  # before anything reads it
         return error_response(
-            ApiError(413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {MAX_BODY_BYTES} bytes"), invocation_id
+            ApiError(
+                413,
+                "PAYLOAD_TOO_LARGE",
+                f"The request body exceeds {MAX_BODY_BYTES} bytes",
+                f"Send only the renewal's JSON body (at most {MAX_BODY_BYTES // 1024} KiB); nothing was renewed.",
+            ),
+            invocation_id,
         )
     webhook = app_context.settings().webhook  # a settings problem (blank secret, ...) is a 500 before anything
     secret = webhook.hmac_secret
@@ -82,7 +88,14 @@ def _renew(req: func.HttpRequest, invocation_id: str | None) -> func.HttpRespons
     key = req.headers.get("Idempotency-Key")
     if key is not None and not idempotency.valid_key(key):
         return error_response(
-            ApiError(400, "INVALID_REQUEST", "Idempotency-Key must be 1-128 visible ASCII characters"), invocation_id
+            ApiError(
+                400,
+                "INVALID_REQUEST",
+                "Idempotency-Key must be 1-128 visible ASCII characters",
+                "Send an Idempotency-Key of 1-128 visible ASCII characters without spaces (a change number or a "
+                "UUID), or leave the header out; nothing was renewed.",
+            ),
+            invocation_id,
         )
     if key is not None:  # keys are per caller: another caller's key is simply a different key
         key = idempotency.scoped_key(caller.scope, key)
@@ -156,11 +169,28 @@ def renew_status(req: func.HttpRequest, context: func.Context) -> func.HttpRespo
     invocation_id = getattr(context, "invocation_id", None)
     pending_id = req.route_params.get("pendingId", "")
     if not PENDING_ID.match(pending_id):
-        return error_response(ApiError(400, "INVALID_REQUEST", "pendingId must be 32 hex characters"), invocation_id)
+        return error_response(
+            ApiError(
+                400,
+                "INVALID_REQUEST",
+                "pendingId must be 32 hex characters",
+                "Use the pendingId of a 202 answer of POST /api/certificates/renew.",
+            ),
+            invocation_id,
+        )
     try:
         record = app_context.pending_store().get(pending_id)
     except CertRenewError as exc:
         return error_response(ApiError(503, exc.code, exc.message, exc.remediation), invocation_id)
     if record is None:
-        return error_response(ApiError(404, "NOT_FOUND", "No pending renewal has this id"), invocation_id)
+        return error_response(
+            ApiError(
+                404,
+                "NOT_FOUND",
+                "No pending renewal has this id",
+                "Check the pendingId: it is the one a 202 answer of POST /api/certificates/renew gave, from an app "
+                "with the same storage account (AzureWebJobsStorage).",
+            ),
+            invocation_id,
+        )
     return json_response(200, {**status_view(record.public()), "invocationId": invocation_id})

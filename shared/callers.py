@@ -34,6 +34,8 @@ STATUS_FIELDS = (
     "keyVaultName",
     "avxResourceId",
     "avxRequestId",
+    "requestedResourceId",  # which certificate was asked for: what the caller itself sent, nothing of who sent it
+    "commonName",
 )
 
 

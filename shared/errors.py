@@ -79,9 +79,34 @@ class StateStoreError(CertRenewError):
     remediation = "Check AzureWebJobsStorage and that the identity may read and write its tables."
 
 
+# What to do when the code that failed gave no advice of its own: every error answer carries a remediation.
+FALLBACK_REMEDIATION: dict[str, str] = {
+    "AVX_BAD_RESPONSE": (
+        "AppViewX failed or answered something the app cannot read: check the certificate in AppViewX (the AVX ids "
+        "identify it when given) before retrying; the invocationId finds this run in Application Insights."
+    ),
+    "KEY_VAULT_STORE_FAILED": (
+        "Check that the app's identity may import certificates into KEY_VAULT_URL (Key Vault Certificates Officer) "
+        "and that the vault is reachable; the invocationId finds this run in Application Insights."
+    ),
+}
+
+
+def default_remediation(status: int, code: str) -> str:
+    if code in FALLBACK_REMEDIATION:
+        return FALLBACK_REMEDIATION[code]
+    if 400 <= status < 500:
+        return "Correct the request as the message says and send it again (the README's troubleshooting table has this code)."
+    return (
+        "Retry later; if it keeps failing, look the invocationId up in Application Insights (the README's "
+        "troubleshooting table has this code)."
+    )
+
+
 @dataclass(frozen=True)
 class ApiError:
-    """An error answer of the webhook: `{"error": {"code", "message", "remediation"?}}` with an HTTP status."""
+    """An error answer of the webhook: `{"error": {"code", "message", "remediation"}}` with an HTTP status. An
+    error made without a remediation answers the generic one for its code or status (never none)."""
 
     status: int
     code: str
@@ -90,9 +115,11 @@ class ApiError:
     details: dict[str, Any] | None = None
 
     def body(self, invocation_id: str | None) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.remediation:
-            error["remediation"] = self.remediation
+        error: dict[str, Any] = {
+            "code": self.code,
+            "message": self.message,
+            "remediation": self.remediation or default_remediation(self.status, self.code),
+        }
         if self.details:
             error.update(self.details)
         return {"error": error, "invocationId": invocation_id}

@@ -3,8 +3,12 @@ end and reports what happened, including what Application Insights received."""
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
+
+import requests
 
 from tests.standins.stack import REPO_ROOT, SENTINELS
 
@@ -29,53 +33,110 @@ def test_local_run_reports_the_whole_story() -> None:
     assert "NOT deployed  store-contoso-com on store.contoso.com: still serves " in out and "in 19 day(s)" in out
     assert "CertificateDeployed x1" in out and "CertificateNotDeployed x1" in out
     assert "unchecked" not in out
+    assert "pending   mail.contoso.com" in out
+    # mail.contoso.com was seeded 11 days from expiry: the same rounding as `status` says so.
+    assert re.search(r"expiring  mail\.contoso\.com: expiry \S+Z \(in 11 days\)", out), out
     assert "AppViewX webhook: HTTP 200" in out and "stored in Key Vault: https://127.0.0.1:" in out
     assert "thumbprint " in out
     assert "CertificateRenewalScheduled x3" in out and "RclRenewalRunCompleted x1" in out
+    assert not re.search(r"T\d\d:\d\d:\d\d\.\d", out), "times are shown to the second"
+    assert out.rstrip().endswith("Stopped everything this run started (the stand-ins and Azurite).")
     for sentinel in SENTINELS:
         assert sentinel not in out and sentinel not in result.stderr
 
 
-def test_serve_mode_takes_curl_and_the_status_table_sees_it() -> None:
-    """The README's new-user path: the local stack serves the app; a POST renews; `status` shows the records."""
-    import requests
+def run_banner_command(command: str) -> str:
+    """Run one pasted line as a user would, in a shell at the repository root."""
+    done = subprocess.run(command, shell=True, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
+    return done.stdout
 
+
+def test_serve_banner_commands_work_when_pasted_in_order() -> None:
+    """The README's new-user path: `--serve` prints ready-to-paste commands; each works against the running stack,
+    from renewing by resourceId and by commonName + serialNumber to approving a manual renewal and completing it."""
     from tests.standins.stack import free_port
 
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.standins.localrun", "--serve", "--port", str(port), "--serve-seconds", "60"],
+        [sys.executable, "-m", "tests.standins.localrun", "--serve", "--port", str(port), "--serve-seconds", "120"],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    output: list[str] = []
     try:
         assert process.stdout is not None
         for line in process.stdout:
+            output.append(line)
             if line.startswith("Serving the app's HTTP functions"):
                 break
         else:
-            raise AssertionError("the local stack did not start serving")
-        base = f"http://127.0.0.1:{port}/api/certificates/renew?code=local-function-key"
-        renewed = requests.post(base, json={"resourceId": "www"}, timeout=60)
-        assert renewed.status_code == 200, renewed.text
-        assert renewed.json()["keyVault"]["name"] == "www-contoso-com"
-        pending = requests.post(f"{base}&autoApproval=false", json={"resourceId": "api"}, timeout=60)
-        assert pending.status_code == 202 and pending.json()["status"] == "pending"
-        assert requests.post(base.split("?")[0], json={"resourceId": "www"}, timeout=10).status_code == 401
+            raise AssertionError("the local stack did not start serving:\n" + "".join(output))
+        for line in process.stdout:
+            output.append(line)
+            if line.startswith(".venv/bin/python -m shared") and line.rstrip().endswith(" status"):
+                break  # the banner's last command
+        commands = [line.strip() for line in output if line.startswith(("curl ", ".venv/bin/python "))]
+        assert len(commands) == 8, "".join(output)
+        renew_by_id, renew_by_serial, manual, state_before, approve, complete, state_after, status = commands
+        assert '"resourceId": "www"' in renew_by_id and '"commonName": "api.contoso.com"' in renew_by_serial
 
-        status = subprocess.run(
-            [sys.executable, "-m", "shared", "--settings", ".localstack/local.settings.json", "status"],
+        answer = json.loads(run_banner_command(renew_by_id))
+        assert answer["status"] == "renewed" and answer["keyVault"]["name"] == "www-contoso-com"
+        answer = json.loads(run_banner_command(renew_by_serial))
+        assert answer["status"] == "renewed" and answer["keyVault"]["name"] == "api-contoso-com", answer
+        answer = json.loads(run_banner_command(manual))
+        assert answer["status"] == "pending" and re.fullmatch(r"[0-9a-f]{32}", answer["pendingId"])
+
+        before = json.loads(run_banner_command(state_before))
+        assert before["requestedResourceId"] == "manual" and not before.get("keyVaultCertificateId"), before
+        assert "Approved" in run_banner_command(approve)
+        run_banner_command(complete)
+        after = json.loads(run_banner_command(state_after))
+        assert after["state"] != before["state"] and after["keyVaultCertificateId"].startswith("https://127.0.0.1:")
+        assert after["keyVaultName"] == "manual-contoso-com"
+
+        table = run_banner_command(status)
+        # mail.contoso.com is "pending" with "(in 11 days)", as the report says it
+        assert re.search(r"mail\.contoso\.com .* pending .*\(in 11 days\)", table.split("AppViewX")[0]), table
+        pending_table = table.split("AppViewX renewals (")[1]
+        assert "*.contoso.com" in pending_table and "manual-contoso-com" in pending_table
+        assert "resourceId" not in pending_table  # certificate names, not resourceIds
+        assert requests.post(renew_by_id.split('"')[1].split("?")[0], timeout=10).status_code == 401
+    finally:
+        process.terminate()
+        rest, _ = process.communicate(timeout=60)
+        output.append(rest)
+    log = "".join(output)
+    # One log line per served request, without the function key.
+    assert "served: POST /api/certificates/renew -> 200" in log and "served: GET /api/certificates/renew/" in log
+    assert "served: POST /api/certificates/renew -> 401" in log
+    assert not [line for line in log.splitlines() if "served:" in line and "code=" in line]
+    assert "Stopped everything this run started" in log
+    for sentinel in SENTINELS:
+        assert sentinel not in log
+
+
+def test_serve_on_a_busy_port_says_so_before_the_run() -> None:
+    import socket
+    import time
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "tests.standins.localrun", "--serve", "--port", str(port)],
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=60,
             check=False,
         )
-        assert status.returncode == 0, status.stderr
-        assert "mail.contoso.com" in status.stdout and "scheduled" in status.stdout
-        assert "AVX_NO_CERTIFICATE" in status.stdout
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    assert result.returncode == 2 and time.monotonic() - started < 20
+    assert "Starting the local stack" not in result.stdout and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"port {port}" in lines[0] and f"--port {port + 1}" in lines[0], result.stderr

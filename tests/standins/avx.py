@@ -80,6 +80,7 @@ STATUS_TABLE: dict[str, tuple[int, str, str]] = {
     "avx-common-011": (500, "avx-common-011", "Error while processing"),
 }
 
+APPROVE_PATH = "/_standin/approve/"  # the local stack's approver (see AvxStandIn.approve_waiting)
 PASSWORD_FORMATS = {"PK12", "PFX", "JKS"}
 ALL_FORMATS = {"CRT", "CERT", "CER", "PEM", "DER", "DERCER", "P7B", "P7C", "PK8", "PK12", "PFX", "JKS"}
 
@@ -183,6 +184,25 @@ class AvxStandIn(StandIn):
             self.awaiting_approval[resource_id] -= 1
         return self._issue(item)
 
+    def approve_waiting(self, resource_id: str) -> Response:
+        """The local stack's approver (`POST /_standin/approve/<resourceId>`, loopback only): approves one renewal
+        submitted with autoApproval=false, as an approver in AVX would. Not part of AVX's API."""
+        with self.lock:
+            known = resource_id in self.inventory
+            waiting = self.awaiting_approval.get(resource_id, 0)
+        if not known:
+            return Response.json({"message": f"AppViewX holds no certificate with resourceId {resource_id}"}, 404)
+        if waiting <= 0:
+            return Response.json({"message": f"No renewal of {resource_id} awaits approval"}, 409)
+        issued = self.approve(resource_id)
+        return Response.json(
+            {
+                "message": f"Approved: {self.inventory[resource_id].common_name} renewed in AppViewX; run complete-pending to store it",
+                "resourceId": resource_id,
+                "serialNumber": format(issued.certificate.serial_number, "X"),
+            }
+        )
+
     def expire_credentials(self) -> None:
         """Sessions and service tokens lapse (AVX then answers 401)."""
         with self.lock:
@@ -199,6 +219,8 @@ class AvxStandIn(StandIn):
     # -- protocol --------------------------------------------------------------------------------
     def handle(self, request: RecordedRequest) -> Response:
         path = request.path
+        if path.startswith(APPROVE_PATH) and request.method == "POST":
+            return self.approve_waiting(path[len(APPROVE_PATH) :])
         if path.endswith("/login") and request.method == "POST":
             return self._login(request)
         if path.endswith("/acctmgmt-get-service-token") and request.method == "POST":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -84,6 +85,10 @@ def start_endpoints(standins: StandIns) -> tuple[list[TlsEndpoint], str]:
 
 
 def report(standins: StandIns, ingestion: IngestionStandIn, webhook: dict[str, Any]) -> list[str]:
+    """What happened, in the words, times and rounding of `python -m shared status` (shared.cli's helpers)."""
+    from shared.cli import INSTALLED_WORDS, clip, expiry_words, when
+
+    now = datetime.now(UTC)
     lines: list[str] = []
     events = ingestion.events()
 
@@ -94,7 +99,7 @@ def report(standins: StandIns, ingestion: IngestionStandIn, webhook: dict[str, A
     lines.append(f"RCL scheduled {len(scheduled)} certificate(s) for renewal:")
     lines += [
         f"  - {p.get('certificateName')} (id {p.get('certificateId')}, target {p.get('target')}, "
-        f"expiring {p.get('expiryDate')})"
+        f"expiry {expiry_words(p.get('expiryDate'), now)})"
         for p in scheduled
     ]
     lines.append("Follow-up check:")
@@ -102,20 +107,19 @@ def report(standins: StandIns, ingestion: IngestionStandIn, webhook: dict[str, A
         if p.get("source") == "rcl":
             installed = str(p.get("installed")).lower() == "true"
             lines.append(
-                f"  - renewed   {p.get('certificateName')}: new expiry {p.get('expiryDate')}"
-                f"{', installed on its target' if installed else ', not installed on its target yet'}"
+                f"  - renewed   {p.get('certificateName')}: new expiry {expiry_words(p.get('expiryDate'), now)}, "
+                f"{INSTALLED_WORDS[installed]}"
             )
     lines += [
-        f"  - pending   {p.get('certificateName')} (scheduled {p.get('scheduledAt')})"
+        f"  - pending   {p.get('certificateName')}: scheduled {when(p.get('scheduledAt'))}, not renewed yet"
         for p in props("CertificateRenewalPending")
         if p.get("source") == "rcl"
     ]
+    for p in props("CertificateRenewalFailed"):
+        why = clip(f"{p.get('reason')}: {p.get('message') or ''}", 120)
+        lines.append(f"  - failed    {p.get('certificateName')}: {why}")
     lines += [
-        f"  - failed    {p.get('certificateName')}: {p.get('reason')} {p.get('message')}"
-        for p in props("CertificateRenewalFailed")
-    ]
-    lines += [
-        f"  - expiring  {p.get('certificateName')} in {float(p.get('daysLeft') or 0):g} day(s) ({p.get('expiryDate')})"
+        f"  - expiring  {p.get('certificateName')}: expiry {expiry_words(p.get('expiryDate'), now)}"
         for p in props("CertificateNearExpiry")
     ]
 
@@ -142,7 +146,10 @@ def report(standins: StandIns, ingestion: IngestionStandIn, webhook: dict[str, A
     if vault:
         stored = standins.key_vault.latest(vault["name"])
         lines.append(f"  stored in Key Vault: {vault['id']}")
-        lines.append(f"  thumbprint {vault['thumbprint']}, expires {vault['expiresOn']}, subject {vault['subject']}")
+        lines.append(
+            f"  thumbprint {vault['thumbprint']}, expiry {expiry_words(vault['expiresOn'], now)}, "
+            f"subject {vault['subject']}"
+        )
         if stored is not None:
             lines.append(f"  tags: {json.dumps(stored.tags)}")
     else:
@@ -162,39 +169,106 @@ def report(standins: StandIns, ingestion: IngestionStandIn, webhook: dict[str, A
 
 SETTINGS_FILE = REPO_ROOT / ".localstack" / "local.settings.json"
 LOCAL_KEY = "local-function-key"
+CLI = f".venv/bin/python -m shared --settings {SETTINGS_FILE.relative_to(REPO_ROOT)}"
+# The certificates AppViewX holds while serving (resourceId, commonName); "manual" gets a renewal awaiting approval.
+SERVED_AVX = (("www", "www.contoso.com"), ("api", "api.contoso.com"), ("wild", "*.contoso.com"))
+MANUAL = ("manual", "manual.contoso.com")
 
 
-def serve(standins: StandIns, env: dict[str, str], port: int, seconds: float | None) -> None:
+def stack_settings(
+    standins: StandIns, azurite: Azurite, ingestion: IngestionStandIn, endpoint_checks: str = "[]"
+) -> dict[str, str]:
+    """The settings that point the app at this run's stack (and nothing of the user's environment)."""
+    return {
+        **base_environment(standins),
+        "AzureWebJobsStorage": azurite.connection_string,
+        "APPLICATIONINSIGHTS_CONNECTION_STRING": ingestion.connection_string,
+        "RCL_VERIFY_GRACE_HOURS": "24",
+        "RENEWAL_WARNING_DAYS": "14",
+        "ENDPOINT_CHECKS": endpoint_checks,
+        "ENDPOINT_CHECK_SCHEDULE": "0 0 */6 * * *",
+    }
+
+
+def renew_in_process(body: dict[str, Any], params: dict[str, str]) -> dict[str, Any]:
+    """One webhook call through the registered function, in this process (as the served route runs it)."""
+    import azure.functions as func
+
+    from shared.cli import LocalContext, registered_functions
+
+    request = func.HttpRequest(
+        method="POST",
+        url="http://127.0.0.1/api/certificates/renew",
+        headers={"Content-Type": "application/json"},
+        params=params,
+        route_params={},
+        body=json.dumps(body).encode(),
+    )
+    response = registered_functions()["renew_http"].get_user_function()(request, LocalContext("renew_http"))
+    answer: dict[str, Any] = json.loads(response.get_body())
+    return answer
+
+
+def banner(base: str, standins: StandIns, serial: str, pending_id: str) -> str:
+    """Ready-to-paste commands, one per line, in an order that works from top to bottom."""
+    renew = f'curl -sS -X POST "{base}/api/certificates/renew?code={LOCAL_KEY}" -H "Content-Type: application/json"'
+    status_url = f'"{base}/api/certificates/renew/{pending_id}?code={LOCAL_KEY}"'
+    approve = f'curl -sS --cacert {standins.ca.bundle_path} -X POST "{standins.avx.url}/_standin/approve/{MANUAL[0]}"'
+    held = ", ".join(f"{cn} ({rid})" for rid, cn in (*SERVED_AVX, MANUAL))
+    return f"""
+Serving the app's HTTP functions on {base}/api/ (function key: {LOCAL_KEY}); Ctrl+C stops everything.
+AppViewX (local stand-in) holds, by commonName (resourceId): {held}.
+A renewal of {MANUAL[1]} was sent with autoApproval=false and waits for approval (pendingId {pending_id}).
+Try, in another terminal (each line is one command):
+
+# renew by resourceId, then by commonName + serialNumber (200, stored in Key Vault)
+{renew} -d '{{"resourceId": "www"}}'
+{renew} -d '{{"commonName": "api.contoso.com", "serialNumber": "{serial}"}}'
+# a renewal that waits for manual approval in AppViewX (202 with a pendingId)
+{renew.replace("?code=", "?autoApproval=false&code=")} -d '{{"resourceId": "wild"}}'
+# the waiting renewal of {MANUAL[1]}: its state, approve it in AppViewX, store it now, its state again
+curl -sS {status_url}
+{approve}
+{CLI} complete-pending
+curl -sS {status_url}
+# the recorded RCL renewals and the AppViewX renewals kept pending
+{CLI} status
+"""
+
+
+def serve(standins: StandIns, settings: dict[str, str], port: int, seconds: float | None) -> None:
     """Keep the stack up and serve the app's HTTP functions, as `python -m shared serve` does, for curl."""
-    from shared.cli import make_server, serve_until_stopped
+    from shared.cli import bind_server, serve_until_stopped
 
-    for common_name, resource_id in (("www.contoso.com", "www"), ("api.contoso.com", "api"), ("*.contoso.com", "wild")):
+    for resource_id, common_name in (*SERVED_AVX, MANUAL):
         standins.avx.add_certificate(common_name, resource_id=resource_id)
-    served = {k: v for k, v in env.items() if k != "APPLICATIONINSIGHTS_CONNECTION_STRING"}
+    serial = standins.avx.inventory["api"].serial_number  # the serial the stand-in knows for api.contoso.com
+    # Served in this process, without the run's ingestion stand-in (it only counts the report's events).
+    served = {k: v for k, v in settings.items() if k != "APPLICATIONINSIGHTS_CONNECTION_STRING"}
+    for key in [k for k in os.environ if k.startswith(("AVX_", "RCL_", "KEY_VAULT_"))]:
+        del os.environ[key]  # the shell's own app settings must not mix with the stack's
+    os.environ.pop("APPLICATIONINSIGHTS_CONNECTION_STRING", None)
     SETTINGS_FILE.parent.mkdir(exist_ok=True)
-    # The stand-ins' settings (their "secrets" are local sentinels), so the CLI can reach the same stack.
+    # Only the stack's settings (their "secrets" are local sentinels), so the CLI reaches the same stack.
     SETTINGS_FILE.write_text(json.dumps({"IsEncrypted": False, "Values": served}, indent=2))
     os.environ.update(served)
-    server = make_server("127.0.0.1", port, LOCAL_KEY)
+    server = bind_server("127.0.0.1", port, LOCAL_KEY, f"bash dev.sh local --serve --port {port + 1}")
+    waiting = renew_in_process({"resourceId": MANUAL[0]}, {"autoApproval": "false"})
+    served_log = logging.getLogger("certrenew.serve")  # one line per served request
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("  served: %(message)s"))
+    served_log.addHandler(handler)
+    served_log.setLevel(logging.INFO)
+    served_log.propagate = False
     base = f"http://127.0.0.1:{server.server_address[1]}"
-    print(
-        f"""
-Serving the app's HTTP functions on {base}/api/ (function key: {LOCAL_KEY}); Ctrl+C stops everything.
-AppViewX holds certificates with resourceId www, api and wild. Try, in another terminal:
-
-  curl -sS -X POST "{base}/api/certificates/renew?code={LOCAL_KEY}" -H "Content-Type: application/json" \\
-       -d '{{"resourceId": "www"}}'
-  curl -sS -X POST "{base}/api/certificates/renew?code={LOCAL_KEY}" \\
-       -H "Content-Type: application/json" -d '{{"resourceId": "api", "autoApproval": false}}'   # 202 pending
-  .venv/bin/python -m shared --settings {SETTINGS_FILE.relative_to(REPO_ROOT)} status
-""",
-        flush=True,
-    )
+    print(banner(base, standins, serial, str(waiting.get("pendingId"))), flush=True)
     # Returns on Ctrl+C or SIGTERM too, so Azurite and the stand-ins (stopped by the caller) never outlive the run.
     serve_until_stopped(server, seconds)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from shared.cli import CliMistake, check_port_free
+
     parser = argparse.ArgumentParser(prog="bash dev.sh local", description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="also print the raw events as JSON")
     parser.add_argument(
@@ -205,26 +279,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=7071, help="port of --serve (default 7071)")
     parser.add_argument("--serve-seconds", type=float, default=None, help=argparse.SUPPRESS)  # tests: stop by itself
     args = parser.parse_args(argv)
+    if args.serve:
+        try:  # before the minute-long run, not after it
+            check_port_free("127.0.0.1", args.port, f"bash dev.sh local --serve --port {args.port + 1}")
+        except CliMistake as exc:
+            print(f"bash dev.sh local: {exc}", file=sys.stderr)
+            return 2
 
     with tempfile.TemporaryDirectory(prefix="certrenew-local-") as work:
         workdir = Path(work)
         print("Starting the local stack (RCL, AppViewX, Key Vault, identity, App Insights ingestion, Azurite) ...")
         standins = start_standins(workdir)
         ingestion = IngestionStandIn().start()
-        azurite = Azurite.start(workdir)
+        azurite: Azurite | None = None
         endpoints: list[TlsEndpoint] = []
         try:
+            azurite = Azurite.start(workdir)
             item = seed(standins)
             endpoints, endpoint_checks = start_endpoints(standins)
+            settings = stack_settings(standins, azurite, ingestion, endpoint_checks)
             env = {
                 **{k: v for k, v in os.environ.items() if not k.startswith(("AVX_", "RCL_", "KEY_VAULT_"))},
-                **base_environment(standins),
-                "AzureWebJobsStorage": azurite.connection_string,
-                "APPLICATIONINSIGHTS_CONNECTION_STRING": ingestion.connection_string,
-                "RCL_VERIFY_GRACE_HOURS": "24",
-                "RENEWAL_WARNING_DAYS": "14",
-                "ENDPOINT_CHECKS": endpoint_checks,
-                "ENDPOINT_CHECK_SCHEDULE": "0 0 */6 * * *",
+                **settings,
             }
             print("Night: renew_timer asks RCL to renew what is due ...")
             run_child([{"function": "renew_timer"}], env)
@@ -250,14 +326,21 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(ingestion.events(), indent=2))
             webhook_ok = outcomes[-1].get("status") == 200
             if args.serve:
-                serve(standins, env, args.port, args.serve_seconds)
+                serve(standins, settings, args.port, args.serve_seconds)
             return 0 if webhook_ok and ingestion.events() else 1
+        except CliMistake as exc:  # the port was taken while the run ran
+            print(f"bash dev.sh local: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            return 130
         finally:
             for endpoint in endpoints:
                 endpoint.stop()
-            azurite.stop()
+            if azurite is not None:
+                azurite.stop()
             ingestion.stop()
             standins.stop()
+            print("Stopped everything this run started (the stand-ins and Azurite).", flush=True)
 
 
 if __name__ == "__main__":
