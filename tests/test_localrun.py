@@ -32,6 +32,9 @@ def test_local_run_reports_the_whole_story() -> None:
     assert "AppViewX webhook: HTTP 200" in out and "stored in Key Vault: https://127.0.0.1:" in out
     assert "thumbprint " in out
     assert "CertificateRenewalScheduled x3" in out and "RclRenewalRunCompleted x1" in out
+    # Issue 14: Key Vault's near-expiry event for the certificate the webhook stored, delivered twice, renews once.
+    assert "Key Vault event: CertificateNearExpiry for portal-contoso-com" in out and "delivered twice" in out
+    assert "renewed 1 time(s) through AppViewX: new version " in out
     for sentinel in SENTINELS:
         assert sentinel not in out and sentinel not in result.stderr
 
@@ -64,6 +67,10 @@ def test_serve_mode_takes_curl_and_the_status_table_sees_it() -> None:
         pending = requests.post(f"{base}&autoApproval=false", json={"resourceId": "api"}, timeout=60)
         assert pending.status_code == 202 and pending.json()["status"] == "pending"
         assert requests.post(base.split("?")[0], json={"resourceId": "www"}, timeout=10).status_code == 401
+        inventory = requests.get(f"http://127.0.0.1:{port}/api/certificates?code=local-function-key", timeout=60)
+        assert inventory.status_code == 200, inventory.text
+        listed = {c["name"]: c for c in inventory.json()["certificates"]}
+        assert listed["www-contoso-com"]["source"] == "appviewx" and listed["www-contoso-com"]["lastOutcome"]
 
         status = subprocess.run(
             [sys.executable, "-m", "shared", "--settings", ".localstack/local.settings.json", "status"],
