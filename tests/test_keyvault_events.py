@@ -287,3 +287,15 @@ def test_event_data_is_validated() -> None:
     ):
         with pytest.raises(Malformed):
             parse_event("1", NEAR, bad)
+
+
+def test_a_claim_is_taken_over_only_when_its_run_died_before_avx() -> None:
+    from shared.kv_event_claims import ABANDONED_AFTER, ClaimOutcome
+    from shared.kv_event_claims import decide as claim_decision
+
+    now = datetime.now(UTC)
+    stale = now - ABANDONED_AFTER - timedelta(seconds=1)
+    assert claim_decision({"state": "done", "createdAt": stale}, now) is ClaimOutcome.DONE
+    assert claim_decision({"state": "running", "createdAt": now}, now) is ClaimOutcome.HELD
+    assert claim_decision({"state": "running", "createdAt": stale, "pendingId": "ab"}, now) is ClaimOutcome.HELD
+    assert claim_decision({"state": "running", "createdAt": stale}, now) is ClaimOutcome.NEW
