@@ -1,12 +1,15 @@
-"""The Function App: configures telemetry, then registers the blueprints of both renewal paths and the endpoint check."""
+"""The Function App: configures telemetry, then registers the blueprints of both renewal paths, the endpoint check,
+the Key Vault event path and the certificate inventory."""
 
 from __future__ import annotations
 
 import azure.functions as func
 
 from renew_http import bp as renew_http_blueprint
+from renew_http.inventory import bp as inventory_blueprint
 from renew_timer import bp as renew_timer_blueprint
 from renew_timer.complete_pending import bp as complete_pending_blueprint
+from renew_timer.keyvault_events import bp as keyvault_events_blueprint
 from renew_timer.verify_endpoints import bp as verify_endpoints_blueprint
 from shared.notify import install_notifications
 from shared.settings import load_settings
@@ -22,3 +25,5 @@ app.register_functions(renew_http_blueprint)
 app.register_functions(renew_timer_blueprint)
 app.register_functions(complete_pending_blueprint)
 app.register_functions(verify_endpoints_blueprint)
+app.register_functions(keyvault_events_blueprint)
+app.register_functions(inventory_blueprint)

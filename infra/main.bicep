@@ -217,6 +217,17 @@ param endpointChecks string = '[]'
 param endpointCheckSchedule string = '0 0 */6 * * *'
 
 // ---------------------------------------------------------------------------
+// Key Vault events
+// ---------------------------------------------------------------------------
+
+@allowed([
+  'true'
+  'false'
+])
+@description('Subscribe keyvault_events to the vault\'s certificate near-expiry and expired events. Event Grid refuses a subscription to a function that is not deployed yet: after the first `azd up`, run `azd env set KEY_VAULT_EVENTS_SUBSCRIPTION true` and `azd provision`.')
+param keyVaultEventsSubscription string = 'false'
+
+// ---------------------------------------------------------------------------
 // Alerting
 // ---------------------------------------------------------------------------
 
@@ -285,6 +296,7 @@ module resources './modules/resources.bicep' = {
     endpointCheckSchedule: endpointCheckSchedule
     alertEmailAddress: alertEmailAddress
     alertActionGroupId: alertActionGroupId
+    keyVaultEventsSubscription: keyVaultEventsSubscription
   }
 }
 

@@ -15,6 +15,7 @@ from shared import identity
 from shared.avx import AvxClient
 from shared.idempotency import IdempotencyStore
 from shared.keyvault import KeyVaultStore
+from shared.kv_event_claims import EventClaims
 from shared.pending import PendingStore
 from shared.rcl import RclClient
 from shared.rcl_renewal import RclDependencies
@@ -68,6 +69,11 @@ def idempotency_store() -> IdempotencyStore:
 
 def signature_replays() -> SignatureReplayStore:
     return _cached("signatures", lambda: SignatureReplayStore(_table("idempotency_table")))
+
+
+def event_claims() -> EventClaims:
+    """Key Vault event claims, in the idempotency table (partitions apart from the webhook's keys)."""
+    return _cached("eventclaims", lambda: EventClaims(_table("idempotency_table")))
 
 
 def rcl_client() -> RclClient:

@@ -4,9 +4,10 @@ through the real CertificateClient."""
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
@@ -42,6 +43,8 @@ class StoredCertificate:
     not_before: datetime | None
     expires_on: datetime | None
     subject: str
+    # The version's tags (source=appviewx, avxResourceId, ...): read, never part of an answer (to_json leaves them out).
+    tags: dict[str, str] = field(default_factory=dict, compare=False)
 
     def to_json(self) -> dict[str, str | None]:
         return {
@@ -147,6 +150,42 @@ class KeyVaultStore:
             raise error from None
         return describe(certificate)
 
+    def list_page(self, page_size: int, next_link: str | None = None) -> CertificatePage:
+        """One page of the vault's certificates (`list_properties_of_certificates`, Key Vault's own paging): the
+        first page, or the page `next_link` (a nextLink of an earlier page) names."""
+        if next_link is not None and not is_vault_list_link(self.vault_url, next_link):
+            raise ForeignLink("the continuation is not a certificate list link of this vault")
+        size = max(1, min(page_size, LIST_PAGE_MAX))
+        try:
+            pages = self._client.list_properties_of_certificates(max_page_size=size).by_page(
+                continuation_token=next_link
+            )
+            page = next(pages, None)
+            items = list(page) if page is not None else []
+            following = pages.continuation_token if page is not None else None
+        except (AzureError, ValueError) as exc:
+            found = _store_error("", "list", exc)
+            reason = found.message.split(": ", 1)[-1]
+            raise KeyVaultError(
+                f"Could not list the vault's certificates: {reason}",
+                status=found.status,
+                kv_code=found.kv_code,
+                code="KEY_VAULT_UNAVAILABLE",
+                remediation=found.remediation,
+            ) from None
+        listed = [
+            ListedCertificate(
+                name=p.name or "",
+                thumbprint=p.x509_thumbprint.hex().upper() if p.x509_thumbprint else "",
+                not_before=p.not_before,
+                expires_on=p.expires_on,
+                enabled=p.enabled,
+                tags=dict(p.tags or {}),
+            )
+            for p in items
+        ]
+        return CertificatePage(listed, following or None)
+
     def merge(self, name: str, chain_der: list[bytes], tags: dict[str, str]) -> StoredCertificate:
         return self._call(
             name, "merge", lambda: self._client.merge_certificate(name, x509_certificates=chain_der, tags=tags)
@@ -176,6 +215,48 @@ def describe(certificate: KeyVaultCertificate) -> StoredCertificate:
         not_before=props.not_before,
         expires_on=props.expires_on,
         subject=subject,
+        tags=dict(props.tags or {}),
+    )
+
+
+@dataclass(frozen=True)
+class ListedCertificate:
+    """One certificate of the vault as the list API shows it (its current version's attributes and tags)."""
+
+    name: str
+    thumbprint: str  # SHA-1, upper-case hex; "" when Key Vault gave none
+    not_before: datetime | None
+    expires_on: datetime | None
+    enabled: bool | None
+    tags: dict[str, str]
+
+
+@dataclass(frozen=True)
+class CertificatePage:
+    certificates: list[ListedCertificate]
+    next_link: str | None  # Key Vault's nextLink (a URL of this vault), None on the last page
+
+
+LIST_PAGE_MAX = 25  # Key Vault's largest list page
+
+
+class ForeignLink(ValueError):
+    """A continuation that is not a list link of this vault (it would send the app's token elsewhere)."""
+
+
+def is_vault_list_link(vault_url: str, link: str) -> bool:
+    """True for `https://<this vault>/certificates?...` only: a caller-supplied continuation may never point the
+    SDK (and the app's bearer token) at another host or another API."""
+    try:
+        vault, parts = urlsplit(vault_url), urlsplit(link)
+    except ValueError:
+        return False
+    return (
+        parts.scheme == "https"
+        and parts.netloc.lower() == vault.netloc.lower()
+        and parts.path.rstrip("/") == vault.path.rstrip("/") + "/certificates"
+        and not parts.fragment
+        and not parts.username
     )
 
 

@@ -2,8 +2,9 @@
 endpoint still serves another certificate than Key Vault's current version.
 
 With the optional setting `NOTIFY_WEBHOOK_URL`, `install_notifications` registers a `Notifier` as a telemetry event
-sink (shared.telemetry). On `CertificateRenewalFailed`, `CertificateNearExpiry` and `CertificateNotDeployed` — and
-on no other event — it posts one message naming the certificate, the source (rcl / appviewx / endpoint) and the
+sink (shared.telemetry). On `CertificateRenewalFailed`, `CertificateNearExpiry`, `CertificateExpired` and
+`CertificateNotDeployed` — and on no other event — it posts one message naming the certificate, the source (rcl /
+appviewx / endpoint / keyvault) and the
 reason and message (or the expiry date and days left; or the host, the thumbprint it serves and Key Vault's),
 shaped for the receiver (`message_format`, a pure function of the URL; `NOTIFY_FORMAT`
 overrides it):
@@ -61,8 +62,9 @@ log = logging.getLogger("certrenew.notify")
 APP_NAME = "certrenew"
 FAILED = "CertificateRenewalFailed"
 NEAR_EXPIRY = "CertificateNearExpiry"
+EXPIRED = "CertificateExpired"  # Key Vault's expired event for a certificate nobody renewed
 NOT_DEPLOYED = "CertificateNotDeployed"  # an endpoint still serves another certificate than Key Vault's current one
-NOTIFIED_EVENTS = frozenset({FAILED, NEAR_EXPIRY, NOT_DEPLOYED})
+NOTIFIED_EVENTS = frozenset({FAILED, NEAR_EXPIRY, EXPIRED, NOT_DEPLOYED})
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 ADAPTIVE_CARD_SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
 ADAPTIVE_CARD_VERSION = "1.4"
@@ -81,6 +83,7 @@ SOURCE_LABELS = {
     "rcl": "RCL (Azure certificate renewal service)",
     "appviewx": "AppViewX",
     "endpoint": "endpoint check",
+    "keyvault": "Key Vault event (not renewed by this app)",
 }
 MAX_TEXT = 1500  # a message's longest text value; Slack allows 2,000 per field, Teams cards stay readable
 UNKNOWN_CERTIFICATE = "(not identified)"
@@ -206,6 +209,8 @@ class MessageFacts:
     def title(self) -> str:
         if self.event == NEAR_EXPIRY:
             return f"Certificate near expiry: {self.certificate}"
+        if self.event == EXPIRED:
+            return f"Certificate expired: {self.certificate}"
         if self.event == NOT_DEPLOYED:
             return f"Certificate not deployed: {self.certificate} on {self.host or '?'}"
         return f"Certificate renewal failed: {self.certificate}"
@@ -215,6 +220,8 @@ class MessageFacts:
         if self.event == NEAR_EXPIRY:
             left = "an unknown number of" if self.days_left is None else str(self.days_left)
             return f"{self.certificate} ({self.source_label}) expires in {left} day(s), on {self.expiry_date or '?'}."
+        if self.event == EXPIRED:
+            return f"{self.certificate} ({self.source_label}) expired on {self.expiry_date or '?'}."
         if self.event == NOT_DEPLOYED:
             left = "an unknown number of" if self.days_left is None else str(self.days_left)
             return (
@@ -234,7 +241,7 @@ class MessageFacts:
 
     def facts(self) -> list[tuple[str, str]]:
         rows: list[tuple[str, str | None]] = [("Certificate", self.certificate), ("Source", self.source_label)]
-        if self.event == NEAR_EXPIRY:
+        if self.event in (NEAR_EXPIRY, EXPIRED):
             rows += [
                 ("Expires", self.expiry_date),
                 ("Days left", None if self.days_left is None else str(self.days_left)),

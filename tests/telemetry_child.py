@@ -6,6 +6,7 @@ settings (stand-in URLs, the test CA bundle, APPLICATIONINSIGHTS_CONNECTION_STRI
 
     [{"webhook": {...request body...}, "params": {...}},   # POST /api/certificates/renew
      {"function": "<registered function name>"},          # a timer trigger, run once
+     {"eventgrid": {"id", "eventType", "subject", "data"}},  # keyvault_events, one Event Grid event
      {"probe": "<marker>"}]                                 # deliberately leak every secret setting (guard test)
 
 Each step's outcome is printed as one JSON line: {"step": i, "function": ..., "invocationId": ..., "status": ...,
@@ -94,6 +95,22 @@ def run(plan: list[dict[str, Any]]) -> None:
             )
             response = _call(functions["renew_http"], "renew_http", request, outcome)
             outcome.update(function="renew_http", status=response.status_code, body=response.get_body().decode())
+        elif "eventgrid" in step:
+            spec = step["eventgrid"]
+            event = func.EventGridEvent(
+                id=spec["id"],
+                data=spec["data"],
+                topic=spec.get("topic", "/subscriptions/local/providers/Microsoft.KeyVault/vaults/local"),
+                subject=spec.get("subject", ""),
+                event_type=spec["eventType"],
+                event_time=None,
+                data_version="1",
+            )
+            outcome.update(function="keyvault_events", status=None)
+            try:
+                _call(functions["keyvault_events"], "keyvault_events", event, outcome)
+            except Exception as exc:  # the host would record a failed invocation (Event Grid redelivers)
+                outcome["error"] = type(exc).__name__
         elif "probe" in step:
             _probe(step["probe"])
             outcome.update(function="probe")

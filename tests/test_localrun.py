@@ -41,6 +41,9 @@ def test_local_run_reports_the_whole_story() -> None:
     assert "CertificateRenewalScheduled x3" in out and "RclRenewalRunCompleted x1" in out
     assert not re.search(r"T\d\d:\d\d:\d\d\.\d", out), "times are shown to the second"
     assert out.rstrip().endswith("Stopped everything this run started (the stand-ins and Azurite).")
+    # Issue 14: Key Vault's near-expiry event for the certificate the webhook stored, delivered twice, renews once.
+    assert "Key Vault event: CertificateNearExpiry for portal-contoso-com" in out and "delivered twice" in out
+    assert "renewed 1 time(s) through AppViewX: new version " in out
     for sentinel in SENTINELS:
         assert sentinel not in out and sentinel not in result.stderr
 
@@ -79,8 +82,8 @@ def test_serve_banner_commands_work_when_pasted_in_order() -> None:
             if line.startswith(".venv/bin/python -m shared") and line.rstrip().endswith(" status"):
                 break  # the banner's last command
         commands = [line.strip() for line in output if line.startswith(("curl ", ".venv/bin/python "))]
-        assert len(commands) == 8, "".join(output)
-        renew_by_id, renew_by_serial, manual, state_before, approve, complete, state_after, status = commands
+        assert len(commands) == 9, "".join(output)
+        renew_by_id, renew_by_serial, manual, state_before, approve, complete, state_after, inventory, status = commands
         assert '"resourceId": "www"' in renew_by_id and '"commonName": "api.contoso.com"' in renew_by_serial
 
         answer = json.loads(run_banner_command(renew_by_id))
@@ -98,6 +101,8 @@ def test_serve_banner_commands_work_when_pasted_in_order() -> None:
         assert after["state"] != before["state"] and after["keyVaultCertificateId"].startswith("https://127.0.0.1:")
         assert after["keyVaultName"] == "manual-contoso-com"
 
+        listed = {c["name"]: c for c in json.loads(run_banner_command(inventory))["certificates"]}
+        assert listed["www-contoso-com"]["source"] == "appviewx" and listed["www-contoso-com"]["lastOutcome"], listed
         table = run_banner_command(status)
         # mail.contoso.com is "pending" with "(in 11 days)", as the report says it
         assert re.search(r"mail\.contoso\.com .* pending .*\(in 11 days\)", table.split("AppViewX")[0]), table

@@ -64,6 +64,12 @@ param keyVaultCreateMode string
 param alertEmailAddress string
 param alertActionGroupId string
 
+@allowed([
+  'true'
+  'false'
+])
+param keyVaultEventsSubscription string
+
 // ---------------------------------------------------------------------------
 // Names
 // ---------------------------------------------------------------------------
@@ -687,6 +693,34 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     webhookHmacSecretSecret
     notifyWebhookUrlSecret
   ]
+}
+
+// ---------------------------------------------------------------------------
+// Key Vault events (near expiry, expired) to keyvault_events; the workbook
+// ---------------------------------------------------------------------------
+
+module keyVaultEvents './keyvault-events.bicep' = {
+  name: 'certrenew-keyvault-events'
+  params: {
+    location: location
+    tags: tags
+    keyVaultName: keyVault.name
+    functionAppName: functionApp.name
+    storageAccountName: storage.name
+    subscribe: keyVaultEventsSubscription == 'true'
+  }
+  dependsOn: [
+    blobService
+  ]
+}
+
+module workbook './workbook.bicep' = {
+  name: 'certrenew-workbook'
+  params: {
+    location: location
+    tags: tags
+    appInsightsId: appInsights.id
+  }
 }
 
 output functionAppName string = functionApp.name

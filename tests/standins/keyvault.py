@@ -8,7 +8,7 @@ Served over HTTPS (the SDK refuses http:// vaults) with a test CA. Implements:
 - `POST /certificates/{name}/import` (PKCS#12 with `pwd`, or PEM with a PKCS#8 key when the policy's
   `secret_props.contentType` is `application/x-pem-file`), validated like Key Vault;
 - `GET /certificates/{name}[/{version}]`, `GET /certificates/{name}/versions`, `GET /certificates/{name}/policy`,
-  `GET /certificates`;
+  `GET /certificates` (paged: `maxresults`, then `nextLink` with a `$skiptoken`);
 - `POST /certificates/{name}/create` with issuer `Unknown` (the stand-in makes and keeps the key and answers with the
   CSR) or `Self` (self-signed, completed at once);
 - `GET|DELETE /certificates/{name}/pending` and `POST /certificates/{name}/pending/merge`;
@@ -32,6 +32,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -49,6 +50,7 @@ NAME_PATTERN = re.compile(r"^[0-9A-Za-z-]{1,127}$")
 PKCS12_CONTENT_TYPE = "application/x-pkcs12"
 PEM_CONTENT_TYPE = "application/x-pem-file"
 RECOVERY_LEVEL = "Recoverable+Purgeable"
+LIST_PAGE_MAX = 25  # Key Vault returns at most 25 items per list page
 OPERATIONS = ("import", "merge", "get", "pending", "create", "policy", "versions", "list")
 
 _NOT_FOUND_HELP = (
@@ -612,7 +614,7 @@ class KeyVaultStandIn(StandIn):
         if operation is None:
             raise KeyVaultError(501, "NotImplemented", f"stand-in does not implement {request.method} {request.path}")
         if operation == "list":
-            return self._list_certificates()
+            return self._list_certificates(request)
         name = parts[1]
         if not NAME_PATTERN.match(name):
             raise KeyVaultError(400, "BadParameter", f"The request URI contains an invalid name: {name}")
@@ -918,10 +920,29 @@ class KeyVaultStandIn(StandIn):
         location = f"{self.url}/certificates/{name}"
         return Response.json(self._bundle(stored), status=201, headers={"Location": location})
 
-    def _list_certificates(self) -> Response:
+    def _list_certificates(self, request: RecordedRequest) -> Response:
+        """Key Vault's paging: `maxresults` (1-25, default 25) per page and an absolute `nextLink` carrying a
+        `$skiptoken` (here the offset) and the same query, until the last page's `nextLink` is null."""
+        raw_max = request.query_one("maxresults")
+        try:
+            page_size = int(raw_max) if raw_max else LIST_PAGE_MAX
+        except ValueError:
+            raise KeyVaultError(400, "BadParameter", "maxresults must be an integer") from None
+        if not 1 <= page_size <= LIST_PAGE_MAX:
+            raise KeyVaultError(400, "BadParameter", f"maxresults must be between 1 and {LIST_PAGE_MAX}")
+        raw_skip = request.query_one("$skiptoken") or "0"
+        if not raw_skip.isdigit():
+            raise KeyVaultError(400, "BadParameter", "The $skiptoken is not valid")
+        start = int(raw_skip)
         with self.lock:
-            items = [self._item(v[-1], with_version=False) for v in self.certificates.values() if v]
-        return Response.json({"value": items, "nextLink": None})
+            names = sorted(n for n, v in self.certificates.items() if v)
+            items = [self._item(self.certificates[n][-1], with_version=False) for n in names[start : start + page_size]]
+        next_link = None
+        if start + page_size < len(names):
+            query = {k: v[0] for k, v in request.query.items() if k not in ("$skiptoken", "maxresults")}
+            query.update({"$skiptoken": str(start + page_size), "maxresults": str(page_size)})
+            next_link = f"{self.url}/certificates?{urlencode(query)}"
+        return Response.json({"value": items, "nextLink": next_link})
 
     def _list_versions(self, name: str) -> Response:
         with self.lock:

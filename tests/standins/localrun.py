@@ -10,6 +10,8 @@ Functions host would (so the telemetry exporter flushes when each exits):
           `verify_endpoints` which certificate two TLS endpoints really serve: both certificates were renewed in
                              Key Vault, one endpoint picked the renewal up, the other still serves the old one
           `renew_http`       one AppViewX webhook renewal, stored in Key Vault
+  later   `keyvault_events`  Key Vault's near-expiry event for that certificate, delivered twice (as Event Grid may):
+                             renewed once through AppViewX, as a new version of the same Key Vault certificate
 
 and prints a short report. Everything it started is stopped at the end. No Azure account is needed.
 """
@@ -24,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -82,6 +85,50 @@ def start_endpoints(standins: StandIns) -> tuple[list[TlsEndpoint], str]:
         endpoints.append(endpoint)
         checks.append({"certificate": name, "host": host, "address": endpoint.address})
     return endpoints, json.dumps(checks)
+
+
+def near_expiry_event(standins: StandIns, name: str, version: str) -> dict[str, Any]:
+    """Key Vault's near-expiry event for one version, as its Event Grid system topic delivers it."""
+    stored = standins.key_vault.latest(name)
+    expires = stored.certificate.not_valid_after_utc if stored else datetime.now(UTC) + timedelta(days=30)
+    return {
+        "id": str(uuid.uuid4()),
+        "eventType": "Microsoft.KeyVault.CertificateNearExpiry",
+        "subject": name,
+        "data": {
+            "Id": f"{standins.key_vault.url}/certificates/{name}/{version}",
+            "VaultName": "kv-cr-local",
+            "ObjectType": "Certificate",
+            "ObjectName": name,
+            "Version": version,
+            "NBF": int((expires - timedelta(days=90)).timestamp()),
+            "EXP": int(expires.timestamp()),
+        },
+    }
+
+
+def send_near_expiry(standins: StandIns, env: dict[str, str], webhook: dict[str, Any]) -> list[str]:
+    """Deliver Key Vault's near-expiry event for the certificate the webhook stored, twice; report what happened."""
+    vault = json.loads(webhook.get("body") or "{}").get("keyVault")
+    if not vault:
+        return ["Key Vault event: skipped (the webhook stored nothing)"]
+    renewals_before = len(standins.avx.renew_calls())
+    event = near_expiry_event(standins, vault["name"], vault["version"])
+    outcomes = run_child([{"eventgrid": event}, {"eventgrid": event}], env)
+    latest = standins.key_vault.latest(vault["name"])
+    renewed = len(standins.avx.renew_calls()) - renewals_before
+    lines = [
+        f"Key Vault event: CertificateNearExpiry for {vault['name']} version {vault['version'][:8]}..., "
+        f"delivered twice ({', '.join(o.get('error') or 'handled' for o in outcomes)}):"
+    ]
+    if latest is not None and latest.version != vault["version"]:
+        lines.append(
+            f"  renewed {renewed} time(s) through AppViewX: new version {latest.version[:8]}..., thumbprint "
+            f"{latest.thumbprint}, expires {latest.certificate.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}"
+        )
+    else:
+        lines.append(f"  NOT renewed (AppViewX renew calls: {renewed})")
+    return lines
 
 
 def report(standins: StandIns, ingestion: IngestionStandIn, webhook: dict[str, Any]) -> list[str]:
@@ -231,6 +278,8 @@ curl -sS {status_url}
 {approve}
 {CLI} complete-pending
 curl -sS {status_url}
+# the vault's certificates with their source and last outcome (paged)
+curl -sS "{base}/api/certificates?code={LOCAL_KEY}&maxResults=5"
 # the recorded RCL renewals and the AppViewX renewals kept pending
 {CLI} status
 """
@@ -317,17 +366,20 @@ def main(argv: list[str] | None = None) -> int:
                 {"webhook": {"resourceId": item.resource_id}},
             ]
             outcomes = run_child(plan, env)
+            print("Later: Key Vault's near-expiry event for the certificate the webhook stored (delivered twice) ...")
+            event_lines = send_near_expiry(standins, env, outcomes[-1])
             deadline = time.monotonic() + 5
             while not ingestion.events() and time.monotonic() < deadline:
                 time.sleep(0.1)
             print()
-            print("\n".join(report(standins, ingestion, outcomes[-1])))
+            print("\n".join(report(standins, ingestion, outcomes[-1]) + event_lines))
             if args.json:
                 print(json.dumps(ingestion.events(), indent=2))
             webhook_ok = outcomes[-1].get("status") == 200
             if args.serve:
                 serve(standins, settings, args.port, args.serve_seconds)
-            return 0 if webhook_ok and ingestion.events() else 1
+            event_ok = any("renewed 1 time(s)" in line for line in event_lines)
+            return 0 if webhook_ok and event_ok and ingestion.events() else 1
         except CliMistake as exc:  # the port was taken while the run ran
             print(f"bash dev.sh local: {exc}", file=sys.stderr)
             return 2

@@ -1,0 +1,81 @@
+"""HTTP trigger `certificate_inventory`: `GET /api/certificates` (function key), the vault's certificates with who
+renews each (appviewx / rcl / unmanaged), days left and the last outcome the app recorded. Thin: the shaping is in
+`shared.inventory`."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import azure.functions as func
+
+from renew_http import error_response, json_response
+from shared import context as app_context
+from shared.errors import ApiError, CertRenewError, KeyVaultError, SettingsError, StateStoreError
+from shared.inventory import DEFAULT_PAGE_SIZE, decode_continuation, inventory_page, last_outcomes
+from shared.keyvault import LIST_PAGE_MAX, ForeignLink
+from shared.kv_event_decisions import rcl_names
+from shared.settings import EndpointCheck
+from shared.telemetry import invocation
+
+bp = func.Blueprint()
+log = logging.getLogger("certrenew.inventory")
+
+
+def _page_size(raw: str | None) -> int | None:
+    if raw is None:
+        return DEFAULT_PAGE_SIZE
+    text = raw.strip()
+    if not text.isdigit() or not 1 <= int(text) <= LIST_PAGE_MAX:
+        return None
+    return int(text)
+
+
+def _endpoints() -> tuple[EndpointCheck, ...]:
+    try:
+        return app_context.settings().endpoint_checks.endpoints
+    except SettingsError as exc:  # the endpoint check reports it; the inventory still answers
+        log.warning("Inventory without endpoints: %s", exc.message)
+        return ()
+
+
+@bp.function_name("certificate_inventory")
+@bp.route(route="certificates", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def certificate_inventory(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    invocation_id = getattr(context, "invocation_id", None)
+    with invocation(invocation_id, context):
+        page_size = _page_size(req.params.get("maxResults"))
+        if page_size is None:
+            message = f"maxResults must be a whole number from 1 to {LIST_PAGE_MAX}"
+            return error_response(ApiError(400, "INVALID_REQUEST", message), invocation_id)
+        token = req.params.get("continuation")
+        next_link = decode_continuation(token) if token is not None else None
+        if token is not None and next_link is None:
+            message = "continuation is not a token this endpoint gave"
+            return error_response(ApiError(400, "INVALID_REQUEST", message), invocation_id)
+        try:
+            rcl_rows = app_context.renewal_state().all_records()
+            outcomes = last_outcomes(app_context.pending_store().all_records(), rcl_rows)
+            page = inventory_page(
+                app_context.key_vault_store(),
+                page_size,
+                next_link,
+                rcl_names(str(r.get("certificateName") or "") for r in rcl_rows),
+                outcomes,
+                _endpoints(),
+                datetime.now(UTC),
+            )
+        except ForeignLink:
+            message = "continuation is not a token this endpoint gave"
+            return error_response(ApiError(400, "INVALID_REQUEST", message), invocation_id)
+        except KeyVaultError as exc:
+            log.error("Inventory failed: %s", exc.message)
+            return error_response(ApiError(502, "KEY_VAULT_UNAVAILABLE", exc.message, exc.remediation), invocation_id)
+        except StateStoreError as exc:
+            log.error("Inventory failed: %s", exc.message)
+            return error_response(ApiError(503, exc.code, exc.message, exc.remediation), invocation_id)
+        except CertRenewError as exc:
+            log.error("Inventory failed: %s", exc.message)
+            return error_response(ApiError(500, exc.code, exc.message, exc.remediation), invocation_id)
+        body = {"certificates": page.certificates, "continuation": page.continuation, "invocationId": invocation_id}
+        return json_response(200, body)

@@ -1,0 +1,46 @@
+"""Event Grid trigger `keyvault_events`: Key Vault's certificate near-expiry and expired events (its Event Grid system
+topic, subscription in infra/). Thin: the decisions live in `shared.kv_event_decisions`, the run in
+`shared.kv_events`."""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from shared import context as app_context
+from shared.errors import CertRenewError
+from shared.kv_events import EventDependencies, RetryLater, handle_event
+from shared.telemetry import invocation
+
+bp = func.Blueprint()
+log = logging.getLogger("certrenew.keyvault-events")
+
+
+def _rcl_certificate_names() -> list[str]:
+    return [str(r.get("certificateName") or "") for r in app_context.renewal_state().all_records()]
+
+
+@bp.function_name("keyvault_events")
+@bp.event_grid_trigger(arg_name="event")
+def keyvault_events(event: func.EventGridEvent, context: func.Context) -> None:
+    invocation_id = getattr(context, "invocation_id", None)
+    with invocation(invocation_id, context):
+        try:
+            deps = EventDependencies(
+                vault_url=app_context.settings().key_vault.url,
+                store=app_context.key_vault_store(),
+                claims=app_context.event_claims(),
+                records=app_context.pending_store,
+                avx=app_context.avx_client,
+                rcl_certificate_names=_rcl_certificate_names,
+            )
+            outcome = handle_event(event.id, event.event_type, event.get_json(), deps, invocation_id)
+        except RetryLater as exc:
+            log.error("keyvault_events: %s", exc)
+            raise
+        except CertRenewError as exc:  # settings (named) or the tables: Event Grid redelivers, then dead-letters
+            remedy = f" Remediation: {exc.remediation}" if exc.remediation else ""
+            log.error("keyvault_events failed [%s]: %s.%s", exc.code, exc.message, remedy)
+            raise
+        log.info("keyvault_events: event %s (%s): %s", event.id, event.event_type, outcome)
