@@ -458,6 +458,63 @@ def pending_answer(record: PendingRecord, invocation_id: str | None) -> dict[str
     }
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What is known before AVX is called: the certificate being replaced (resourceId-only requests)."""
+
+    replaced: AvxCertificateRecord | None = None
+
+
+def prepare(command: RenewCommand, pipeline: Pipeline) -> Prepared | ApiError:
+    """Everything checked before AVX is asked to renew: the Key Vault token, that the result can be stored, and (for
+    a resourceId-only request) one AVX search for what is replaced. An ApiError means nothing was renewed; a 5xx one
+    is worth retrying, a 4xx one is not."""
+    avx, store = pipeline.avx, pipeline.store
+    target = command.target_name()
+    try:
+        store.ensure_token()
+    except IdentityError as exc:
+        return ApiError(502, exc.code, exc.message + "; nothing was renewed.", exc.remediation)
+    pending_exists: bool | None = None
+    if command.storage is Storage.MERGE and target:
+        try:
+            pending_exists = store.has_pending_csr(target)
+        except KeyVaultError as exc:
+            return ApiError(502, "KEY_VAULT_UNAVAILABLE", exc.message + "; nothing was renewed.", exc.remediation)
+    rejection = unstorable(command, pending_exists)
+    if rejection is not None:
+        return rejection
+    if command.avx.resource_id and not command.avx.serial_number:
+        # One search before the renew: what is replaced (common name, serial, validity), so completion can tell it
+        # from its renewal whatever happens next.
+        try:
+            return Prepared(current_certificate(avx.search(resource_id=command.avx.resource_id), None))
+        except AvxError as exc:
+            return avx_error_answer(exc)
+    return Prepared()
+
+
+def record_fields(command: RenewCommand, replaced: AvxCertificateRecord | None = None) -> dict[str, Any]:
+    """What a renewal record knows of its request (and of the certificate it replaces, once searched)."""
+    return {
+        "storage": "merge" if command.storage is Storage.MERGE else "import",
+        "requested_resource_id": command.avx.resource_id,
+        "common_name": command.avx.common_name or (replaced.common_name if replaced else None),
+        "serial_number": command.avx.serial_number or (replaced.serial_number if replaced else None),
+        "replaced_valid_from": replaced.valid_from if replaced else None,
+        "replaced_valid_to": replaced.valid_to if replaced else None,
+        "key_vault_name": command.target_name() if command.storage is Storage.MERGE else command.key_vault_name,
+    }
+
+
+class AvxDidNotRenew(Exception):
+    """AVX provably did not renew: the request never reached it, or it refused with an error status."""
+
+    def __init__(self, error: AvxError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 def renew_and_store(
     command: RenewCommand,
     pipeline: Pipeline,
@@ -469,63 +526,46 @@ def renew_and_store(
     is called (`on_record(pending_id)` ties the caller's Idempotency-Key to it); after AVX may have acted the answer
     is 200 (stored), 202 (pending) or a coded error carrying the AVX ids and the pendingId — never a bare 500."""
     hook = _Webhook(command, pipeline)
-    avx, store = pipeline.avx, pipeline.store
-    target = command.target_name()
-    try:
-        store.ensure_token()
-    except IdentityError as exc:
-        return hook.failed(ApiError(502, exc.code, exc.message + "; nothing was renewed.", exc.remediation))
-    pending_exists: bool | None = None
-    if command.storage is Storage.MERGE and target:
-        try:
-            pending_exists = store.has_pending_csr(target)
-        except KeyVaultError as exc:
-            error = ApiError(502, "KEY_VAULT_UNAVAILABLE", exc.message + "; nothing was renewed.", exc.remediation)
-            return hook.failed(error)
-    rejection = unstorable(command, pending_exists)
-    if rejection is not None:
-        return hook.failed(rejection)
-
-    replaced: AvxCertificateRecord | None = None
-    if command.avx.resource_id and not command.avx.serial_number:
-        # One search before the renew: what is replaced (common name, serial, validity), so completion can tell it
-        # from its renewal whatever happens next.
-        try:
-            replaced = current_certificate(avx.search(resource_id=command.avx.resource_id), None)
-        except AvxError as exc:
-            return hook.failed(avx_error_answer(exc))
-
-    now = datetime.now(UTC)
+    prepared = prepare(command, pipeline)
+    if isinstance(prepared, ApiError):
+        return hook.failed(prepared)
     record = PendingRecord.accepted(
-        now,
+        datetime.now(UTC),
         pipeline.invocation_id or pipeline.owner,
-        storage="merge" if command.storage is Storage.MERGE else "import",
-        requested_resource_id=command.avx.resource_id,
-        common_name=command.avx.common_name or (replaced.common_name if replaced else None),
-        serial_number=command.avx.serial_number or (replaced.serial_number if replaced else None),
-        replaced_valid_from=replaced.valid_from if replaced else None,
-        replaced_valid_to=replaced.valid_to if replaced else None,
-        key_vault_name=target if command.storage is Storage.MERGE else command.key_vault_name,
         caller=pipeline.caller,
         idempotency_scope=idempotency_scope,
+        **record_fields(command, prepared.replaced),
     )
     record = pipeline.records.create(record)  # StateStoreError: 503, nothing renewed
     if on_record is not None:
         on_record(record.pending_id)
-
     try:
-        result = avx.renew(command.avx, command.auto_approval)
+        result = renew_at_avx(hook, record)
+    except AvxDidNotRenew as refused:
+        _save(pipeline, record.failed(refused.error.code, refused.error.message, datetime.now(UTC)))
+        return hook.failed(avx_error_answer(refused.error))
+    return result if isinstance(result, WebhookAnswer) else store_renew_answer(hook, record, result)
+
+
+def renew_at_avx(hook: _Webhook, record: PendingRecord) -> AvxRenewResult | WebhookAnswer:
+    """Ask AVX to renew for a written record. Raises AvxDidNotRenew when AVX provably did not act (the caller
+    decides: fail, or retry); once AVX may have acted, a problem keeps the record pending (a 202 answer)."""
+    try:
+        return hook.pipeline.avx.renew(hook.command.avx, hook.command.auto_approval)
     except AvxError as exc:
         if _never_reached_or_refused(exc):
-            _save(pipeline, record.failed(exc.code, exc.message, datetime.now(UTC)))
-            return hook.failed(avx_error_answer(exc))
+            raise AvxDidNotRenew(exc) from None
         return hook.keep_pending(record, exc.code, exc.message, None)  # may have renewed: never sent again
     except Exception as exc:  # AVX may have acted: keep it, never a bare 500
         log.exception("Unexpected failure calling AppViewX for renewal %s", record.pending_id)
         return hook.keep_pending(record, "AVX_UNKNOWN_OUTCOME", f"unexpected {type(exc).__name__}", None)
+
+
+def store_renew_answer(hook: _Webhook, record: PendingRecord, result: AvxRenewResult) -> WebhookAnswer:
+    """Store what AVX's renew answer carries; after AVX acted nothing may be lost."""
     try:
         return _store_answer(hook, record, result)
-    except Exception as exc:  # after AVX acted nothing may be lost
+    except Exception as exc:
         log.exception("Unexpected failure storing renewal %s", record.pending_id)
         return hook.keep_pending(record, "STORE_UNKNOWN_OUTCOME", f"unexpected {type(exc).__name__}", result)
 
@@ -591,6 +631,14 @@ def download_renewed(record: PendingRecord, found: AvxCertificateRecord, avx: Av
 def complete_record(record: PendingRecord, pipeline: Pipeline, max_days: float, now: datetime | None = None) -> Outcome:
     """One try at a claimed open record: find, download, store; the record is settled either way."""
     now = now or datetime.now(UTC)
+    if record.is_queued:  # its queue message was never processed within the hold; AVX was never called
+        lost = NotStored(
+            "QUEUE_MESSAGE_LOST",
+            "The renewal's queue message was never processed; AppViewX was not called and nothing was renewed.",
+            permanent=True,
+            remediation="Send the renewal again (with a new Idempotency-Key).",
+        )
+        return settle_not_stored(record, lost, pipeline, now=now)
     try:
         material = download_renewed(record, find_renewed(record, pipeline.avx), pipeline.avx)
     except NotStored as problem:
