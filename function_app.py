@@ -1,10 +1,12 @@
-"""The Function App: configures telemetry, then registers the blueprints of both renewal paths and the endpoint check."""
+"""The Function App: configures telemetry, then registers the blueprints of both renewal paths (the AppViewX one with
+its renewal queue) and the endpoint check."""
 
 from __future__ import annotations
 
 import azure.functions as func
 
 from renew_http import bp as renew_http_blueprint
+from renew_queue import bp as renew_queue_blueprint
 from renew_timer import bp as renew_timer_blueprint
 from renew_timer.complete_pending import bp as complete_pending_blueprint
 from renew_timer.verify_endpoints import bp as verify_endpoints_blueprint
@@ -19,6 +21,7 @@ install_notifications(load_settings())
 
 app = func.FunctionApp()
 app.register_functions(renew_http_blueprint)
+app.register_functions(renew_queue_blueprint)
 app.register_functions(renew_timer_blueprint)
 app.register_functions(complete_pending_blueprint)
 app.register_functions(verify_endpoints_blueprint)

@@ -121,9 +121,11 @@ class PendingRecord:
         completes it once its lease runs out, never renewing again)."""
         return replace(self, reason="ACCEPTED", next_attempt_at=now, **fields)
 
-    def requeued(self, error: str) -> PendingRecord:
+    def requeued(self, error: str, now: datetime) -> PendingRecord:
         """Back on the queue after a failure that provably came before AVX acted (the queue retries it)."""
-        return replace(self, reason=QUEUED, last_error=_short(error), lease_until=None)
+        return replace(
+            self, reason=QUEUED, last_error=_short(error), lease_until=None, next_attempt_at=now + QUEUED_HOLD
+        )
 
     def claimed(self, owner: str, now: datetime) -> PendingRecord:
         return replace(self, lease_owner=owner, lease_until=now + LEASE)

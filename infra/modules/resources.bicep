@@ -11,6 +11,12 @@ param resourceToken string
 
 param maximumInstanceCount int
 param instanceMemoryMB int
+@description('Renewal queue of the asynchronous webhook (RENEWAL_QUEUE).')
+param renewalQueue string = 'certificate-renewals'
+@description('Worker threads per instance (PYTHON_THREADPOOL_THREAD_COUNT); see README "Concurrency".')
+param pythonThreadCount int = 16
+@description('Concurrent HTTP requests per instance (Flex Consumption perInstanceConcurrency); see README "Concurrency".')
+param httpPerInstanceConcurrency int = 16
 
 param avxApiUrl string
 param avxUsername string
@@ -577,6 +583,17 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           value: idempotencyTable
         }
         {
+          // Queue of the asynchronous webhook (Prefer: respond-async); its poison queue is this name + '-poison'.
+          name: 'RENEWAL_QUEUE'
+          value: renewalQueue
+        }
+        {
+          // Chosen, not defaulted (bench/RESULTS.md, README "Concurrency"): 16 threads run 16 renewals at once per
+          // instance, matching host.json's queue batchSize 8 + newBatchThreshold 8 and perInstanceConcurrency 16.
+          name: 'PYTHON_THREADPOOL_THREAD_COUNT'
+          value: string(pythonThreadCount)
+        }
+        {
           name: 'PENDING_RETRY_SCHEDULE'
           value: pendingRetrySchedule
         }
@@ -621,6 +638,12 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       scaleAndConcurrency: {
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB
+        triggers: {
+          http: {
+            // One HTTP request per worker thread: a synchronous renewal holds its thread for AVX's whole wait.
+            perInstanceConcurrency: httpPerInstanceConcurrency
+          }
+        }
       }
       runtime: {
         name: 'python'
