@@ -13,8 +13,6 @@ param maximumInstanceCount int
 param instanceMemoryMB int
 @description('Renewal queue of the asynchronous webhook (RENEWAL_QUEUE).')
 param renewalQueue string = 'certificate-renewals'
-@description('Worker threads per instance (PYTHON_THREADPOOL_THREAD_COUNT); see README "Concurrency".')
-param pythonThreadCount int = 16
 @description('Concurrent HTTP requests per instance (Flex Consumption perInstanceConcurrency); see README "Concurrency".')
 param httpPerInstanceConcurrency int = 16
 
@@ -588,12 +586,6 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           value: renewalQueue
         }
         {
-          // Chosen, not defaulted (bench/RESULTS.md, README "Concurrency"): 16 threads run 16 renewals at once per
-          // instance, matching host.json's queue batchSize 8 + newBatchThreshold 8 and perInstanceConcurrency 16.
-          name: 'PYTHON_THREADPOOL_THREAD_COUNT'
-          value: string(pythonThreadCount)
-        }
-        {
           name: 'PENDING_RETRY_SCHEDULE'
           value: pendingRetrySchedule
         }
@@ -640,7 +632,9 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         instanceMemoryMB: instanceMemoryMB
         triggers: {
           http: {
-            // One HTTP request per worker thread: a synchronous renewal holds its thread for AVX's whole wait.
+            // Chosen, not defaulted (bench/RESULTS.md, README "Concurrency"): 16 requests per instance, as many as
+            // host.json's queue batchSize 8 + newBatchThreshold 8 run at once. Flex Consumption sizes the Python
+            // worker's threads itself (PYTHON_THREADPOOL_THREAD_COUNT is not supported there).
             perInstanceConcurrency: httpPerInstanceConcurrency
           }
         }
