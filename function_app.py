@@ -1,5 +1,5 @@
-"""The Function App: configures telemetry, then registers the blueprints of both renewal paths, the endpoint check,
-the Key Vault event path and the certificate inventory."""
+"""The Function App: configures telemetry, then registers the blueprints of both renewal paths (the AppViewX one with
+its renewal queue), the endpoint check, the Key Vault event path and the certificate inventory."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import azure.functions as func
 
 from renew_http import bp as renew_http_blueprint
 from renew_http.inventory import bp as inventory_blueprint
+from renew_http.queued import bp as renew_queue_blueprint
 from renew_timer import bp as renew_timer_blueprint
 from renew_timer.complete_pending import bp as complete_pending_blueprint
 from renew_timer.keyvault_events import bp as keyvault_events_blueprint
@@ -22,6 +23,7 @@ install_notifications(load_settings())
 
 app = func.FunctionApp()
 app.register_functions(renew_http_blueprint)
+app.register_functions(renew_queue_blueprint)
 app.register_functions(renew_timer_blueprint)
 app.register_functions(complete_pending_blueprint)
 app.register_functions(verify_endpoints_blueprint)

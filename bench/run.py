@@ -31,6 +31,7 @@ from typing import Any
 
 import psutil
 
+from bench import queue_burst
 from bench.child import MARKER
 from tests.standins.rcl import certificate_response
 from tests.standins.stack import (
@@ -61,7 +62,6 @@ CHILD_TIMEOUT = 120.0
 # Targets (issue 7).
 IMPORT_RATIO_TARGET = 2.0
 FIRST_CALL_TARGET_MS = 1500.0
-OVERHEAD_RATIO_TARGET = 1.15
 SCALE_RATIO_TARGET = 12.0
 
 
@@ -452,12 +452,10 @@ def warm_calls(stack: Stack, webhook: Webhook, section: Section, counts: Section
     section.add("direct calls (requests PUT + import_certificate), median", ms(direct_median))
     section.add("direct calls, p99", ms(percentile(direct_ms, 99)))
     ratio = app_median / direct_median
-    section.add(
-        "overhead ratio (median app / median direct)",
-        f"{ratio:.2f}x",
-        f"<= {OVERHEAD_RATIO_TARGET:g}x",
-        ratio <= OVERHEAD_RATIO_TARGET,
-    )
+    # The 1.15x target is retired (issue 13): what remains is cryptography's mandatory RSA key check on opening the
+    # PFX, a check worth keeping; reported without a target.
+    section.add("overhead ratio (median app / median direct)", f"{ratio:.2f}x")
+    section.add("of which: RSA private-key check when the PFX is opened", rsa_check_ms())
     p99_ratio = percentile(app_ms, 99) / percentile(direct_ms, 99)
     section.add("p99 ratio", f"{p99_ratio:.2f}x")
     section.add("app time beyond the direct calls, median", ms(app_median - direct_median))
@@ -495,6 +493,22 @@ def profile_warm(webhook: Webhook, items: list[Any], section: Section) -> None:
     for per_call, label in rows[:16]:
         text.write(f"  {per_call:8.2f}  {label}\n")
     section.details.append(text.getvalue().rstrip())
+
+
+def rsa_check_ms() -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    from tests.standins import certs
+
+    key = certs.pooled_key(2048)
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    timed = {}
+    for skip in (False, True):
+        before = time.perf_counter()
+        for _ in range(5):
+            serialization.load_der_private_key(der, None, unsafe_skip_rsa_key_validation=skip)
+        timed[skip] = (time.perf_counter() - before) / 5 * 1000
+    return f"{timed[False] - timed[True]:.1f} ms per call (2048-bit key; no target)"
 
 
 def rsa_validation_note() -> str:
@@ -743,7 +757,8 @@ def main() -> int:
     counts = Section("3. Round trips, counted at the stand-ins")
     scaled = Section("4. Scale: the follow-up check (verify_renewals)")
     burst = Section("5. Concurrency")
-    sections = [cold, overhead, counts, scaled, burst]
+    storms = Section("6. Renewal storms: asynchronous vs synchronous (issue 13)")
+    sections = [cold, overhead, counts, scaled, burst, storms]
     with tempfile.TemporaryDirectory(prefix="certrenew-bench-") as directory, running_stack(Path(directory)) as stack:
         print(f"\n{cold.title}", flush=True)
         guarded(cold, "cold start", lambda: cold_start(stack, cold, counts))
@@ -753,6 +768,9 @@ def main() -> int:
         guarded(overhead, "warm calls", lambda: warm_calls(stack, webhook, overhead, counts))
         print(f"\n{burst.title}", flush=True)
         guarded(burst, "concurrent calls", lambda: concurrency(stack, webhook, burst))
+        print(f"\n{storms.title}", flush=True)
+        guarded(storms, "async burst", lambda: queue_burst.async_burst(stack.standins, webhook.functions, storms))
+        guarded(storms, "sync burst", lambda: queue_burst.sync_burst(stack.standins, webhook.functions, storms))
         print(f"\n{counts.title}: a night", flush=True)
         if has_rcl:
             guarded(counts, "per night", lambda: night(stack, counts))

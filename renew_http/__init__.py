@@ -1,6 +1,8 @@
 """HTTP triggers of the AppViewX path.
 
-- `POST /api/certificates/renew` renews a certificate in AppViewX and stores it in Key Vault.
+- `POST /api/certificates/renew` renews a certificate in AppViewX and stores it in Key Vault; with
+  `Prefer: respond-async` it writes the renewal record, queues the renewal (`renew_queue.renew_queued` runs it) and
+  answers 202 at once with `Location` and `Retry-After`.
 - `GET /api/certificates/renew/{pendingId}` tells the state of a renewal record: accepted, pending, renewed or failed
   (with its reason).
 """
@@ -16,21 +18,26 @@ from typing import Any
 import azure.functions as func
 
 from shared import context as app_context
-from shared import idempotency, redaction, signature
-from shared.avx_pipeline import Pipeline, WebhookAnswer, pending_answer, renew_and_store
+from shared import idempotency, redaction, renewal_queue, signature
+from shared.avx_pipeline import Pipeline, WebhookAnswer, accept_queued, pending_answer, renew_and_store
 from shared.callers import caller_of, status_view
 from shared.errors import ApiError, CertRenewError, StateStoreError
+from shared.pending import ACCEPTED, OPEN_STATES
+from shared.renewal_queue import RETRY_AFTER_ACCEPTED_SECONDS, RETRY_AFTER_PENDING_SECONDS
 from shared.telemetry import invocation
-from shared.webhook import MAX_BODY_BYTES, parse_renew_request
+from shared.webhook import MAX_BODY_BYTES, RenewCommand, parse_renew_request, unstorable
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.http")
 PENDING_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-def json_response(status: int, body: dict[str, Any]) -> func.HttpResponse:
+def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> func.HttpResponse:
     return func.HttpResponse(
-        json.dumps(body), status_code=status, mimetype="application/json", headers={"Cache-Control": "no-store"}
+        json.dumps(body),
+        status_code=status,
+        mimetype="application/json",
+        headers={"Cache-Control": "no-store", **(headers or {})},
     )
 
 
@@ -39,12 +46,17 @@ def error_response(error: ApiError, invocation_id: str | None) -> func.HttpRespo
 
 
 @bp.function_name("renew_http")
+@bp.queue_output(arg_name="renewals", queue_name="%RENEWAL_QUEUE%", connection="AzureWebJobsStorage")
 @bp.route(route="certificates/renew", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
-def renew_http(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+def renew_http(
+    req: func.HttpRequest,
+    context: func.Context,
+    renewals: func.Out[str] = None,  # type: ignore[assignment]  # the host always binds it; None outside the host
+) -> func.HttpResponse:
     invocation_id = getattr(context, "invocation_id", None)
     with invocation(invocation_id, context):
         try:
-            return _renew(req, invocation_id)
+            return _renew(req, invocation_id, renewals)
         except StateStoreError as exc:
             log.error("Renewal request failed: %s", exc.message)
             return error_response(ApiError(503, exc.code, exc.message, exc.remediation), invocation_id)
@@ -53,7 +65,7 @@ def renew_http(req: func.HttpRequest, context: func.Context) -> func.HttpRespons
             return error_response(ApiError(500, exc.code, exc.message, exc.remediation), invocation_id)
 
 
-def _renew(req: func.HttpRequest, invocation_id: str | None) -> func.HttpResponse:
+def _renew(req: func.HttpRequest, invocation_id: str | None, renewals: func.Out[str] | None) -> func.HttpResponse:
     body = req.get_body() or b""
     if len(body) > MAX_BODY_BYTES:  # before anything reads it
         return error_response(
@@ -103,6 +115,8 @@ def _renew(req: func.HttpRequest, invocation_id: str | None) -> func.HttpRespons
     if claims is not None and key is not None:
         claim = claims.claim(key, idempotency.fingerprint(body, query))
         if claim.outcome == idempotency.REPLAY:
+            if claim.status == 202 and (claim.body or {}).get("status") == "accepted":  # the first async answer
+                return _async_response(WebhookAnswer(202, claim.body or {}))
             return json_response(claim.status or 200, claim.body or {})
         if claim.outcome == idempotency.RECORDED:
             # The first invocation died after AVX may have acted: answer from its record, never renew again.
@@ -136,8 +150,13 @@ def _renew(req: func.HttpRequest, invocation_id: str | None) -> func.HttpRespons
         if not first_use:
             return error_response(signature.replayed(), invocation_id)
 
+    # RFC 7240: a preference, not a demand; outside the host (no queue binding) the request is served synchronously.
+    respond_async = renewals is not None and renewal_queue.prefers_async(req.headers.get("Prefer"))
     answer: WebhookAnswer | None = None
     try:
+        if respond_async and renewals is not None:
+            answer = _accept_async(parsed, caller.name, invocation_id, key, renewals)
+            return _async_response(answer) if answer.status == 202 else json_response(answer.status, answer.body)
         pipeline = Pipeline(
             avx=app_context.avx_client(),
             store=app_context.key_vault_store(),
@@ -161,6 +180,52 @@ def _renew(req: func.HttpRequest, invocation_id: str | None) -> func.HttpRespons
             else:
                 claims.release(key)
     return json_response(answer.status, answer.body)
+
+
+def _accept_async(
+    command: RenewCommand, caller: str | None, invocation_id: str | None, key: str | None, renewals: func.Out[str]
+) -> WebhookAnswer:
+    """Write the record, then hand the renewal to the queue (the output binding writes the message when this
+    invocation ends successfully, after the record exists). A record whose message never arrives stays `accepted`
+    (reason QUEUED) and is ended `failed` (QUEUE_MESSAGE_LOST) by the timer; AVX is never called for it."""
+    # A format Key Vault can never hold is refused at once (pure check); a merge's pending CSR is checked by the
+    # queue function, which ends the record failed (UNSTORABLE_FORMAT) when there is none.
+    rejection = unstorable(command, pending_exists=True)
+    if rejection is not None:
+        return WebhookAnswer(rejection.status, rejection.body(invocation_id))
+    pipeline = Pipeline(
+        avx=app_context.avx_client(),
+        store=app_context.key_vault_store(),
+        records=app_context.pending_store(),
+        invocation_id=invocation_id,
+        caller=caller,
+    )
+    # The key is not attached to the record: if this invocation dies before answering, AVX was never called, so a
+    # retry after the claim went stale may queue the renewal anew (the orphan record ends QUEUE_MESSAGE_LOST).
+    record = accept_queued(command, pipeline, idempotency_scope=idempotency.scope(key) if key else None)
+    renewals.set(renewal_queue.queue_message(record.pending_id, command))
+    log.info("Renewal %s accepted and queued", record.pending_id)
+    body = {
+        "status": "accepted",
+        "pendingId": record.pending_id,
+        "statusUrl": renewal_queue.status_location(record.pending_id),
+        "invocationId": invocation_id,
+    }
+    # A 202 leaves the key claimed (answers replay for 24 h): a retry never queues the renewal twice.
+    return WebhookAnswer(202, body, avx_called=True)
+
+
+def _async_response(answer: WebhookAnswer) -> func.HttpResponse:
+    pending_id = str(answer.body["pendingId"])
+    return json_response(
+        202,
+        answer.body,
+        {
+            "Location": renewal_queue.status_location(pending_id),
+            "Retry-After": str(renewal_queue.RETRY_AFTER_ACCEPTED_SECONDS),
+            "Preference-Applied": "respond-async",
+        },
+    )
 
 
 @bp.function_name("renew_status")
@@ -193,4 +258,8 @@ def renew_status(req: func.HttpRequest, context: func.Context) -> func.HttpRespo
             ),
             invocation_id,
         )
-    return json_response(200, {**status_view(record.public()), "invocationId": invocation_id})
+    headers = {}
+    if record.state in OPEN_STATES:  # still running: when to ask again
+        wait = RETRY_AFTER_ACCEPTED_SECONDS if record.state == ACCEPTED else RETRY_AFTER_PENDING_SECONDS
+        headers["Retry-After"] = str(wait)
+    return json_response(200, {**status_view(record.public()), "invocationId": invocation_id}, headers)

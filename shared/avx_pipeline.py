@@ -39,7 +39,7 @@ from shared.certificates import (
 )
 from shared.errors import ApiError, AvxError, CertRenewError, IdentityError, KeyVaultError, StateStoreError
 from shared.keyvault import KeyVaultStore, StoredCertificate, b64decode_strict, clean_tags
-from shared.pending import FAILED, PENDING, RENEWED, PendingRecord, PendingStore, RecordTaken
+from shared.pending import ACCEPTED, FAILED, PENDING, RENEWED, PendingRecord, PendingStore, RecordTaken
 from shared.telemetry import emit_event
 from shared.webhook import RenewCommand, avx_error_answer, certificate_tags, renewed_answer, unstorable
 
@@ -474,6 +474,63 @@ def pending_answer(record: PendingRecord, invocation_id: str | None) -> dict[str
     }
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What is known before AVX is called: the certificate being replaced (resourceId-only requests)."""
+
+    replaced: AvxCertificateRecord | None = None
+
+
+def prepare(command: RenewCommand, pipeline: Pipeline) -> Prepared | ApiError:
+    """Everything checked before AVX is asked to renew: the Key Vault token, that the result can be stored, and (for
+    a resourceId-only request) one AVX search for what is replaced. An ApiError means nothing was renewed; a 5xx one
+    is worth retrying, a 4xx one is not."""
+    avx, store = pipeline.avx, pipeline.store
+    target = command.target_name()
+    try:
+        store.ensure_token()
+    except IdentityError as exc:
+        return ApiError(502, exc.code, exc.message + "; nothing was renewed.", exc.remediation)
+    pending_exists: bool | None = None
+    if command.storage is Storage.MERGE and target:
+        try:
+            pending_exists = store.has_pending_csr(target)
+        except KeyVaultError as exc:
+            return ApiError(502, "KEY_VAULT_UNAVAILABLE", exc.message + "; nothing was renewed.", exc.remediation)
+    rejection = unstorable(command, pending_exists)
+    if rejection is not None:
+        return rejection
+    if command.avx.resource_id and not command.avx.serial_number:
+        # One search before the renew: what is replaced (common name, serial, validity), so completion can tell it
+        # from its renewal whatever happens next.
+        try:
+            return Prepared(current_certificate(avx.search(resource_id=command.avx.resource_id), None))
+        except AvxError as exc:
+            return avx_error_answer(exc)
+    return Prepared()
+
+
+def record_fields(command: RenewCommand, replaced: AvxCertificateRecord | None = None) -> dict[str, Any]:
+    """What a renewal record knows of its request (and of the certificate it replaces, once searched)."""
+    return {
+        "storage": "merge" if command.storage is Storage.MERGE else "import",
+        "requested_resource_id": command.avx.resource_id,
+        "common_name": command.avx.common_name or (replaced.common_name if replaced else None),
+        "serial_number": command.avx.serial_number or (replaced.serial_number if replaced else None),
+        "replaced_valid_from": replaced.valid_from if replaced else None,
+        "replaced_valid_to": replaced.valid_to if replaced else None,
+        "key_vault_name": command.target_name() if command.storage is Storage.MERGE else command.key_vault_name,
+    }
+
+
+class AvxDidNotRenew(Exception):
+    """AVX provably did not renew: the request never reached it, or it refused with an error status."""
+
+    def __init__(self, error: AvxError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 def renew_and_store(
     command: RenewCommand,
     pipeline: Pipeline,
@@ -485,63 +542,46 @@ def renew_and_store(
     is called (`on_record(pending_id)` ties the caller's Idempotency-Key to it); after AVX may have acted the answer
     is 200 (stored), 202 (pending) or a coded error carrying the AVX ids and the pendingId — never a bare 500."""
     hook = _Webhook(command, pipeline)
-    avx, store = pipeline.avx, pipeline.store
-    target = command.target_name()
-    try:
-        store.ensure_token()
-    except IdentityError as exc:
-        return hook.failed(ApiError(502, exc.code, exc.message + "; nothing was renewed.", exc.remediation))
-    pending_exists: bool | None = None
-    if command.storage is Storage.MERGE and target:
-        try:
-            pending_exists = store.has_pending_csr(target)
-        except KeyVaultError as exc:
-            error = ApiError(502, "KEY_VAULT_UNAVAILABLE", exc.message + "; nothing was renewed.", exc.remediation)
-            return hook.failed(error)
-    rejection = unstorable(command, pending_exists)
-    if rejection is not None:
-        return hook.failed(rejection)
-
-    replaced: AvxCertificateRecord | None = None
-    if command.avx.resource_id and not command.avx.serial_number:
-        # One search before the renew: what is replaced (common name, serial, validity), so completion can tell it
-        # from its renewal whatever happens next.
-        try:
-            replaced = current_certificate(avx.search(resource_id=command.avx.resource_id), None)
-        except AvxError as exc:
-            return hook.failed(avx_error_answer(exc))
-
-    now = datetime.now(UTC)
+    prepared = prepare(command, pipeline)
+    if isinstance(prepared, ApiError):
+        return hook.failed(prepared)
     record = PendingRecord.accepted(
-        now,
+        datetime.now(UTC),
         pipeline.invocation_id or pipeline.owner,
-        storage="merge" if command.storage is Storage.MERGE else "import",
-        requested_resource_id=command.avx.resource_id,
-        common_name=command.avx.common_name or (replaced.common_name if replaced else None),
-        serial_number=command.avx.serial_number or (replaced.serial_number if replaced else None),
-        replaced_valid_from=replaced.valid_from if replaced else None,
-        replaced_valid_to=replaced.valid_to if replaced else None,
-        key_vault_name=target if command.storage is Storage.MERGE else command.key_vault_name,
         caller=pipeline.caller,
         idempotency_scope=idempotency_scope,
+        **record_fields(command, prepared.replaced),
     )
     record = pipeline.records.create(record)  # StateStoreError: 503, nothing renewed
     if on_record is not None:
         on_record(record.pending_id)
-
     try:
-        result = avx.renew(command.avx, command.auto_approval)
+        result = renew_at_avx(hook, record)
+    except AvxDidNotRenew as refused:
+        _save(pipeline, record.failed(refused.error.code, refused.error.message, datetime.now(UTC)))
+        return hook.failed(avx_error_answer(refused.error), record=record)
+    return result if isinstance(result, WebhookAnswer) else store_renew_answer(hook, record, result)
+
+
+def renew_at_avx(hook: _Webhook, record: PendingRecord) -> AvxRenewResult | WebhookAnswer:
+    """Ask AVX to renew for a written record. Raises AvxDidNotRenew when AVX provably did not act (the caller
+    decides: fail, or retry); once AVX may have acted, a problem keeps the record pending (a 202 answer)."""
+    try:
+        return hook.pipeline.avx.renew(hook.command.avx, hook.command.auto_approval)
     except AvxError as exc:
         if _never_reached_or_refused(exc):
-            _save(pipeline, record.failed(exc.code, exc.message, datetime.now(UTC)))
-            return hook.failed(avx_error_answer(exc), record=record)
+            raise AvxDidNotRenew(exc) from None
         return hook.keep_pending(record, exc.code, exc.message, None)  # may have renewed: never sent again
     except Exception as exc:  # AVX may have acted: keep it, never a bare 500
         log.exception("Unexpected failure calling AppViewX for renewal %s", record.pending_id)
         return hook.keep_pending(record, "AVX_UNKNOWN_OUTCOME", f"unexpected {type(exc).__name__}", None)
+
+
+def store_renew_answer(hook: _Webhook, record: PendingRecord, result: AvxRenewResult) -> WebhookAnswer:
+    """Store what AVX's renew answer carries; after AVX acted nothing may be lost."""
     try:
         return _store_answer(hook, record, result)
-    except Exception as exc:  # after AVX acted nothing may be lost
+    except Exception as exc:
         log.exception("Unexpected failure storing renewal %s", record.pending_id)
         return hook.keep_pending(record, "STORE_UNKNOWN_OUTCOME", f"unexpected {type(exc).__name__}", result)
 
@@ -607,6 +647,14 @@ def download_renewed(record: PendingRecord, found: AvxCertificateRecord, avx: Av
 def complete_record(record: PendingRecord, pipeline: Pipeline, max_days: float, now: datetime | None = None) -> Outcome:
     """One try at a claimed open record: find, download, store; the record is settled either way."""
     now = now or datetime.now(UTC)
+    if record.is_queued:  # its queue message was never processed within the hold; AVX was never called
+        lost = NotStored(
+            "QUEUE_MESSAGE_LOST",
+            "The renewal's queue message was never processed; AppViewX was not called and nothing was renewed.",
+            permanent=True,
+            remediation="Send the renewal again (with a new Idempotency-Key).",
+        )
+        return settle_not_stored(record, lost, pipeline, now=now)
     try:
         material = download_renewed(record, find_renewed(record, pipeline.avx), pipeline.avx)
     except NotStored as problem:
@@ -653,3 +701,129 @@ def complete_pending(
                 outcome.message,
             )
     return summary
+
+
+# -- the renewal queue (asynchronous webhook requests) -------------------------------------------------------------
+
+# AVX answers worth another try from the queue: it was not reached, or it said it is overloaded or unavailable.
+TRANSIENT_AVX_STATUSES = (429, 502, 503, 504)
+SKIPPED = "skipped"
+
+
+class RetryQueued(Exception):
+    """A failure that provably came before AVX acted: the record is back on the queue and the message is retried
+    (the host's backoff, host.json); after the last try the poison handler ends the record with this reason."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message = code, message
+
+
+@dataclass(frozen=True)
+class QueuedOutcome:
+    """Where one queue delivery left its record: renewed, pending, failed, or skipped (nothing done)."""
+
+    state: str
+    pending_id: str
+    code: str | None = None
+    message: str | None = None
+
+
+def accept_queued(command: RenewCommand, pipeline: Pipeline, *, idempotency_scope: str | None = None) -> PendingRecord:
+    """Write the record of an asynchronous renewal (state accepted, reason QUEUED), before its queue message.
+    Raises StateStoreError when it cannot be written (nothing queued, nothing renewed)."""
+    record = PendingRecord.queued(
+        datetime.now(UTC), caller=pipeline.caller, idempotency_scope=idempotency_scope, **record_fields(command)
+    )
+    return pipeline.records.create(record)
+
+
+def _avx_transient(error: AvxError) -> bool:
+    return not error.sent or error.http_status in TRANSIENT_AVX_STATUSES
+
+
+def _fail_queued(record: PendingRecord, error: ApiError, pipeline: Pipeline) -> QueuedOutcome:
+    problem = NotStored(error.code, error.message, permanent=True, remediation=error.remediation)
+    outcome = settle_not_stored(record, problem, pipeline)
+    return QueuedOutcome(outcome.state, record.pending_id, error.code, error.message)
+
+
+def _requeue(record: PendingRecord, code: str, message: str, pipeline: Pipeline) -> RetryQueued:
+    _save(pipeline, record.requeued(f"{code}: {message}", datetime.now(UTC)))
+    log.warning("Queued renewal %s not sent to AppViewX yet (%s); the queue retries it", record.pending_id, code)
+    return RetryQueued(code, message)
+
+
+def renew_queued(pending_id: str, command: RenewCommand, pipeline: Pipeline) -> QueuedOutcome:
+    """One delivery of a queued renewal: the same checks, AVX call and Key Vault pipeline as the webhook.
+
+    The record is claimed first (ETag-conditional lease), so a message delivered twice, or to two instances at once,
+    renews once; a record no longer queued is never renewed again. Raises RetryQueued (the queue retries) for a
+    failure that provably came before AVX acted; StateStoreError when the table is unreachable."""
+    records = pipeline.records
+    record = records.get(pending_id)
+    if record is None:
+        log.error("Queued renewal %s has no record; nothing renewed", pending_id)
+        return QueuedOutcome(SKIPPED, pending_id, "NOT_FOUND", "no renewal record has this id")
+    claimed = records.claim_queued(record, pipeline.owner, datetime.now(UTC))
+    if claimed is None:
+        log.info(
+            "Queued renewal %s is %s (%s) or held by another run; not renewed again",
+            pending_id,
+            record.state,
+            record.reason,
+        )
+        return QueuedOutcome(SKIPPED, pending_id, record.reason, f"record is {record.state}")
+    hook = _Webhook(command, pipeline)
+    prepared = prepare(command, pipeline)
+    if isinstance(prepared, ApiError):
+        if prepared.status >= 500:
+            raise _requeue(claimed, prepared.code, prepared.message, pipeline)
+        return _fail_queued(claimed, prepared, pipeline)
+    try:  # from here AVX may act: an ordinary write-ahead record, completed by the timer if this run dies
+        record = records.save(claimed.calling_avx(datetime.now(UTC), **record_fields(command, prepared.replaced)))
+    except RecordTaken:
+        return QueuedOutcome(SKIPPED, pending_id, "TAKEN", "record changed by another run")
+    try:
+        result = renew_at_avx(hook, record)
+    except AvxDidNotRenew as refused:
+        if _avx_transient(refused.error):
+            raise _requeue(record, refused.error.code, refused.error.message, pipeline) from None
+        return _fail_queued(record, avx_error_answer(refused.error), pipeline)
+    answer = result if isinstance(result, WebhookAnswer) else store_renew_answer(hook, record, result)
+    return _answer_outcome(answer, pending_id)
+
+
+def _answer_outcome(answer: WebhookAnswer, pending_id: str) -> QueuedOutcome:
+    if answer.status == 200:
+        return QueuedOutcome(RENEWED, pending_id)
+    error = answer.body.get("error") if isinstance(answer.body.get("error"), dict) else None
+    code = (error or {}).get("code") or answer.body.get("reason")
+    message = (error or {}).get("message") or answer.body.get("message")
+    return QueuedOutcome(PENDING if answer.status == 202 else FAILED, pending_id, code, message)
+
+
+def settle_poisoned(pending_id: str, pipeline: Pipeline, now: datetime | None = None) -> QueuedOutcome:
+    """A queue message the host gave up on (maxDequeueCount): its record ends failed with the last reason when AVX
+    was never called, or is handed to the timer (pending) when AVX may have acted. Never silently lost."""
+    now = now or datetime.now(UTC)
+    record = pipeline.records.get(pending_id)
+    if record is None:
+        log.error("Poison renewal message %s has no record", pending_id)
+        return QueuedOutcome(SKIPPED, pending_id, "NOT_FOUND", "no renewal record has this id")
+    leased = record.lease_until is not None and record.lease_until > now
+    if record.state != ACCEPTED or leased:
+        # settled, or an invocation holds it now (its lease expiry hands it to the timer if it dies)
+        return QueuedOutcome(SKIPPED, pending_id, record.reason, f"record is {record.state}")
+    message = record.last_error or "the renewal could not be processed"
+    if record.is_queued:  # AVX was never called
+        problem = NotStored(
+            "QUEUE_RETRIES_EXHAUSTED",
+            f"Not sent to AppViewX after the queue's last try; nothing was renewed. Last: {message}",
+            permanent=True,
+            remediation="Fix the cause named here, then send the renewal again (with a new Idempotency-Key).",
+        )
+        outcome = settle_not_stored(record, problem, pipeline, now=now)
+    else:  # AVX may have acted: the timer finds and stores what it renewed, never renewing again
+        outcome = settle_not_stored(record, NotStored("QUEUE_RETRIES_EXHAUSTED", message), pipeline, now=now)
+    return QueuedOutcome(outcome.state, pending_id, outcome.code, outcome.message)

@@ -38,6 +38,11 @@ LEGACY_STATES = {"completed": RENEWED}
 OPEN = PENDING  # the name older callers used for the open state
 
 GAVE_UP = "PENDING_GAVE_UP"
+# An `accepted` record whose renewal waits on the renewal queue: AVX has not been called for it. Only the queue
+# function claims it (`claim_queued`); the timer leaves it alone until QUEUED_HOLD has passed, and then (the message
+# was lost) ends it failed — AVX was never called, so nothing can have been renewed.
+QUEUED = "QUEUED"
+QUEUED_HOLD = timedelta(hours=2)
 
 
 class RecordTaken(Exception):
@@ -100,6 +105,27 @@ class PendingRecord:
     def accepted(cls, now: datetime, owner: str, **fields: Any) -> PendingRecord:
         """The write-ahead record, leased by the invocation about to call AVX."""
         return cls.new(now, state=ACCEPTED, reason="ACCEPTED", lease_owner=owner, lease_until=now + LEASE, **fields)
+
+    @classmethod
+    def queued(cls, now: datetime, **fields: Any) -> PendingRecord:
+        """The record of an asynchronous renewal, written before its queue message; nobody holds it yet."""
+        return replace(cls.new(now, state=ACCEPTED, reason=QUEUED, **fields), next_attempt_at=now + QUEUED_HOLD)
+
+    @property
+    def is_queued(self) -> bool:
+        """Waiting on the renewal queue: AVX has not been called for it."""
+        return self.state == ACCEPTED and self.reason == QUEUED
+
+    def calling_avx(self, now: datetime, **fields: Any) -> PendingRecord:
+        """A queued record about to be sent to AVX: from here on it is an ordinary write-ahead record (the timer
+        completes it once its lease runs out, never renewing again)."""
+        return replace(self, reason="ACCEPTED", next_attempt_at=now, **fields)
+
+    def requeued(self, error: str, now: datetime) -> PendingRecord:
+        """Back on the queue after a failure that provably came before AVX acted (the queue retries it)."""
+        return replace(
+            self, reason=QUEUED, last_error=_short(error), lease_until=None, next_attempt_at=now + QUEUED_HOLD
+        )
 
     def claimed(self, owner: str, now: datetime) -> PendingRecord:
         return replace(self, lease_owner=owner, lease_until=now + LEASE)
@@ -221,6 +247,17 @@ class PendingStore:
     def claim(self, record: PendingRecord, owner: str, now: datetime) -> PendingRecord | None:
         """Take the record's lease, or None when another run changed or holds it."""
         if not is_due(record, now):
+            return None
+        try:
+            return self.save(record.claimed(owner, now))
+        except RecordTaken:
+            return None
+
+    def claim_queued(self, record: PendingRecord, owner: str, now: datetime) -> PendingRecord | None:
+        """The queue function's claim on a queued record (its hold does not apply); None when the record is no longer
+        queued, another invocation holds it, or it changed since it was read (a duplicate delivery)."""
+        leased = record.lease_until is not None and record.lease_until > now
+        if not record.is_queued or leased:
             return None
         try:
             return self.save(record.claimed(owner, now))

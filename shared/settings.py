@@ -103,6 +103,7 @@ class StorageSettings:
     renewal_table: str
     pending_table: str = "avxpending"
     idempotency_table: str = "webhookrequests"
+    renewal_queue: str = "certificate-renewals"  # the asynchronous webhook's queue (its poison queue: + "-poison")
 
 
 @dataclass(frozen=True)
@@ -385,6 +386,16 @@ class _Reader:
             self.problems.append(f"{name} must be 3-63 letters and digits starting with a letter, got {value!r}")
         return value
 
+    def queue_name(self, name: str, default: str) -> str:
+        """An Azure Storage queue name that still is one with "-poison" appended (the host's poison queue)."""
+        value = self.text(name, default) or default
+        if not re.fullmatch(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,55}", value):
+            self.problems.append(
+                f"{name} must be 3-56 lowercase letters, digits and single hyphens, starting and ending with a letter "
+                f"or digit (the host appends -poison), got {value!r}"
+            )
+        return value
+
     def check(self, group: str) -> None:
         if self.problems:
             raise SettingsError(group, self.problems)
@@ -506,6 +517,7 @@ class Settings:
                 renewal_table=r.table_name("RENEWAL_STATE_TABLE", "certrenewals"),
                 pending_table=r.table_name("PENDING_TABLE", "avxpending"),
                 idempotency_table=r.table_name("IDEMPOTENCY_TABLE", "webhookrequests"),
+                renewal_queue=r.queue_name("RENEWAL_QUEUE", "certificate-renewals"),
             )
 
         return self._group("storage", build)

@@ -18,8 +18,8 @@ def settings_read_by_the_app() -> set[str]:
     names: set[str] = set()
     for path in [*ROOT.glob("shared/*.py"), *ROOT.glob("renew_*/*.py")]:
         text = path.read_text(encoding="utf-8")
-        names |= set(re.findall(r'r\.(?:text|url|number|flag|table_name|secret)\(\s*"([A-Za-z_]+)"', text))
-        names |= set(re.findall(r'schedule="%([A-Z_]+)%"', text))
+        names |= set(re.findall(r'r\.(?:text|url|number|flag|table_name|secret|queue_name)\(\s*"([A-Za-z_]+)"', text))
+        names |= set(re.findall(r'(?:schedule|queue_name)="%([A-Z_]+)%', text))
         for group in re.findall(r"r\.text\(n\) for n in \(([^)]*)\)", text):
             names |= set(re.findall(r'"([A-Z_]+)"', group))
     return names

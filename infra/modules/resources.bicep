@@ -11,6 +11,10 @@ param resourceToken string
 
 param maximumInstanceCount int
 param instanceMemoryMB int
+@description('Renewal queue of the asynchronous webhook (RENEWAL_QUEUE).')
+param renewalQueue string = 'certificate-renewals'
+@description('Concurrent HTTP requests per instance (Flex Consumption perInstanceConcurrency); see README "Concurrency".')
+param httpPerInstanceConcurrency int = 16
 
 param avxApiUrl string
 param avxUsername string
@@ -621,6 +625,11 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           value: idempotencyTable
         }
         {
+          // Queue of the asynchronous webhook (Prefer: respond-async); its poison queue is this name + '-poison'.
+          name: 'RENEWAL_QUEUE'
+          value: renewalQueue
+        }
+        {
           name: 'PENDING_RETRY_SCHEDULE'
           value: pendingRetrySchedule
         }
@@ -670,6 +679,14 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       scaleAndConcurrency: {
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB
+        triggers: {
+          http: {
+            // Chosen, not defaulted (bench/RESULTS.md, README "Concurrency"): 16 requests per instance, as many as
+            // host.json's queue batchSize 8 + newBatchThreshold 8 run at once. Flex Consumption sizes the Python
+            // worker's threads itself (PYTHON_THREADPOOL_THREAD_COUNT is not supported there).
+            perInstanceConcurrency: httpPerInstanceConcurrency
+          }
+        }
       }
       runtime: {
         name: 'python'
