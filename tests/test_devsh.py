@@ -28,7 +28,7 @@ def executable(path: Path, text: str) -> None:
 
 
 def dev_sh(tmp_path: Path, *args: str, python_version: str = "3.11") -> subprocess.CompletedProcess[str]:
-    for name in ("dev.sh", "requirements.txt", "requirements-dev.txt", "pyproject.toml", "package-lock.json"):
+    for name in ("dev.sh", "requirements.lock", "requirements-dev.lock", "pyproject.toml", "package-lock.json"):
         (tmp_path / name).write_bytes((REPO_ROOT / name).read_bytes())
     executable(tmp_path / "bin" / "python3.11", FAKE_PYTHON.format(version=python_version))
     executable(tmp_path / "bin" / "npm", FAKE_NPM)
@@ -59,13 +59,18 @@ def test_first_setup_says_what_it_does_and_installs_the_console_command(tmp_path
     progress = [line for line in result.stdout.splitlines() if line.startswith("setup: ")]
     assert [p.split(" ...")[0] for p in progress] == [
         f"setup: creating .venv with {tmp_path / 'bin' / 'python3.11'}",
-        "setup: installing the pinned Python packages (the first time takes about a minute)",
+        "setup: installing the hash-pinned Python packages (the first time takes about a minute)",
         "setup: installing the console command .venv/bin/certrenew",
         "setup: installing Azurite (npm ci)",
         "setup: done (.venv, .venv/bin/certrenew, Azurite).",
     ]
     calls = (tmp_path / "calls.log").read_text()
-    assert "-r requirements-dev.txt" in calls and "--no-deps" in calls and "-e ." in calls and "npm ci" in calls
+    assert (
+        "--require-hashes -r requirements-dev.lock" in calls
+        and "--no-deps" in calls
+        and "-e ." in calls
+        and "npm ci" in calls
+    )
     assert "warning" not in result.stderr
 
 
