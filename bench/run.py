@@ -331,7 +331,14 @@ def import_diagnosis(stack: Stack, section: Section) -> None:
         "Self time by package (ms):",
     ]
     lines += [f"  {name:<32} {us / 1000:7.1f}" for name, us in by_package.most_common(14)]
-    roots = ["shared.context", "shared.identity", "shared.keyvault", "shared.tables", "shared.avx", "shared.rcl"]
+    roots = [
+        "shared.context",
+        "shared.azure.identity",
+        "shared.azure.keyvault",
+        "shared.azure.tables",
+        "shared.appviewx.client",
+        "shared.rcl.client",
+    ]
     lines.append("Cumulative import time of app modules that pull them in (ms, first importer pays):")
     lines += [f"  {name:<32} {app[name][1] / 1000:7.1f}" for name in roots if name in app]
     section.details.append("\n".join(lines))
@@ -485,7 +492,7 @@ def profile_warm(webhook: Webhook, items: list[Any], section: Section) -> None:
     parse = next((per_call for per_call, label in rows if label.endswith("(leaf_of_pfx)")), None)
     if parse is not None:
         section.notes.append(
-            f"Opening the PFX (`shared.certificates.leaf_of_pfx`) takes {parse:.1f} ms per call; "
+            f"Opening the PFX (`shared.core.certificates.leaf_of_pfx`) takes {parse:.1f} ms per call; "
             f"{rsa_validation_note()}"
         )
     text = io.StringIO()

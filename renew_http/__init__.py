@@ -18,14 +18,16 @@ from typing import Any
 import azure.functions as func
 
 from shared import context as app_context
-from shared import idempotency, redaction, renewal_queue, signature
-from shared.avx_pipeline import Pipeline, WebhookAnswer, accept_queued, pending_answer, renew_and_store
-from shared.callers import caller_of, status_view
-from shared.errors import ApiError, CertRenewError, StateStoreError
-from shared.pending import ACCEPTED, OPEN_STATES
-from shared.renewal_queue import RETRY_AFTER_ACCEPTED_SECONDS, RETRY_AFTER_PENDING_SECONDS
-from shared.telemetry import invocation
-from shared.webhook import MAX_BODY_BYTES, RenewCommand, parse_renew_request, unstorable
+from shared.appviewx import queue_message
+from shared.appviewx.pipeline import Pipeline, WebhookAnswer, accept_queued, pending_answer, renew_and_store
+from shared.appviewx.queue_message import RETRY_AFTER_ACCEPTED_SECONDS, RETRY_AFTER_PENDING_SECONDS
+from shared.appviewx.records import ACCEPTED, OPEN_STATES
+from shared.appviewx.validation import MAX_BODY_BYTES, RenewCommand, parse_renew_request, unstorable
+from shared.core import redaction
+from shared.core.errors import ApiError, CertRenewError, StateStoreError
+from shared.core.telemetry import invocation
+from shared.security import idempotency, signature
+from shared.security.callers import caller_of, status_view
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.http")
@@ -151,7 +153,7 @@ def _renew(req: func.HttpRequest, invocation_id: str | None, renewals: func.Out[
             return error_response(signature.replayed(), invocation_id)
 
     # RFC 7240: a preference, not a demand; outside the host (no queue binding) the request is served synchronously.
-    respond_async = renewals is not None and renewal_queue.prefers_async(req.headers.get("Prefer"))
+    respond_async = renewals is not None and queue_message.prefers_async(req.headers.get("Prefer"))
     answer: WebhookAnswer | None = None
     try:
         if respond_async and renewals is not None:
@@ -203,12 +205,12 @@ def _accept_async(
     # The key is not attached to the record: if this invocation dies before answering, AVX was never called, so a
     # retry after the claim went stale may queue the renewal anew (the orphan record ends QUEUE_MESSAGE_LOST).
     record = accept_queued(command, pipeline, idempotency_scope=idempotency.scope(key) if key else None)
-    renewals.set(renewal_queue.queue_message(record.pending_id, command))
+    renewals.set(queue_message.queue_message(record.pending_id, command))
     log.info("Renewal %s accepted and queued", record.pending_id)
     body = {
         "status": "accepted",
         "pendingId": record.pending_id,
-        "statusUrl": renewal_queue.status_location(record.pending_id),
+        "statusUrl": queue_message.status_location(record.pending_id),
         "invocationId": invocation_id,
     }
     # A 202 leaves the key claimed (answers replay for 24 h): a retry never queues the renewal twice.
@@ -221,8 +223,8 @@ def _async_response(answer: WebhookAnswer) -> func.HttpResponse:
         202,
         answer.body,
         {
-            "Location": renewal_queue.status_location(pending_id),
-            "Retry-After": str(renewal_queue.RETRY_AFTER_ACCEPTED_SECONDS),
+            "Location": queue_message.status_location(pending_id),
+            "Retry-After": str(queue_message.RETRY_AFTER_ACCEPTED_SECONDS),
             "Preference-Applied": "respond-async",
         },
     )

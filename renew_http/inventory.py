@@ -1,6 +1,6 @@
 """HTTP trigger `certificate_inventory`: `GET /api/certificates` (function key), the vault's certificates with who
 renews each (appviewx / rcl / unmanaged), days left and the last outcome the app recorded. Thin: the shaping is in
-`shared.inventory`."""
+`shared.vault.inventory`."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import azure.functions as func
 
 from renew_http import error_response, json_response
 from shared import context as app_context
-from shared.errors import ApiError, CertRenewError, KeyVaultError, SettingsError, StateStoreError
-from shared.inventory import DEFAULT_PAGE_SIZE, decode_continuation, inventory_page, last_outcomes
-from shared.keyvault import LIST_PAGE_MAX, ForeignLink
-from shared.kv_event_decisions import rcl_names
-from shared.settings import EndpointCheck
-from shared.telemetry import invocation
+from shared.azure.keyvault import LIST_PAGE_MAX, ForeignLink
+from shared.core.errors import ApiError, CertRenewError, KeyVaultError, SettingsError, StateStoreError
+from shared.core.settings import EndpointCheck
+from shared.core.telemetry import invocation
+from shared.vault.event_decisions import rcl_names
+from shared.vault.inventory import DEFAULT_PAGE_SIZE, decode_continuation, inventory_page, last_outcomes
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.inventory")

@@ -1,5 +1,5 @@
 """Timer triggers of the nightly RCL path: `renew_timer` asks RCL to schedule due renewals, `verify_renewals` checks
-later what really renewed. Thin: the runs live in `shared.rcl_renewal`, the decisions in `shared.rcl_decisions`."""
+later what really renewed. Thin: the runs live in `shared.rcl.runs`, the decisions in `shared.rcl.decisions`."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import logging
 import azure.functions as func
 
 from shared import context as app_context
-from shared.errors import CertRenewError
-from shared.rcl_renewal import run_renewal, run_verification
-from shared.telemetry import invocation
+from shared.core.errors import CertRenewError
+from shared.core.telemetry import invocation
+from shared.rcl.runs import run_renewal, run_verification
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.timer")

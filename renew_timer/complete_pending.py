@@ -7,8 +7,8 @@ import logging
 import azure.functions as func
 
 from shared import context as app_context
-from shared.avx_pipeline import complete_pending as run_completion
-from shared.telemetry import invocation
+from shared.appviewx.pipeline import complete_pending as run_completion
+from shared.core.telemetry import invocation
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.pending")

@@ -1,6 +1,6 @@
 """Event Grid trigger `keyvault_events`: Key Vault's certificate near-expiry and expired events (its Event Grid system
-topic, subscription in infra/). Thin: the decisions live in `shared.kv_event_decisions`, the run in
-`shared.kv_events`."""
+topic, subscription in infra/). Thin: the decisions live in `shared.vault.event_decisions`, the run in
+`shared.vault.events`."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import logging
 import azure.functions as func
 
 from shared import context as app_context
-from shared.errors import CertRenewError
-from shared.kv_events import EventDependencies, RetryLater, handle_event
-from shared.telemetry import invocation
+from shared.core.errors import CertRenewError
+from shared.core.telemetry import invocation
+from shared.vault.events import EventDependencies, RetryLater, handle_event
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.keyvault-events")

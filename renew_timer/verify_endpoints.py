@@ -1,6 +1,6 @@
 """Timer trigger `verify_endpoints`: does each configured endpoint serve the current Key Vault version of its
-certificate? Thin: the run lives in `shared.endpoint_checks`, the probe in `shared.endpoints`, the decisions in
-`shared.endpoint_decisions`."""
+certificate? Thin: the run lives in `shared.endpoints.run`, the probe in `shared.endpoints.probe`, the decisions in
+`shared.endpoints.decisions`."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import logging
 import azure.functions as func
 
 from shared import context as app_context
-from shared.endpoint_checks import check_endpoints
-from shared.errors import CertRenewError
-from shared.telemetry import invocation
+from shared.core.errors import CertRenewError
+from shared.core.telemetry import invocation
+from shared.endpoints.run import check_endpoints
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.endpoints")

@@ -1,7 +1,7 @@
-"""`python -m shared`: the operator CLI (see shared/cli.py)."""
+"""`python -m shared`: the operator CLI (see shared/operator/cli.py)."""
 
 import sys
 
-from shared.cli import main
+from shared.operator.cli import main
 
 sys.exit(main())

@@ -11,18 +11,18 @@ from typing import Any
 
 from azure.core.credentials import TokenCredential
 
-from shared import identity
-from shared.avx import AvxClient
-from shared.idempotency import IdempotencyStore
-from shared.keyvault import KeyVaultStore
-from shared.kv_event_claims import EventClaims
-from shared.pending import PendingStore
-from shared.rcl import RclClient
-from shared.rcl_renewal import RclDependencies
-from shared.renewal_state import RenewalStateStore
-from shared.replay import SignatureReplayStore
-from shared.settings import Settings, load_settings, reset_settings
-from shared.tables import open_table
+from shared.appviewx.client import AvxClient
+from shared.appviewx.records import PendingStore
+from shared.azure import identity
+from shared.azure.keyvault import KeyVaultStore
+from shared.azure.tables import open_table
+from shared.core.settings import Settings, load_settings, reset_settings
+from shared.rcl.client import RclClient
+from shared.rcl.runs import RclDependencies
+from shared.rcl.state import RenewalStateStore
+from shared.security.idempotency import IdempotencyStore
+from shared.security.replay import SignatureReplayStore
+from shared.vault.event_claims import EventClaims
 
 _lock = threading.RLock()
 _clients: dict[str, Any] = {}

@@ -59,8 +59,8 @@ def _probe(marker: str) -> None:
     the secret in its message (logged with its traceback), an `extra` field, and a span attribute / URL."""
     from opentelemetry import trace
 
-    from shared import redaction
-    from shared.telemetry import invocation
+    from shared.core import redaction
+    from shared.core.telemetry import invocation
 
     # The settings' secrets, and those the webhook registered (its calls' PFX passwords).
     secrets = [os.environ[name] for name in SECRET_SETTINGS if os.environ.get(name)]

@@ -278,9 +278,9 @@ def test_resource_id_request_costs_one_search_before_the_renew(standins: StandIn
 def test_serials_compare_normalised_and_history_never_qualifies() -> None:
     from datetime import UTC
 
-    from shared.avx import AvxCertificateRecord
-    from shared.avx_pipeline import choose_renewed, normalise_serial
-    from shared.pending import PendingRecord
+    from shared.appviewx.client import AvxCertificateRecord
+    from shared.appviewx.pipeline import choose_renewed, normalise_serial
+    from shared.appviewx.records import PendingRecord
 
     assert normalise_serial("00:0a:Bc") == normalise_serial("ABC") == normalise_serial(" 0abc ") == "ABC"
     now = datetime.now(UTC)
@@ -305,7 +305,7 @@ def test_serials_compare_normalised_and_history_never_qualifies() -> None:
 def test_failure_pending_and_success_events_of_one_certificate_carry_one_name(
     standins: StandIns, call_webhook: Any, functions: dict[str, Any]
 ) -> None:
-    from shared.telemetry import add_event_sink, remove_event_sink
+    from shared.core.telemetry import add_event_sink, remove_event_sink
     from tests.standins.avx import page_error
 
     seen: list[tuple[str, dict[str, Any]]] = []

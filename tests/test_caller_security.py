@@ -15,9 +15,10 @@ import azure.functions as func
 import pytest
 
 from shared import context as app_context
-from shared import redaction, signature
-from shared.settings import Settings
-from shared.telemetry import add_event_sink, remove_event_sink
+from shared.core import redaction
+from shared.core.settings import Settings
+from shared.core.telemetry import add_event_sink, remove_event_sink
+from shared.security import signature
 from tests.standins.stack import WEBHOOK_HMAC_SECRET, FakeContext, StandIns
 
 
@@ -232,7 +233,7 @@ def test_status_route_bounds_and_sanitises_upstream_text(
 ) -> None:
     from datetime import UTC, datetime
 
-    from shared.pending import PendingRecord
+    from shared.appviewx.records import PendingRecord
 
     record = PendingRecord.new(
         datetime.now(UTC),
@@ -312,7 +313,7 @@ def test_refused_requests_with_fresh_passwords_do_not_slow_later_renewals(
     ],
 )
 def test_dangerous_setting_values_are_refused(name: str, value: str, group: str) -> None:
-    from shared.errors import SettingsError
+    from shared.core.errors import SettingsError
 
     env = {"AVX_API_URL": "https://avx.contoso.com/avxapi", "AVX_USERNAME": "u", "AVX_PASSWORD": "p4ss", name: value}
     with pytest.raises(SettingsError) as raised:
@@ -364,7 +365,7 @@ def test_without_the_rcl_identity_one_warning_per_process(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from shared import identity
+    from shared.azure import identity
 
     monkeypatch.setattr(identity, "_warned_shared_key_vault_identity", False, raising=False)
     monkeypatch.setenv("RCL_RETRY_DELAY_SECONDS", "0.05")
@@ -382,7 +383,7 @@ def test_expired_signature_records_are_purged(standins: StandIns, call_webhook: 
 
     from azure.data.tables import TableClient
 
-    from shared import replay
+    from shared.security import replay
 
     table = TableClient.from_connection_string(hmac_env_storage(), app_context.settings().storage.idempotency_table)
     item = standins.avx.add_certificate("purge.contoso.com")

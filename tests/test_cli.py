@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from shared.cli import format_table, load_settings_file, main
+from shared.operator.cli import format_table, load_settings_file, main
 from tests.standins.stack import REPO_ROOT, SENTINELS, StandIns
 
 
@@ -218,7 +218,7 @@ def test_serve_on_a_busy_port_suggests_another() -> None:
 def test_status_words_times_and_rounding_are_the_reports() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from shared.cli import clip, expiry_words, state_word, when
+    from shared.operator.cli import clip, expiry_words, state_word, when
 
     now = datetime(2026, 11, 27, 22, 36, 2, 500000, tzinfo=UTC)
     assert when(now) == "2026-11-27T22:36:02Z" and when("2026-11-27T22:36:02.306938Z") == "2026-11-27T22:36:02Z"
@@ -241,7 +241,7 @@ def test_console_command_is_declared_and_packaged(tmp_path: Path) -> None:
     import tomllib
 
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
-    assert project["project"]["scripts"] == {"certrenew": "shared.cli:main"}
+    assert project["project"]["scripts"] == {"certrenew": "shared.operator.cli:main"}
     tree = tmp_path / "tree"
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
     for name in ("shared", "renew_http", "renew_timer", "tests", "bench"):
@@ -261,16 +261,16 @@ def test_console_command_is_declared_and_packaged(tmp_path: Path) -> None:
         names = {n.split("/", 1)[1] for n in sdist.getnames() if "/" in n}
         entry_points = sdist.extractfile(next(m for m in sdist.getmembers() if m.name.endswith("entry_points.txt")))
         assert entry_points is not None
-        assert "certrenew = shared.cli:main" in entry_points.read().decode()
+        assert "certrenew = shared.operator.cli:main" in entry_points.read().decode()
     sources = [n for n in names if n.endswith(".py")]
-    for module in ("function_app.py", "shared/cli.py", "shared/__main__.py", "renew_http/__init__.py"):
+    for module in ("function_app.py", "shared/operator/cli.py", "shared/__main__.py", "renew_http/__init__.py"):
         assert module in names
     assert "renew_timer/complete_pending.py" in names and "renew_http/openapi.yaml" in names
     assert not [n for n in sources if n.startswith(("tests/", "bench/"))]
 
 
 def test_console_command_name_shows_in_usage() -> None:
-    from shared.cli import build_parser, program_name
+    from shared.operator.cli import build_parser, program_name
 
     assert program_name("/work/.venv/bin/certrenew") == "certrenew"
     assert program_name("/work/shared/__main__.py") == "python -m shared"

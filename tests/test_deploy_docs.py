@@ -50,7 +50,7 @@ def secret_names() -> set[str]:
 def code_literals() -> set[str]:
     """Upper-case string literals in the app's code: error codes, event names' constants, setting names."""
     found: set[str] = set()
-    for path in [*ROOT.glob("shared/*.py"), *ROOT.glob("renew_*/*.py")]:
+    for path in [*ROOT.glob("shared/**/*.py"), *ROOT.glob("renew_*/*.py")]:
         found |= set(re.findall(r"[\"']([A-Z][A-Z0-9_]{3,})[\"']", path.read_text(encoding="utf-8")))
     return found
 

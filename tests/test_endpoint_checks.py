@@ -18,8 +18,12 @@ import azure.functions as func
 import pytest
 
 from shared import context as app_context
-from shared.endpoint_checks import check_endpoints
-from shared.endpoint_decisions import (
+from shared.azure.keyvault import StoredCertificate
+from shared.core.errors import CertRenewError, SettingsError
+from shared.core.notify import install_notifications, uninstall_notifications
+from shared.core.settings import EndpointCheck, Settings, parse_address
+from shared.core.telemetry import CUSTOM_MEASUREMENTS, add_event_sink, event_record_attributes, remove_event_sink
+from shared.endpoints.decisions import (
     ExpectedCertificate,
     Outcome,
     Problem,
@@ -27,12 +31,8 @@ from shared.endpoint_decisions import (
     days_left,
     decide,
 )
-from shared.endpoints import TIMEOUT_SECONDS
-from shared.errors import CertRenewError, SettingsError
-from shared.keyvault import StoredCertificate
-from shared.notify import install_notifications, uninstall_notifications
-from shared.settings import EndpointCheck, Settings, parse_address
-from shared.telemetry import CUSTOM_MEASUREMENTS, add_event_sink, event_record_attributes, remove_event_sink
+from shared.endpoints.probe import TIMEOUT_SECONDS
+from shared.endpoints.run import check_endpoints
 from tests.standins.base import Response
 from tests.standins.certs import IssuedCertificate, issue_certificate, thumbprint_hex
 from tests.standins.endpoints import SilentEndpoint, TlsEndpoint, refused_address
@@ -283,7 +283,7 @@ def test_a_stale_endpoint_is_notified_and_the_others_are_not(
 
 
 def test_teams_and_slack_messages_name_the_host_and_both_thumbprints() -> None:
-    from shared.notify import build_message
+    from shared.core.notify import build_message
 
     attributes = {
         "source": "endpoint",
@@ -523,7 +523,7 @@ def test_the_cli_runs_the_check_now(
     certificates: Certificates,
     events: Events,
 ) -> None:
-    from shared.cli import main
+    from shared.operator.cli import main
 
     name = seed_renewed(standins, certificates)
     configure(monkeypatch, [{"certificate": name, "host": HOST_OLD, "address": endpoints.old.address}])

@@ -93,7 +93,7 @@ def test_key_vault_faults_become_pending(
 ) -> None:
     if fault == "timeout":
         # A shorter read timeout keeps the test quick; the rule is the same at 60 s.
-        from shared import keyvault
+        from shared.azure import keyvault
 
         monkeypatch.setattr(keyvault.KeyVaultStore, "READ_TIMEOUT_SECONDS", 1)
     standins.key_vault.fail_next(20, KEY_VAULT_FAULTS[fault], operation="import")
@@ -205,7 +205,7 @@ def test_unreadable_table_answer_on_a_repeat_is_a_clear_error(
 def test_table_timeout_is_bounded(
     standins: StandIns, call_webhook: Any, table_proxy: CountingProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shared import tables
+    from shared.azure import tables
 
     monkeypatch.setitem(tables.CLIENT_OPTIONS, "read_timeout", 1)  # the rule is the same at 30 s
     app_context.reset()

@@ -16,10 +16,10 @@ import azure.functions as func
 import pytest
 
 from shared import context as app_context
-from shared.kv_event_decisions import Malformed, parse_event
-from shared.notify import install_notifications, uninstall_notifications
-from shared.rcl_decisions import ScheduledRenewal
-from shared.telemetry import add_event_sink, remove_event_sink
+from shared.core.notify import install_notifications, uninstall_notifications
+from shared.core.telemetry import add_event_sink, remove_event_sink
+from shared.rcl.decisions import ScheduledRenewal
+from shared.vault.event_decisions import Malformed, parse_event
 from tests.conftest import WebhookCaller
 from tests.standins.base import Response
 from tests.standins.certs import issue_certificate
@@ -290,8 +290,8 @@ def test_event_data_is_validated() -> None:
 
 
 def test_a_claim_is_taken_over_only_when_its_run_died_before_avx() -> None:
-    from shared.kv_event_claims import ABANDONED_AFTER, ClaimOutcome
-    from shared.kv_event_claims import decide as claim_decision
+    from shared.vault.event_claims import ABANDONED_AFTER, ClaimOutcome
+    from shared.vault.event_claims import decide as claim_decision
 
     now = datetime.now(UTC)
     stale = now - ABANDONED_AFTER - timedelta(seconds=1)

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from shared.errors import SettingsError
-from shared.settings import SECRET_SETTINGS, Settings
+from shared.core.errors import SettingsError
+from shared.core.settings import SECRET_SETTINGS, Settings
 from tests.standins.stack import StandIns
 
 UNRESOLVED = "@Microsoft.KeyVault(SecretUri=https://kv-cr-abc.vault.azure.net/secrets/{name})"

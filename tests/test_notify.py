@@ -1,4 +1,4 @@
-"""Notifications (shared.notify): the format chosen from the URL, each format's shape, and delivery end to end —
+"""Notifications (shared.core.notify): the format chosen from the URL, each format's shape, and delivery end to end —
 a renewal made to fail through `function_app.app`, the message caught by a local receiver on 127.0.0.1 — with
 retries, a receiver that is down, slow or failing (the webhook's answer unchanged and on time), and no secret."""
 
@@ -18,11 +18,11 @@ import pytest
 import requests
 
 from shared import context as app_context
-from shared import notify, telemetry
-from shared.errors import SettingsError
-from shared.notify import Notifier, build_message, install_notifications, message_format, uninstall_notifications
-from shared.settings import Settings
-from shared.telemetry import emit_event, invocation
+from shared.core import notify, telemetry
+from shared.core.errors import SettingsError
+from shared.core.notify import Notifier, build_message, install_notifications, message_format, uninstall_notifications
+from shared.core.settings import Settings
+from shared.core.telemetry import emit_event, invocation
 from tests.standins.avx import page_error
 from tests.standins.receiver import ReceiverStandIn, busy, dropped, server_error, slow
 from tests.standins.stack import AVX_PASSWORD, REPO_ROOT, SENTINELS, FakeContext, StandIns, free_port
@@ -577,7 +577,7 @@ def test_the_sink_never_raises(monkeypatch: pytest.MonkeyPatch, caplog: pytest.L
 WIRING_PROBE = """
 import json
 import function_app
-from shared.notify import installed_notifier
+from shared.core.notify import installed_notifier
 notifier = installed_notifier()
 names = sorted(f.get_function_name() for f in function_app.app.get_functions())
 print(json.dumps({"format": notifier.format if notifier else None, "functions": names}))

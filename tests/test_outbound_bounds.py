@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from shared import context as app_context
-from shared.outbound import RETRY_AFTER_CAP_SECONDS, retry_after_seconds, upstream_text
+from shared.core.outbound import RETRY_AFTER_CAP_SECONDS, retry_after_seconds, upstream_text
 from tests import test_notify
 from tests.standins.base import Response
 from tests.standins.receiver import ReceiverStandIn

@@ -13,10 +13,10 @@ import azure.functions as func
 import pytest
 
 from shared import context as app_context
-from shared import signature
-from shared.avx_pipeline import complete_pending
-from shared.pending import FAILED, PENDING, RENEWED, PendingRecord
-from shared.telemetry import add_event_sink, remove_event_sink
+from shared.appviewx.pipeline import complete_pending
+from shared.appviewx.records import FAILED, PENDING, RENEWED, PendingRecord
+from shared.core.telemetry import add_event_sink, remove_event_sink
+from shared.security import signature
 from tests.standins import certs
 from tests.standins.base import Response
 from tests.standins.stack import AVX_PASSWORD, WEBHOOK_HMAC_SECRET, FakeContext, StandIns

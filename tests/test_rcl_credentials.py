@@ -14,7 +14,7 @@ import pytest
 from azure.identity import ClientSecretCredential, ManagedIdentityCredential
 
 from shared import context as app_context
-from shared.errors import CertRenewError
+from shared.core.errors import CertRenewError
 from tests.standins.entra import EntraStandIn
 from tests.standins.stack import KEY_VAULT_RESOURCE, RCL_CLIENT_SECRET, RCL_RESOURCE, FakeContext, StandIns
 

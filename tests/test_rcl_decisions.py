@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.rcl import CertificateResponse
-from shared.rcl_decisions import (
+from shared.rcl.client import CertificateResponse
+from shared.rcl.decisions import (
     CERTIFICATE_GONE,
     EXPIRY_MOVE_TOLERANCE,
     NOT_RENEWED,

@@ -13,8 +13,8 @@ from azure.data.tables import TableClient
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.errors import RclError
-from shared.rcl import (
+from shared.core.errors import RclError
+from shared.rcl.client import (
     BAD_RESPONSE,
     CONNECTION_LOST,
     QUOTA_EXCEEDED,
@@ -29,8 +29,8 @@ from shared.rcl import (
     parse_certificates,
     parse_rcl_date,
 )
-from shared.rcl_decisions import Outcome, Verdict, scheduled_from
-from shared.renewal_state import RenewalStateStore
+from shared.rcl.decisions import Outcome, Verdict, scheduled_from
+from shared.rcl.state import RenewalStateStore
 from tests.standins.stack import Azurite
 
 # -- dates ------------------------------------------------------------------------------------------------------

@@ -16,8 +16,8 @@ import pytest
 from azure.data.tables import TableClient, UpdateMode
 
 from shared import context as app_context
-from shared.errors import CertRenewError
-from shared.telemetry import add_event_sink, remove_event_sink
+from shared.core.errors import CertRenewError
+from shared.core.telemetry import add_event_sink, remove_event_sink
 from tests.standins.base import Response
 from tests.standins.stack import (
     KEY_VAULT_RESOURCE,

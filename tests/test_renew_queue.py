@@ -15,7 +15,7 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from shared.avx_pipeline import RetryQueued
+from shared.appviewx.pipeline import RetryQueued
 from tests.standins import certs
 from tests.standins.avx import page_error
 from tests.standins.base import Response

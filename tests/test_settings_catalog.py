@@ -16,7 +16,7 @@ NOT_APP_SETTINGS = {"IDENTITY_ENDPOINT", "IDENTITY_HEADER", "AZURE_AUTHORITY_HOS
 
 def settings_read_by_the_app() -> set[str]:
     names: set[str] = set()
-    for path in [*ROOT.glob("shared/*.py"), *ROOT.glob("renew_*/*.py")]:
+    for path in [*ROOT.glob("shared/**/*.py"), *ROOT.glob("renew_*/*.py")]:
         text = path.read_text(encoding="utf-8")
         names |= set(re.findall(r'r\.(?:text|url|number|flag|table_name|secret|queue_name)\(\s*"([A-Za-z_]+)"', text))
         names |= set(re.findall(r'(?:schedule|queue_name)="%([A-Z_]+)%', text))

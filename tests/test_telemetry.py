@@ -308,4 +308,4 @@ def test_without_a_connection_string_the_exporter_is_not_imported(tmp_path: Path
         [sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=CHILD_TIMEOUT
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["False", "shared.redaction"]
+    assert done.stdout.split() == ["False", "shared.core.redaction"]

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from shared import redaction, telemetry
-from shared.settings import reset_settings
+from shared.core import redaction, telemetry
+from shared.core.settings import reset_settings
 from tests.standins import certs
 from tests.standins.stack import AVX_PASSWORD, IDENTITY_HEADER, RCL_CLIENT_SECRET, WEBHOOK_HMAC_SECRET
 
@@ -305,7 +305,7 @@ def test_event_record_attributes() -> None:
 
 
 def test_a_secret_key_inside_another_value_is_redacted() -> None:
-    from shared.redaction import redact
+    from shared.core.redaction import redact
 
     text = redact("AVX said: password=Hunter2-xyz! and detail=token:abc123def ok")
     assert "Hunter2-xyz!" not in text and "abc123def" not in text

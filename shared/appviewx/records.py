@@ -1,0 +1,295 @@
+"""Renewal records of the AppViewX path: written before AVX is called, updated by every outcome.
+
+A record holds AVX ids, names, what is being replaced, attempts and the last error — never certificate content, keys
+or passwords. States: `accepted` (written before AVX was called; AVX may be acting), `pending` (AVX renewed or may
+have; not in Key Vault yet), `renewed` (stored in Key Vault), `failed` (with its reason). Rows written by older
+versions with state `completed` read as `renewed`.
+
+Whoever works on an open record holds its lease (`lease_owner`, `lease_until`), taken and saved with ETag-conditional
+updates, so two runs (or a run and the webhook) never store the same record twice. The backoff and give-up rules are
+pure functions; `PendingStore` is the table I/O.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+
+from shared.azure.tables import TABLE_ERRORS, update_mode
+from shared.core.errors import StateStoreError
+from shared.core.timestamps import iso_utc
+
+if TYPE_CHECKING:  # the table SDK is imported where it is used, to keep cold start short
+    from azure.data.tables import TableClient
+
+PARTITION = "avx"
+FIRST_RETRY = timedelta(minutes=15)
+MAX_RETRY = timedelta(hours=24)
+# A lease outlives the invocation holding it (the function timeout is 10 min); after it, the holder is presumed dead.
+LEASE = timedelta(minutes=15)
+
+ACCEPTED, PENDING, RENEWED, FAILED = "accepted", "pending", "renewed", "failed"
+OPEN_STATES = (ACCEPTED, PENDING)
+LEGACY_STATES = {"completed": RENEWED}
+OPEN = PENDING  # the name older callers used for the open state
+
+GAVE_UP = "PENDING_GAVE_UP"
+# An `accepted` record whose renewal waits on the renewal queue: AVX has not been called for it. Only the queue
+# function claims it (`claim_queued`); the timer leaves it alone until QUEUED_HOLD has passed, and then (the message
+# was lost) ends it failed — AVX was never called, so nothing can have been renewed.
+QUEUED = "QUEUED"
+QUEUED_HOLD = timedelta(hours=2)
+
+
+class RecordTaken(Exception):
+    """Another run changed the record since it was read (its ETag no longer matches)."""
+
+
+def next_attempt_at(failed_attempts: int, last_attempt: datetime) -> datetime:
+    """After the n-th failed try, wait 15 min doubling per try, at most 24 h (cert-manager-style backoff)."""
+    if failed_attempts <= 0:
+        return last_attempt
+    delay = FIRST_RETRY * (2 ** min(failed_attempts - 1, 16))
+    return last_attempt + min(delay, MAX_RETRY)
+
+
+def gives_up(created_at: datetime, now: datetime, max_days: float) -> bool:
+    return now - created_at >= timedelta(days=max_days)
+
+
+def is_due(record: PendingRecord, now: datetime) -> bool:
+    """Open, its next try has come, and nobody holds a live lease on it."""
+    leased = record.lease_until is not None and record.lease_until > now
+    return record.state in OPEN_STATES and record.next_attempt_at <= now and not leased
+
+
+@dataclass(frozen=True)
+class PendingRecord:
+    """One AppViewX renewal, from before AVX is called until it is in Key Vault (or failed for good)."""
+
+    pending_id: str
+    state: str
+    reason: str  # why it is in its state: ACCEPTED, AVX_TIMEOUT, AVX_NO_CERTIFICATE, KEY_VAULT_STORE_FAILED, ...
+    storage: str  # "import" (PFX/PEM with key) or "merge" (into Key Vault's pending CSR)
+    created_at: datetime
+    next_attempt_at: datetime
+    attempts: int = 0
+    avx_resource_id: str | None = None  # as AVX's renew answer named it (the renewed certificate's id)
+    avx_request_id: str | None = None
+    requested_resource_id: str | None = None
+    common_name: str | None = None
+    serial_number: str | None = None  # the serial of the certificate being replaced
+    replaced_valid_from: str | None = None  # validity of the certificate being replaced, as AVX listed it
+    replaced_valid_to: str | None = None
+    key_vault_name: str | None = None
+    last_error: str | None = None
+    key_vault_certificate_id: str | None = None
+    completed_at: datetime | None = None
+    caller: str | None = None
+    idempotency_scope: str | None = None  # digest of the caller's Idempotency-Key, when one was given
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
+    etag: str | None = field(default=None, compare=False, repr=False)  # of the row as read; never stored
+
+    @classmethod
+    def new(cls, now: datetime, **fields: Any) -> PendingRecord:
+        # A new record is tried at the first run after it was made.
+        fields.setdefault("state", PENDING)
+        return cls(pending_id=uuid.uuid4().hex, created_at=now, next_attempt_at=now, **fields)
+
+    @classmethod
+    def accepted(cls, now: datetime, owner: str, **fields: Any) -> PendingRecord:
+        """The write-ahead record, leased by the invocation about to call AVX."""
+        return cls.new(now, state=ACCEPTED, reason="ACCEPTED", lease_owner=owner, lease_until=now + LEASE, **fields)
+
+    @classmethod
+    def queued(cls, now: datetime, **fields: Any) -> PendingRecord:
+        """The record of an asynchronous renewal, written before its queue message; nobody holds it yet."""
+        return replace(cls.new(now, state=ACCEPTED, reason=QUEUED, **fields), next_attempt_at=now + QUEUED_HOLD)
+
+    @property
+    def is_queued(self) -> bool:
+        """Waiting on the renewal queue: AVX has not been called for it."""
+        return self.state == ACCEPTED and self.reason == QUEUED
+
+    def calling_avx(self, now: datetime, **fields: Any) -> PendingRecord:
+        """A queued record about to be sent to AVX: from here on it is an ordinary write-ahead record (the timer
+        completes it once its lease runs out, never renewing again)."""
+        return replace(self, reason="ACCEPTED", next_attempt_at=now, **fields)
+
+    def requeued(self, error: str, now: datetime) -> PendingRecord:
+        """Back on the queue after a failure that provably came before AVX acted (the queue retries it)."""
+        return replace(
+            self, reason=QUEUED, last_error=_short(error), lease_until=None, next_attempt_at=now + QUEUED_HOLD
+        )
+
+    def claimed(self, owner: str, now: datetime) -> PendingRecord:
+        return replace(self, lease_owner=owner, lease_until=now + LEASE)
+
+    def pending(self, reason: str, message: str | None, now: datetime) -> PendingRecord:
+        """Not stored yet, to be tried by the next run (the webhook's first try ends here)."""
+        return replace(
+            self, state=PENDING, reason=reason, last_error=_short(message), next_attempt_at=now, lease_until=None
+        )
+
+    def failed_try(self, error: str, now: datetime, max_days: float) -> PendingRecord:
+        attempts = self.attempts + 1
+        if gives_up(self.created_at, now, max_days):
+            return replace(
+                self,
+                attempts=attempts,
+                last_error=_short(error),
+                state=FAILED,
+                reason=GAVE_UP,
+                completed_at=now,
+                lease_until=None,
+            )
+        return replace(
+            self,
+            state=PENDING,
+            attempts=attempts,
+            last_error=_short(error),
+            next_attempt_at=next_attempt_at(attempts, now),
+            lease_until=None,
+        )
+
+    def failed(self, reason: str, message: str | None, now: datetime) -> PendingRecord:
+        return replace(
+            self, state=FAILED, reason=reason, last_error=_short(message), completed_at=now, lease_until=None
+        )
+
+    def renewed(self, key_vault_id: str, name: str, now: datetime) -> PendingRecord:
+        return replace(
+            self,
+            attempts=self.attempts + 1,
+            state=RENEWED,
+            reason="RENEWED",
+            key_vault_certificate_id=key_vault_id,
+            key_vault_name=name,
+            completed_at=now,
+            last_error=None,
+            lease_until=None,
+        )
+
+    completed = renewed  # the name older callers used
+
+    def public(self) -> dict[str, Any]:
+        """The record as the status endpoint shows it (camelCase, ISO dates; no lease internals)."""
+        out: dict[str, Any] = {}
+        for key, value in asdict(self).items():
+            if key in ("etag", "lease_owner", "idempotency_scope"):
+                continue
+            camel = "".join(w.capitalize() if i else w for i, w in enumerate(key.split("_")))
+            out[camel] = iso_utc(value) if isinstance(value, datetime) else value
+        return out
+
+
+def _short(message: str | None) -> str | None:
+    return message[:1000] if message else message
+
+
+def _to_entity(record: PendingRecord) -> dict[str, Any]:
+    entity: dict[str, Any] = {"PartitionKey": PARTITION, "RowKey": record.pending_id}
+    for key, value in asdict(record).items():
+        if key not in ("pending_id", "etag") and value is not None:
+            entity[key] = value
+    return entity
+
+
+def _from_entity(entity: Any) -> PendingRecord:
+    fields = {k: entity.get(k) for k in PendingRecord.__dataclass_fields__ if k not in ("pending_id", "etag")}
+    for key in ("created_at", "next_attempt_at", "completed_at", "lease_until"):
+        value = fields.get(key)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            fields[key] = value.replace(tzinfo=UTC)
+    fields["attempts"] = int(fields.get("attempts") or 0)
+    fields["state"] = LEGACY_STATES.get(fields.get("state") or "", fields.get("state"))
+    metadata = getattr(entity, "metadata", None) or {}
+    return PendingRecord(pending_id=entity["RowKey"], etag=metadata.get("etag"), **fields)  # type: ignore[arg-type]
+
+
+class PendingStore:
+    def __init__(self, table: TableClient) -> None:
+        self.table = table
+
+    def create(self, record: PendingRecord) -> PendingRecord:
+        """Insert a new record (the write-ahead before AVX is called)."""
+        try:
+            metadata = self.table.create_entity(_to_entity(record))
+        except TABLE_ERRORS as exc:
+            raise StateStoreError(f"The renewal could not be recorded: {type(exc).__name__}") from None
+        return replace(record, etag=metadata.get("etag"))
+
+    def save(self, record: PendingRecord) -> PendingRecord:
+        """Write the record; conditional on its ETag when it was read or written here (RecordTaken if it changed)."""
+        from azure.core import MatchConditions
+
+        try:
+            if record.etag:
+                metadata = self.table.update_entity(
+                    _to_entity(record),
+                    mode=update_mode("replace"),
+                    etag=record.etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            else:
+                metadata = self.table.upsert_entity(_to_entity(record), mode=update_mode("replace"))
+        except (ResourceModifiedError, ResourceNotFoundError, ResourceExistsError):
+            raise RecordTaken(record.pending_id) from None
+        except TABLE_ERRORS as exc:
+            raise StateStoreError(f"The renewal record could not be saved: {type(exc).__name__}") from None
+        return replace(record, etag=metadata.get("etag"))
+
+    def claim(self, record: PendingRecord, owner: str, now: datetime) -> PendingRecord | None:
+        """Take the record's lease, or None when another run changed or holds it."""
+        if not is_due(record, now):
+            return None
+        try:
+            return self.save(record.claimed(owner, now))
+        except RecordTaken:
+            return None
+
+    def claim_queued(self, record: PendingRecord, owner: str, now: datetime) -> PendingRecord | None:
+        """The queue function's claim on a queued record (its hold does not apply); None when the record is no longer
+        queued, another invocation holds it, or it changed since it was read (a duplicate delivery)."""
+        leased = record.lease_until is not None and record.lease_until > now
+        if not record.is_queued or leased:
+            return None
+        try:
+            return self.save(record.claimed(owner, now))
+        except RecordTaken:
+            return None
+
+    def get(self, pending_id: str) -> PendingRecord | None:
+        try:
+            return _from_entity(self.table.get_entity(PARTITION, pending_id))
+        except ResourceNotFoundError:
+            return None
+        except TABLE_ERRORS as exc:
+            raise StateStoreError(f"The renewal record could not be read: {type(exc).__name__}") from None
+
+    def due(self, now: datetime) -> list[PendingRecord]:
+        """Open records whose next attempt has come and whose lease (if any) ran out (one query; the table is small)."""
+        try:
+            entities = self.table.query_entities(
+                "PartitionKey eq @pk and ( state eq @accepted or state eq @pending )",
+                parameters={"pk": PARTITION, "accepted": ACCEPTED, "pending": PENDING},
+            )
+            records = [_from_entity(e) for e in entities]
+        except TABLE_ERRORS as exc:
+            raise StateStoreError(f"The pending renewals could not be listed: {type(exc).__name__}") from None
+        return sorted((r for r in records if is_due(r, now)), key=lambda r: r.next_attempt_at)
+
+    def all_records(self) -> list[PendingRecord]:
+        """Every record, newest first (for the operator's status table)."""
+        try:
+            records = [
+                _from_entity(e) for e in self.table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION})
+            ]
+        except TABLE_ERRORS as exc:
+            raise StateStoreError(f"The pending renewals could not be listed: {type(exc).__name__}") from None
+        return sorted(records, key=lambda r: r.created_at, reverse=True)

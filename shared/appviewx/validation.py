@@ -1,0 +1,238 @@
+"""Decisions of the AppViewX webhook: request validation, error mapping and answer shaping. Pure, no I/O."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shared.appviewx.client import REMEDIATION, AvxRenewRequest, AvxRenewResult
+from shared.azure.keyvault import StoredCertificate
+from shared.core.certificates import (
+    DEFAULT_FORMAT,
+    FORMATS,
+    KEY_VAULT_NAME_PATTERN,
+    Storage,
+    derive_certificate_name,
+    generate_password,
+)
+from shared.core.errors import ApiError, AvxError
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_FIELD_LENGTH = 1024
+MAX_NUMBER_LENGTH = 32  # no field the app reads is a number: anything longer is noise (or an attack on int())
+
+
+@dataclass(frozen=True)
+class RenewCommand:
+    """A validated webhook request: what to ask AVX for, and where to store the result."""
+
+    avx: AvxRenewRequest
+    key_vault_name: str | None
+    auto_approval: bool | None
+    # True when the PFX password is the app's own one-time password (never a caller's value): only such a password
+    # may be registered with the redaction guard.
+    password_generated: bool = False
+
+    @property
+    def storage(self) -> Storage:
+        return FORMATS[self.avx.format].storage
+
+    def target_name(self) -> str | None:
+        """The Key Vault name known before AVX answers: the caller's, else one derived from the common name."""
+        if self.key_vault_name:
+            return self.key_vault_name
+        return derive_certificate_name(self.avx.common_name) if self.avx.common_name else None
+
+
+def _invalid(message: str, code: str = "INVALID_REQUEST", status: int = 400) -> ApiError:
+    return ApiError(status=status, code=code, message=message, remediation=REMEDIATION.get(code))
+
+
+def _optional_string(body: Mapping[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _Reject(_invalid(f"{name} must be a string"))
+    value = value.strip()
+    if len(value) > MAX_FIELD_LENGTH:
+        raise _Reject(_invalid(f"{name} must be at most {MAX_FIELD_LENGTH} characters"))
+    return value or None
+
+
+class _Reject(Exception):
+    def __init__(self, error: ApiError) -> None:
+        self.error = error
+
+
+def _number(text: str) -> float:
+    # json's int() of a 5,000-digit literal raises ValueError (and costs quadratic time): refuse long numbers first.
+    if len(text) > MAX_NUMBER_LENGTH:
+        raise _Reject(_invalid(f"The request body holds a number longer than {MAX_NUMBER_LENGTH} characters"))
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Reject(_invalid("The request body holds a number out of range"))
+    return value
+
+
+def _no_constant(name: str) -> None:
+    raise _Reject(_invalid(f"The request body holds {name}, which is not JSON"))
+
+
+def _auto_approval(document: Mapping[str, Any], query: Mapping[str, str]) -> bool | None:
+    """`autoApproval` as a JSON boolean in the body (the signed form), or `true`/`false` in the query (unsigned
+    callers); not both."""
+    in_body = "autoApproval" in document
+    raw_query = query.get("autoApproval")
+    if in_body and raw_query is not None:
+        raise _Reject(_invalid("Give autoApproval once: in the body (preferred) or in the query"))
+    if in_body:
+        value = document["autoApproval"]
+        if not isinstance(value, bool):
+            raise _Reject(_invalid("autoApproval in the body must be true or false (a JSON boolean)"))
+        return value
+    if raw_query is None:
+        return None
+    if raw_query.lower() not in ("true", "false"):
+        raise _Reject(_invalid("autoApproval must be true or false"))
+    return raw_query.lower() == "true"
+
+
+def parse_renew_request(body: bytes, query: Mapping[str, str]) -> RenewCommand | ApiError:
+    """Validate a webhook request before anything is called; the answer is a command or the error to return."""
+    try:
+        return _parse(body, query)
+    except _Reject as reject:
+        return reject.error
+
+
+def _parse(body: bytes, query: Mapping[str, str]) -> RenewCommand:
+    if len(body) > MAX_BODY_BYTES:
+        raise _Reject(_invalid(f"The request body exceeds {MAX_BODY_BYTES} bytes", "PAYLOAD_TOO_LARGE", 413))
+    try:
+        document = json.loads(body.decode("utf-8"), parse_int=_number, parse_float=_number, parse_constant=_no_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError):
+        raise _Reject(_invalid("The request body must be a JSON object")) from None
+    if not isinstance(document, dict):
+        raise _Reject(_invalid("The request body must be a JSON object"))
+
+    resource_id = _optional_string(document, "resourceId")
+    common_name = _optional_string(document, "commonName")
+    serial_number = _optional_string(document, "serialNumber")
+    workflow_type = _optional_string(document, "workflowType")
+    key_vault_name = _optional_string(document, "keyVaultCertificateName")
+
+    fmt, password = DEFAULT_FORMAT, None
+    certificate_format = document.get("certificateFormat")
+    if certificate_format is not None:
+        if not isinstance(certificate_format, dict):
+            raise _Reject(_invalid("certificateFormat must be an object with format and optional password"))
+        fmt = _optional_string(certificate_format, "format") or DEFAULT_FORMAT
+        password = certificate_format.get("password")
+        if password is not None and not isinstance(password, str):
+            raise _Reject(_invalid("certificateFormat.password must be a string"))
+        if password is not None and len(password) > MAX_FIELD_LENGTH:
+            raise _Reject(_invalid(f"certificateFormat.password must be at most {MAX_FIELD_LENGTH} characters"))
+        password = password or None
+
+    auto_approval = _auto_approval(document, query)
+
+    if not resource_id and not (common_name and serial_number):
+        missing = ""
+        if common_name and not serial_number:
+            missing = " Mandatory field is missing or invalid - serialNumber."
+        elif serial_number and not common_name:
+            missing = " Mandatory field is missing or invalid - commonName."
+        raise _Reject(
+            _invalid(
+                "Either resourceId or commonName & serialNumber are Mandatory." + missing, "MANDATORY_FIELD_MISSING"
+            )
+        )
+    info = FORMATS.get(fmt.upper())
+    if info is None:
+        raise _Reject(
+            _invalid(
+                f"Validation Failure: Field format does not have the expected value (one of {', '.join(FORMATS)})",
+                "VALIDATION_ERROR_0004",
+            )
+        )
+    if workflow_type is not None and workflow_type != "direct":
+        raise _Reject(_invalid("Validation Failure: workflowType may only be direct", "VALIDATION_ERROR_0004"))
+    if key_vault_name is not None and not KEY_VAULT_NAME_PATTERN.match(key_vault_name):
+        raise _Reject(_invalid("keyVaultCertificateName must be 1-127 characters of 0-9, a-z, A-Z and -"))
+
+    password_generated = info.password_required and not password
+    if password_generated:
+        password = generate_password()
+    return RenewCommand(
+        avx=AvxRenewRequest(
+            resource_id=resource_id,
+            common_name=common_name,
+            serial_number=serial_number,
+            format=info.name,
+            password=password,
+            workflow_type=workflow_type,
+        ),
+        key_vault_name=key_vault_name,
+        auto_approval=auto_approval,
+        password_generated=password_generated,
+    )
+
+
+def unstorable(command: RenewCommand, pending_exists: bool | None) -> ApiError | None:
+    """The 422 for a renewal whose result Key Vault could not store; None when it can be stored."""
+    storage = command.storage
+    fmt = command.avx.format
+    if storage is Storage.UNSTORABLE:
+        reason = "a Java keystore" if fmt == "JKS" else "a private key without its certificate"
+        return ApiError(
+            422,
+            "UNSTORABLE_FORMAT",
+            f"Format {fmt} yields {reason}, which Key Vault cannot import; nothing was renewed.",
+            "Ask for PFX (the default), PK12 or PEM.",
+        )
+    if storage is Storage.MERGE and not pending_exists:
+        where = f"under {command.target_name()!r}" if command.target_name() else "(no keyVaultCertificateName given)"
+        return ApiError(
+            422,
+            "UNSTORABLE_FORMAT",
+            f"Format {fmt} carries no private key, and Key Vault holds no pending certificate operation {where} to "
+            "merge it into; nothing was renewed.",
+            "Ask for PFX (the default) or PEM, or first create the certificate in Key Vault with issuer Unknown and "
+            "name it in keyVaultCertificateName.",
+        )
+    return None
+
+
+def avx_error_answer(error: AvxError) -> ApiError:
+    """Map an AVX failure to the webhook's answer (the issue's error table)."""
+    status = error.http_status
+    if error.code == "AVX_TIMEOUT":
+        return ApiError(504, error.code, error.message, error.remediation)
+    if status in (400, 404, 406, 417):
+        return ApiError(status, error.code, error.message, error.remediation)
+    if status in (401, 403):
+        return ApiError(
+            502,
+            error.code,
+            f"AppViewX refused the app's own AVX account ({error.message}). The app's AVX account settings "
+            "(AVX_USERNAME/AVX_PASSWORD) or its rights in AppViewX must be fixed; the caller's function key is fine.",
+            error.remediation,
+        )
+    return ApiError(502, error.code, error.message, error.remediation)
+
+
+def renewed_answer(stored: StoredCertificate, avx: AvxRenewResult) -> dict[str, Any]:
+    return {"status": "renewed", "keyVault": stored.to_json(), "avx": avx.ids()}
+
+
+def certificate_tags(avx: AvxRenewResult, serial_number: str | None) -> dict[str, str | None]:
+    return {
+        "source": "appviewx",
+        "avxResourceId": avx.resource_id,
+        "avxRequestId": avx.request_id,
+        "serialNumber": serial_number,
+    }

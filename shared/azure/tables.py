@@ -1,0 +1,57 @@
+"""Azure Table storage on the account the Functions host already uses (AzureWebJobsStorage).
+
+One factory for every table the app keeps (RCL renewals, pending AVX renewals, idempotency keys): a connection
+string (Azurite, or key-based accounts) or identity-based access through the managed identity. Each table is
+created on first use in the process.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import AzureError, ResourceExistsError
+
+from shared.core.errors import StateStoreError
+from shared.core.settings import StorageSettings
+
+if TYPE_CHECKING:
+    from azure.data.tables import TableClient, UpdateMode
+
+# What a table call can raise: azure-core's errors, and ValueError (its DeserializationError) for an unreadable answer.
+TABLE_ERRORS: tuple[type[Exception], ...] = (AzureError, ValueError)
+
+CLIENT_OPTIONS: dict[str, object] = {
+    "connection_timeout": 10,
+    "read_timeout": 30,
+    # azure-core's retry policy: exponential backoff, honours Retry-After on 429/503.
+    "retry_total": 3,
+    "retry_backoff_factor": 0.4,
+}
+
+
+def open_table(storage: StorageSettings, table_name: str, credential: TokenCredential | None) -> TableClient:
+    """A client for `table_name`, creating the table when it does not exist yet."""
+    from azure.data.tables import TableClient  # lazy: only the functions that use tables pay for the SDK
+
+    try:
+        if storage.connection_string:
+            client = TableClient.from_connection_string(storage.connection_string, table_name, **CLIENT_OPTIONS)
+        else:
+            client = TableClient(
+                endpoint=storage.account_url or "", table_name=table_name, credential=credential, **CLIENT_OPTIONS
+            )
+        try:
+            client.create_table()
+        except ResourceExistsError:
+            pass
+    except TABLE_ERRORS as exc:
+        raise StateStoreError(f"The table {table_name!r} could not be opened: {type(exc).__name__}") from None
+    return client
+
+
+def update_mode(name: str) -> UpdateMode:
+    """`UpdateMode.REPLACE` or `UpdateMode.MERGE`, without importing the table SDK at module load."""
+    from azure.data.tables import UpdateMode
+
+    return UpdateMode(name)

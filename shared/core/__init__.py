@@ -1,0 +1,2 @@
+"""Cross-cutting parts every system uses: settings, typed errors, UTC timestamps, telemetry and redaction,
+outbound HTTP rules, notifications and certificate-material helpers. Imports nothing else of `shared`."""

@@ -1,0 +1,391 @@
+"""Decisions of the nightly RCL path: what a scheduled renewal became, which certificates are near expiry, and the
+run summaries. Pure: no I/O and no clock (`now` is always an argument), so each rule is tested on its own."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from shared.core.timestamps import iso_utc, utc
+from shared.rcl.client import CertificateResponse
+
+NOT_RENEWED = "RCL_NOT_RENEWED"
+CERTIFICATE_GONE = "RCL_CERTIFICATE_GONE"
+NOT_INSTALLED = "RCL_NOT_INSTALLED"
+EXPIRY_EARLIER = "RCL_EXPIRY_EARLIER"
+EXPIRY_UNREADABLE = "RCL_EXPIRY_UNREADABLE"
+RENEWAL_UNKNOWN = "RCL_RENEWAL_UNKNOWN"
+LIST_SUSPECT = "RCL_LIST_SUSPECT"
+
+# Record states: open ones are looked at by every check until they close.
+SCHEDULED = "scheduled"
+NOT_INSTALLED_STATE = "notinstalled"  # renewed by RCL, not yet installed on its target
+UNKNOWN = "unknown"  # a renewal request whose answer never came: what it scheduled is not known
+OPEN_STATES = (SCHEDULED, NOT_INSTALLED_STATE, UNKNOWN)
+
+# A list that lost this many open records at once (and most of them) is more likely a glitch than real deletions.
+SUSPECT_GONE_MINIMUM = 3
+
+# RCL's quota is 50 requests a week: a night may spend at most this many calls per endpoint (one try, one retry).
+MAX_CALLS_PER_NIGHT = 2
+
+# A renewal moves the expiry by weeks; a smaller move is a date's rounding (RCL keeps 100 ns, Python 1 µs), not one.
+EXPIRY_MOVE_TOLERANCE = timedelta(minutes=1)
+
+_ROW_KEY_FORBIDDEN = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
+
+
+class Outcome(StrEnum):
+    RENEWED = "renewed"
+    NOT_INSTALLED = "notinstalled"  # renewed, not installed yet: stays open until installed or the grace is over
+    PENDING = "pending"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ScheduledRenewal:
+    """A certificate RCL said it scheduled, as recorded that night."""
+
+    record_key: str
+    certificate_id: int | None
+    certificate_name: str
+    target: str | None
+    expiry_date: datetime | None  # the expiry it had when it was scheduled
+    scheduled_at: datetime
+    run_id: str | None
+    state: str = SCHEDULED
+    renewed_at: datetime | None = None  # when a check first saw it renewed but not installed
+
+    @property
+    def is_unknown_request(self) -> bool:
+        return self.state == UNKNOWN
+
+
+@dataclass(frozen=True)
+class Verdict:
+    record: ScheduledRenewal
+    outcome: Outcome
+    installed: bool = False
+    new_expiry: datetime | None = None
+    reason: str | None = None
+    message: str | None = None
+
+    @property
+    def closes(self) -> bool:
+        """Renewed and failed records are done; pending and not-installed ones are looked at again next check."""
+        return self.outcome in (Outcome.RENEWED, Outcome.FAILED)
+
+    @property
+    def changes_record(self) -> bool:
+        """Whether the record is written: closed, or first seen renewed but not installed."""
+        return self.closes or (self.outcome is Outcome.NOT_INSTALLED and self.record.renewed_at is None)
+
+
+@dataclass(frozen=True)
+class NearExpiry:
+    certificate: CertificateResponse
+    days_left: int | None  # None: the expiry RCL sent could not be read
+    expiry: datetime | None = None  # the deployed certificate's expiry (RCL's own, unless not installed yet)
+    reason: str | None = None
+
+
+def night_of(moment: datetime) -> str:
+    """The UTC date a run belongs to; per-night call budgets and record keys use it."""
+    return utc(moment).strftime("%Y%m%d")
+
+
+def unknown_request_key(scheduled_at: datetime) -> str:
+    """The record of a night's renewal request whose answer never came (one per night)."""
+    return f"{night_of(scheduled_at)}-unknown"
+
+
+def unknown_request(scheduled_at: datetime, run_id: str | None) -> ScheduledRenewal:
+    return ScheduledRenewal(
+        record_key=unknown_request_key(scheduled_at),
+        certificate_id=None,
+        certificate_name="",
+        target=None,
+        expiry_date=None,
+        scheduled_at=utc(scheduled_at),
+        run_id=run_id,
+        state=UNKNOWN,
+    )
+
+
+def without_duplicates(
+    certificates: Sequence[CertificateResponse],
+) -> tuple[list[CertificateResponse], list[CertificateResponse]]:
+    """RCL's answer with each certificate once (by id, else by exact name), and the dropped repeats: a key twice
+    in one table transaction would fail the whole night's batch."""
+    seen: set[str] = set()
+    unique: list[CertificateResponse] = []
+    repeated: list[CertificateResponse] = []
+    for certificate in certificates:
+        if certificate.key in seen:
+            repeated.append(certificate)
+        else:
+            seen.add(certificate.key)
+            unique.append(certificate)
+    return unique, repeated
+
+
+def record_key(scheduled_at: datetime, certificate: CertificateResponse) -> str:
+    """One record per certificate per night: a second run the same night updates it instead of adding a twin,
+    while a certificate RCL schedules again on a later night gets a new record (the old one still fails in time)."""
+    return _ROW_KEY_FORBIDDEN.sub("_", f"{night_of(scheduled_at)}-{certificate.key}")[:512]
+
+
+def scheduled_from(certificate: CertificateResponse, scheduled_at: datetime, run_id: str | None) -> ScheduledRenewal:
+    return ScheduledRenewal(
+        record_key=record_key(scheduled_at, certificate),
+        certificate_id=certificate.id,
+        certificate_name=certificate.name,
+        target=certificate.target,
+        expiry_date=certificate.expiry_date,
+        scheduled_at=utc(scheduled_at),
+        run_id=run_id,
+    )
+
+
+@dataclass
+class CertificateIndex:
+    """RCL's list, looked up by id and by name (thousands of entries: no linear search per record)."""
+
+    by_id: dict[int, CertificateResponse] = field(default_factory=dict)
+    by_exact_name: dict[str, list[CertificateResponse]] = field(default_factory=dict)
+    by_name: dict[str, list[CertificateResponse]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, certificates: Iterable[CertificateResponse]) -> CertificateIndex:
+        index = cls()
+        for certificate in certificates:
+            if certificate.id is not None:
+                index.by_id[certificate.id] = certificate
+            index.by_exact_name.setdefault(certificate.name, []).append(certificate)
+            index.by_name.setdefault(certificate.name.lower(), []).append(certificate)
+        return index
+
+    def find(self, record: ScheduledRenewal) -> CertificateResponse | None:
+        if record.certificate_id is not None and record.certificate_id in self.by_id:
+            return self.by_id[record.certificate_id]
+        # RCL keeps names as given (two names differing only in case are two certificates): the exact name first,
+        # then a name differing only in case, each only when unambiguous.
+        for candidates in (
+            self.by_exact_name.get(record.certificate_name, []),
+            self.by_name.get(record.certificate_name.lower(), []),
+        ):
+            if record.certificate_id is not None and record.target:
+                # RCL re-created it under a new id: only a name for the same target counts.
+                candidates = [c for c in candidates if c.target == record.target]
+            if len(candidates) == 1:
+                return candidates[0]
+        return None
+
+
+def is_renewed(record: ScheduledRenewal, current: CertificateResponse) -> bool:
+    """Renewed when the expiry moved past the recorded one; without a recorded expiry, when it was issued after the
+    renewal was scheduled."""
+    if record.expiry_date is not None and current.expiry_date is not None:
+        return utc(current.expiry_date) > utc(record.expiry_date) + EXPIRY_MOVE_TOLERANCE
+    if current.issue_date is not None:
+        return utc(current.issue_date) > utc(record.scheduled_at) - EXPIRY_MOVE_TOLERANCE
+    return False
+
+
+def is_installed(current: CertificateResponse) -> bool:
+    """RCL sets remoteCreateDate when it installed the certificate on its target; one older than the certificate's
+    issue date belongs to the previous certificate."""
+    if current.remote_create_date is None:
+        return False
+    if current.issue_date is None:
+        return True
+    return utc(current.remote_create_date) >= utc(current.issue_date) - EXPIRY_MOVE_TOLERANCE
+
+
+def classify(
+    record: ScheduledRenewal,
+    current: CertificateResponse | None,
+    now: datetime,
+    grace: timedelta,
+    install_grace: timedelta = timedelta(hours=24),
+) -> Verdict:
+    """What a scheduled renewal became, judged against RCL's list at `now`."""
+    name = record.certificate_name
+    if current is None:
+        return Verdict(
+            record,
+            Outcome.FAILED,
+            reason=CERTIFICATE_GONE,
+            message=f"{name} was scheduled for renewal but is no longer in RCL's certificate list",
+        )
+    if (
+        record.expiry_date is not None
+        and current.expiry_date is not None
+        and utc(current.expiry_date) < utc(record.expiry_date) - EXPIRY_MOVE_TOLERANCE
+    ):
+        return Verdict(
+            record,
+            Outcome.FAILED,
+            reason=EXPIRY_EARLIER,
+            message=(
+                f"RCL now lists {name} with an expiry earlier than when it was scheduled ("
+                f"{iso_utc(current.expiry_date)}, was {iso_utc(record.expiry_date)}): the certificate was replaced or "
+                "revoked outside this app, or RCL's data changed; check it in the RCL portal"
+            ),
+        )
+    if is_renewed(record, current):
+        if is_installed(current):
+            return Verdict(record, Outcome.RENEWED, installed=True, new_expiry=current.expiry_date)
+        seen = record.renewed_at or utc(now)
+        if utc(now) - seen > install_grace:
+            hours = install_grace.total_seconds() / 3600
+            return Verdict(
+                record,
+                Outcome.FAILED,
+                new_expiry=current.expiry_date,
+                reason=NOT_INSTALLED,
+                message=(
+                    f"RCL renewed {name} (new expiry {iso_utc(current.expiry_date) or 'unknown'}) but has not installed "
+                    f"it on its target ({current.target or 'unknown target'}) within {hours:g} h: the deployed "
+                    "certificate is still the old one; RCL's Notification page shows why"
+                ),
+            )
+        return Verdict(record, Outcome.NOT_INSTALLED, installed=False, new_expiry=current.expiry_date)
+    if utc(now) - utc(record.scheduled_at) <= grace:
+        return Verdict(record, Outcome.PENDING)
+    hours = grace.total_seconds() / 3600
+    return Verdict(
+        record,
+        Outcome.FAILED,
+        reason=NOT_RENEWED,
+        message=(
+            f"RCL scheduled {name} for renewal at {iso_utc(record.scheduled_at)} but it was not renewed within "
+            f"{hours:g} h (expiry still {iso_utc(current.expiry_date) or 'unknown'}); RCL emails the reason, and the RCL "
+            "portal's Notification page shows it"
+        ),
+    )
+
+
+def suspect_list(open_count: int, gone_count: int, listed_count: int) -> str | None:
+    """Why RCL's list is not believed (records then stay open), or None. An empty list while renewals are open, or
+    most open records vanishing at once, is far likelier a glitch or the wrong subscription than real deletions."""
+    if open_count and not listed_count:
+        return f"RCL listed no certificates while {open_count} renewal(s) are open"
+    if gone_count >= SUSPECT_GONE_MINIMUM and gone_count * 2 > open_count:
+        return f"{gone_count} of {open_count} open renewals vanished from RCL's list at once"
+    return None
+
+
+def renewed_since(
+    request: ScheduledRenewal, listed: Iterable[CertificateResponse], known: set[str]
+) -> list[CertificateResponse]:
+    """Certificates issued after a renewal request whose answer never came (and not followed by a record)."""
+    since = utc(request.scheduled_at) - EXPIRY_MOVE_TOLERANCE
+    return [c for c in listed if c.issue_date is not None and utc(c.issue_date) >= since and c.key not in known]
+
+
+def days_left(expiry: datetime, now: datetime) -> int:
+    """Whole days until expiry, rounded down (negative once expired)."""
+    return math.floor((utc(expiry) - utc(now)) / timedelta(days=1))
+
+
+def near_expiry(
+    certificates: Iterable[CertificateResponse],
+    now: datetime,
+    warning_days: int,
+    deployed_expiry: dict[str, datetime] | None = None,
+) -> list[NearExpiry]:
+    """Every certificate expiring within `warning_days` (expired ones too), soonest first; then every certificate
+    whose expiry could not be read (it may be expiring: it is reported, not dropped). `deployed_expiry` overrides
+    RCL's expiry by certificate key where the deployed certificate is still the previous one (not installed yet)."""
+    limit = utc(now) + timedelta(days=warning_days)
+    overrides = deployed_expiry or {}
+    found: list[NearExpiry] = []
+    unreadable: list[NearExpiry] = []
+    for certificate in certificates:
+        expiry = overrides.get(certificate.key, certificate.expiry_date)
+        if expiry is not None:
+            if utc(expiry) <= limit:
+                found.append(NearExpiry(certificate, days_left(expiry, now), expiry))
+        elif certificate.expiry_unreadable:
+            unreadable.append(NearExpiry(certificate, None, None, EXPIRY_UNREADABLE))
+    found.sort(key=lambda n: (utc(n.expiry or now), n.certificate.name))
+    return found + sorted(unreadable, key=lambda n: n.certificate.name)
+
+
+def describe_names(names: Sequence[str], limit: int = 20) -> str:
+    """A readable list for a log line: at most `limit` names, each at most 100 characters."""
+    shown = ", ".join(n if len(n) <= 100 else n[:97] + "..." for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+@dataclass(frozen=True)
+class RenewalRunSummary:
+    scheduled: tuple[str, ...]
+    late: bool = False
+
+    def line(self) -> str:
+        late = " (run was late)" if self.late else ""
+        if not self.scheduled:
+            return f"RCL renewal{late}: nothing was due; RCL scheduled 0 certificates"
+        return (
+            f"RCL renewal{late}: RCL scheduled {len(self.scheduled)} certificate(s): {describe_names(self.scheduled)}"
+        )
+
+
+@dataclass(frozen=True)
+class VerifySummary:
+    renewed: tuple[str, ...]
+    installed: tuple[str, ...]
+    pending: tuple[str, ...]
+    failed: tuple[str, ...]
+    near_expiry: tuple[str, ...]
+    listed: int
+    warning_days: int
+    not_installed: tuple[str, ...] = ()
+
+    @classmethod
+    def of(
+        cls, verdicts: Sequence[Verdict], near: Sequence[NearExpiry], listed: int, warning_days: int
+    ) -> VerifySummary:
+        def names(outcome: Outcome, installed: bool | None = None) -> tuple[str, ...]:
+            return tuple(
+                v.record.certificate_name
+                for v in verdicts
+                if v.outcome is outcome and (installed is None or v.installed is installed)
+            )
+
+        return cls(
+            renewed=names(Outcome.RENEWED) + names(Outcome.NOT_INSTALLED),
+            installed=names(Outcome.RENEWED, installed=True),
+            pending=names(Outcome.PENDING),
+            failed=names(Outcome.FAILED),
+            near_expiry=tuple(n.certificate.name for n in near),
+            listed=listed,
+            warning_days=warning_days,
+            not_installed=names(Outcome.NOT_INSTALLED),
+        )
+
+    def line(self) -> str:
+        parts = [
+            f"{len(self.renewed)} renewed ({len(self.installed)} installed)",
+            f"{len(self.pending)} pending",
+            f"{len(self.failed)} failed",
+        ]
+        text = f"RCL check of {self.listed} listed certificate(s): " + ", ".join(parts)
+        labelled = (
+            ("renewed", self.renewed),
+            ("pending", self.pending),
+            ("failed", self.failed),
+        )
+        for label, names in labelled:
+            if names:
+                text += f"; {label}: {describe_names(names)}"
+        text += f"; {len(self.near_expiry)} expire within {self.warning_days} days"
+        if self.near_expiry:
+            text += f": {describe_names(self.near_expiry)}"
+        return text

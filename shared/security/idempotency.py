@@ -1,0 +1,157 @@
+"""Idempotent webhook calls: an `Idempotency-Key` is claimed with the table's conditional insert, so concurrent
+duplicates (on any instance) cannot both reach AVX; a repeat within 24 h gets the first answer back.
+
+Before AVX is called the claim is tied to the renewal record (`attach`): a claim whose invocation died after that
+point is never started anew (AVX may have renewed); a repeat is answered from the record instead."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+
+from shared.azure.tables import TABLE_ERRORS, update_mode
+from shared.core.errors import StateStoreError
+
+if TYPE_CHECKING:  # the table SDK is imported where it is used, to keep cold start short
+    from azure.data.tables import TableClient
+
+KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,128}$")  # 1-128 visible ASCII characters
+REPLAY_WINDOW = timedelta(hours=24)
+# A claim still "running" after this long belongs to an invocation that died (the function timeout is 10 min).
+ABANDONED_AFTER = timedelta(minutes=15)
+PARTITION = "webhook"
+
+NEW, REPLAY, IN_PROGRESS, MISMATCH, RECORDED = "new", "replay", "in-progress", "mismatch", "recorded"
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: str
+    status: int | None = None
+    body: dict[str, Any] | None = None
+    pending_id: str | None = None  # RECORDED: the renewal record of a claim whose invocation died after AVX
+
+
+def valid_key(key: str) -> bool:
+    return bool(KEY_PATTERN.match(key))
+
+
+def scoped_key(caller_scope: str, key: str) -> str:
+    """The key as stored: per caller, so caller B sending A's key neither gets A's answer nor learns it exists."""
+    return f"{caller_scope}\n{key}"
+
+
+def fingerprint(body: bytes, query: dict[str, str]) -> str:
+    """What makes two requests "the same": the body and the query the app reads."""
+    digest = hashlib.sha256(body)
+    digest.update(json.dumps(sorted(query.items())).encode())
+    return digest.hexdigest()
+
+
+def decide(existing: dict[str, Any], request_fingerprint: str, now: datetime) -> str:
+    """What a repeat of a claimed key gets: the first answer, 409, 422, or a fresh start when the claim is stale."""
+    created = existing.get("createdAt")
+    if isinstance(created, datetime) and created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    if not isinstance(created, datetime) or now - created >= REPLAY_WINDOW:
+        return NEW
+    if existing.get("state") == "running" and now - created >= ABANDONED_AFTER and not existing.get("pendingId"):
+        return NEW  # a dead invocation that provably never reached AVX (no renewal record tied to the key)
+    if existing.get("fingerprint") != request_fingerprint:
+        return MISMATCH
+    if existing.get("state") == "running" and now - created >= ABANDONED_AFTER:
+        return RECORDED  # a dead invocation after AVX may have acted: answer from its record, never renew again
+    return REPLAY if existing.get("state") == "completed" else IN_PROGRESS
+
+
+def scope(key: str) -> str:
+    """What the renewal record keeps of the caller's key: its digest, never the key itself."""
+    return _row_key(key)
+
+
+def _row_key(key: str) -> str:
+    # Table keys may not hold / \\ # ?; a digest also keeps callers' keys out of storage.
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class IdempotencyStore:
+    def __init__(self, table: TableClient) -> None:
+        self.table = table
+
+    def claim(self, key: str, request_fingerprint: str, now: datetime | None = None) -> Claim:
+        now = now or datetime.now(UTC)
+        entity = {
+            "PartitionKey": PARTITION,
+            "RowKey": _row_key(key),
+            "state": "running",
+            "fingerprint": request_fingerprint,
+            "createdAt": now,
+        }
+        try:
+            self.table.create_entity(entity)
+            return Claim(NEW)
+        except ResourceExistsError:
+            pass
+        except TABLE_ERRORS as exc:
+            raise StateStoreError(f"The idempotency key could not be recorded: {type(exc).__name__}") from None
+        try:
+            existing = self.table.get_entity(PARTITION, entity["RowKey"])
+            outcome = decide(existing, request_fingerprint, now)
+            if outcome == NEW:
+                # Take over a stale claim only if nobody else did meanwhile (optimistic concurrency on the ETag).
+                self.table.update_entity(
+                    entity,
+                    mode=update_mode("replace"),
+                    etag=existing.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+                return Claim(NEW)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return Claim(IN_PROGRESS)
+        except TABLE_ERRORS as exc:
+            raise StateStoreError(f"The idempotency key could not be read: {type(exc).__name__}") from None
+        if outcome == REPLAY:
+            return Claim(REPLAY, int(existing.get("status", 500)), json.loads(existing.get("body") or "{}"))
+        if outcome == RECORDED:
+            return Claim(RECORDED, pending_id=str(existing.get("pendingId")))
+        return Claim(outcome)
+
+    def attach(self, key: str, pending_id: str) -> None:
+        """Tie the running claim to its renewal record, just before AVX is called."""
+        try:
+            self.table.update_entity(
+                {"PartitionKey": PARTITION, "RowKey": _row_key(key), "pendingId": pending_id},
+                mode=update_mode("merge"),
+            )
+        except TABLE_ERRORS:
+            pass  # the record itself is written; a lost link only matters if this invocation dies too
+
+    def complete(self, key: str, status: int, body: dict[str, Any]) -> None:
+        try:
+            self.table.update_entity(
+                {
+                    "PartitionKey": PARTITION,
+                    "RowKey": _row_key(key),
+                    "state": "completed",
+                    "status": status,
+                    "body": json.dumps(body),
+                },
+                mode=update_mode("merge"),
+            )
+        except TABLE_ERRORS:
+            # The renewal itself is done and answered; a lost replay record only means a repeat is treated anew.
+            pass
+
+    def release(self, key: str) -> None:
+        """Forget a claim whose invocation failed unexpectedly, so the caller's retry is not refused with 409."""
+        try:
+            self.table.delete_entity(PARTITION, _row_key(key))
+        except TABLE_ERRORS:
+            pass

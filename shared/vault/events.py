@@ -1,0 +1,220 @@
+"""The Key Vault event path: a certificate near expiry (or expired) in the app's vault is renewed when the app stored
+it from AppViewX, and reported otherwise, so no certificate in the vault expires unnoticed.
+
+`handle_event` runs one Event Grid event (the trigger in renew_timer/keyvault_events.py stays thin):
+
+1. other event types, other vaults, malformed data: logged and dropped (an exception would only make Event Grid
+   retry something that can never succeed);
+2. once per event id (`kvevent` claim);
+3. the certificate's current version in Key Vault decides (`event_decisions.decide`): replaced by a newer version
+   → nothing; tags `source=appviewx` + `avxResourceId` → renewed through the webhook's pipeline (`renew_and_store`),
+   at most once per version (`kvversion` claim tied to the renewal record before AVX is called); a certificate RCL
+   manages → `CertificateNearExpiry`/`CertificateExpired` with `owner=rcl` (RCL is not called: its quota and its own
+   night handle it); any other → the same event with `owner=unmanaged`, which notifies (shared/core/notify.py).
+
+A failure before anything happened (Key Vault or the tables unreachable, the identity or AVX not reachable before the
+renew was sent) releases the claims and raises, so Event Grid redelivers with backoff (then dead-letters).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from shared.appviewx.client import AvxClient, AvxRenewRequest
+from shared.appviewx.pipeline import Pipeline, WebhookAnswer, renew_and_store
+from shared.appviewx.records import PendingStore
+from shared.appviewx.validation import RenewCommand
+from shared.azure.keyvault import KeyVaultStore
+from shared.core import redaction
+from shared.core.certificates import DEFAULT_FORMAT, generate_password
+from shared.core.errors import CertRenewError
+from shared.core.telemetry import emit_event
+from shared.vault.event_claims import (
+    EVENT_PARTITION,
+    VERSION_PARTITION,
+    ClaimOutcome,
+    EventClaims,
+    event_key,
+    version_key,
+)
+from shared.vault.event_decisions import (
+    HANDLED_TYPES,
+    Action,
+    CertificateEvent,
+    Decision,
+    Malformed,
+    decide,
+    is_our_vault,
+    parse_event,
+    rcl_names,
+    whole_days_left,
+)
+
+log = logging.getLogger("certrenew.keyvault-events")
+CALLER = "keyvault-events"  # the renewal record's caller: this path, not a person
+
+
+class RetryLater(Exception):
+    """Nothing happened, and it may work later: the trigger fails so Event Grid redelivers the event."""
+
+
+@dataclass
+class EventDependencies:
+    """What the event path works with; made lazily by the trigger (AVX only when a renewal is due)."""
+
+    vault_url: str
+    store: KeyVaultStore
+    claims: EventClaims
+    records: Any  # () -> PendingStore
+    avx: Any  # () -> AvxClient
+    rcl_certificate_names: Any  # () -> Iterable[str]: the names in RCL's renewal records
+
+
+def handle_event(
+    event_id: str,
+    event_type: str,
+    data: object,
+    deps: EventDependencies,
+    invocation_id: str | None = None,
+    now: datetime | None = None,
+) -> str:
+    """Handle one event; returns what happened (for the log line and the tests)."""
+    now = now or datetime.now(UTC)
+    if event_type not in HANDLED_TYPES:
+        log.info(
+            "Key Vault event %s of type %s ignored: only near-expiry and expired are handled", event_id, event_type
+        )
+        return "ignored: event type"
+    try:
+        event = parse_event(event_id, event_type, data)
+    except Malformed as problem:
+        log.warning("Key Vault event %s (%s) dropped: %s", event_id, event_type, problem)
+        return "ignored: malformed"
+    if not is_our_vault(event, deps.vault_url):
+        log.info(
+            "Key Vault event %s for vault %s ignored: the app's vault is KEY_VAULT_URL %s",
+            event_id,
+            event.vault_name,
+            deps.vault_url,
+        )
+        return "ignored: other vault"
+
+    claim = deps.claims.claim(EVENT_PARTITION, event_key(event_id), {"certificate": event.name}, now)
+    if claim.outcome is not ClaimOutcome.NEW:
+        log.info("Key Vault event %s for %s already handled (%s)", event_id, event.name, claim.result or "running")
+        return "ignored: duplicate event"
+    try:
+        result = _handle(event, deps, invocation_id, now)
+    except BaseException:
+        deps.claims.release(EVENT_PARTITION, event_key(event_id))
+        raise
+    deps.claims.finish(EVENT_PARTITION, event_key(event_id), result)
+    return result
+
+
+def _handle(event: CertificateEvent, deps: EventDependencies, invocation_id: str | None, now: datetime) -> str:
+    try:
+        current = deps.store.current(event.name)
+    except CertRenewError as exc:
+        raise RetryLater(f"Key Vault could not be read: {exc.message}") from None
+    rcl_managed = rcl_names(deps.rcl_certificate_names()) if current is not None else set()
+    decision = decide(event, current, rcl_managed)
+    days = whole_days_left((current.expires_on if current else None) or event.expires_on, now)
+    base = {
+        "source": "keyvault",
+        "certificateName": event.name,
+        "keyVaultVersion": decision.version or event.version,
+        "expiryDate": (current.expires_on if current else None) or event.expires_on,
+        "daysLeft": days,
+        "eventId": event.event_id,
+    }
+    if decision.action is Action.GONE:
+        log.info(
+            "Key Vault event %s: certificate %s is no longer in the vault; nothing to do", event.event_id, event.name
+        )
+        return "gone"
+    if decision.action is Action.REPLACED:
+        log.info(
+            "Key Vault event %s: %s version %s was replaced by version %s (expires %s); nothing to do",
+            event.event_id,
+            event.name,
+            event.version,
+            decision.version,
+            current.expires_on if current else None,
+        )
+        return "replaced"
+    if decision.action is Action.REPORT_RCL:
+        emit_event(event.app_event, {**base, "source": "rcl", "owner": "rcl"})
+        log.info(
+            "Key Vault event %s: %s is renewed by RCL's own night; reported, RCL not called", event.event_id, event.name
+        )
+        return "reported: rcl"
+    if decision.action is Action.REPORT_UNMANAGED:
+        emit_event(event.app_event, {**base, "owner": "unmanaged"})
+        return "reported: unmanaged"
+    return _renew(event, decision, deps, invocation_id, now)
+
+
+def _renew(
+    event: CertificateEvent, decision: Decision, deps: EventDependencies, invocation_id: str | None, now: datetime
+) -> str:
+    vault_host = urlsplit(deps.vault_url).netloc
+    key = version_key(vault_host, event.name, decision.version or event.version)
+    claim = deps.claims.claim(VERSION_PARTITION, key, {"certificate": event.name, "eventId": event.event_id}, now)
+    if claim.outcome is not ClaimOutcome.NEW:
+        log.info(
+            "Key Vault event %s: %s version %s is renewed (or being renewed) already%s; not renewed again",
+            event.event_id,
+            event.name,
+            decision.version,
+            f" (renewal record {claim.pending_id})" if claim.pending_id else "",
+        )
+        return "renewal already claimed"
+    password = generate_password()
+    redaction.register_secret(password)  # the one-time PFX password never shows in logs or telemetry
+    command = RenewCommand(
+        avx=AvxRenewRequest(
+            resource_id=decision.avx_resource_id,
+            common_name=None,
+            serial_number=None,
+            format=DEFAULT_FORMAT,
+            password=password,
+            workflow_type=None,
+        ),
+        key_vault_name=event.name,  # a new version of the same Key Vault certificate
+        auto_approval=None,
+    )
+    answer: WebhookAnswer | None = None
+    try:
+        records: PendingStore = deps.records()
+        avx: AvxClient = deps.avx()
+        pipeline = Pipeline(
+            avx=avx, store=deps.store, records=records, invocation_id=invocation_id, caller=f"{CALLER} {event.event_id}"
+        )
+        answer = renew_and_store(
+            command, pipeline, on_record=lambda pending_id: deps.claims.attach(VERSION_PARTITION, key, pending_id)
+        )
+    finally:
+        if answer is None or (answer.status >= 500 and not answer.avx_called):
+            deps.claims.release(VERSION_PARTITION, key)  # nothing was renewed: a redelivery may try again
+    body = answer.body
+    if answer.status >= 500 and not answer.avx_called:
+        code = (body.get("error") or {}).get("code")
+        raise RetryLater(f"{event.name} was not renewed ({code}); Event Grid will deliver the event again")
+    result = _result(answer)
+    deps.claims.finish(VERSION_PARTITION, key, result)
+    log.info("Key Vault event %s: %s version %s -> %s", event.event_id, event.name, decision.version, result)
+    return result
+
+
+def _result(answer: WebhookAnswer) -> str:
+    if answer.status == 200:
+        return "renewed"
+    if answer.status == 202:
+        return f"pending {answer.body.get('pendingId')}"
+    error = answer.body.get("error") or {}
+    return f"failed {error.get('code')}"

@@ -1,0 +1,124 @@
+"""The certificate inventory (`GET /api/certificates`): the vault's certificates, who renews each, and the last
+outcome the app recorded for it.
+
+One page of the answer is one page of Key Vault's own list (`list_properties_of_certificates`, at most 25 per page);
+the continuation handed to the caller is Key Vault's nextLink, base64url-encoded and accepted back only when it is a
+list link of the app's vault (otherwise a caller could point the app's bearer token at another host). The shaping is
+pure (`inventory_entry`, `last_outcomes`); the records are read once per request.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shared.appviewx.records import PendingRecord
+from shared.azure.keyvault import LIST_PAGE_MAX, KeyVaultStore, ListedCertificate
+from shared.core.certificates import derive_certificate_name
+from shared.core.settings import EndpointCheck
+from shared.core.timestamps import iso_utc, utc
+from shared.vault.event_decisions import owner_of, whole_days_left
+
+DEFAULT_PAGE_SIZE = LIST_PAGE_MAX
+MAX_CONTINUATION = 4096  # characters of the encoded token
+MAX_EMPTY_PAGES = 5  # Key Vault may answer an empty page with a nextLink; follow a few before answering
+
+
+@dataclass(frozen=True)
+class LastOutcome:
+    state: str  # renewed, failed, pending, accepted (AppViewX records); scheduled, renewed, failed (RCL records)
+    at: datetime
+    reason: str | None
+    path: str  # appviewx | rcl: which records said so
+
+
+def encode_continuation(next_link: str | None) -> str | None:
+    return base64.urlsafe_b64encode(next_link.encode()).decode().rstrip("=") if next_link else None
+
+
+def decode_continuation(token: str) -> str | None:
+    """Key Vault's nextLink from the caller's token; None when it is not one of ours."""
+    if not token or len(token) > MAX_CONTINUATION:
+        return None
+    try:
+        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _later(found: dict[str, LastOutcome], name: str, outcome: LastOutcome) -> None:
+    key = name.lower()
+    if key not in found or outcome.at > found[key].at:
+        found[key] = outcome
+
+
+def last_outcomes(pending: Iterable[PendingRecord], rcl_rows: Iterable[Mapping[str, Any]]) -> dict[str, LastOutcome]:
+    """The newest outcome per Key Vault name (lower-case) from the AppViewX renewal records and RCL's records (whose
+    names RCL writes as `contoso.com`, stored in Key Vault as `contoso-com`)."""
+    found: dict[str, LastOutcome] = {}
+    for record in pending:
+        if record.key_vault_name:
+            at = record.completed_at or record.created_at
+            _later(found, record.key_vault_name, LastOutcome(record.state, at, record.reason, "appviewx"))
+    for row in rcl_rows:
+        name = derive_certificate_name(str(row.get("certificateName") or ""))
+        at = row.get("closedAt") or row.get("scheduledAt")
+        if name and isinstance(at, datetime):
+            _later(found, name, LastOutcome(str(row.get("state") or ""), utc(at), row.get("reason"), "rcl"))
+    return found
+
+
+def inventory_entry(
+    certificate: ListedCertificate,
+    rcl_managed: set[str],
+    outcomes: Mapping[str, LastOutcome],
+    endpoints: Sequence[EndpointCheck],
+    now: datetime,
+) -> dict[str, Any]:
+    outcome = outcomes.get(certificate.name.lower())
+    return {
+        "name": certificate.name,
+        "expiresOn": iso_utc(certificate.expires_on),
+        "daysLeft": whole_days_left(certificate.expires_on, now),
+        "thumbprint": certificate.thumbprint or None,
+        "enabled": certificate.enabled,
+        "source": owner_of(certificate.tags, certificate.name, rcl_managed),
+        "lastOutcome": outcome.state if outcome else None,
+        "lastOutcomeReason": outcome.reason if outcome else None,
+        "lastOutcomeAt": iso_utc(outcome.at) if outcome else None,
+        # The endpoints ENDPOINT_CHECKS compares with this certificate (the latest result is in telemetry only).
+        "endpoints": [
+            {"host": e.host, "address": e.address}
+            for e in endpoints
+            if e.certificate.lower() == certificate.name.lower()
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class InventoryPage:
+    certificates: list[dict[str, Any]]
+    continuation: str | None
+
+
+def inventory_page(
+    store: KeyVaultStore,
+    page_size: int,
+    next_link: str | None,
+    rcl_managed: set[str],
+    outcomes: Mapping[str, LastOutcome],
+    endpoints: Sequence[EndpointCheck],
+    now: datetime,
+) -> InventoryPage:
+    """One page of the inventory (raises KeyVaultError, or keyvault.ForeignLink for a link of another host)."""
+    page = store.list_page(page_size, next_link)
+    for _ in range(MAX_EMPTY_PAGES - 1):
+        if page.certificates or not page.next_link:
+            break
+        page = store.list_page(page_size, page.next_link)
+    entries = [inventory_entry(c, rcl_managed, outcomes, endpoints, now) for c in page.certificates]
+    return InventoryPage(entries, encode_continuation(page.next_link))
