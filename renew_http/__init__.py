@@ -13,6 +13,8 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import azure.functions as func
@@ -22,9 +24,9 @@ from shared.appviewx import queue_message
 from shared.appviewx.pipeline import Pipeline, WebhookAnswer, accept_queued, pending_answer, renew_and_store
 from shared.appviewx.queue_message import RETRY_AFTER_ACCEPTED_SECONDS, RETRY_AFTER_PENDING_SECONDS
 from shared.appviewx.records import ACCEPTED, OPEN_STATES
-from shared.appviewx.validation import MAX_BODY_BYTES, RenewCommand, parse_renew_request, unstorable
+from shared.appviewx.validation import RenewCommand, check_body_size, parse_renew_request, unstorable
 from shared.core import redaction
-from shared.core.errors import ApiError, CertRenewError, StateStoreError
+from shared.core.errors import ApiError, CertRenewError, Rejected, http_answer
 from shared.core.telemetry import invocation
 from shared.security import idempotency, signature
 from shared.security.callers import caller_of, status_view
@@ -47,6 +49,20 @@ def error_response(error: ApiError, invocation_id: str | None) -> func.HttpRespo
     return json_response(error.status, error.body(invocation_id))
 
 
+def answered(
+    work: Callable[[], func.HttpResponse], invocation_id: str | None, logger: logging.Logger, failure: str
+) -> func.HttpResponse:
+    """The HTTP functions' one error boundary: a rejection is answered as it is, any other error of the app through
+    `http_answer` (logged as `failure`); anything unexpected propagates (the host answers 500)."""
+    try:
+        return work()
+    except Rejected as rejected:
+        return error_response(rejected.answer, invocation_id)
+    except CertRenewError as exc:
+        logger.error("%s: %s", failure, exc.message)
+        return error_response(http_answer(exc), invocation_id)
+
+
 @bp.function_name("renew_http")
 @bp.queue_output(arg_name="renewals", queue_name="%RENEWAL_QUEUE%", connection="AzureWebJobsStorage")
 @bp.route(route="certificates/renew", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
@@ -57,122 +73,124 @@ def renew_http(
 ) -> func.HttpResponse:
     invocation_id = getattr(context, "invocation_id", None)
     with invocation(invocation_id, context):
-        try:
-            return _renew(req, invocation_id, renewals)
-        except StateStoreError as exc:
-            log.error("Renewal request failed: %s", exc.message)
-            return error_response(ApiError(503, exc.code, exc.message, exc.remediation), invocation_id)
-        except CertRenewError as exc:
-            log.error("Renewal request failed: %s", exc.message)
-            return error_response(ApiError(500, exc.code, exc.message, exc.remediation), invocation_id)
+        return answered(lambda: _renew(req, invocation_id, renewals), invocation_id, log, "Renewal request failed")
+
+
+@dataclass
+class _Claimed:
+    """The request's Idempotency-Key once claimed (scoped to the caller), or none when the request has no key."""
+
+    claims: idempotency.IdempotencyStore | None = None
+    key: str | None = None
+    early: func.HttpResponse | None = None  # the answer of a repeat: the first answer, the record's, or a conflict
 
 
 def _renew(req: func.HttpRequest, invocation_id: str | None, renewals: func.Out[str] | None) -> func.HttpResponse:
     body = req.get_body() or b""
-    if len(body) > MAX_BODY_BYTES:  # before anything reads it
-        return error_response(
-            ApiError(
-                413,
-                "PAYLOAD_TOO_LARGE",
-                f"The request body exceeds {MAX_BODY_BYTES} bytes",
-                f"Send only the renewal's JSON body (at most {MAX_BODY_BYTES // 1024} KiB); nothing was renewed.",
-            ),
-            invocation_id,
-        )
+    check_body_size(body)  # before anything reads it
     webhook = app_context.settings().webhook  # a settings problem (blank secret, ...) is a 500 before anything
-    secret = webhook.hmac_secret
     query = dict(req.params)
-    if secret:
-        rejected = signature.verify(
-            secret, req.headers.get("X-Signature-Timestamp"), req.headers.get("X-Signature"), body, time.time()
-        ) or signature.unsigned_query(list(query))
-        if rejected is not None:
-            return error_response(rejected, invocation_id)
-
+    if webhook.hmac_secret:
+        timestamp, signed = req.headers.get("X-Signature-Timestamp"), req.headers.get("X-Signature")
+        signature.verify(webhook.hmac_secret, timestamp, signed, body, time.time())
+        signature.unsigned_query(list(query))
     parsed = parse_renew_request(body, query)
-    if isinstance(parsed, ApiError):
-        return error_response(parsed, invocation_id)
     # A caller's PFX password is never registered with the redaction guard (callers could fill it, or blank ordinary
     # words from every log line): it lives only in fields without repr and in the AVX and Key Vault request bodies.
     # The app's own one-time password is registered too, as defence in depth (the guard keeps at most 64).
     if parsed.password_generated:
         redaction.register_secret(parsed.avx.password)
-
     caller = caller_of(req.headers, webhook.app_service_auth)
+    claimed = _claim(req, caller.scope, body, query, invocation_id)
+    if claimed.early is not None:
+        return claimed.early
+    if webhook.hmac_secret:  # after the key's claim, so a repeat with the same Idempotency-Key gets the first answer
+        _first_use_of_signature(req, claimed)
+    return _run(req, parsed, caller.name, invocation_id, claimed, renewals)
+
+
+def _claim(
+    req: func.HttpRequest, scope: str, body: bytes, query: dict[str, str], invocation_id: str | None
+) -> _Claimed:
     key = req.headers.get("Idempotency-Key")
-    if key is not None and not idempotency.valid_key(key):
-        return error_response(
+    if key is None:
+        return _Claimed()
+    if not idempotency.valid_key(key):
+        raise Rejected(
             ApiError(
                 400,
                 "INVALID_REQUEST",
                 "Idempotency-Key must be 1-128 visible ASCII characters",
                 "Send an Idempotency-Key of 1-128 visible ASCII characters without spaces (a change number or a "
                 "UUID), or leave the header out; nothing was renewed.",
-            ),
-            invocation_id,
+            )
         )
-    if key is not None:  # keys are per caller: another caller's key is simply a different key
-        key = idempotency.scoped_key(caller.scope, key)
-    claims = app_context.idempotency_store() if key is not None else None
-    if claims is not None and key is not None:
-        claim = claims.claim(key, idempotency.fingerprint(body, query))
-        if claim.outcome == idempotency.REPLAY:
-            if claim.status == 202 and (claim.body or {}).get("status") == "accepted":  # the first async answer
-                return _async_response(WebhookAnswer(202, claim.body or {}))
-            return json_response(claim.status or 200, claim.body or {})
-        if claim.outcome == idempotency.RECORDED:
-            # The first invocation died after AVX may have acted: answer from its record, never renew again.
-            record = app_context.pending_store().get(claim.pending_id or "")
-            if record is not None:
-                return json_response(202, pending_answer(record, invocation_id))
-        if claim.outcome == idempotency.IN_PROGRESS:
-            return error_response(
-                ApiError(409, "IN_PROGRESS", "A request with this Idempotency-Key is still running", "Retry later."),
-                invocation_id,
-            )
-        if claim.outcome == idempotency.MISMATCH:
-            return error_response(
-                ApiError(
-                    422,
-                    "IDEMPOTENCY_KEY_REUSED",
-                    "This Idempotency-Key was used within 24 h for a different request",
-                    "Use a new Idempotency-Key for a different request.",
-                ),
-                invocation_id,
-            )
-    if secret:  # after the key's claim, so a repeat with the same Idempotency-Key gets the first answer instead
-        first_use = False
-        try:
-            first_use = app_context.signature_replays().first_use(
-                req.headers.get("X-Signature-Timestamp", ""), req.headers.get("X-Signature", "")
-            )
-        finally:
-            if not first_use and claims is not None and key is not None:
-                claims.release(key)
-        if not first_use:
-            return error_response(signature.replayed(), invocation_id)
+    key = idempotency.scoped_key(scope, key)  # keys are per caller: another caller's key is simply a different key
+    claims = app_context.idempotency_store()
+    claim = claims.claim(key, idempotency.fingerprint(body, query))
+    return _Claimed(claims, key, _repeat_answer(claim, invocation_id))
 
+
+def _repeat_answer(claim: idempotency.Claim, invocation_id: str | None) -> func.HttpResponse | None:
+    """The answer to a repeated Idempotency-Key, or None when this request claimed it first."""
+    if claim.outcome == idempotency.REPLAY:
+        if claim.status == 202 and (claim.body or {}).get("status") == "accepted":  # the first async answer
+            return _async_response(WebhookAnswer(202, claim.body or {}))
+        return json_response(claim.status or 200, claim.body or {})
+    if claim.outcome == idempotency.RECORDED:
+        # The first invocation died after AVX may have acted: answer from its record, never renew again.
+        record = app_context.pending_store().get(claim.pending_id or "")
+        if record is not None:
+            return json_response(202, pending_answer(record, invocation_id))
+    if claim.outcome == idempotency.IN_PROGRESS:
+        raise Rejected(
+            ApiError(409, "IN_PROGRESS", "A request with this Idempotency-Key is still running", "Retry later.")
+        )
+    if claim.outcome == idempotency.MISMATCH:
+        raise Rejected(
+            ApiError(
+                422,
+                "IDEMPOTENCY_KEY_REUSED",
+                "This Idempotency-Key was used within 24 h for a different request",
+                "Use a new Idempotency-Key for a different request.",
+            )
+        )
+    return None
+
+
+def _first_use_of_signature(req: func.HttpRequest, claimed: _Claimed) -> None:
+    """A signed request is accepted once (across instances); a replay is refused and frees the key it claimed."""
+    first_use = False
+    try:
+        first_use = app_context.signature_replays().first_use(
+            req.headers.get("X-Signature-Timestamp", ""), req.headers.get("X-Signature", "")
+        )
+    finally:
+        if not first_use and claimed.claims is not None and claimed.key is not None:
+            claimed.claims.release(claimed.key)
+    if not first_use:
+        raise Rejected(signature.replayed())
+
+
+def _run(
+    req: func.HttpRequest,
+    command: RenewCommand,
+    caller: str | None,
+    invocation_id: str | None,
+    claimed: _Claimed,
+    renewals: func.Out[str] | None,
+) -> func.HttpResponse:
+    claims, key = claimed.claims, claimed.key
     # RFC 7240: a preference, not a demand; outside the host (no queue binding) the request is served synchronously.
     respond_async = renewals is not None and queue_message.prefers_async(req.headers.get("Prefer"))
     answer: WebhookAnswer | None = None
     try:
         if respond_async and renewals is not None:
-            answer = _accept_async(parsed, caller.name, invocation_id, key, renewals)
+            answer = _accept_async(command, caller, invocation_id, key, renewals)
             return _async_response(answer) if answer.status == 202 else json_response(answer.status, answer.body)
-        pipeline = Pipeline(
-            avx=app_context.avx_client(),
-            store=app_context.key_vault_store(),
-            records=app_context.pending_store(),
-            invocation_id=invocation_id,
-            caller=caller.name,
-        )
         attach = (lambda pending_id: claims.attach(key, pending_id)) if claims is not None and key else None
-        answer = renew_and_store(
-            parsed,
-            pipeline,
-            idempotency_scope=idempotency.scope(key) if key else None,
-            on_record=attach,
-        )
+        scope = idempotency.scope(key) if key else None
+        answer = renew_and_store(command, _pipeline(caller, invocation_id), idempotency_scope=scope, on_record=attach)
     finally:
         if claims is not None and key is not None:
             # Answers are replayed for 24 h. Once AVX may have acted the key stays claimed whatever the answer, so a
@@ -182,6 +200,16 @@ def _renew(req: func.HttpRequest, invocation_id: str | None, renewals: func.Out[
             else:
                 claims.release(key)
     return json_response(answer.status, answer.body)
+
+
+def _pipeline(caller: str | None, invocation_id: str | None) -> Pipeline:
+    return Pipeline(
+        avx=app_context.avx_client(),
+        store=app_context.key_vault_store(),
+        records=app_context.pending_store(),
+        invocation_id=invocation_id,
+        caller=caller,
+    )
 
 
 def _accept_async(
@@ -195,13 +223,7 @@ def _accept_async(
     rejection = unstorable(command, pending_exists=True)
     if rejection is not None:
         return WebhookAnswer(rejection.status, rejection.body(invocation_id))
-    pipeline = Pipeline(
-        avx=app_context.avx_client(),
-        store=app_context.key_vault_store(),
-        records=app_context.pending_store(),
-        invocation_id=invocation_id,
-        caller=caller,
-    )
+    pipeline = _pipeline(caller, invocation_id)
     # The key is not attached to the record: if this invocation dies before answering, AVX was never called, so a
     # retry after the claim went stale may queue the renewal anew (the orphan record ends QUEUE_MESSAGE_LOST).
     record = accept_queued(command, pipeline, idempotency_scope=idempotency.scope(key) if key else None)
@@ -235,30 +257,29 @@ def _async_response(answer: WebhookAnswer) -> func.HttpResponse:
 def renew_status(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     invocation_id = getattr(context, "invocation_id", None)
     pending_id = req.route_params.get("pendingId", "")
+    return answered(lambda: _status(pending_id, invocation_id), invocation_id, log, "Renewal status failed")
+
+
+def _status(pending_id: str, invocation_id: str | None) -> func.HttpResponse:
     if not PENDING_ID.match(pending_id):
-        return error_response(
+        raise Rejected(
             ApiError(
                 400,
                 "INVALID_REQUEST",
                 "pendingId must be 32 hex characters",
                 "Use the pendingId of a 202 answer of POST /api/certificates/renew.",
-            ),
-            invocation_id,
+            )
         )
-    try:
-        record = app_context.pending_store().get(pending_id)
-    except CertRenewError as exc:
-        return error_response(ApiError(503, exc.code, exc.message, exc.remediation), invocation_id)
+    record = app_context.pending_store().get(pending_id)
     if record is None:
-        return error_response(
+        raise Rejected(
             ApiError(
                 404,
                 "NOT_FOUND",
                 "No pending renewal has this id",
                 "Check the pendingId: it is the one a 202 answer of POST /api/certificates/renew gave, from an app "
                 "with the same storage account (AzureWebJobsStorage).",
-            ),
-            invocation_id,
+            )
         )
     headers = {}
     if record.state in OPEN_STATES:  # still running: when to ask again

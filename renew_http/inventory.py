@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 
 import azure.functions as func
 
-from renew_http import error_response, json_response
+from renew_http import answered, json_response
 from shared import context as app_context
 from shared.azure.keyvault import LIST_PAGE_MAX, ForeignLink
-from shared.core.errors import ApiError, CertRenewError, KeyVaultError, SettingsError, StateStoreError
+from shared.core.errors import ApiError, Rejected, SettingsError
 from shared.core.settings import EndpointCheck
 from shared.core.telemetry import invocation
 from shared.vault.event_decisions import rcl_names
@@ -22,13 +22,18 @@ bp = func.Blueprint()
 log = logging.getLogger("certrenew.inventory")
 
 
-def _page_size(raw: str | None) -> int | None:
+def _page_size(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_PAGE_SIZE
     text = raw.strip()
     if not text.isdigit() or not 1 <= int(text) <= LIST_PAGE_MAX:
-        return None
+        message = f"maxResults must be a whole number from 1 to {LIST_PAGE_MAX}"
+        raise Rejected(ApiError(400, "INVALID_REQUEST", message))
     return int(text)
+
+
+def _foreign_continuation() -> Rejected:
+    return Rejected(ApiError(400, "INVALID_REQUEST", "continuation is not a token this endpoint gave"))
 
 
 def _endpoints() -> tuple[EndpointCheck, ...]:
@@ -44,38 +49,28 @@ def _endpoints() -> tuple[EndpointCheck, ...]:
 def certificate_inventory(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     invocation_id = getattr(context, "invocation_id", None)
     with invocation(invocation_id, context):
-        page_size = _page_size(req.params.get("maxResults"))
-        if page_size is None:
-            message = f"maxResults must be a whole number from 1 to {LIST_PAGE_MAX}"
-            return error_response(ApiError(400, "INVALID_REQUEST", message), invocation_id)
-        token = req.params.get("continuation")
-        next_link = decode_continuation(token) if token is not None else None
-        if token is not None and next_link is None:
-            message = "continuation is not a token this endpoint gave"
-            return error_response(ApiError(400, "INVALID_REQUEST", message), invocation_id)
-        try:
-            rcl_rows = app_context.renewal_state().all_records()
-            outcomes = last_outcomes(app_context.pending_store().all_records(), rcl_rows)
-            page = inventory_page(
-                app_context.key_vault_store(),
-                page_size,
-                next_link,
-                rcl_names(str(r.get("certificateName") or "") for r in rcl_rows),
-                outcomes,
-                _endpoints(),
-                datetime.now(UTC),
-            )
-        except ForeignLink:
-            message = "continuation is not a token this endpoint gave"
-            return error_response(ApiError(400, "INVALID_REQUEST", message), invocation_id)
-        except KeyVaultError as exc:
-            log.error("Inventory failed: %s", exc.message)
-            return error_response(ApiError(502, "KEY_VAULT_UNAVAILABLE", exc.message, exc.remediation), invocation_id)
-        except StateStoreError as exc:
-            log.error("Inventory failed: %s", exc.message)
-            return error_response(ApiError(503, exc.code, exc.message, exc.remediation), invocation_id)
-        except CertRenewError as exc:
-            log.error("Inventory failed: %s", exc.message)
-            return error_response(ApiError(500, exc.code, exc.message, exc.remediation), invocation_id)
-        body = {"certificates": page.certificates, "continuation": page.continuation, "invocationId": invocation_id}
-        return json_response(200, body)
+        return answered(lambda: _inventory(req, invocation_id), invocation_id, log, "Inventory failed")
+
+
+def _inventory(req: func.HttpRequest, invocation_id: str | None) -> func.HttpResponse:
+    page_size = _page_size(req.params.get("maxResults"))
+    token = req.params.get("continuation")
+    next_link = decode_continuation(token) if token is not None else None
+    if token is not None and next_link is None:
+        raise _foreign_continuation()
+    rcl_rows = app_context.renewal_state().all_records()
+    outcomes = last_outcomes(app_context.pending_store().all_records(), rcl_rows)
+    try:
+        page = inventory_page(
+            app_context.key_vault_store(),
+            page_size,
+            next_link,
+            rcl_names(str(r.get("certificateName") or "") for r in rcl_rows),
+            outcomes,
+            _endpoints(),
+            datetime.now(UTC),
+        )
+    except ForeignLink:
+        raise _foreign_continuation() from None
+    body = {"certificates": page.certificates, "continuation": page.continuation, "invocationId": invocation_id}
+    return json_response(200, body)

@@ -4,6 +4,7 @@ later what really renewed. Thin: the runs live in `shared.rcl.runs`, the decisio
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import azure.functions as func
 
@@ -16,44 +17,51 @@ bp = func.Blueprint()
 log = logging.getLogger("certrenew.timer")
 
 
-def _late(timer: func.TimerRequest, name: str) -> bool:
-    if timer.past_due:
-        # The schedule was missed (app stopped, scaled in, or a previous run overran); this run catches up.
-        log.warning("%s is running late: its scheduled time passed while the app was not running it", name)
-    return bool(timer.past_due)
+def scheduled_run(
+    name: str,
+    timer: func.TimerRequest,
+    context: func.Context,
+    logger: logging.Logger,
+    work: Callable[[str | None, bool], None],
+) -> None:
+    """The one wrapper of every timer function: the invocation scope (telemetry), a warning when the run is late,
+    and a failure logged with its code and remediation, then re-raised (the host records the invocation failed).
+    `work` gets the invocation id and whether the run is late."""
+    invocation_id = getattr(context, "invocation_id", None)
+    with invocation(invocation_id, context):
+        late = bool(timer.past_due)
+        if late:
+            # The schedule was missed (app stopped, scaled in, or a previous run overran); this run catches up.
+            logger.warning("%s is running late: its scheduled time passed while the app was not running it", name)
+        try:
+            work(invocation_id, late)
+        except Exception as exc:
+            log_failure(logger, name, exc)
+            raise
 
 
-def _failed(name: str, exc: Exception) -> None:
+def log_failure(logger: logging.Logger, name: str, exc: Exception) -> None:
     if isinstance(exc, CertRenewError):
         remedy = f" Remediation: {exc.remediation}" if exc.remediation else ""
-        log.error("%s failed [%s]: %s.%s", name, exc.code, exc.message, remedy)
+        logger.error("%s failed [%s]: %s.%s", name, exc.code, exc.message, remedy)
     else:
-        log.error("%s failed: unexpected %s", name, type(exc).__name__)
+        logger.error("%s failed: unexpected %s", name, type(exc).__name__)
 
 
 @bp.function_name("renew_timer")
 @bp.timer_trigger(arg_name="timer", schedule="%RCL_RENEWAL_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def renew_timer(timer: func.TimerRequest, context: func.Context) -> None:
-    invocation_id = getattr(context, "invocation_id", None)
-    with invocation(invocation_id, context):
-        late = _late(timer, "renew_timer")
-        try:
-            summary = run_renewal(app_context.rcl_dependencies, invocation_id, late=late)
-        except Exception as exc:
-            _failed("renew_timer", exc)
-            raise  # the host records the invocation as failed
-        log.info(summary.line())
+    def work(invocation_id: str | None, late: bool) -> None:
+        log.info(run_renewal(app_context.rcl_dependencies, invocation_id, late=late).line())
+
+    scheduled_run("renew_timer", timer, context, log, work)
 
 
 @bp.function_name("verify_renewals")
 @bp.timer_trigger(arg_name="timer", schedule="%RCL_VERIFY_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def verify_renewals(timer: func.TimerRequest, context: func.Context) -> None:
-    invocation_id = getattr(context, "invocation_id", None)
-    with invocation(invocation_id, context):
-        late = _late(timer, "verify_renewals")
-        try:
-            summary = run_verification(app_context.rcl_dependencies, invocation_id, late=late)
-        except Exception as exc:
-            _failed("verify_renewals", exc)
-            raise
+    def work(invocation_id: str | None, late: bool) -> None:
+        summary = run_verification(app_context.rcl_dependencies, invocation_id, late=late)
         log.info(summary.line() + (" (run was late)" if late else ""))
+
+    scheduled_run("verify_renewals", timer, context, log, work)

@@ -6,9 +6,9 @@ import logging
 
 import azure.functions as func
 
+from renew_timer import scheduled_run
 from shared import context as app_context
 from shared.appviewx.pipeline import complete_pending as run_completion
-from shared.core.telemetry import invocation
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.pending")
@@ -17,20 +17,20 @@ log = logging.getLogger("certrenew.pending")
 @bp.function_name("complete_pending")
 @bp.timer_trigger(schedule="%PENDING_RETRY_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
 def complete_pending(timer: func.TimerRequest, context: func.Context) -> None:
-    with invocation(getattr(context, "invocation_id", None), context):
-        if timer.past_due:
-            log.warning("complete_pending is running late (the previous schedule was missed)")
-        settings = app_context.settings()
-        summary = run_completion(
-            app_context.pending_store(),
-            app_context.avx_client(),
-            app_context.key_vault_store(),
-            settings.webhook.pending_max_days,
-        )
-        log.info(
-            "Pending AppViewX renewals: %d completed, %d to retry, %d given up, %d held by another run",
-            len(summary.completed),
-            len(summary.retried),
-            len(summary.failed),
-            len(summary.skipped),
-        )
+    scheduled_run("complete_pending", timer, context, log, lambda _invocation_id, _late: _complete())
+
+
+def _complete() -> None:
+    summary = run_completion(
+        app_context.pending_store(),
+        app_context.avx_client(),
+        app_context.key_vault_store(),
+        app_context.settings().webhook.pending_max_days,
+    )
+    log.info(
+        "Pending AppViewX renewals: %d completed, %d to retry, %d given up, %d held by another run",
+        len(summary.completed),
+        len(summary.retried),
+        len(summary.failed),
+        len(summary.skipped),
+    )

@@ -8,6 +8,7 @@ import logging
 
 import azure.functions as func
 
+from renew_timer import log_failure
 from shared import context as app_context
 from shared.core.errors import CertRenewError
 from shared.core.telemetry import invocation
@@ -40,7 +41,6 @@ def keyvault_events(event: func.EventGridEvent, context: func.Context) -> None:
             log.error("keyvault_events: %s", exc)
             raise
         except CertRenewError as exc:  # settings (named) or the tables: Event Grid redelivers, then dead-letters
-            remedy = f" Remediation: {exc.remediation}" if exc.remediation else ""
-            log.error("keyvault_events failed [%s]: %s.%s", exc.code, exc.message, remedy)
+            log_failure(log, "keyvault_events", exc)
             raise
         log.info("keyvault_events: event %s (%s): %s", event.id, event.event_type, outcome)

@@ -17,7 +17,7 @@ from typing import Any
 
 from shared.appviewx.validation import RenewCommand, parse_renew_request
 from shared.core.certificates import generate_password
-from shared.core.errors import ApiError
+from shared.core.errors import Rejected
 
 MESSAGE_VERSION = 1
 # What a caller is told to wait before asking the status route: a renewal with a prompt AVX takes a few seconds.
@@ -91,9 +91,10 @@ def read_queue_message(body: bytes | str) -> QueuedRenewal:
     query = {}
     if isinstance(message.get("autoApproval"), bool):
         query["autoApproval"] = "true" if message["autoApproval"] else "false"
-    parsed = parse_renew_request(json.dumps(request).encode(), query)
-    if isinstance(parsed, ApiError):
-        raise BadQueueMessage(f"the queued request is invalid: {parsed.code}")
+    try:
+        parsed = parse_renew_request(json.dumps(request).encode(), query)
+    except Rejected as rejected:
+        raise BadQueueMessage(f"the queued request is invalid: {rejected.answer.code}") from None
     if message.get("oneTimePassword") and not parsed.avx.password:
         parsed = replace(parsed, avx=replace(parsed.avx, password=generate_password()))
     return QueuedRenewal(pending_id, parsed)

@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
-from shared.azure.tables import TABLE_ERRORS, update_mode
-from shared.core.errors import StateStoreError
+from shared.azure.tables import storage_failure, update_mode
 from shared.core.timestamps import iso_utc
 
 if TYPE_CHECKING:  # the table SDK is imported where it is used, to keep cold start short
@@ -218,30 +217,27 @@ class PendingStore:
 
     def create(self, record: PendingRecord) -> PendingRecord:
         """Insert a new record (the write-ahead before AVX is called)."""
-        try:
+        with storage_failure("The renewal could not be recorded"):
             metadata = self.table.create_entity(_to_entity(record))
-        except TABLE_ERRORS as exc:
-            raise StateStoreError(f"The renewal could not be recorded: {type(exc).__name__}") from None
         return replace(record, etag=metadata.get("etag"))
 
     def save(self, record: PendingRecord) -> PendingRecord:
         """Write the record; conditional on its ETag when it was read or written here (RecordTaken if it changed)."""
         from azure.core import MatchConditions
 
-        try:
-            if record.etag:
-                metadata = self.table.update_entity(
-                    _to_entity(record),
-                    mode=update_mode("replace"),
-                    etag=record.etag,
-                    match_condition=MatchConditions.IfNotModified,
-                )
-            else:
-                metadata = self.table.upsert_entity(_to_entity(record), mode=update_mode("replace"))
-        except (ResourceModifiedError, ResourceNotFoundError, ResourceExistsError):
-            raise RecordTaken(record.pending_id) from None
-        except TABLE_ERRORS as exc:
-            raise StateStoreError(f"The renewal record could not be saved: {type(exc).__name__}") from None
+        with storage_failure("The renewal record could not be saved"):
+            try:
+                if record.etag:
+                    metadata = self.table.update_entity(
+                        _to_entity(record),
+                        mode=update_mode("replace"),
+                        etag=record.etag,
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                else:
+                    metadata = self.table.upsert_entity(_to_entity(record), mode=update_mode("replace"))
+            except (ResourceModifiedError, ResourceNotFoundError, ResourceExistsError):
+                raise RecordTaken(record.pending_id) from None
         return replace(record, etag=metadata.get("etag"))
 
     def claim(self, record: PendingRecord, owner: str, now: datetime) -> PendingRecord | None:
@@ -265,31 +261,26 @@ class PendingStore:
             return None
 
     def get(self, pending_id: str) -> PendingRecord | None:
-        try:
-            return _from_entity(self.table.get_entity(PARTITION, pending_id))
-        except ResourceNotFoundError:
-            return None
-        except TABLE_ERRORS as exc:
-            raise StateStoreError(f"The renewal record could not be read: {type(exc).__name__}") from None
+        with storage_failure("The renewal record could not be read"):
+            try:
+                return _from_entity(self.table.get_entity(PARTITION, pending_id))
+            except ResourceNotFoundError:
+                return None
 
     def due(self, now: datetime) -> list[PendingRecord]:
         """Open records whose next attempt has come and whose lease (if any) ran out (one query; the table is small)."""
-        try:
+        with storage_failure("The pending renewals could not be listed"):
             entities = self.table.query_entities(
                 "PartitionKey eq @pk and ( state eq @accepted or state eq @pending )",
                 parameters={"pk": PARTITION, "accepted": ACCEPTED, "pending": PENDING},
             )
             records = [_from_entity(e) for e in entities]
-        except TABLE_ERRORS as exc:
-            raise StateStoreError(f"The pending renewals could not be listed: {type(exc).__name__}") from None
         return sorted((r for r in records if is_due(r, now)), key=lambda r: r.next_attempt_at)
 
     def all_records(self) -> list[PendingRecord]:
         """Every record, newest first (for the operator's status table)."""
-        try:
+        with storage_failure("The pending renewals could not be listed"):
             records = [
                 _from_entity(e) for e in self.table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION})
             ]
-        except TABLE_ERRORS as exc:
-            raise StateStoreError(f"The pending renewals could not be listed: {type(exc).__name__}") from None
         return sorted(records, key=lambda r: r.created_at, reverse=True)

@@ -18,7 +18,7 @@ from shared.core.certificates import (
     derive_certificate_name,
     generate_password,
 )
-from shared.core.errors import ApiError, AvxError
+from shared.core.errors import ApiError, AvxError, Rejected
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_FIELD_LENGTH = 1024
@@ -56,30 +56,25 @@ def _optional_string(body: Mapping[str, Any], name: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise _Reject(_invalid(f"{name} must be a string"))
+        raise Rejected(_invalid(f"{name} must be a string"))
     value = value.strip()
     if len(value) > MAX_FIELD_LENGTH:
-        raise _Reject(_invalid(f"{name} must be at most {MAX_FIELD_LENGTH} characters"))
+        raise Rejected(_invalid(f"{name} must be at most {MAX_FIELD_LENGTH} characters"))
     return value or None
-
-
-class _Reject(Exception):
-    def __init__(self, error: ApiError) -> None:
-        self.error = error
 
 
 def _number(text: str) -> float:
     # json's int() of a 5,000-digit literal raises ValueError (and costs quadratic time): refuse long numbers first.
     if len(text) > MAX_NUMBER_LENGTH:
-        raise _Reject(_invalid(f"The request body holds a number longer than {MAX_NUMBER_LENGTH} characters"))
+        raise Rejected(_invalid(f"The request body holds a number longer than {MAX_NUMBER_LENGTH} characters"))
     value = float(text)
     if not math.isfinite(value):
-        raise _Reject(_invalid("The request body holds a number out of range"))
+        raise Rejected(_invalid("The request body holds a number out of range"))
     return value
 
 
 def _no_constant(name: str) -> None:
-    raise _Reject(_invalid(f"The request body holds {name}, which is not JSON"))
+    raise Rejected(_invalid(f"The request body holds {name}, which is not JSON"))
 
 
 def _auto_approval(document: Mapping[str, Any], query: Mapping[str, str]) -> bool | None:
@@ -88,36 +83,41 @@ def _auto_approval(document: Mapping[str, Any], query: Mapping[str, str]) -> boo
     in_body = "autoApproval" in document
     raw_query = query.get("autoApproval")
     if in_body and raw_query is not None:
-        raise _Reject(_invalid("Give autoApproval once: in the body (preferred) or in the query"))
+        raise Rejected(_invalid("Give autoApproval once: in the body (preferred) or in the query"))
     if in_body:
         value = document["autoApproval"]
         if not isinstance(value, bool):
-            raise _Reject(_invalid("autoApproval in the body must be true or false (a JSON boolean)"))
+            raise Rejected(_invalid("autoApproval in the body must be true or false (a JSON boolean)"))
         return value
     if raw_query is None:
         return None
     if raw_query.lower() not in ("true", "false"):
-        raise _Reject(_invalid("autoApproval must be true or false"))
+        raise Rejected(_invalid("autoApproval must be true or false"))
     return raw_query.lower() == "true"
 
 
-def parse_renew_request(body: bytes, query: Mapping[str, str]) -> RenewCommand | ApiError:
-    """Validate a webhook request before anything is called; the answer is a command or the error to return."""
-    try:
-        return _parse(body, query)
-    except _Reject as reject:
-        return reject.error
-
-
-def _parse(body: bytes, query: Mapping[str, str]) -> RenewCommand:
+def check_body_size(body: bytes) -> None:
+    """The one size rule of webhook bodies, checked before anything reads the body (signature, JSON)."""
     if len(body) > MAX_BODY_BYTES:
-        raise _Reject(_invalid(f"The request body exceeds {MAX_BODY_BYTES} bytes", "PAYLOAD_TOO_LARGE", 413))
+        raise Rejected(
+            ApiError(
+                413,
+                "PAYLOAD_TOO_LARGE",
+                f"The request body exceeds {MAX_BODY_BYTES} bytes",
+                f"Send only the renewal's JSON body (at most {MAX_BODY_BYTES // 1024} KiB); nothing was renewed.",
+            )
+        )
+
+
+def parse_renew_request(body: bytes, query: Mapping[str, str]) -> RenewCommand:
+    """Validate a webhook request (whose size `check_body_size` passed) before anything is called: the command, or
+    `Rejected` with the answer to give."""
     try:
         document = json.loads(body.decode("utf-8"), parse_int=_number, parse_float=_number, parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError):
-        raise _Reject(_invalid("The request body must be a JSON object")) from None
+        raise Rejected(_invalid("The request body must be a JSON object")) from None
     if not isinstance(document, dict):
-        raise _Reject(_invalid("The request body must be a JSON object"))
+        raise Rejected(_invalid("The request body must be a JSON object"))
 
     resource_id = _optional_string(document, "resourceId")
     common_name = _optional_string(document, "commonName")
@@ -129,13 +129,13 @@ def _parse(body: bytes, query: Mapping[str, str]) -> RenewCommand:
     certificate_format = document.get("certificateFormat")
     if certificate_format is not None:
         if not isinstance(certificate_format, dict):
-            raise _Reject(_invalid("certificateFormat must be an object with format and optional password"))
+            raise Rejected(_invalid("certificateFormat must be an object with format and optional password"))
         fmt = _optional_string(certificate_format, "format") or DEFAULT_FORMAT
         password = certificate_format.get("password")
         if password is not None and not isinstance(password, str):
-            raise _Reject(_invalid("certificateFormat.password must be a string"))
+            raise Rejected(_invalid("certificateFormat.password must be a string"))
         if password is not None and len(password) > MAX_FIELD_LENGTH:
-            raise _Reject(_invalid(f"certificateFormat.password must be at most {MAX_FIELD_LENGTH} characters"))
+            raise Rejected(_invalid(f"certificateFormat.password must be at most {MAX_FIELD_LENGTH} characters"))
         password = password or None
 
     auto_approval = _auto_approval(document, query)
@@ -146,23 +146,23 @@ def _parse(body: bytes, query: Mapping[str, str]) -> RenewCommand:
             missing = " Mandatory field is missing or invalid - serialNumber."
         elif serial_number and not common_name:
             missing = " Mandatory field is missing or invalid - commonName."
-        raise _Reject(
+        raise Rejected(
             _invalid(
                 "Either resourceId or commonName & serialNumber are Mandatory." + missing, "MANDATORY_FIELD_MISSING"
             )
         )
     info = FORMATS.get(fmt.upper())
     if info is None:
-        raise _Reject(
+        raise Rejected(
             _invalid(
                 f"Validation Failure: Field format does not have the expected value (one of {', '.join(FORMATS)})",
                 "VALIDATION_ERROR_0004",
             )
         )
     if workflow_type is not None and workflow_type != "direct":
-        raise _Reject(_invalid("Validation Failure: workflowType may only be direct", "VALIDATION_ERROR_0004"))
+        raise Rejected(_invalid("Validation Failure: workflowType may only be direct", "VALIDATION_ERROR_0004"))
     if key_vault_name is not None and not KEY_VAULT_NAME_PATTERN.match(key_vault_name):
-        raise _Reject(_invalid("keyVaultCertificateName must be 1-127 characters of 0-9, a-z, A-Z and -"))
+        raise Rejected(_invalid("keyVaultCertificateName must be 1-127 characters of 0-9, a-z, A-Z and -"))
 
     password_generated = info.password_required and not password
     if password_generated:

@@ -7,6 +7,8 @@ created on first use in the process.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from azure.core.credentials import TokenCredential
@@ -30,11 +32,28 @@ CLIENT_OPTIONS: dict[str, object] = {
 }
 
 
+def failure_detail(exc: Exception) -> str:
+    """What a storage failure says: its HTTP status when the service answered, else the error's type (the SDK's own
+    message may carry request details)."""
+    status = getattr(exc, "status_code", None)
+    return f"HTTP {status}" if status else type(exc).__name__
+
+
+@contextmanager
+def storage_failure(what: str) -> Iterator[None]:
+    """The one way every table store reports a storage failure: `StateStoreError("<what>: <detail>")`, which the
+    HTTP boundary answers 503 and the timers log with its remediation."""
+    try:
+        yield
+    except TABLE_ERRORS as exc:
+        raise StateStoreError(f"{what}: {failure_detail(exc)}") from None
+
+
 def open_table(storage: StorageSettings, table_name: str, credential: TokenCredential | None) -> TableClient:
     """A client for `table_name`, creating the table when it does not exist yet."""
     from azure.data.tables import TableClient  # lazy: only the functions that use tables pay for the SDK
 
-    try:
+    with storage_failure(f"The table {table_name!r} could not be opened"):
         if storage.connection_string:
             client = TableClient.from_connection_string(storage.connection_string, table_name, **CLIENT_OPTIONS)
         else:
@@ -45,8 +64,6 @@ def open_table(storage: StorageSettings, table_name: str, credential: TokenCrede
             client.create_table()
         except ResourceExistsError:
             pass
-    except TABLE_ERRORS as exc:
-        raise StateStoreError(f"The table {table_name!r} could not be opened: {type(exc).__name__}") from None
     return client
 
 

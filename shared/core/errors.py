@@ -123,3 +123,31 @@ class ApiError:
         if self.details:
             error.update(self.details)
         return {"error": error, "invocationId": invocation_id}
+
+
+class Rejected(Exception):
+    """Bad input, refused before anything changed: carries the answer to give (parsing raises it instead of
+    returning a `Result | ApiError` union; the HTTP functions' boundary answers it as it is)."""
+
+    def __init__(self, answer: ApiError) -> None:
+        super().__init__(answer.message)
+        self.answer = answer
+
+
+def http_answer(exc: CertRenewError | Rejected) -> ApiError:
+    """The one mapping from the app's exceptions to HTTP answers, used by every HTTP function:
+
+    - `Rejected`: its own answer (4xx, or 413 for an oversized body);
+    - `StateStoreError`: 503 with its code (the tables are unreachable: retry later);
+    - `KeyVaultError`: 502 `KEY_VAULT_UNAVAILABLE` (Key Vault failed or refused the app);
+    - any other `CertRenewError` (settings, identity, ...): 500 with its code.
+
+    A problem found while reading a renewal record is therefore 503 only when the table failed; a settings problem
+    is 500 on every route (the status route answered 503 for it before the one boundary)."""
+    if isinstance(exc, Rejected):
+        return exc.answer
+    if isinstance(exc, StateStoreError):
+        return ApiError(503, exc.code, exc.message, exc.remediation)
+    if isinstance(exc, KeyVaultError):
+        return ApiError(502, "KEY_VAULT_UNAVAILABLE", exc.message, exc.remediation)
+    return ApiError(500, exc.code, exc.message, exc.remediation)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
-from shared.azure.tables import TABLE_ERRORS, update_mode
+from shared.azure.tables import storage_failure, update_mode
 from shared.core.errors import StateStoreError
 from shared.core.timestamps import utc
 from shared.rcl.decisions import OPEN_STATES, Outcome, ScheduledRenewal, Verdict, night_of
@@ -124,18 +124,10 @@ class RenewalStateStore:
     def close(self) -> None:
         self.table.close()
 
-    def _fail(self, action: str, exc: Exception) -> StateStoreError:
-        # The SDK's message may carry request details; the type and status are enough to act on.
-        status = getattr(exc, "status_code", None)
-        detail = f"HTTP {status}" if status else type(exc).__name__
-        return StateStoreError(f"Could not {action} in the table {self.name!r}: {detail}")
-
     def _upsert_all(self, entities: Sequence[dict[str, Any]], mode: UpdateMode, action: str) -> None:
-        try:
+        with storage_failure(f"Could not {action} in the table {self.name!r}"):
             for chunk in _chunks(entities):
                 self.table.submit_transaction([("upsert", e, {"mode": mode}) for e in chunk])
-        except TABLE_ERRORS as exc:
-            raise self._fail(action, exc) from None
 
     def record_scheduled(self, records: Sequence[ScheduledRenewal]) -> None:
         """Record what RCL scheduled; a record of the same certificate the same night is replaced, not doubled."""
@@ -145,18 +137,14 @@ class RenewalStateStore:
         """Every record the follow-up check has not closed yet (scheduled, not installed, unknown requests)."""
         states = " or ".join(f"state eq @s{i}" for i in range(len(OPEN_STATES)))
         parameters = {"pk": PARTITION, **{f"s{i}": state for i, state in enumerate(OPEN_STATES)}}
-        try:
+        with storage_failure(f"Could not read the open renewals in the table {self.name!r}"):
             entities = list(self.table.query_entities(f"PartitionKey eq @pk and ( {states} )", parameters=parameters))
-        except TABLE_ERRORS as exc:
-            raise self._fail("read the open renewals", exc) from None
         return [from_entity(e) for e in entities]
 
     def all_records(self) -> list[dict[str, Any]]:
         """Every renewal record, open or closed, newest first (for the operator's status table)."""
-        try:
+        with storage_failure(f"Could not read the renewals in the table {self.name!r}"):
             entities = list(self.table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION}))
-        except TABLE_ERRORS as exc:
-            raise self._fail("read the renewals", exc) from None
         rows = [{k: _plain(v) for k, v in e.items()} for e in entities]
         return sorted(rows, key=lambda r: str(r.get("scheduledAt") or ""), reverse=True)
 
@@ -201,7 +189,7 @@ class RenewalStateStore:
         if limit <= 0:
             return 0
         keys: list[dict[str, Any]] = []
-        try:
+        with storage_failure(f"Could not remove old rows in the table {self.name!r}"):
             pages = self.table.query_entities(
                 query, parameters=parameters, select=["PartitionKey", "RowKey", "state"], results_per_page=100
             )
@@ -212,15 +200,13 @@ class RenewalStateStore:
                     break
             for chunk in _chunks(keys):
                 self.table.submit_transaction([("delete", e) for e in chunk])
-        except TABLE_ERRORS as exc:
-            raise self._fail("remove old rows", exc) from None
         return len(keys)
 
     def reserve_call(self, night: str, kind: str, limit: int) -> int | None:
         """Count one more `kind` call ("renewal" or "list") for `night`; the call's number, or None if `limit` calls
         were already made. Optimistic concurrency: two invocations racing cannot both take the last call."""
         field = f"{kind}Calls"
-        try:
+        with storage_failure(f"Could not count the night's RCL calls in the table {self.name!r}"):
             for _ in range(10):
                 try:
                     entity = self.table.get_entity(BUDGET_PARTITION, night)
@@ -243,16 +229,13 @@ class RenewalStateStore:
                     return used + 1
                 except ResourceModifiedError:
                     continue
-        except TABLE_ERRORS as exc:
-            raise self._fail("count the night's RCL calls", exc) from None
         raise StateStoreError(f"Could not count the night's RCL calls in the table {self.name!r}: too much contention")
 
     def calls_made(self, night: str) -> dict[str, int]:
         """The night's RCL calls so far, by kind (for logs and tests)."""
-        try:
-            entity = self.table.get_entity(BUDGET_PARTITION, night)
-        except ResourceNotFoundError:
-            return {"renewal": 0, "list": 0}
-        except TABLE_ERRORS as exc:
-            raise self._fail("read the night's RCL calls", exc) from None
+        with storage_failure(f"Could not read the night's RCL calls in the table {self.name!r}"):
+            try:
+                entity = self.table.get_entity(BUDGET_PARTITION, night)
+            except ResourceNotFoundError:
+                return {"renewal": 0, "list": 0}
         return {k: int(_plain(entity.get(f"{k}Calls")) or 0) for k in ("renewal", "list")}

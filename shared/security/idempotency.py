@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
-from shared.azure.tables import TABLE_ERRORS, update_mode
-from shared.core.errors import StateStoreError
+from shared.azure.tables import TABLE_ERRORS, storage_failure, update_mode
 
 if TYPE_CHECKING:  # the table SDK is imported where it is used, to keep cold start short
     from azure.data.tables import TableClient
@@ -94,29 +93,27 @@ class IdempotencyStore:
             "fingerprint": request_fingerprint,
             "createdAt": now,
         }
-        try:
-            self.table.create_entity(entity)
-            return Claim(NEW)
-        except ResourceExistsError:
-            pass
-        except TABLE_ERRORS as exc:
-            raise StateStoreError(f"The idempotency key could not be recorded: {type(exc).__name__}") from None
-        try:
-            existing = self.table.get_entity(PARTITION, entity["RowKey"])
-            outcome = decide(existing, request_fingerprint, now)
-            if outcome == NEW:
-                # Take over a stale claim only if nobody else did meanwhile (optimistic concurrency on the ETag).
-                self.table.update_entity(
-                    entity,
-                    mode=update_mode("replace"),
-                    etag=existing.metadata["etag"],
-                    match_condition=MatchConditions.IfNotModified,
-                )
+        with storage_failure("The idempotency key could not be recorded"):
+            try:
+                self.table.create_entity(entity)
                 return Claim(NEW)
-        except (ResourceModifiedError, ResourceNotFoundError):
-            return Claim(IN_PROGRESS)
-        except TABLE_ERRORS as exc:
-            raise StateStoreError(f"The idempotency key could not be read: {type(exc).__name__}") from None
+            except ResourceExistsError:
+                pass
+        with storage_failure("The idempotency key could not be read"):
+            try:
+                existing = self.table.get_entity(PARTITION, entity["RowKey"])
+                outcome = decide(existing, request_fingerprint, now)
+                if outcome == NEW:
+                    # Take over a stale claim only if nobody else did meanwhile (optimistic concurrency on the ETag).
+                    self.table.update_entity(
+                        entity,
+                        mode=update_mode("replace"),
+                        etag=existing.metadata["etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                    return Claim(NEW)
+            except (ResourceModifiedError, ResourceNotFoundError):
+                return Claim(IN_PROGRESS)
         if outcome == REPLAY:
             return Claim(REPLAY, int(existing.get("status", 500)), json.loads(existing.get("body") or "{}"))
         if outcome == RECORDED:

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 
 from azure.core.exceptions import ResourceExistsError
 
-from shared.azure.tables import TABLE_ERRORS
-from shared.core.errors import StateStoreError
+from shared.azure.tables import TABLE_ERRORS, storage_failure
 from shared.security.signature import MAX_SKEW_SECONDS
 
 if TYPE_CHECKING:
@@ -47,12 +46,11 @@ class SignatureReplayStore:
             "RowKey": signature_row_key(timestamp, signature),
             "expiresAt": now + KEEP_FOR,
         }
-        try:
-            self.table.create_entity(entity)
-        except ResourceExistsError:
-            return False
-        except TABLE_ERRORS as exc:
-            raise StateStoreError(f"The request signature could not be recorded: {type(exc).__name__}") from None
+        with storage_failure("The request signature could not be recorded"):
+            try:
+                self.table.create_entity(entity)
+            except ResourceExistsError:
+                return False
         self._purge_now_and_then(now)
         return True
 

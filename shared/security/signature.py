@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import re
 
-from shared.core.errors import ApiError
+from shared.core.errors import ApiError, Rejected
 
 MAX_SKEW_SECONDS = 300
 PREFIX = "sha256="
@@ -25,19 +25,21 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return PREFIX + digest
 
 
-def verify(secret: str, timestamp: str | None, signature: str | None, body: bytes, now: float) -> ApiError | None:
-    """None when the request is signed correctly; otherwise the 401 to answer (which never says which part failed
-    beyond what the caller can fix)."""
+def verify(secret: str, timestamp: str | None, signature: str | None, body: bytes, now: float) -> None:
+    """Returns when the request is signed correctly; otherwise raises `Rejected` with the 401 to answer (which never
+    says which part failed beyond what the caller can fix)."""
     if not timestamp or not signature:
-        return ApiError(401, "SIGNATURE_MISSING", "X-Signature-Timestamp and X-Signature are required", _REMEDIATION)
+        raise Rejected(
+            ApiError(401, "SIGNATURE_MISSING", "X-Signature-Timestamp and X-Signature are required", _REMEDIATION)
+        )
     if not _TIMESTAMP.fullmatch(timestamp):
-        return ApiError(401, "SIGNATURE_INVALID", "X-Signature-Timestamp must be Unix seconds", _REMEDIATION)
+        raise Rejected(ApiError(401, "SIGNATURE_INVALID", "X-Signature-Timestamp must be Unix seconds", _REMEDIATION))
     if abs(now - int(timestamp)) > MAX_SKEW_SECONDS:
-        return ApiError(401, "SIGNATURE_EXPIRED", "The signature timestamp is more than 300 s from now", _REMEDIATION)
-    expected = sign(secret, timestamp, body)
-    if not hmac.compare_digest(expected.encode(), signature.strip().lower().encode()):
-        return ApiError(401, "SIGNATURE_INVALID", "The request signature does not match", _REMEDIATION)
-    return None
+        raise Rejected(
+            ApiError(401, "SIGNATURE_EXPIRED", "The signature timestamp is more than 300 s from now", _REMEDIATION)
+        )
+    if not hmac.compare_digest(sign(secret, timestamp, body).encode(), signature.strip().lower().encode()):
+        raise Rejected(ApiError(401, "SIGNATURE_INVALID", "The request signature does not match", _REMEDIATION))
 
 
 def replayed() -> ApiError:
@@ -50,15 +52,17 @@ def replayed() -> ApiError:
     )
 
 
-def unsigned_query(query_names: list[str]) -> ApiError | None:
+def unsigned_query(query_names: list[str]) -> None:
     """With signing on, the query is not signed: only the function key (`code`) may be there; autoApproval goes in
-    the (signed) body."""
+    the (signed) body. Raises `Rejected` otherwise."""
     extra = sorted(name for name in query_names if name != "code")
     if not extra:
-        return None
-    return ApiError(
-        400,
-        "INVALID_REQUEST",
-        f"Signed requests accept no query parameter but the function key (code); got {', '.join(extra)[:200]}",
-        'Put autoApproval in the JSON body ("autoApproval": false): the query is not covered by the signature.',
+        return
+    raise Rejected(
+        ApiError(
+            400,
+            "INVALID_REQUEST",
+            f"Signed requests accept no query parameter but the function key (code); got {', '.join(extra)[:200]}",
+            'Put autoApproval in the JSON body ("autoApproval": false): the query is not covered by the signature.',
+        )
     )

@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING, Any
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
-from shared.azure.tables import TABLE_ERRORS, update_mode
-from shared.core.errors import StateStoreError
+from shared.azure.tables import TABLE_ERRORS, storage_failure, update_mode
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
@@ -87,38 +86,34 @@ class EventClaims:
         now = now or datetime.now(UTC)
         entity: dict[str, Any] = {"PartitionKey": partition, "RowKey": key, "state": RUNNING, "createdAt": now}
         entity.update({k: v[:256] for k, v in detail.items() if v})
-        try:
-            self.table.create_entity(entity)
-            return Claim(ClaimOutcome.NEW)
-        except ResourceExistsError:
-            pass
-        except TABLE_ERRORS as exc:
-            raise StateStoreError(f"The Key Vault event could not be claimed: {type(exc).__name__}") from None
-        try:
-            existing = self.table.get_entity(partition, key)
-            outcome = decide(existing, now)
-            if outcome is ClaimOutcome.NEW:
-                self.table.update_entity(
-                    entity,
-                    mode=update_mode("replace"),
-                    etag=existing.metadata["etag"],
-                    match_condition=MatchConditions.IfNotModified,
-                )
+        with storage_failure("The Key Vault event could not be claimed"):
+            try:
+                self.table.create_entity(entity)
                 return Claim(ClaimOutcome.NEW)
-        except (ResourceModifiedError, ResourceNotFoundError):
-            return Claim(ClaimOutcome.HELD)  # another run took it over (or released it) meanwhile
-        except TABLE_ERRORS as exc:
-            raise StateStoreError(f"The Key Vault event claim could not be read: {type(exc).__name__}") from None
+            except ResourceExistsError:
+                pass
+        with storage_failure("The Key Vault event claim could not be read"):
+            try:
+                existing = self.table.get_entity(partition, key)
+                outcome = decide(existing, now)
+                if outcome is ClaimOutcome.NEW:
+                    self.table.update_entity(
+                        entity,
+                        mode=update_mode("replace"),
+                        etag=existing.metadata["etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                    return Claim(ClaimOutcome.NEW)
+            except (ResourceModifiedError, ResourceNotFoundError):
+                return Claim(ClaimOutcome.HELD)  # another run took it over (or released it) meanwhile
         return Claim(outcome, existing.get("pendingId"), existing.get("result"))
 
     def attach(self, partition: str, key: str, pending_id: str) -> None:
         """Tie a version claim to its renewal record, before AVX is called (raises: AVX must not be called then)."""
-        try:
+        with storage_failure("The Key Vault event claim could not be updated"):
             self.table.update_entity(
                 {"PartitionKey": partition, "RowKey": key, "pendingId": pending_id}, mode=update_mode("merge")
             )
-        except TABLE_ERRORS as exc:
-            raise StateStoreError(f"The Key Vault event claim could not be updated: {type(exc).__name__}") from None
 
     def finish(self, partition: str, key: str, result: str) -> None:
         """Mark the claim done with what happened; a lost update only means a later event finds it `running`."""
