@@ -33,8 +33,8 @@ def prefers_async(values: str | None) -> bool:
     if not values:
         return False
     for preference in values.split(","):
-        token = preference.split(";", 1)[0].split("=", 1)[0].strip().lower()
-        if token == "respond-async":
+        name = preference.split(";", 1)[0].split("=", 1)[0].strip().lower()
+        if name == "respond-async":
             return True
     return False
 
