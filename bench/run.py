@@ -751,7 +751,29 @@ def guarded(section: Section, what: str, run: Callable[[], None]) -> None:
         section.add(what, f"not measured: {type(exc).__name__}: {str(exc)[:300]}")
 
 
-def main() -> int:
+def storm_section(stack: Stack, section: Section) -> None:
+    """Section 6 (issue 13): the app and the stand-ins each in a process of their own (bench/queue_burst.py)."""
+    queue_burst.storms(dict(os.environ), stack.azurite.connection_string, stack.azurite.process.pid, section)
+
+
+def storms_only() -> int:
+    """`python -m bench storms`: section 6 alone, printed (bench/RESULTS.md is written by the full run only)."""
+    os.chdir(REPO_ROOT)
+    quiet_logging()
+    section = Section("6. Renewal storms: asynchronous vs synchronous (issue 13)")
+    with tempfile.TemporaryDirectory(prefix="certrenew-bench-") as directory, running_stack(Path(directory)) as stack:
+        storm_section(stack, section)
+    print("\n" + render(machine(), [section], 0.0))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["storms"]:
+        return storms_only()
+    if argv:
+        print("usage: python -m bench [storms]   (no argument: every section, written to bench/RESULTS.md)")
+        return 2
     started = time.monotonic()
     os.chdir(REPO_ROOT)
     if str(REPO_ROOT) not in sys.path:
@@ -776,8 +798,7 @@ def main() -> int:
         print(f"\n{burst.title}", flush=True)
         guarded(burst, "concurrent calls", lambda: concurrency(stack, webhook, burst))
         print(f"\n{storms.title}", flush=True)
-        guarded(storms, "async burst", lambda: queue_burst.async_burst(stack.standins, webhook.functions, storms))
-        guarded(storms, "sync burst", lambda: queue_burst.sync_burst(stack.standins, webhook.functions, storms))
+        guarded(storms, "renewal storms", lambda: storm_section(stack, storms))
         print(f"\n{counts.title}: a night", flush=True)
         if has_rcl:
             guarded(counts, "per night", lambda: night(stack, counts))
