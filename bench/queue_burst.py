@@ -48,13 +48,13 @@ MARKER = "BENCH-STORM "
 # Where a renewal's time goes, timed around these app calls in the app process (wrapped for timing only; a name
 # the app no longer has is skipped and reported as not timed).
 TIMED_CALLS = {
-    "AVX renew (incl. AVX's 3 s)": "shared.avx:AvxClient.renew",
-    "AVX search (before the renew)": "shared.avx:AvxClient.search",
-    "open the PFX (leaf_of_pfx, RSA key check)": "shared.avx_pipeline:leaf_of_pfx",
-    "Key Vault import (incl. 429 waits)": "shared.keyvault:KeyVaultStore.import_pfx",
-    "record read": "shared.pending:PendingStore.get",
-    "record claim": "shared.pending:PendingStore.claim_queued",
-    "record save": "shared.pending:PendingStore.save",
+    "AVX renew (incl. AVX's 3 s)": "shared.appviewx.client:AvxClient.renew",
+    "AVX search (before the renew)": "shared.appviewx.client:AvxClient.search",
+    "open the PFX (leaf_of_pfx, RSA key check)": "shared.appviewx.pipeline:leaf_of_pfx",
+    "Key Vault import (incl. 429 waits)": "shared.azure.keyvault:KeyVaultStore.import_pfx",
+    "record read": "shared.appviewx.records:PendingStore.get",
+    "record claim": "shared.appviewx.records:PendingStore.claim_queued",
+    "record save": "shared.appviewx.records:PendingStore.save",
 }
 
 
