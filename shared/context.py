@@ -33,6 +33,9 @@ def settings() -> Settings:
 
 
 def _cached(name: str, build: Any) -> Any:
+    client = _clients.get(name)  # built once; every later call reads it without taking the lock (hot path)
+    if client is not None:
+        return client
     with _lock:
         if name not in _clients:
             _clients[name] = build()
