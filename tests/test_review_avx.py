@@ -219,3 +219,63 @@ def test_one_absurd_avx_date_does_not_stop_completion_of_other_records(
 def test_a_superscript_page_size_is_refused_not_a_500(functions: dict[str, Any], app_env: dict[str, str]) -> None:
     status, body = inventory(functions, {"maxResults": "²"})
     assert status == 400 and body["error"]["code"] == "INVALID_REQUEST"
+
+
+# -- 6. a queue delivery that died after claiming its record ------------------------------------------------------
+
+_QUEUE_CHILD = """
+import sys, uuid
+import azure.functions as func
+import function_app
+from tests.standins.stack import FakeContext
+functions = {f.get_function_name(): f for f in function_app.app.get_functions()}
+message = func.QueueMessage(id=uuid.uuid4().hex, body=sys.argv[1].encode(), pop_receipt="receipt")
+functions["renew_queued"].get_user_function()(message, FakeContext("renew_queued"))
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a redelivery finds the dead delivery's lease and returns success (skipped): the message is consumed",
+)
+def test_a_queue_message_whose_delivery_died_is_renewed_or_retried(
+    standins: StandIns, functions: dict[str, Any], app_env: dict[str, str]
+) -> None:
+    item = standins.avx.add_certificate(f"qdied-{uuid.uuid4().hex[:6]}.contoso.com")
+    # A merge request: the queue function reads Key Vault's pending operation in its checks, before AVX is called.
+    response, body, queue = post_async(
+        functions,
+        {"resourceId": item.resource_id, "certificateFormat": {"format": "CRT"}, "keyVaultCertificateName": "qdied"},
+    )
+    assert response.status_code == 202 and queue.value, body
+
+    arrived = standins.key_vault.hold("pending")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("APPLICATIONINSIGHTS_", "OTEL_"))}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _QUEUE_CHILD, queue.value],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert arrived.wait(60), "the child never reached Key Vault"
+        os.kill(child.pid, signal.SIGKILL)  # the instance dies after the delivery claimed the record
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        standins.key_vault.release_held()
+    assert child.returncode == -signal.SIGKILL
+    assert standins.avx.renew_calls() == []
+
+    # The message becomes visible again and the host delivers it (within the dead delivery's 15-minute lease).
+    # Returning normally deletes the message: it must either do the renewal's checks again, or fail to be retried.
+    retried = False
+    try:
+        deliver(functions, queue.value)
+    except Exception:  # the host retries the message later
+        retried = True
+    record = status_of(functions, body["pendingId"])
+    assert retried or record["reason"] != "QUEUED", f"message consumed, record left {record['state']}/QUEUED"
