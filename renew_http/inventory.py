@@ -5,6 +5,7 @@ renews each (appviewx / rcl / unmanaged), days left and the last outcome the app
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime
 
 import azure.functions as func
@@ -26,7 +27,8 @@ def _page_size(raw: str | None) -> int | None:
     if raw is None:
         return DEFAULT_PAGE_SIZE
     text = raw.strip()
-    if not text.isdigit() or not 1 <= int(text) <= LIST_PAGE_MAX:
+    # ASCII digits only, at most 4 of them: str.isdigit() also accepts "²", which int() refuses.
+    if not re.fullmatch(r"[0-9]{1,4}", text) or not 1 <= int(text) <= LIST_PAGE_MAX:
         return None
     return int(text)
 
@@ -47,7 +49,8 @@ def certificate_inventory(req: func.HttpRequest, context: func.Context) -> func.
         page_size = _page_size(req.params.get("maxResults"))
         if page_size is None:
             message = f"maxResults must be a whole number from 1 to {LIST_PAGE_MAX}"
-            return error_response(ApiError(400, "INVALID_REQUEST", message), invocation_id)
+            remediation = f"Send maxResults as ASCII digits from 1 to {LIST_PAGE_MAX}, or leave it out (default {DEFAULT_PAGE_SIZE})."
+            return error_response(ApiError(400, "INVALID_REQUEST", message, remediation), invocation_id)
         token = req.params.get("continuation")
         next_link = decode_continuation(token) if token is not None else None
         if token is not None and next_link is None:

@@ -51,6 +51,9 @@ SOURCE = "appviewx"
 REVOKED_STATES = ("revoked", "expired", "rejected", "failed", "cancelled", "canceled")
 # CAs may backdate a new certificate's notBefore (Let's Encrypt: 1 h); used only when the replaced validity is unknown.
 BACKDATE_ALLOWANCE = timedelta(hours=2)
+# The longest AVX date text read (ISO 8601 with fractions and zone is ~35); epoch seconds or milliseconds: 1-20 digits.
+MAX_AVX_TIME_CHARS = 64
+_EPOCH = re.compile(r"[0-9]{1,20}")
 
 
 # -- pure decisions -------------------------------------------------------------------------------------------------
@@ -66,15 +69,15 @@ def normalise_serial(serial: str | None) -> str | None:
 
 def parse_avx_time(value: str | None) -> datetime | None:
     """AVX dates: ISO 8601 (with or without zone/Z) or epoch milliseconds. None when unreadable."""
-    if not value:
+    if not value or len(value) > MAX_AVX_TIME_CHARS:  # upstream garbage: never parse a huge text
         return None
     text = value.strip()
-    if text.isdigit():
-        number = int(text)
-        return datetime.fromtimestamp(number / 1000 if number > 10**11 else number, UTC)
     try:
+        if _EPOCH.fullmatch(text):  # ASCII digits only: "²".isdigit() is True, int("²") is not
+            number = int(text)
+            return datetime.fromtimestamp(number / 1000 if number > 10**11 else number, UTC)
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+    except (ValueError, OverflowError, OSError):  # beyond year 9999, or the platform's time_t
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
@@ -686,7 +689,17 @@ def complete_pending(
         if record is None:
             summary.skipped.append(candidate.pending_id)
             continue
-        outcome = complete_record(record, pipeline, max_days, now)
+        try:
+            outcome = complete_record(record, pipeline, max_days, now)
+        except Exception as exc:  # one bad record (a bug, garbage upstream) never stops the run: back it off
+            log.exception("Unexpected failure completing renewal %s; it is tried again later", record.pending_id)
+            problem = NotStored("COMPLETION_UNEXPECTED", f"unexpected {type(exc).__name__} while completing")
+            try:
+                outcome = settle_not_stored(record, problem, pipeline, max_days=max_days, now=now)
+            except Exception:  # its lease expiry hands it on
+                log.exception("Renewal %s could not be backed off", record.pending_id)
+                summary.retried.append(record.pending_id)
+                continue
         if outcome.state == RENEWED:
             summary.completed.append(record.pending_id)
         elif outcome.state == FAILED:

@@ -12,10 +12,13 @@ import signal
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from shared import avx_pipeline
+from shared.avx_pipeline import parse_avx_time
 from tests.standins import certs
 from tests.standins.base import RecordedRequest, Response
 from tests.standins.stack import REPO_ROOT, StandIns
@@ -169,19 +172,31 @@ def _search_lists_an_absurd_date(standins: StandIns, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(standins.avx, "_search", search)
 
 
-@pytest.mark.xfail(strict=True, reason="parse_avx_time raises OverflowError/ValueError on a huge epoch: bare 500")
+@pytest.mark.parametrize(
+    "value",
+    ["99999999999999999999", "9" * 5000, "²", "١٢٣", "12345678901234567890123", "x" * 5000],
+)
+def test_parse_avx_time_reads_unreadable_values_as_missing(value: str) -> None:
+    assert parse_avx_time(value) is None
+
+
+def test_parse_avx_time_still_reads_epochs_and_iso_dates() -> None:
+    assert parse_avx_time("1767225600000") == datetime(2026, 1, 1, tzinfo=UTC)  # epoch milliseconds
+    assert parse_avx_time(" 1767225600 ") == datetime(2026, 1, 1, tzinfo=UTC)  # epoch seconds
+    assert parse_avx_time("2026-01-01T00:00:00Z") == datetime(2026, 1, 1, tzinfo=UTC)
+
+
 def test_an_absurd_avx_date_is_no_bare_500(
     standins: StandIns, call_webhook: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     item = standins.avx.add_certificate(f"baddate-{uuid.uuid4().hex[:6]}.contoso.com")
     _search_lists_an_absurd_date(standins, monkeypatch)
     status, answer = call_webhook({"resourceId": item.resource_id})  # one search before the renew
-    assert status < 500 or "error" in answer
+    # The garbage row is ignored (it is not the current certificate): the renewal goes through and is stored.
+    assert status == 200 and answer["status"] == "renewed", answer
+    assert len(standins.avx.renew_calls()) == 1
 
 
-@pytest.mark.xfail(
-    strict=True, reason="one unreadable AVX date aborts the whole complete_pending run: later records starve"
-)
 def test_one_absurd_avx_date_does_not_stop_completion_of_other_records(
     standins: StandIns, call_webhook: Any, functions: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -212,13 +227,51 @@ def test_one_absurd_avx_date_does_not_stop_completion_of_other_records(
         assert stored_thumbprint(standins, good_name) == certs.thumbprint_hex(good.renewals[-1].certificate)
 
 
+def test_an_unexpected_failure_on_one_record_backs_it_off_and_the_run_goes_on(
+    standins: StandIns, call_webhook: Any, functions: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    denied = {"error": {"code": "Forbidden", "message": "The user does not have certificates import permission"}}
+    standins.key_vault.fail_next(2, Response.json(denied, status=403), operation="import")
+    bad = standins.avx.add_certificate(f"boom-{uuid.uuid4().hex[:6]}.contoso.com")
+    good = standins.avx.add_certificate(f"fine-{uuid.uuid4().hex[:6]}.contoso.com")
+    pending_ids = {}
+    for item in (bad, good):
+        status, answer = call_webhook({"commonName": item.common_name, "serialNumber": item.serial_number})
+        assert status == 202, answer
+        pending_ids[item.common_name] = answer["pendingId"]
+    time_passes(20)
+
+    # Fault injection at the one seam a bug would hit (a last resort: no stand-in answer makes the app's own code
+    # raise any more): finding the bad record's renewal raises something nobody planned for.
+    original = avx_pipeline.find_renewed
+
+    def find_renewed(record: Any, avx: Any) -> Any:
+        if record.common_name == bad.common_name:
+            raise RuntimeError("a bug nobody planned for")
+        return original(record, avx)
+
+    monkeypatch.setattr(avx_pipeline, "find_renewed", find_renewed)
+    run_complete_pending(functions)  # does not raise
+
+    good_name = good.common_name.replace(".", "-")
+    assert stored_thumbprint(standins, good_name) == certs.thumbprint_hex(good.renewals[-1].certificate)
+    backed_off = status_of(functions, pending_ids[bad.common_name])
+    assert backed_off["state"] == "pending", backed_off
+    assert "COMPLETION_UNEXPECTED" in backed_off["lastError"] and "RuntimeError" in backed_off["lastError"]
+    assert backed_off["attempts"] >= 1
+    assert datetime.fromisoformat(backed_off["nextAttemptAt"].replace("Z", "+00:00")) > datetime.now(UTC)
+
+
 # -- 5. the inventory's page size ---------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="str.isdigit() accepts '²', int() refuses it: ValueError escapes as a 500")
-def test_a_superscript_page_size_is_refused_not_a_500(functions: dict[str, Any], app_env: dict[str, str]) -> None:
-    status, body = inventory(functions, {"maxResults": "²"})
-    assert status == 400 and body["error"]["code"] == "INVALID_REQUEST"
+@pytest.mark.parametrize("page_size", ["²", "١٠", "٣", "1" * 5000, "+5", "0", "26", "5.0"])
+def test_a_page_size_that_is_not_ascii_digits_in_range_is_refused_not_a_500(
+    functions: dict[str, Any], app_env: dict[str, str], page_size: str
+) -> None:
+    status, body = inventory(functions, {"maxResults": page_size})
+    assert status == 400 and body["error"]["code"] == "INVALID_REQUEST", body
+    assert "maxResults" in body["error"]["message"] and "ASCII digits" in body["error"]["remediation"]
 
 
 # -- 6. a queue delivery that died after claiming its record ------------------------------------------------------
