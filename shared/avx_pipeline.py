@@ -86,12 +86,24 @@ def _later(candidate: datetime | None, replaced: datetime | None) -> bool:
     return candidate is not None and replaced is not None and candidate > replaced
 
 
+def known_resources(record: PendingRecord, replaced: AvxCertificateRecord | None) -> frozenset[str]:
+    """The AVX resource the renewal is of, as far as known: the id AVX's renew answer named, the requested
+    resourceId, the replaced certificate's listing. Empty when none is known (a commonName + serialNumber request
+    AVX never answered, whose replaced certificate AVX no longer lists)."""
+    ids = (record.avx_resource_id, record.requested_resource_id, replaced.resource_id if replaced else None)
+    return frozenset(i for i in ids if i)
+
+
 def is_renewal_of(
     record: PendingRecord, candidate: AvxCertificateRecord, replaced: AvxCertificateRecord | None
 ) -> bool:
-    """A listed certificate is the renewal only if it has the record's common name, a serial other than the replaced
-    one's, and a validity that starts or ends later than the replaced one's (so older history never qualifies)."""
+    """A listed certificate is the renewal only if it is of the record's AVX resource (when known: never a twin, another
+    AVX certificate of the same common name), has the record's common name, a serial other than the replaced one's,
+    and a validity that starts or ends later than the replaced one's (so older history never qualifies)."""
     if (candidate.status or "").lower() in REVOKED_STATES:
+        return False
+    resources = known_resources(record, replaced)
+    if resources and candidate.resource_id not in resources:
         return False
     serial = normalise_serial(candidate.serial_number)
     if serial is None or serial == normalise_serial(record.serial_number):
@@ -107,24 +119,33 @@ def is_renewal_of(
     return starts is not None and starts >= record.created_at - BACKDATE_ALLOWANCE
 
 
-def choose_renewed(record: PendingRecord, candidates: list[AvxCertificateRecord]) -> AvxCertificateRecord | None:
-    """The certificate AVX renewed for this record, or None when AVX does not list it (yet).
+@dataclass(frozen=True)
+class RenewalChoice:
+    """Which listed certificate is the record's renewal: `found`, or none yet; `ambiguous` names the AVX resources
+    that each list a renewal when none of them is known to be the record's (nothing is picked then)."""
 
-    Among the renewals `is_renewal_of` accepts, the one with the resource id AVX's renew answer named comes first,
-    then the one valid longest."""
+    found: AvxCertificateRecord | None
+    ambiguous: tuple[str, ...] = ()
+
+
+def choose_renewal(record: PendingRecord, candidates: list[AvxCertificateRecord]) -> RenewalChoice:
+    """The certificate AVX renewed for this record, among the renewals `is_renewal_of` accepts: the one valid
+    longest. When the record's AVX resource is unknown and renewals of several resources qualify, none is chosen."""
     replaced_serial = normalise_serial(record.serial_number)
     replaced = next((c for c in candidates if normalise_serial(c.serial_number) == replaced_serial), None)
     if replaced_serial is None and not (record.replaced_valid_from or record.replaced_valid_to):
-        return None  # nothing tells the renewal from the certificate it replaces
+        return RenewalChoice(None)  # nothing tells the renewal from the certificate it replaces
     renewals = [c for c in candidates if is_renewal_of(record, c, replaced)]
-    renewals.sort(
-        key=lambda c: (
-            bool(record.avx_resource_id) and c.resource_id == record.avx_resource_id,
-            parse_avx_time(c.valid_to) or datetime.min.replace(tzinfo=UTC),
-        ),
-        reverse=True,
-    )
-    return renewals[0] if renewals else None
+    resources = {c.resource_id or "" for c in renewals}
+    if not known_resources(record, replaced) and len(resources) > 1:
+        return RenewalChoice(None, tuple(sorted(resources)))
+    renewals.sort(key=lambda c: parse_avx_time(c.valid_to) or datetime.min.replace(tzinfo=UTC), reverse=True)
+    return RenewalChoice(renewals[0] if renewals else None)
+
+
+def choose_renewed(record: PendingRecord, candidates: list[AvxCertificateRecord]) -> AvxCertificateRecord | None:
+    """The certificate AVX renewed for this record, or None when AVX does not list it (yet) or it is ambiguous."""
+    return choose_renewal(record, candidates).found
 
 
 def current_certificate(listed: list[AvxCertificateRecord], serial: str | None) -> AvxCertificateRecord | None:
@@ -629,10 +650,17 @@ def find_renewed(record: PendingRecord, avx: AvxClient) -> AvxCertificateRecord:
         common_name = known.common_name if known else None
     if not common_name:
         raise NotReadyYet("AppViewX does not list the certificate that was renewed")
-    chosen = choose_renewed(record, avx.search(common_name=common_name))
-    if chosen is None:
+    choice = choose_renewal(record, avx.search(common_name=common_name))
+    if choice.ambiguous:  # never guess between twins: an operator tells which (or renews by resourceId)
+        raise NotStored(
+            "AVX_RENEWAL_AMBIGUOUS",
+            f"ambiguous: AppViewX lists renewals of {common_name} under several resources "
+            f"({', '.join(choice.ambiguous)}) and none is known to be this renewal's; nothing is stored",
+            remediation="Check in AppViewX which certificate was renewed; renew by resourceId to avoid this.",
+        )
+    if choice.found is None:
         raise NotReadyYet(f"AppViewX lists no renewal of {common_name} yet")
-    return chosen
+    return choice.found
 
 
 def download_renewed(record: PendingRecord, found: AvxCertificateRecord, avx: AvxClient) -> AvxMaterial:

@@ -12,13 +12,15 @@ import signal
 import subprocess
 import sys
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from shared import avx_pipeline
-from shared.avx_pipeline import parse_avx_time
+from shared.avx import AvxCertificateRecord
+from shared.avx_pipeline import RenewalChoice, choose_renewal, choose_renewed, is_renewal_of, parse_avx_time
+from shared.pending import PendingRecord
 from tests.standins import certs
 from tests.standins.base import RecordedRequest, Response
 from tests.standins.stack import REPO_ROOT, StandIns
@@ -43,10 +45,6 @@ def _gateway_timeout_after_renewing(standins: StandIns, monkeypatch: pytest.Monk
 # -- 1. complete_pending stores another AVX certificate of the same common name ---------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="choose_renewed accepts a renewal of another AVX resource with the same common name (wrong certificate)",
-)
 def test_manual_approval_never_stores_a_certificate_of_another_avx_resource_with_the_same_name(
     standins: StandIns, call_webhook: Any, functions: dict[str, Any]
 ) -> None:
@@ -69,6 +67,69 @@ def test_manual_approval_never_stores_a_certificate_of_another_avx_resource_with
     time_passes(20)
     run_complete_pending(functions)
     assert stored_thumbprint(standins, name) == certs.thumbprint_hex(renewed.certificate)
+    assert status_of(functions, answer["pendingId"])["state"] == "renewed"
+
+
+def _listed(resource_id: str | None, serial: str, start: datetime) -> AvxCertificateRecord:
+    end = start + timedelta(days=90)
+    return AvxCertificateRecord(resource_id, "twin.example", serial, "Active", end.isoformat(), start.isoformat())
+
+
+def test_a_twin_of_a_known_resource_is_never_the_renewal() -> None:
+    now = datetime.now(UTC)
+    mine_old, twin_old = (
+        _listed("mine", "0A", now - timedelta(days=30)),
+        _listed("twin", "0B", now - timedelta(days=30)),
+    )
+    twin_new, mine_new = _listed("twin", "1B", now), _listed("mine", "1A", now - timedelta(minutes=5))
+    listing = [twin_new, mine_new, mine_old, twin_old]
+    base = {"reason": "AVX_NO_CERTIFICATE", "storage": "import", "common_name": "twin.example"}
+    # Known from AVX's renew answer, from the requested resourceId, or from the replaced certificate's listing.
+    for known in ({"avx_resource_id": "mine"}, {"requested_resource_id": "mine"}, {"serial_number": "0a"}):
+        record = PendingRecord.new(now - timedelta(hours=1), **{"serial_number": "0A", **base, **known})
+        assert choose_renewal(record, listing) == RenewalChoice(mine_new), known
+        assert choose_renewal(record, [twin_new, mine_old, twin_old]) == RenewalChoice(None), known  # not yet
+        assert not is_renewal_of(record, twin_new, mine_old)
+
+
+def test_renewals_of_several_resources_with_none_known_stay_pending_as_ambiguous() -> None:
+    now = datetime.now(UTC)
+    # The replaced certificate is no longer listed and AVX never named its resource (the answer was lost).
+    record = PendingRecord.new(
+        now - timedelta(hours=1),
+        reason="AVX_TIMEOUT",
+        storage="import",
+        common_name="twin.example",
+        serial_number="0A",
+        replaced_valid_to=(now + timedelta(days=60)).isoformat(),
+    )
+    mine_new, twin_new = _listed("mine", "1A", now), _listed("twin", "1B", now)
+    assert choose_renewal(record, [mine_new, twin_new]) == RenewalChoice(None, ("mine", "twin"))
+    assert choose_renewed(record, [mine_new, twin_new]) is None
+    assert choose_renewal(record, [mine_new]) == RenewalChoice(mine_new)  # one resource: it is the renewal
+
+
+def test_complete_pending_keeps_an_ambiguous_renewal_pending_and_says_why(
+    standins: StandIns, call_webhook: Any, functions: dict[str, Any]
+) -> None:
+    common_name = f"amb-{uuid.uuid4().hex[:6]}.contoso.com"
+    mine = standins.avx.add_certificate(common_name)
+    other = standins.avx.add_certificate(common_name)
+    # AVX renews, but the answer never reaches the app (its connection drops after the request was sent): the
+    # record knows the common name and serial, not AVX's resource.
+    standins.avx.script(Response(drop=True))
+    status, answer = call_webhook({"commonName": common_name, "serialNumber": mine.serial_number})
+    assert status == 202 and answer["avx"] is None, answer
+    mine.original = None  # AVX no longer lists the replaced certificate: nothing ties a renewal to this record
+    standins.avx._issue(mine)
+    standins.avx._issue(other)
+    time_passes(20)
+    run_complete_pending(functions)
+    record = status_of(functions, answer["pendingId"])
+    assert record["state"] == "pending" and "ambiguous" in record["lastError"], record
+    assert "AVX_RENEWAL_AMBIGUOUS" in record["lastError"]
+    assert standins.key_vault.latest(common_name.replace(".", "-")) is None
+    assert len(standins.avx.renew_calls()) == 1
 
 
 # -- 2. an AVX gateway's 504 is taken for a refusal ---------------------------------------------------------------
