@@ -110,6 +110,7 @@ def parse_renew_answer(status: int, body: bytes) -> AvxRenewResult:
             code=app_code or "AVX_BAD_RESPONSE",
             http_status=status,
             remediation=REMEDIATION.get(app_code or ""),
+            app_status_code=app_code,
         )
     if document is None:
         raise AvxError(
@@ -275,7 +276,11 @@ class AvxClient:
         for attempt in (1, 2):
             merged = {"Accept": "application/json", **(headers or {})}
             if authenticated:
-                merged.update(self._auth.headers())
+                try:
+                    merged.update(self._auth.headers())
+                except AvxError as exc:
+                    exc.sent = False  # the login failed: this request itself was never sent
+                    raise
             try:
                 answer = send(
                     self.session,

@@ -423,10 +423,36 @@ def material_from_renew_answer(result: AvxRenewResult, command: RenewCommand) ->
     )
 
 
-def _never_reached_or_refused(error: AvxError) -> bool:
-    """AVX provably did not renew: the request never reached it, or it answered with an error status."""
+# What an AVX renew error says about the renewal (`avx_renew_outcome`).
+AVX_BUSY = "busy"  # AVX provably did not act and may another time: never reached, 429, 503
+AVX_REFUSED = "refused"  # AVX provably did not act: its own refusal (4xx, or a 5xx with its appStatusCode)
+AVX_OUTCOME_UNKNOWN = "unknown"  # AVX may have renewed (or did): kept pending, never renewed again
+# AVX answers that provably came before it acted and are worth another try (the queue retries them). 502 and 504 are
+# not: a gateway in front of AVX answers them while AVX may go on and renew.
+TRANSIENT_AVX_STATUSES = (429, 503)
+
+
+def _renewed_not_downloaded(error: AvxError) -> bool:
+    """AVX's page: 500 FAILED "Certificate Renew action performed successfully but failed to download": AVX renewed."""
+    return error.app_status_code == "FAILED" and "performed successfully" in error.message.lower()
+
+
+def avx_renew_outcome(error: AvxError) -> str:
+    """Whether AVX provably did not act on a renew request that failed (busy or refused), or may have (unknown).
+    The one rule of the webhook and the queue: only a provable "did not act" may fail the record, free the caller's
+    Idempotency-Key or send the renewal again."""
     status = error.http_status
-    return not error.sent or (status is not None and not 200 <= status < 300)
+    if status in TRANSIENT_AVX_STATUSES:
+        return AVX_BUSY
+    if status is not None and 400 <= status < 500:
+        return AVX_REFUSED
+    if not error.sent:
+        return AVX_BUSY
+    if status is not None and status >= 500 and error.app_status_code and not _renewed_not_downloaded(error):
+        return AVX_REFUSED
+    # No answer (timeout, dropped after sending), an unreadable 2xx, a gateway's 502/504, a 5xx without AVX's own
+    # code, or AVX's "renewed but failed to download".
+    return AVX_OUTCOME_UNKNOWN
 
 
 @dataclass
@@ -548,7 +574,7 @@ def record_fields(command: RenewCommand, replaced: AvxCertificateRecord | None =
 
 
 class AvxDidNotRenew(Exception):
-    """AVX provably did not renew: the request never reached it, or it refused with an error status."""
+    """AVX provably did not renew (`avx_renew_outcome`: busy or refused)."""
 
     def __init__(self, error: AvxError) -> None:
         super().__init__(error.message)
@@ -593,7 +619,7 @@ def renew_at_avx(hook: _Webhook, record: PendingRecord) -> AvxRenewResult | Webh
     try:
         return hook.pipeline.avx.renew(hook.command.avx, hook.command.auto_approval)
     except AvxError as exc:
-        if _never_reached_or_refused(exc):
+        if avx_renew_outcome(exc) != AVX_OUTCOME_UNKNOWN:
             raise AvxDidNotRenew(exc) from None
         return hook.keep_pending(record, exc.code, exc.message, None)  # may have renewed: never sent again
     except Exception as exc:  # AVX may have acted: keep it, never a bare 500
@@ -746,8 +772,6 @@ def complete_pending(
 
 # -- the renewal queue (asynchronous webhook requests) -------------------------------------------------------------
 
-# AVX answers worth another try from the queue: it was not reached, or it said it is overloaded or unavailable.
-TRANSIENT_AVX_STATUSES = (429, 502, 503, 504)
 SKIPPED = "skipped"
 
 
@@ -777,10 +801,6 @@ def accept_queued(command: RenewCommand, pipeline: Pipeline, *, idempotency_scop
         datetime.now(UTC), caller=pipeline.caller, idempotency_scope=idempotency_scope, **record_fields(command)
     )
     return pipeline.records.create(record)
-
-
-def _avx_transient(error: AvxError) -> bool:
-    return not error.sent or error.http_status in TRANSIENT_AVX_STATUSES
 
 
 def _fail_queued(record: PendingRecord, error: ApiError, pipeline: Pipeline) -> QueuedOutcome:
@@ -828,7 +848,7 @@ def renew_queued(pending_id: str, command: RenewCommand, pipeline: Pipeline) -> 
     try:
         result = renew_at_avx(hook, record)
     except AvxDidNotRenew as refused:
-        if _avx_transient(refused.error):
+        if avx_renew_outcome(refused.error) == AVX_BUSY:
             raise _requeue(record, refused.error.code, refused.error.message, pipeline) from None
         return _fail_queued(record, avx_error_answer(refused.error), pipeline)
     answer = result if isinstance(result, WebhookAnswer) else store_renew_answer(hook, record, result)

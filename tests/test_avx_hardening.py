@@ -19,9 +19,21 @@ import pytest
 
 from shared import avx_pipeline
 from shared.avx import AvxCertificateRecord
-from shared.avx_pipeline import RenewalChoice, choose_renewal, choose_renewed, is_renewal_of, parse_avx_time
+from shared.avx_pipeline import (
+    AVX_BUSY,
+    AVX_OUTCOME_UNKNOWN,
+    AVX_REFUSED,
+    RenewalChoice,
+    avx_renew_outcome,
+    choose_renewal,
+    choose_renewed,
+    is_renewal_of,
+    parse_avx_time,
+)
+from shared.errors import AvxError
 from shared.pending import PendingRecord
 from tests.standins import certs
+from tests.standins.avx import STATUS_TABLE, page_error
 from tests.standins.base import RecordedRequest, Response
 from tests.standins.stack import REPO_ROOT, StandIns
 from tests.test_avx_pipeline import run_complete_pending, status_of, stored_thumbprint, time_passes
@@ -31,15 +43,20 @@ from tests.test_keyvault_events import key_vault_event, renew_through_webhook
 from tests.test_renew_queue import deliver, post_async
 
 
-def _gateway_timeout_after_renewing(standins: StandIns, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A gateway in front of AVX gives up (504) while AVX goes on and renews: the renewal happens, the app sees 504."""
+def _avx_renews_then_answers(standins: StandIns, monkeypatch: pytest.MonkeyPatch, answer: Response) -> None:
+    """AVX renews (the stand-in issues the new certificate), but the app gets `answer` instead of AVX's result."""
     original = standins.avx._renew
 
-    def renew_then_504(request: RecordedRequest) -> Response:
-        original(request)  # AVX renews (the stand-in issues the new certificate)
-        return Response.json({"message": "Gateway Timeout"}, status=504)
+    def renew_then_answer(request: RecordedRequest) -> Response:
+        original(request)
+        return answer
 
-    monkeypatch.setattr(standins.avx, "_renew", renew_then_504)
+    monkeypatch.setattr(standins.avx, "_renew", renew_then_answer)
+
+
+def _gateway_timeout_after_renewing(standins: StandIns, monkeypatch: pytest.MonkeyPatch, status: int = 504) -> None:
+    """A gateway in front of AVX gives up (504, or 502) while AVX goes on and renews: the app sees the gateway's."""
+    _avx_renews_then_answers(standins, monkeypatch, Response.json({"message": "Gateway Timeout"}, status=status))
 
 
 # -- 1. complete_pending stores another AVX certificate of the same common name ---------------------------------
@@ -135,39 +152,88 @@ def test_complete_pending_keeps_an_ambiguous_renewal_pending_and_says_why(
 # -- 2. an AVX gateway's 504 is taken for a refusal ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True, reason="a 504 after the renew was sent is taken as 'AVX did not renew': the queue renews again"
-)
+@pytest.mark.parametrize("gateway_status", [502, 504])
 def test_queue_never_renews_twice_after_a_gateway_timeout(
-    standins: StandIns, functions: dict[str, Any], app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    standins: StandIns,
+    functions: dict[str, Any],
+    app_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    gateway_status: int,
 ) -> None:
     item = standins.avx.add_certificate(f"gw504-{uuid.uuid4().hex[:6]}.contoso.com")
-    _gateway_timeout_after_renewing(standins, monkeypatch)
+    _gateway_timeout_after_renewing(standins, monkeypatch, gateway_status)
     response, body, queue = post_async(functions, {"resourceId": item.resource_id})
     assert response.status_code == 202 and queue.value, body
-    for _ in range(2):  # the host delivers the message again after a failed invocation
-        try:
-            deliver(functions, queue.value)
-        except Exception:  # the host records a failed invocation and retries
-            pass
+    deliver(functions, queue.value)  # returns normally: nothing to retry, the message is done
+    deliver(functions, queue.value)  # a duplicate delivery renews nothing either
     assert len(standins.avx.renew_calls()) == 1 and len(item.renewals) == 1
+    record = status_of(functions, body["pendingId"])
+    assert record["state"] == "pending", record  # AVX may have renewed: tracked, never requeued
+
+    time_passes(20)
+    run_complete_pending(functions)  # finds and stores what AVX renewed, never renewing again
+    assert stored_thumbprint(standins, item.common_name.replace(".", "-")) == certs.thumbprint_hex(
+        item.renewals[-1].certificate
+    )
+    assert status_of(functions, body["pendingId"])["state"] == "renewed"
+    assert len(standins.avx.renew_calls()) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a 504 after the renew was sent ends the record failed and frees the key: renewal lost, then done twice",
-)
-def test_webhook_keeps_a_gateway_timeout_pending_and_never_renews_again(
-    standins: StandIns, call_webhook: Any, functions: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("answer", ["gateway-502", "gateway-504", "failed-to-download"])
+def test_webhook_keeps_a_renewal_avx_may_have_done_pending_and_never_renews_again(
+    standins: StandIns, call_webhook: Any, functions: dict[str, Any], monkeypatch: pytest.MonkeyPatch, answer: str
 ) -> None:
     item = standins.avx.add_certificate(f"gw504s-{uuid.uuid4().hex[:6]}.contoso.com")
-    _gateway_timeout_after_renewing(standins, monkeypatch)
+    if answer == "failed-to-download":  # AVX's own 500 FAILED "performed successfully but failed to download"
+        _avx_renews_then_answers(standins, monkeypatch, page_error("FAILED_DOWNLOAD"))
+    else:
+        _gateway_timeout_after_renewing(standins, monkeypatch, int(answer[-3:]))
     headers = {"Idempotency-Key": f"gw504-{uuid.uuid4().hex}"}
     first = call_webhook({"resourceId": item.resource_id}, headers=headers)
-    again = call_webhook({"resourceId": item.resource_id}, headers=headers)  # the caller retries its 502
+    again = call_webhook({"resourceId": item.resource_id}, headers=headers)  # the caller retries
     assert len(standins.avx.renew_calls()) == 1, "the retry under the same Idempotency-Key renewed again"
     assert first[0] == 202 and first[1]["status"] == "pending", first  # AVX may have renewed: tracked, not failed
     assert again == first
+
+    time_passes(20)
+    run_complete_pending(functions)  # downloads what AVX renewed: stored, AVX renew called once
+    assert stored_thumbprint(standins, item.common_name.replace(".", "-")) == certs.thumbprint_hex(
+        item.renewals[-1].certificate
+    )
+    assert status_of(functions, first[1]["pendingId"])["state"] == "renewed"
+    assert len(standins.avx.renew_calls()) == 1 and len(item.renewals) == 1
+
+
+def _error(status: int | None, app_code: str | None = None, message: str = "x", sent: bool = True) -> AvxError:
+    return AvxError(
+        message, code=app_code or "AVX_BAD_RESPONSE", http_status=status, sent=sent, app_status_code=app_code
+    )
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome"),
+    [
+        (_error(None, sent=False), AVX_BUSY),  # never reached AVX
+        (_error(429), AVX_BUSY),
+        (_error(503), AVX_BUSY),
+        (_error(503, "avx-common-011"), AVX_BUSY),
+        (_error(400, "VALIDATION_ERROR_0004"), AVX_REFUSED),
+        (_error(401, "AVX_GW_003", sent=False), AVX_REFUSED),  # a refused login: never retried in a loop
+        (_error(417, "OPEN_WORK_ORDERS_FOUND"), AVX_REFUSED),
+        (_error(404), AVX_REFUSED),
+        (_error(500, "FAILED", STATUS_TABLE["FAILED_NO_KEY"][2]), AVX_REFUSED),
+        (_error(500, "CANNOT_PERFORM_OPERATION"), AVX_REFUSED),
+        (_error(500, "avx-common-011"), AVX_REFUSED),
+        (_error(500, "FAILED", STATUS_TABLE["FAILED_DOWNLOAD"][2]), AVX_OUTCOME_UNKNOWN),  # AVX DID renew
+        (_error(502), AVX_OUTCOME_UNKNOWN),  # a gateway: AVX may go on and renew
+        (_error(504), AVX_OUTCOME_UNKNOWN),
+        (_error(500), AVX_OUTCOME_UNKNOWN),  # a 5xx without AVX's own code
+        (_error(None), AVX_OUTCOME_UNKNOWN),  # timeout or dropped after sending
+        (_error(200), AVX_OUTCOME_UNKNOWN),  # an unreadable 2xx
+    ],
+)
+def test_one_rule_tells_whether_avx_provably_did_not_renew(error: AvxError, outcome: str) -> None:
+    assert avx_renew_outcome(error) == outcome
 
 
 # -- 3. a Key Vault event whose first delivery died is dropped as a duplicate ------------------------------------
