@@ -5,7 +5,8 @@ it from AppViewX, and reported otherwise, so no certificate in the vault expires
 
 1. other event types, other vaults, malformed data: logged and dropped (an exception would only make Event Grid
    retry something that can never succeed);
-2. once per event id (`kvevent` claim);
+2. once per event id (`kvevent` claim); while another delivery holds the claim unfinished (running, or dead until
+   its claim goes stale) the delivery raises RetryLater, so Event Grid redelivers instead of dropping the event;
 3. the certificate's current version in Key Vault decides (`kv_event_decisions.decide`): replaced by a newer version
    → nothing; tags `source=appviewx` + `avxResourceId` → renewed through the webhook's pipeline (`renew_and_store`),
    at most once per version (`kvversion` claim tied to the renewal record before AVX is called); a certificate RCL
@@ -97,9 +98,13 @@ def handle_event(
         return "ignored: other vault"
 
     claim = deps.claims.claim(EVENT_PARTITION, event_key(event_id), {"certificate": event.name}, now)
-    if claim.outcome is not ClaimOutcome.NEW:
-        log.info("Key Vault event %s for %s already handled (%s)", event_id, event.name, claim.result or "running")
+    if claim.outcome is ClaimOutcome.DONE:
+        log.info("Key Vault event %s for %s already handled (%s)", event_id, event.name, claim.result)
         return "ignored: duplicate event"
+    if claim.outcome is not ClaimOutcome.NEW:
+        # Another delivery holds it and is not done: still running, or its process died (its claim is taken over
+        # once stale). Succeeding here would end Event Grid's retries and lose the event if that delivery died.
+        raise RetryLater(f"Key Vault event {event_id} for {event.name} is being handled by another delivery")
     try:
         result = _handle(event, deps, invocation_id, now)
     except BaseException:
@@ -158,6 +163,10 @@ def _renew(
     vault_host = urlsplit(deps.vault_url).netloc
     key = version_key(vault_host, event.name, decision.version or event.version)
     claim = deps.claims.claim(VERSION_PARTITION, key, {"certificate": event.name, "eventId": event.event_id}, now)
+    if claim.outcome is ClaimOutcome.HELD and not claim.pending_id:
+        # Held by a run that has not reached AVX yet (or died before): nothing is renewed yet, so Event Grid must
+        # redeliver; a claim tied to a renewal record is owned by that record (complete_pending), never renewed again.
+        raise RetryLater(f"{event.name} version {decision.version} is being renewed by another delivery")
     if claim.outcome is not ClaimOutcome.NEW:
         log.info(
             "Key Vault event %s: %s version %s is renewed (or being renewed) already%s; not renewed again",

@@ -14,10 +14,12 @@ import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from shared import avx_pipeline
+from shared import context as app_context
 from shared.avx import AvxCertificateRecord
 from shared.avx_pipeline import (
     AVX_BUSY,
@@ -31,6 +33,8 @@ from shared.avx_pipeline import (
     parse_avx_time,
 )
 from shared.errors import AvxError
+from shared.kv_event_claims import EVENT_PARTITION, VERSION_PARTITION, version_key
+from shared.kv_events import RetryLater
 from shared.pending import PendingRecord
 from tests.standins import certs
 from tests.standins.avx import STATUS_TABLE, page_error
@@ -38,8 +42,8 @@ from tests.standins.base import RecordedRequest, Response
 from tests.standins.stack import REPO_ROOT, StandIns
 from tests.test_avx_pipeline import run_complete_pending, status_of, stored_thumbprint, time_passes
 from tests.test_inventory import inventory
+from tests.test_keyvault_events import EXPIRED, key_vault_event, renew_through_webhook
 from tests.test_keyvault_events import deliver as deliver_event
-from tests.test_keyvault_events import key_vault_event, renew_through_webhook
 from tests.test_renew_queue import deliver, post_async
 
 
@@ -239,10 +243,6 @@ def test_one_rule_tells_whether_avx_provably_did_not_renew(error: AvxError, outc
 # -- 3. a Key Vault event whose first delivery died is dropped as a duplicate ------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a redelivery while a dead run's event claim is fresh returns success ('duplicate'): the event is lost",
-)
 def test_an_event_whose_first_delivery_died_is_renewed_or_retried(
     standins: StandIns, call_webhook: Any, functions: dict[str, Any]
 ) -> None:
@@ -273,12 +273,48 @@ def test_an_event_whose_first_delivery_died_is_renewed_or_retried(
 
     # Event Grid got no answer, so it delivers the event again (10 s, 30 s, 1 min, ...). A delivery that succeeds
     # ends the retries: it must either renew, or fail so that Event Grid keeps trying.
-    retried = False
-    try:
+    # While the dead delivery's claim is fresh nobody can tell it died: fail, so Event Grid retries.
+    with pytest.raises(RetryLater):
         deliver_event(functions, event)
-    except Exception:  # the host answers Event Grid with an error: it retries later
-        retried = True
-    assert retried or len(standins.avx.renew_calls()) > renewals_before, "the event was dropped as a duplicate"
+    assert len(standins.avx.renew_calls()) == renewals_before
+
+    # Event Grid's later retry (its backoff reaches 30 min, 1 h, ...) finds the claim abandoned: renewed, once.
+    _age_event_claims(minutes=16)
+    deliver_event(functions, event)
+    assert len(standins.avx.renew_calls()) == renewals_before + 1
+    renewed = standins.key_vault.latest(name)
+    assert renewed is not None and renewed.version != version
+    deliver_event(functions, event)  # and a further redelivery is a duplicate of a finished event
+    assert len(standins.avx.renew_calls()) == renewals_before + 1
+
+
+def test_a_version_claim_held_before_avx_is_retried_and_one_tied_to_a_record_is_left_to_it(
+    standins: StandIns, call_webhook: Any, functions: dict[str, Any]
+) -> None:
+    name, version = renew_through_webhook(call_webhook, standins)
+    renewals_before = len(standins.avx.renew_calls())
+    vault_host = urlsplit(app_context.settings().key_vault.url).netloc
+    key = version_key(vault_host, name, version)
+    claims = app_context.event_claims()
+    claims.claim(VERSION_PARTITION, key, {"certificate": name})  # another delivery, not at AVX yet (or dead)
+
+    with pytest.raises(RetryLater):
+        deliver_event(functions, key_vault_event(standins, name, version))
+    assert len(standins.avx.renew_calls()) == renewals_before
+
+    claims.attach(VERSION_PARTITION, key, uuid.uuid4().hex)  # it reached AVX: its renewal record owns the version
+    deliver_event(functions, key_vault_event(standins, name, version, EXPIRED))  # handled: never renewed again
+    assert len(standins.avx.renew_calls()) == renewals_before
+
+
+def _age_event_claims(minutes: float) -> None:
+    """Event Grid's retry comes `minutes` later: the Key Vault event claims are that much older."""
+    table = app_context.event_claims().table
+    for partition in (EVENT_PARTITION, VERSION_PARTITION):
+        for entity in list(table.query_entities(f"PartitionKey eq '{partition}'")):
+            changed = dict(entity)
+            changed["createdAt"] = entity["createdAt"] - timedelta(minutes=minutes)
+            table.upsert_entity(changed)
 
 
 # -- 4. an AVX date the app cannot represent ----------------------------------------------------------------------
