@@ -776,7 +776,7 @@ SKIPPED = "skipped"
 
 
 class RetryQueued(Exception):
-    """A failure that provably came before AVX acted: the record is back on the queue and the message is retried
+    """A failure that provably came before AVX acted: the record is (back) on the queue and the message is retried
     (the host's backoff, host.json); after the last try the poison handler ends the record with this reason."""
 
     def __init__(self, code: str, message: str) -> None:
@@ -827,6 +827,12 @@ def renew_queued(pending_id: str, command: RenewCommand, pipeline: Pipeline) -> 
         log.error("Queued renewal %s has no record; nothing renewed", pending_id)
         return QueuedOutcome(SKIPPED, pending_id, "NOT_FOUND", "no renewal record has this id")
     claimed = records.claim_queued(record, pipeline.owner, datetime.now(UTC))
+    if claimed is None and record.is_queued:
+        # Still queued but held by another delivery: running, or dead before AVX (its lease runs out in 15 min).
+        # Returning would delete the message and lose the renewal: fail, so the host delivers it again later
+        # (host.json's retries span more than the lease).
+        log.warning("Queued renewal %s is held by another delivery; the queue retries it", pending_id)
+        raise RetryQueued("RECORD_HELD", "another delivery holds this queued renewal; retried after its lease")
     if claimed is None:
         log.info(
             "Queued renewal %s is %s (%s) or held by another run; not renewed again",
