@@ -1,7 +1,8 @@
-"""Hostile review of the AppViewX paths (webhook, queue, complete_pending, Key Vault events, inventory).
+"""Hardening of the AppViewX paths (webhook, queue, complete_pending, Key Vault events, inventory).
 
-Each test reproduces a defect found in review, through `function_app.app` against the stand-ins, and is marked
-`xfail(strict=True)`: it fails on the code as reviewed, and the mark must go when the defect is fixed.
+Each end-to-end test reproduces a defect found in review (it failed on the code as reviewed), through
+`function_app.app` against the stand-ins; the pure rules the fixes rest on (which listed certificate is the renewal,
+whether AVX provably did not renew, what an AVX date or a page size reads as) are tested beside them.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from shared.errors import AvxError
 from shared.kv_event_claims import EVENT_PARTITION, VERSION_PARTITION, version_key
 from shared.kv_events import RetryLater
 from shared.pending import LEASE, PendingRecord
+from shared.tables import update_mode
 from tests.standins import certs
 from tests.standins.avx import STATUS_TABLE, page_error
 from tests.standins.base import RecordedRequest, Response
@@ -510,3 +512,55 @@ def test_the_queue_retries_a_message_past_a_dead_deliverys_lease() -> None:
     assert timedelta(hours=hours, minutes=minutes, seconds=seconds) <= timedelta(
         minutes=10
     )  # a 429/503 is retried soon
+
+
+# -- 7. an asynchronous renewal's Idempotency-Key claim -----------------------------------------------------------
+
+
+def _abandon_claim_of(pending_id: str, minutes: float = 16) -> None:
+    """The key's claim is left `running` (the invocation died after answering, or its completion was lost) and a
+    retry comes `minutes` later: the claim looks abandoned. Found by the renewal record it is tied to."""
+    table = app_context.idempotency_store().table
+    (entity,) = [e for e in table.query_entities("PartitionKey eq 'webhook'") if e.get("pendingId") == pending_id]
+    changed = {k: v for k, v in entity.items() if k not in ("status", "body")}
+    changed.update(state="running", createdAt=entity["createdAt"] - timedelta(minutes=minutes))
+    table.upsert_entity(changed, mode=update_mode("replace"))
+
+
+def test_an_async_retry_after_a_stale_claim_replays_the_202_and_queues_nothing(
+    standins: StandIns, functions: dict[str, Any], app_env: dict[str, str]
+) -> None:
+    item = standins.avx.add_certificate(f"async-{uuid.uuid4().hex[:6]}.contoso.com")
+    headers = {"Idempotency-Key": f"async-{uuid.uuid4().hex}"}
+    response, body, queue = post_async(functions, {"resourceId": item.resource_id}, headers=headers)
+    assert response.status_code == 202 and queue.value, body
+    _abandon_claim_of(body["pendingId"])  # before this fix the claim held no pendingId: the retry queued anew
+
+    again, again_body, again_queue = post_async(functions, {"resourceId": item.resource_id}, headers=headers)
+    assert again.status_code == 202 and again_queue.value is None, again_body  # nothing queued a second time
+    assert (again_body["status"], again_body["pendingId"]) == ("accepted", body["pendingId"])
+    assert again.headers["Location"].endswith(body["pendingId"])
+    records = [r for r in app_context.pending_store().all_records() if r.requested_resource_id == item.resource_id]
+    assert [r.pending_id for r in records] == [body["pendingId"]]  # no second record either
+
+    deliver(functions, queue.value)  # the one message renews, once
+    assert len(standins.avx.renew_calls()) == 1
+    assert status_of(functions, body["pendingId"])["state"] == "renewed"
+
+
+def test_a_stale_claim_whose_record_is_gone_is_answered_409_and_never_renews(
+    standins: StandIns, functions: dict[str, Any], call_webhook: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    item = standins.avx.add_certificate(f"gone-{uuid.uuid4().hex[:6]}.contoso.com")
+    _gateway_timeout_after_renewing(standins, monkeypatch)  # AVX renewed; the answer is lost: the record is pending
+    headers = {"Idempotency-Key": f"gone-{uuid.uuid4().hex}"}
+    status, answer = call_webhook({"resourceId": item.resource_id}, headers=headers)
+    assert status == 202, answer
+    _abandon_claim_of(answer["pendingId"])
+    app_context.pending_store().table.delete_entity("avx", answer["pendingId"])  # its record cannot be read
+
+    for _ in range(2):
+        status, again = call_webhook({"resourceId": item.resource_id}, headers=headers)
+        assert (status, again["error"]["code"]) == (409, "IN_PROGRESS"), again
+        assert "not renewed again" in again["error"]["message"] and again["error"]["remediation"]
+    assert len(standins.avx.renew_calls()) == 1 and len(item.renewals) == 1
