@@ -140,8 +140,21 @@ def _repeat_answer(claim: idempotency.Claim, invocation_id: str | None) -> func.
     if claim.outcome == idempotency.RECORDED:
         # The first invocation died after AVX may have acted: answer from its record, never renew again.
         record = app_context.pending_store().get(claim.pending_id or "")
+        if record is not None and record.is_queued:  # an asynchronous renewal: its first 202, from the record
+            return _async_response(WebhookAnswer(202, _accepted_body(record.pending_id, invocation_id)))
         if record is not None:
             return json_response(202, pending_answer(record, invocation_id))
+        # The key is tied to a renewal that may have happened, but its record cannot be read: never renew without
+        # holding the key (the claim stays, so no retry renews either until it expires after 24 h).
+        raise Rejected(
+            ApiError(
+                409,
+                "IN_PROGRESS",
+                "A request with this Idempotency-Key already reached AppViewX, and its renewal record cannot be "
+                "found; it is not renewed again",
+                "Check the certificate in AppViewX and Key Vault; to renew again, use a new Idempotency-Key.",
+            )
+        )
     if claim.outcome == idempotency.IN_PROGRESS:
         raise Rejected(
             ApiError(409, "IN_PROGRESS", "A request with this Idempotency-Key is still running", "Retry later.")
@@ -185,10 +198,10 @@ def _run(
     respond_async = renewals is not None and queue_message.prefers_async(req.headers.get("Prefer"))
     answer: WebhookAnswer | None = None
     try:
-        if respond_async and renewals is not None:
-            answer = _accept_async(command, caller, invocation_id, key, renewals)
-            return _async_response(answer) if answer.status == 202 else json_response(answer.status, answer.body)
         attach = (lambda pending_id: claims.attach(key, pending_id)) if claims is not None and key else None
+        if respond_async and renewals is not None:
+            answer = _accept_async(command, caller, invocation_id, key, renewals, attach)
+            return _async_response(answer) if answer.status == 202 else json_response(answer.status, answer.body)
         scope = idempotency.scope(key) if key else None
         answer = renew_and_store(command, _pipeline(caller, invocation_id), idempotency_scope=scope, on_record=attach)
     finally:
@@ -213,7 +226,12 @@ def _pipeline(caller: str | None, invocation_id: str | None) -> Pipeline:
 
 
 def _accept_async(
-    command: RenewCommand, caller: str | None, invocation_id: str | None, key: str | None, renewals: func.Out[str]
+    command: RenewCommand,
+    caller: str | None,
+    invocation_id: str | None,
+    key: str | None,
+    renewals: func.Out[str],
+    on_record: Callable[[str], None] | None = None,
 ) -> WebhookAnswer:
     """Write the record, then hand the renewal to the queue (the output binding writes the message when this
     invocation ends successfully, after the record exists). A record whose message never arrives stays `accepted`
@@ -224,19 +242,27 @@ def _accept_async(
     if rejection is not None:
         return WebhookAnswer(rejection.status, rejection.body(invocation_id))
     pipeline = _pipeline(caller, invocation_id)
-    # The key is not attached to the record: if this invocation dies before answering, AVX was never called, so a
-    # retry after the claim went stale may queue the renewal anew (the orphan record ends QUEUE_MESSAGE_LOST).
     record = accept_queued(command, pipeline, idempotency_scope=idempotency.scope(key) if key else None)
+    # The key is tied to the record (`on_record`, like the synchronous path): if the key's claim is left `running`
+    # (this invocation dies after answering, or its completion is lost), a retry after the claim went stale replays
+    # this 202 from the record instead of queueing the renewal again. Should the invocation die before its message
+    # is written, the record ends failed QUEUE_MESSAGE_LOST (visible on the status route): never renewed twice.
+    if on_record is not None:
+        on_record(record.pending_id)
     renewals.set(queue_message.queue_message(record.pending_id, command))
     log.info("Renewal %s accepted and queued", record.pending_id)
-    body = {
-        "status": "accepted",
-        "pendingId": record.pending_id,
-        "statusUrl": queue_message.status_location(record.pending_id),
-        "invocationId": invocation_id,
-    }
+    body = _accepted_body(record.pending_id, invocation_id)
     # A 202 leaves the key claimed (answers replay for 24 h): a retry never queues the renewal twice.
     return WebhookAnswer(202, body, avx_called=True)
+
+
+def _accepted_body(pending_id: str, invocation_id: str | None) -> dict[str, Any]:
+    return {
+        "status": "accepted",
+        "pendingId": pending_id,
+        "statusUrl": queue_message.status_location(pending_id),
+        "invocationId": invocation_id,
+    }
 
 
 def _async_response(answer: WebhookAnswer) -> func.HttpResponse:

@@ -5,6 +5,7 @@ renews each (appviewx / rcl / unmanaged), days left and the last outcome the app
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime
 
 import azure.functions as func
@@ -26,9 +27,13 @@ def _page_size(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_PAGE_SIZE
     text = raw.strip()
-    if not text.isdigit() or not 1 <= int(text) <= LIST_PAGE_MAX:
+    # ASCII digits only, at most 4 of them: str.isdigit() also accepts "²", which int() refuses.
+    if not re.fullmatch(r"[0-9]{1,4}", text) or not 1 <= int(text) <= LIST_PAGE_MAX:
         message = f"maxResults must be a whole number from 1 to {LIST_PAGE_MAX}"
-        raise Rejected(ApiError(400, "INVALID_REQUEST", message))
+        remediation = (
+            f"Send maxResults as ASCII digits from 1 to {LIST_PAGE_MAX}, or leave it out (default {DEFAULT_PAGE_SIZE})."
+        )
+        raise Rejected(ApiError(400, "INVALID_REQUEST", message, remediation))
     return int(text)
 
 

@@ -20,6 +20,7 @@ from shared.core.notify import install_notifications, uninstall_notifications
 from shared.core.telemetry import add_event_sink, remove_event_sink
 from shared.rcl.decisions import ScheduledRenewal
 from shared.vault.event_decisions import Malformed, parse_event
+from shared.vault.events import RetryLater
 from tests.conftest import WebhookCaller
 from tests.standins.base import Response
 from tests.standins.certs import issue_certificate
@@ -136,10 +137,15 @@ def test_two_events_for_the_same_version_at_once_renew_once(
     start = threading.Barrier(2)
     failures: list[BaseException] = []
 
+    retried: list[Any] = []
+
     def run(event_type: str) -> None:
         start.wait()
+        event = key_vault_event(standins, name, version, event_type)
         try:
-            deliver(functions, key_vault_event(standins, name, version, event_type))
+            deliver(functions, event)
+        except RetryLater:  # the other one holds the version before AVX: Event Grid redelivers this one
+            retried.append(event)
         except BaseException as exc:  # reported below
             failures.append(exc)
 
@@ -149,6 +155,8 @@ def test_two_events_for_the_same_version_at_once_renew_once(
     for thread in threads:
         thread.join(30)
     assert not failures
+    for event in retried:  # Event Grid's redelivery, once the first is done
+        deliver(functions, event)
     assert len(standins.avx.renew_calls()) == renewals_before + 1
 
 

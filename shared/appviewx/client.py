@@ -110,6 +110,7 @@ def parse_renew_answer(status: int, body: bytes) -> AvxRenewResult:
             code=app_code or "AVX_BAD_RESPONSE",
             http_status=status,
             remediation=REMEDIATION.get(app_code or ""),
+            app_status_code=app_code,
         )
     if document is None:
         raise AvxError(
@@ -273,9 +274,7 @@ class AvxClient:
         # AVX_TIMEOUT_SECONDS bounds the whole call (retries, waits and reading the answer), not each read.
         deadline = Deadline.after(self.settings.timeout_seconds)
         for attempt in (1, 2):
-            merged = {"Accept": "application/json", **(headers or {})}
-            if authenticated:
-                merged.update(self._auth.headers())
+            merged = self._headers(headers, authenticated)
             try:
                 answer = send(
                     self.session,
@@ -290,35 +289,51 @@ class AvxClient:
                     headers=merged,
                     **kwargs,
                 )
-            except AnswerTooLarge as exc:
-                raise AvxError(
-                    f"AppViewX's answer is too large: {exc}",
-                    code="AVX_BAD_RESPONSE",
-                    remediation="Check AVX_API_URL: AppViewX's certificate API answers are far smaller.",
-                ) from None
-            except requests.ReadTimeout:
-                raise AvxError(
-                    f"AppViewX did not answer within {self.settings.timeout_seconds:g} s",
-                    code="AVX_TIMEOUT",
-                    remediation="AVX may still complete the renewal: check the certificate in AppViewX before retrying.",
-                ) from None
-            except requests.RequestException as exc:
-                tls = isinstance(exc, requests.exceptions.SSLError)
-                raise AvxError(
-                    f"AppViewX at {self.settings.api_url} could not be reached: {type(exc).__name__}",
-                    code="AVX_UNREACHABLE",
-                    remediation=(
-                        "Check AVX_CA_BUNDLE: AVX's TLS certificate is not trusted."
-                        if tls
-                        else "Check AVX_API_URL and the network path from the Function App to AppViewX."
-                    ),
-                    sent=not (tls or never_sent(exc)),
-                ) from None
+            except (AnswerTooLarge, requests.RequestException) as exc:
+                raise self._transport_error(exc) from None
             # A 401 was refused before AVX acted, so even the renew PUT may be sent again after a fresh login.
             if answer.status_code == 401 and authenticated and attempt == 1 and self._auth.invalidate():
                 continue
             return answer
         raise AssertionError("unreachable")
+
+    def _headers(self, headers: dict[str, str] | None, authenticated: bool) -> dict[str, str]:
+        merged = {"Accept": "application/json", **(headers or {})}
+        if authenticated:
+            try:
+                merged.update(self._auth.headers())
+            except AvxError as exc:
+                exc.sent = False  # the login failed: this request itself was never sent
+                raise
+        return merged
+
+    def _transport_error(self, exc: Exception) -> AvxError:
+        """What a failed exchange with AVX means for the caller (was the request sent? is it worth a retry?)."""
+        import requests
+
+        if isinstance(exc, AnswerTooLarge):
+            return AvxError(
+                f"AppViewX's answer is too large: {exc}",
+                code="AVX_BAD_RESPONSE",
+                remediation="Check AVX_API_URL: AppViewX's certificate API answers are far smaller.",
+            )
+        if isinstance(exc, requests.ReadTimeout):
+            return AvxError(
+                f"AppViewX did not answer within {self.settings.timeout_seconds:g} s",
+                code="AVX_TIMEOUT",
+                remediation="AVX may still complete the renewal: check the certificate in AppViewX before retrying.",
+            )
+        tls = isinstance(exc, requests.exceptions.SSLError)
+        return AvxError(
+            f"AppViewX at {self.settings.api_url} could not be reached: {type(exc).__name__}",
+            code="AVX_UNREACHABLE",
+            remediation=(
+                "Check AVX_CA_BUNDLE: AVX's TLS certificate is not trusted."
+                if tls
+                else "Check AVX_API_URL and the network path from the Function App to AppViewX."
+            ),
+            sent=not (tls or never_sent(exc)),
+        )
 
     def renew(self, request: AvxRenewRequest, auto_approval: bool | None = None) -> AvxRenewResult:
         params = {"isSync": "true", "ttl": str(self.settings.sync_ttl_seconds)}

@@ -51,6 +51,9 @@ SOURCE = "appviewx"
 REVOKED_STATES = ("revoked", "expired", "rejected", "failed", "cancelled", "canceled")
 # CAs may backdate a new certificate's notBefore (Let's Encrypt: 1 h); used only when the replaced validity is unknown.
 BACKDATE_ALLOWANCE = timedelta(hours=2)
+# The longest AVX date text read (ISO 8601 with fractions and zone is ~35); epoch seconds or milliseconds: 1-20 digits.
+MAX_AVX_TIME_CHARS = 64
+_EPOCH = re.compile(r"[0-9]{1,20}")
 
 
 # -- pure decisions -------------------------------------------------------------------------------------------------
@@ -66,15 +69,15 @@ def normalise_serial(serial: str | None) -> str | None:
 
 def parse_avx_time(value: str | None) -> datetime | None:
     """AVX dates: ISO 8601 (with or without zone/Z) or epoch milliseconds. None when unreadable."""
-    if not value:
+    if not value or len(value) > MAX_AVX_TIME_CHARS:  # upstream garbage: never parse a huge text
         return None
     text = value.strip()
-    if text.isdigit():
-        number = int(text)
-        return datetime.fromtimestamp(number / 1000 if number > 10**11 else number, UTC)
     try:
+        if _EPOCH.fullmatch(text):  # ASCII digits only: "²".isdigit() is True, int("²") is not
+            number = int(text)
+            return datetime.fromtimestamp(number / 1000 if number > 10**11 else number, UTC)
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+    except (ValueError, OverflowError, OSError):  # beyond year 9999, or the platform's time_t
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
@@ -83,12 +86,24 @@ def _later(candidate: datetime | None, replaced: datetime | None) -> bool:
     return candidate is not None and replaced is not None and candidate > replaced
 
 
+def known_resources(record: PendingRecord, replaced: AvxCertificateRecord | None) -> frozenset[str]:
+    """The AVX resource the renewal is of, as far as known: the id AVX's renew answer named, the requested
+    resourceId, the replaced certificate's listing. Empty when none is known (a commonName + serialNumber request
+    AVX never answered, whose replaced certificate AVX no longer lists)."""
+    ids = (record.avx_resource_id, record.requested_resource_id, replaced.resource_id if replaced else None)
+    return frozenset(i for i in ids if i)
+
+
 def is_renewal_of(
     record: PendingRecord, candidate: AvxCertificateRecord, replaced: AvxCertificateRecord | None
 ) -> bool:
-    """A listed certificate is the renewal only if it has the record's common name, a serial other than the replaced
-    one's, and a validity that starts or ends later than the replaced one's (so older history never qualifies)."""
+    """A listed certificate is the renewal only if it is of the record's AVX resource (when known: never a twin, another
+    AVX certificate of the same common name), has the record's common name, a serial other than the replaced one's,
+    and a validity that starts or ends later than the replaced one's (so older history never qualifies)."""
     if (candidate.status or "").lower() in REVOKED_STATES:
+        return False
+    resources = known_resources(record, replaced)
+    if resources and candidate.resource_id not in resources:
         return False
     serial = normalise_serial(candidate.serial_number)
     if serial is None or serial == normalise_serial(record.serial_number):
@@ -104,24 +119,33 @@ def is_renewal_of(
     return starts is not None and starts >= record.created_at - BACKDATE_ALLOWANCE
 
 
-def choose_renewed(record: PendingRecord, candidates: list[AvxCertificateRecord]) -> AvxCertificateRecord | None:
-    """The certificate AVX renewed for this record, or None when AVX does not list it (yet).
+@dataclass(frozen=True)
+class RenewalChoice:
+    """Which listed certificate is the record's renewal: `found`, or none yet; `ambiguous` names the AVX resources
+    that each list a renewal when none of them is known to be the record's (nothing is picked then)."""
 
-    Among the renewals `is_renewal_of` accepts, the one with the resource id AVX's renew answer named comes first,
-    then the one valid longest."""
+    found: AvxCertificateRecord | None
+    ambiguous: tuple[str, ...] = ()
+
+
+def choose_renewal(record: PendingRecord, candidates: list[AvxCertificateRecord]) -> RenewalChoice:
+    """The certificate AVX renewed for this record, among the renewals `is_renewal_of` accepts: the one valid
+    longest. When the record's AVX resource is unknown and renewals of several resources qualify, none is chosen."""
     replaced_serial = normalise_serial(record.serial_number)
     replaced = next((c for c in candidates if normalise_serial(c.serial_number) == replaced_serial), None)
     if replaced_serial is None and not (record.replaced_valid_from or record.replaced_valid_to):
-        return None  # nothing tells the renewal from the certificate it replaces
+        return RenewalChoice(None)  # nothing tells the renewal from the certificate it replaces
     renewals = [c for c in candidates if is_renewal_of(record, c, replaced)]
-    renewals.sort(
-        key=lambda c: (
-            bool(record.avx_resource_id) and c.resource_id == record.avx_resource_id,
-            parse_avx_time(c.valid_to) or datetime.min.replace(tzinfo=UTC),
-        ),
-        reverse=True,
-    )
-    return renewals[0] if renewals else None
+    resources = {c.resource_id or "" for c in renewals}
+    if not known_resources(record, replaced) and len(resources) > 1:
+        return RenewalChoice(None, tuple(sorted(resources)))
+    renewals.sort(key=lambda c: parse_avx_time(c.valid_to) or datetime.min.replace(tzinfo=UTC), reverse=True)
+    return RenewalChoice(renewals[0] if renewals else None)
+
+
+def choose_renewed(record: PendingRecord, candidates: list[AvxCertificateRecord]) -> AvxCertificateRecord | None:
+    """The certificate AVX renewed for this record, or None when AVX does not list it (yet) or it is ambiguous."""
+    return choose_renewal(record, candidates).found
 
 
 def current_certificate(listed: list[AvxCertificateRecord], serial: str | None) -> AvxCertificateRecord | None:
@@ -399,10 +423,36 @@ def material_from_renew_answer(result: AvxRenewResult, command: RenewCommand) ->
     )
 
 
-def _never_reached_or_refused(error: AvxError) -> bool:
-    """AVX provably did not renew: the request never reached it, or it answered with an error status."""
+# What an AVX renew error says about the renewal (`avx_renew_outcome`).
+AVX_BUSY = "busy"  # AVX provably did not act and may another time: never reached, 429, 503
+AVX_REFUSED = "refused"  # AVX provably did not act: its own refusal (4xx, or a 5xx with its appStatusCode)
+AVX_OUTCOME_UNKNOWN = "unknown"  # AVX may have renewed (or did): kept pending, never renewed again
+# AVX answers that provably came before it acted and are worth another try (the queue retries them). 502 and 504 are
+# not: a gateway in front of AVX answers them while AVX may go on and renew.
+TRANSIENT_AVX_STATUSES = (429, 503)
+
+
+def _renewed_not_downloaded(error: AvxError) -> bool:
+    """AVX's page: 500 FAILED "Certificate Renew action performed successfully but failed to download": AVX renewed."""
+    return error.app_status_code == "FAILED" and "performed successfully" in error.message.lower()
+
+
+def avx_renew_outcome(error: AvxError) -> str:
+    """Whether AVX provably did not act on a renew request that failed (busy or refused), or may have (unknown).
+    The one rule of the webhook and the queue: only a provable "did not act" may fail the record, free the caller's
+    Idempotency-Key or send the renewal again."""
     status = error.http_status
-    return not error.sent or (status is not None and not 200 <= status < 300)
+    if status in TRANSIENT_AVX_STATUSES:
+        return AVX_BUSY
+    if status is not None and 400 <= status < 500:
+        return AVX_REFUSED
+    if not error.sent:
+        return AVX_BUSY
+    if status is not None and status >= 500 and error.app_status_code and not _renewed_not_downloaded(error):
+        return AVX_REFUSED
+    # No answer (timeout, dropped after sending), an unreadable 2xx, a gateway's 502/504, a 5xx without AVX's own
+    # code, or AVX's "renewed but failed to download".
+    return AVX_OUTCOME_UNKNOWN
 
 
 @dataclass
@@ -524,7 +574,7 @@ def record_fields(command: RenewCommand, replaced: AvxCertificateRecord | None =
 
 
 class AvxDidNotRenew(Exception):
-    """AVX provably did not renew: the request never reached it, or it refused with an error status."""
+    """AVX provably did not renew (`avx_renew_outcome`: busy or refused)."""
 
     def __init__(self, error: AvxError) -> None:
         super().__init__(error.message)
@@ -569,7 +619,7 @@ def renew_at_avx(hook: _Webhook, record: PendingRecord) -> AvxRenewResult | Webh
     try:
         return hook.pipeline.avx.renew(hook.command.avx, hook.command.auto_approval)
     except AvxError as exc:
-        if _never_reached_or_refused(exc):
+        if avx_renew_outcome(exc) != AVX_OUTCOME_UNKNOWN:
             raise AvxDidNotRenew(exc) from None
         return hook.keep_pending(record, exc.code, exc.message, None)  # may have renewed: never sent again
     except Exception as exc:  # AVX may have acted: keep it, never a bare 500
@@ -626,10 +676,17 @@ def find_renewed(record: PendingRecord, avx: AvxClient) -> AvxCertificateRecord:
         common_name = known.common_name if known else None
     if not common_name:
         raise NotReadyYet("AppViewX does not list the certificate that was renewed")
-    chosen = choose_renewed(record, avx.search(common_name=common_name))
-    if chosen is None:
+    choice = choose_renewal(record, avx.search(common_name=common_name))
+    if choice.ambiguous:  # never guess between twins: an operator tells which (or renews by resourceId)
+        raise NotStored(
+            "AVX_RENEWAL_AMBIGUOUS",
+            f"ambiguous: AppViewX lists renewals of {common_name} under several resources "
+            f"({', '.join(choice.ambiguous)}) and none is known to be this renewal's; nothing is stored",
+            remediation="Check in AppViewX which certificate was renewed; renew by resourceId to avoid this.",
+        )
+    if choice.found is None:
         raise NotReadyYet(f"AppViewX lists no renewal of {common_name} yet")
-    return chosen
+    return choice.found
 
 
 def download_renewed(record: PendingRecord, found: AvxCertificateRecord, avx: AvxClient) -> AvxMaterial:
@@ -686,7 +743,17 @@ def complete_pending(
         if record is None:
             summary.skipped.append(candidate.pending_id)
             continue
-        outcome = complete_record(record, pipeline, max_days, now)
+        try:
+            outcome = complete_record(record, pipeline, max_days, now)
+        except Exception as exc:  # one bad record (a bug, garbage upstream) never stops the run: back it off
+            log.exception("Unexpected failure completing renewal %s; it is tried again later", record.pending_id)
+            problem = NotStored("COMPLETION_UNEXPECTED", f"unexpected {type(exc).__name__} while completing")
+            try:
+                outcome = settle_not_stored(record, problem, pipeline, max_days=max_days, now=now)
+            except Exception:  # its lease expiry hands it on
+                log.exception("Renewal %s could not be backed off", record.pending_id)
+                summary.retried.append(record.pending_id)
+                continue
         if outcome.state == RENEWED:
             summary.completed.append(record.pending_id)
         elif outcome.state == FAILED:
@@ -705,13 +772,11 @@ def complete_pending(
 
 # -- the renewal queue (asynchronous webhook requests) -------------------------------------------------------------
 
-# AVX answers worth another try from the queue: it was not reached, or it said it is overloaded or unavailable.
-TRANSIENT_AVX_STATUSES = (429, 502, 503, 504)
 SKIPPED = "skipped"
 
 
 class RetryQueued(Exception):
-    """A failure that provably came before AVX acted: the record is back on the queue and the message is retried
+    """A failure that provably came before AVX acted: the record is (back) on the queue and the message is retried
     (the host's backoff, host.json); after the last try the poison handler ends the record with this reason."""
 
     def __init__(self, code: str, message: str) -> None:
@@ -738,10 +803,6 @@ def accept_queued(command: RenewCommand, pipeline: Pipeline, *, idempotency_scop
     return pipeline.records.create(record)
 
 
-def _avx_transient(error: AvxError) -> bool:
-    return not error.sent or error.http_status in TRANSIENT_AVX_STATUSES
-
-
 def _fail_queued(record: PendingRecord, error: ApiError, pipeline: Pipeline) -> QueuedOutcome:
     problem = NotStored(error.code, error.message, permanent=True, remediation=error.remediation)
     outcome = settle_not_stored(record, problem, pipeline)
@@ -766,6 +827,12 @@ def renew_queued(pending_id: str, command: RenewCommand, pipeline: Pipeline) -> 
         log.error("Queued renewal %s has no record; nothing renewed", pending_id)
         return QueuedOutcome(SKIPPED, pending_id, "NOT_FOUND", "no renewal record has this id")
     claimed = records.claim_queued(record, pipeline.owner, datetime.now(UTC))
+    if claimed is None and record.is_queued:
+        # Still queued but held by another delivery: running, or dead before AVX (its lease runs out in 15 min).
+        # Returning would delete the message and lose the renewal: fail, so the host delivers it again later
+        # (host.json's retries span more than the lease).
+        log.warning("Queued renewal %s is held by another delivery; the queue retries it", pending_id)
+        raise RetryQueued("RECORD_HELD", "another delivery holds this queued renewal; retried after its lease")
     if claimed is None:
         log.info(
             "Queued renewal %s is %s (%s) or held by another run; not renewed again",
@@ -787,7 +854,7 @@ def renew_queued(pending_id: str, command: RenewCommand, pipeline: Pipeline) -> 
     try:
         result = renew_at_avx(hook, record)
     except AvxDidNotRenew as refused:
-        if _avx_transient(refused.error):
+        if avx_renew_outcome(refused.error) == AVX_BUSY:
             raise _requeue(record, refused.error.code, refused.error.message, pipeline) from None
         return _fail_queued(record, avx_error_answer(refused.error), pipeline)
     answer = result if isinstance(result, WebhookAnswer) else store_renew_answer(hook, record, result)

@@ -61,11 +61,14 @@ class AvxError(CertRenewError):
         http_status: int | None = None,
         remediation: str | None = None,
         sent: bool = True,
+        app_status_code: str | None = None,
     ) -> None:
         super().__init__(message, code=code, remediation=remediation)
         self.http_status = http_status
-        # False only when the request provably never reached AVX (refused connection, DNS failure).
+        # False only when the request provably never reached AVX (refused connection, DNS failure, failed login).
         self.sent = sent
+        # AVX's own appStatusCode in its answer (None when the answer holds none, e.g. a gateway's error page).
+        self.app_status_code = app_status_code
 
 
 class RclError(CertRenewError):

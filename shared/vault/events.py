@@ -5,7 +5,8 @@ it from AppViewX, and reported otherwise, so no certificate in the vault expires
 
 1. other event types, other vaults, malformed data: logged and dropped (an exception would only make Event Grid
    retry something that can never succeed);
-2. once per event id (`kvevent` claim);
+2. once per event id (`kvevent` claim); while another delivery holds the claim unfinished (running, or dead until
+   its claim goes stale) the delivery raises RetryLater, so Event Grid redelivers instead of dropping the event;
 3. the certificate's current version in Key Vault decides (`event_decisions.decide`): replaced by a newer version
    → nothing; tags `source=appviewx` + `avxResourceId` → renewed through the webhook's pipeline (`renew_and_store`),
    at most once per version (`kvversion` claim tied to the renewal record before AVX is called); a certificate RCL
@@ -104,9 +105,13 @@ def handle_event(
         return "ignored: other vault"
 
     claim = deps.claims.claim(EVENT_PARTITION, event_key(event_id), {"certificate": event.name}, now)
-    if claim.outcome is not ClaimOutcome.NEW:
-        log.info("Key Vault event %s for %s already handled (%s)", event_id, event.name, claim.result or "running")
+    if claim.outcome is ClaimOutcome.DONE:
+        log.info("Key Vault event %s for %s already handled (%s)", event_id, event.name, claim.result)
         return "ignored: duplicate event"
+    if claim.outcome is not ClaimOutcome.NEW:
+        # Another delivery holds it and is not done: still running, or its process died (its claim is taken over
+        # once stale). Succeeding here would end Event Grid's retries and lose the event if that delivery died.
+        raise RetryLater(f"Key Vault event {event_id} for {event.name} is being handled by another delivery")
     try:
         result = _handle(event, deps, invocation_id, now)
     except BaseException:
@@ -165,6 +170,10 @@ def _renew(
     vault_host = urlsplit(deps.vault_url).netloc
     key = version_key(vault_host, event.name, decision.version or event.version)
     claim = deps.claims.claim(VERSION_PARTITION, key, {"certificate": event.name, "eventId": event.event_id}, now)
+    if claim.outcome is ClaimOutcome.HELD and not claim.pending_id:
+        # Held by a run that has not reached AVX yet (or died before): nothing is renewed yet, so Event Grid must
+        # redeliver; a claim tied to a renewal record is owned by that record (complete_pending), never renewed again.
+        raise RetryLater(f"{event.name} version {decision.version} is being renewed by another delivery")
     if claim.outcome is not ClaimOutcome.NEW:
         log.info(
             "Key Vault event %s: %s version %s is renewed (or being renewed) already%s; not renewed again",
@@ -174,20 +183,7 @@ def _renew(
             f" (renewal record {claim.pending_id})" if claim.pending_id else "",
         )
         return "renewal already claimed"
-    password = generate_password()
-    redaction.register_secret(password)  # the one-time PFX password never shows in logs or telemetry
-    command = RenewCommand(
-        avx=AvxRenewRequest(
-            resource_id=decision.avx_resource_id,
-            common_name=None,
-            serial_number=None,
-            format=DEFAULT_FORMAT,
-            password=password,
-            workflow_type=None,
-        ),
-        key_vault_name=event.name,  # a new version of the same Key Vault certificate
-        auto_approval=None,
-    )
+    command = _renew_command(event, decision)
     answer: WebhookAnswer | None = None
     try:
         records: PendingStore = deps.records()
@@ -209,6 +205,25 @@ def _renew(
     deps.claims.finish(VERSION_PARTITION, key, result)
     log.info("Key Vault event %s: %s version %s -> %s", event.event_id, event.name, decision.version, result)
     return result
+
+
+def _renew_command(event: CertificateEvent, decision: Decision) -> RenewCommand:
+    """Renew the AVX certificate named in the tags as a new version of the same Key Vault certificate (PFX with a
+    one-time password that never shows in logs or telemetry)."""
+    password = generate_password()
+    redaction.register_secret(password)
+    return RenewCommand(
+        avx=AvxRenewRequest(
+            resource_id=decision.avx_resource_id,
+            common_name=None,
+            serial_number=None,
+            format=DEFAULT_FORMAT,
+            password=password,
+            workflow_type=None,
+        ),
+        key_vault_name=event.name,
+        auto_approval=None,
+    )
 
 
 def _result(answer: WebhookAnswer) -> str:
