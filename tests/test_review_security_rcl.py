@@ -240,3 +240,26 @@ def test_trickling_tls_peers_neither_outlast_the_probe_deadline_nor_starve_other
     assert elapsed < 2 * 5 + 3, f"the run took {elapsed:.1f} s"
     # (It holds because CPython's ssl do_handshake applies the socket timeout as one deadline for the whole
     # handshake; the silent peer of test_endpoint_checks never sends a byte, so it did not show this.)
+
+
+# -- hostile AppViewX answers -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="parse_avx_time int()s/fromtimestamp()s any isdigit() text: uncaught -> 500")
+@pytest.mark.parametrize("valid_to", [SUPERSCRIPT_TWO, "9" * 20, "9" * 5000], ids=["superscript", "far", "huge"])
+def test_an_unreadable_avx_validity_date_is_not_an_uncaught_exception(
+    standins: StandIns, call_webhook: Any, monkeypatch: pytest.MonkeyPatch, valid_to: str
+) -> None:
+    # The search before the renew sorts AVX's certificates by validTo; an upstream that answers a date that only looks
+    # like epoch milliseconds makes the webhook raise (ValueError / OSError), which the host turns into a bare 500.
+    def hostile_search(request: Any) -> Response:
+        objects = [
+            {"resourceId": "r1", "commonName": "a.contoso.com", "serialNumber": serial, "status": "Active",
+             "validFrom": "2026-01-01T00:00:00+00:00", "validTo": valid_to}
+            for serial in ("0A", "0B")
+        ]  # fmt: skip
+        return Response.json({"response": {"response": {"objects": objects, "totalRecords": 2}}, "message": "Success"})
+
+    monkeypatch.setattr(standins.avx, "_search", hostile_search)
+    status, answer = call_webhook({"resourceId": "r1"})
+    assert status in (200, 202, 502), answer
