@@ -238,7 +238,7 @@ def run_renewal(
             _clean_up(deps, moment)
         raise
 
-    scheduled, repeated = without_duplicates(answered)
+    scheduled, repeated = without_duplicates(answered, moment)
     if repeated:
         log.warning(
             "RCL's renewal answer had %d duplicate certificate(s) (same id, or same name without id); each is recorded once: %s",
