@@ -19,6 +19,7 @@ from azure.core.credentials import TokenCredential
 from shared.errors import CertRenewError, RclError, StateStoreError
 from shared.identity import get_access_token, get_token
 from shared.rcl import (
+    BAD_RESPONSE,
     CONNECTION_LOST,
     MAX_RETRY_AFTER_SECONDS,
     TIMEOUT,
@@ -204,8 +205,8 @@ def _clean_up(deps: RclDependencies, now: datetime) -> None:
 
 
 def _record_unknown(deps: RclDependencies, moment: datetime, run_id: str | None) -> None:
-    """The renewal request was sent but its answer never came: RCL may have scheduled renewals. Record that, so
-    the morning check reports what renewed since."""
+    """The renewal request was sent but its answer never came or could not be read: RCL may have scheduled
+    renewals. Record that, so the morning check reports what renewed since."""
     try:
         deps.state.record_unknown(unknown_request(moment, run_id))
     except StateStoreError as exc:
@@ -229,7 +230,9 @@ def run_renewal(
         answered = _schedule(deps, moment, sleep)
     except Exception as exc:
         code, message = _describe(exc)
-        if deps is not None and code in (TIMEOUT, CONNECTION_LOST):
+        # Sent, and then no answer, a broken one or one that cannot be read (RCL_BAD_RESPONSE comes only from a 2xx
+        # answer): RCL got the request and may have scheduled renewals.
+        if deps is not None and code in (TIMEOUT, CONNECTION_LOST, BAD_RESPONSE):
             _record_unknown(deps, moment, run_id)
         # Nothing was scheduled tonight: that is a renewal failure an operator must hear about.
         emit_event("CertificateRenewalFailed", {"source": SOURCE, "reason": code, "message": message})
