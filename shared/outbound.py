@@ -32,6 +32,8 @@ RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # The longest Retry-After the app believes (a week); larger values, inf or nan never reach arithmetic.
 RETRY_AFTER_CAP_SECONDS = 7 * 24 * 3600.0
 _DELTA_SECONDS = re.compile(r"\d{1,12}(?:\.\d{1,6})?")
+# ASCII digits only (str.isdigit() and int() accept "²" or other scripts' digits); repeated equal values are allowed.
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,30}(?:[ \t]*,[ \t]*[0-9]{1,30})*")
 _READ_CHUNK = 64 * 1024
 # Upstream text echoed to a caller or a log line: at most this long, one line, no control characters.
 UPSTREAM_TEXT_LIMIT = 300
@@ -148,16 +150,23 @@ def _socket_of(response: requests.Response) -> object | None:
 
 def read_bounded(response: requests.Response, deadline: Deadline | None, max_bytes: int | None) -> bytes:
     """Read a streamed answer's body within `deadline` and at most `max_bytes` (decoded) bytes, and keep it as the
-    response's `content`. Raises `AnswerTooLarge`, or `requests.ReadTimeout` when the deadline passes mid-answer
-    (the connection is closed either way, never reused half-read)."""
+    response's `content`. Raises `AnswerTooLarge`, `requests.ReadTimeout` when the deadline passes mid-answer, or
+    `requests.exceptions.InvalidHeader` (with the `response`) for an unreadable Content-Length (the connection is
+    closed either way, never reused half-read)."""
     import requests
     from urllib3.exceptions import HTTPError as Urllib3Error
     from urllib3.exceptions import ReadTimeoutError
 
     declared = (response.headers.get("Content-Length") or "").strip()
-    if max_bytes is not None and declared.isdigit() and len(declared) < 20 and int(declared) > max_bytes:
-        response.close()
-        raise AnswerTooLarge(max_bytes, int(declared))
+    if declared:
+        sizes = {int(size) for size in declared.split(",")} if _CONTENT_LENGTH.fullmatch(declared) else set()
+        if len(sizes) != 1:  # the answer's framing cannot be trusted: a broken answer, never an unexpected error
+            response.close()
+            raise requests.exceptions.InvalidHeader("the answer's Content-Length is unreadable", response=response)
+        (size,) = sizes
+        if max_bytes is not None and size > max_bytes:
+            response.close()
+            raise AnswerTooLarge(max_bytes, size)
     sock = _socket_of(response)
     body = bytearray()
     try:
