@@ -14,7 +14,16 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import RclError
-from shared.outbound import AnswerTooLarge, Deadline, RetryPolicy, never_sent, retry_after_seconds, send, upstream_text
+from shared.outbound import (
+    AnswerTooLarge,
+    Deadline,
+    RetryPolicy,
+    deadline_adapter,
+    never_sent,
+    retry_after_seconds,
+    send,
+    upstream_text,
+)
 from shared.settings import RclSettings
 
 if TYPE_CHECKING:  # requests is imported where a call is made, to keep cold start short
@@ -272,10 +281,10 @@ class RclClient:
     def __init__(self, settings: RclSettings, session: requests.Session | None = None) -> None:
         self.settings = settings
         import requests
-        from requests.adapters import HTTPAdapter
 
         self.session = session or requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=4, max_retries=0)  # no hidden retries: quota
+        # No hidden retries (quota); RCL_TIMEOUT_SECONDS bounds the wait for the headers too.
+        adapter = deadline_adapter(pool_connections=1, pool_maxsize=4, max_retries=0)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
 
