@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
@@ -25,6 +26,7 @@ from shared.rcl.decisions import (
     night_of,
     record_key,
     scheduled_from,
+    without_duplicates,
 )
 
 NOW = datetime(2025, 3, 10, 2, 30, tzinfo=UTC)
@@ -134,10 +136,34 @@ def test_index_finds_by_id_then_by_unambiguous_name() -> None:
 
 def test_record_keys_are_per_night_and_safe() -> None:
     assert record_key(NOW, cert(id=158)) == "20250310-id-158"
-    assert record_key(NOW, cert("we/ird#name?.com", id=None)) == "20250310-name-we_ird_name_.com"
+    assert record_key(NOW, cert("www.contoso.com", id=None)) == "20250310-name-www.contoso.com"  # kept as is
+    # A name with characters a RowKey forbids is made safe, plus a digest of the original: names differing only
+    # there (or beyond the length limit) get distinct keys, or one night's batch would hold a key twice.
+    weird = record_key(NOW, cert("we/ird#name?.com", id=None))
+    assert weird.startswith("20250310-name-we_ird_name_.com~") and not re.search(r"[/\\#?\x00-\x1f]", weird)
+    others = ["we_ird_name_.com", "we#ird/name?.com", "we\\ird\x01name\x7f.com", "we_ird_name_.com~" + "0" * 32]
+    keys = {weird, *(record_key(NOW, cert(name, id=None)) for name in others)}
+    assert len(keys) == 1 + len(others)
+    long_names = ["x" * 600 + "a", "x" * 600 + "b"]
+    long_keys = {record_key(NOW, cert(name, id=None)) for name in long_names}
+    assert len(long_keys) == 2 and all(len(key) <= 512 for key in long_keys)
     assert night_of(datetime(2025, 3, 10, 23, 59, tzinfo=UTC)) == "20250310"
     # A naive moment is UTC (as RCL's dates are).
     assert night_of(datetime(2025, 3, 10, 23, 59)) == "20250310"
+
+
+@given(st.text(max_size=700), st.text(max_size=700))
+def test_different_names_never_share_a_record_key(first: str, second: str) -> None:
+    if first != second:
+        assert record_key(NOW, cert(first, id=None)) != record_key(NOW, cert(second, id=None))
+
+
+def test_without_duplicates_given_the_night_drops_a_repeat_of_the_stored_key() -> None:
+    names = ["a/b.contoso.com", "a#b.contoso.com", "a/b.contoso.com", "other.contoso.com"]
+    unique, repeated = without_duplicates([cert(n, id=None) for n in names], NOW)
+    assert [c.name for c in unique] == ["a/b.contoso.com", "a#b.contoso.com", "other.contoso.com"]
+    assert [c.name for c in repeated] == ["a/b.contoso.com"]
+    assert len({record_key(NOW, c) for c in unique}) == len(unique)
 
 
 def test_near_expiry_includes_expired_and_sorts_soonest_first() -> None:

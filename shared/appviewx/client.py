@@ -317,6 +317,9 @@ class AvxClient:
                 code="AVX_BAD_RESPONSE",
                 remediation="Check AVX_API_URL: AppViewX's certificate API answers are far smaller.",
             )
+        if isinstance(exc, requests.exceptions.InvalidHeader) and getattr(exc, "response", None) is not None:
+            # AVX answered, with headers that cannot be read (an unreadable Content-Length): it may have acted.
+            return AvxError("AppViewX's answer has unreadable headers", code="AVX_BAD_RESPONSE")
         if isinstance(exc, requests.ReadTimeout):
             return AvxError(
                 f"AppViewX did not answer within {self.settings.timeout_seconds:g} s",

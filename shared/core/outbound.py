@@ -2,7 +2,9 @@
 exponential backoff and jitter that honour a clamped Retry-After, and the rule for calls that are not idempotent.
 
 - A `Deadline` bounds the whole call: every attempt, every wait between attempts and every read of the answer.
-  A per-read timeout alone is not enough: an answer trickling one byte a second never trips it.
+  A per-read timeout alone is not enough: an answer trickling one byte a second never trips it. That holds for the
+  status line and headers as well as the body: sessions mount `deadline_adapter`, whose connections shut the socket
+  down when the deadline passes while they wait for the headers (a read timeout to the caller).
 - With `max_bytes`, the answer is read streamed and refused (`AnswerTooLarge`) as soon as it declares or reaches more
   than that, so a huge answer is never held in memory.
 
@@ -15,23 +17,30 @@ Key Vault and token calls go through the Azure SDK, whose retry policy is config
 
 from __future__ import annotations
 
+import contextvars
 import email.utils
+import functools
 import math
 import random
 import re
+import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # requests is imported where a call is made, to keep cold start short
     import requests
+    from requests.adapters import HTTPAdapter
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # The longest Retry-After the app believes (a week); larger values, inf or nan never reach arithmetic.
 RETRY_AFTER_CAP_SECONDS = 7 * 24 * 3600.0
 _DELTA_SECONDS = re.compile(r"\d{1,12}(?:\.\d{1,6})?")
+# ASCII digits only (str.isdigit() and int() accept "²" or other scripts' digits); repeated equal values are allowed.
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,30}(?:[ \t]*,[ \t]*[0-9]{1,30})*")
 _READ_CHUNK = 64 * 1024
 # Upstream text echoed to a caller or a log line: at most this long, one line, no control characters.
 UPSTREAM_TEXT_LIMIT = 300
@@ -80,13 +89,112 @@ class RetryPolicy:
     max_retry_after: float = 30.0
 
 
+# The deadline of the `send` in progress on this thread (or task), read by the connections that wait for an answer's
+# status line and headers: http.client reads those with the per-read socket timeout only.
+_CALL_DEADLINE: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar("outbound_deadline", default=None)
+
+
+class _Watchdog:
+    """Shuts a socket down when `seconds` have passed unless disarmed first, so a read blocked on it (or a peer
+    trickling one byte per read) ends then. `disarm()` says whether it fired."""
+
+    def __init__(self, sock: object, seconds: float) -> None:
+        self._sock = sock
+        self._lock = threading.Lock()
+        self._fired = False
+        self._disarmed = False
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._disarmed:
+                return
+            self._fired = True
+        # The plain socket's shutdown, also for a TLS socket: ssl.SSLSocket.shutdown would drop its SSL object while
+        # the other thread reads through it.
+        shutdown = socket.socket.shutdown if isinstance(self._sock, socket.socket) else None
+        try:
+            if shutdown is not None:
+                shutdown(self._sock, socket.SHUT_RDWR)  # type: ignore[arg-type]
+            else:
+                getattr(self._sock, "shutdown", lambda _how: None)(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed: nothing left to unblock
+
+    def disarm(self) -> bool:
+        self._timer.cancel()
+        with self._lock:
+            self._disarmed = True
+            return self._fired
+
+
+class _HeadersWithinDeadline:
+    """Mixed into urllib3's connections: the status line and headers arrive within the `send` deadline, or the socket
+    is shut down and the wait ends as a read timeout (what urllib3 and requests make of a socket timeout). A kept-alive
+    connection is reused as before; one whose deadline fired is closed by urllib3, never reused."""
+
+    sock: Any
+
+    def getresponse(self) -> Any:
+        deadline = _CALL_DEADLINE.get()
+        if deadline is None or self.sock is None:
+            return super().getresponse()  # type: ignore[misc]
+        watchdog = _Watchdog(self.sock, max(deadline.left(), 0.0))
+        try:
+            response = super().getresponse()  # type: ignore[misc]
+        except BaseException:
+            if watchdog.disarm():
+                raise TimeoutError("the answer's headers did not arrive within the call's deadline") from None
+            raise
+        if watchdog.disarm():  # fired as the headers completed: the socket is shut down, the answer unusable
+            response.close()
+            raise TimeoutError("the answer's headers did not arrive within the call's deadline")
+        return response
+
+
+@functools.cache
+def _deadline_adapter_class() -> type[HTTPAdapter]:
+    """An HTTPAdapter whose pools open `_HeadersWithinDeadline` connections (built on first use: cold start)."""
+    from requests.adapters import HTTPAdapter
+    from urllib3 import ProxyManager
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    http = type("DeadlineHTTPConnection", (_HeadersWithinDeadline, HTTPConnection), {})
+    https = type("DeadlineHTTPSConnection", (_HeadersWithinDeadline, HTTPSConnection), {})
+    pools = {
+        "http": type("DeadlineHTTPConnectionPool", (HTTPConnectionPool,), {"ConnectionCls": http}),
+        "https": type("DeadlineHTTPSConnectionPool", (HTTPSConnectionPool,), {"ConnectionCls": https}),
+    }
+
+    class DeadlineAdapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = pools
+
+        def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+            manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+            if type(manager) is ProxyManager:  # a SOCKS manager keeps its own connection classes
+                manager.pool_classes_by_scheme = pools
+            return manager
+
+    return DeadlineAdapter
+
+
+def deadline_adapter(**kwargs: Any) -> HTTPAdapter:
+    """An `HTTPAdapter` (same arguments) whose connections hold `send`'s deadline while waiting for the status line
+    and headers too. Mount it on every session `send` is given (`new_session` does)."""
+    return _deadline_adapter_class()(**kwargs)
+
+
 def new_session(pool_size: int = 64) -> requests.Session:
     """A kept-alive session whose pool serves concurrent webhook calls without opening a connection each."""
     import requests
-    from requests.adapters import HTTPAdapter
 
     session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+    adapter = deadline_adapter(pool_connections=4, pool_maxsize=pool_size)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
@@ -148,16 +256,23 @@ def _socket_of(response: requests.Response) -> object | None:
 
 def read_bounded(response: requests.Response, deadline: Deadline | None, max_bytes: int | None) -> bytes:
     """Read a streamed answer's body within `deadline` and at most `max_bytes` (decoded) bytes, and keep it as the
-    response's `content`. Raises `AnswerTooLarge`, or `requests.ReadTimeout` when the deadline passes mid-answer
-    (the connection is closed either way, never reused half-read)."""
+    response's `content`. Raises `AnswerTooLarge`, `requests.ReadTimeout` when the deadline passes mid-answer, or
+    `requests.exceptions.InvalidHeader` (with the `response`) for an unreadable Content-Length (the connection is
+    closed either way, never reused half-read)."""
     import requests
     from urllib3.exceptions import HTTPError as Urllib3Error
     from urllib3.exceptions import ReadTimeoutError
 
     declared = (response.headers.get("Content-Length") or "").strip()
-    if max_bytes is not None and declared.isdigit() and len(declared) < 20 and int(declared) > max_bytes:
-        response.close()
-        raise AnswerTooLarge(max_bytes, int(declared))
+    if declared:
+        sizes = {int(size) for size in declared.split(",")} if _CONTENT_LENGTH.fullmatch(declared) else set()
+        if len(sizes) != 1:  # the answer's framing cannot be trusted: a broken answer, never an unexpected error
+            response.close()
+            raise requests.exceptions.InvalidHeader("the answer's Content-Length is unreadable", response=response)
+        (size,) = sizes
+        if max_bytes is not None and size > max_bytes:
+            response.close()
+            raise AnswerTooLarge(max_bytes, size)
     sock = _socket_of(response)
     body = bytearray()
     try:
@@ -190,6 +305,30 @@ def read_bounded(response: requests.Response, deadline: Deadline | None, max_byt
     return content
 
 
+def _attempt(
+    session: requests.Session,
+    method: str,
+    url: str,
+    timeout: tuple[float, float],
+    deadline: Deadline | None,
+    max_bytes: int | None,
+    **kwargs: object,
+) -> requests.Response:
+    """One attempt: connect and read timeouts no longer than the time left, the answer read within the bounds."""
+    bounded = deadline is not None or max_bytes is not None
+    if deadline is not None:
+        left = deadline.left()
+        timeout = (max(min(timeout[0], left), 0.001), max(min(timeout[1], left), 0.001))
+    in_call = _CALL_DEADLINE.set(deadline)  # the headers' wait ends at the deadline too (`deadline_adapter`)
+    try:
+        response = session.request(method, url, timeout=timeout, **({"stream": True} if bounded else {}), **kwargs)  # type: ignore[arg-type]
+    finally:
+        _CALL_DEADLINE.reset(in_call)
+    if bounded and hasattr(response, "raw"):
+        read_bounded(response, deadline, max_bytes)
+    return response
+
+
 def send(
     session: requests.Session,
     method: str,
@@ -209,20 +348,11 @@ def send(
     last response, body read (which may be an error status the caller maps)."""
     import requests
 
-    bounded = deadline is not None or max_bytes is not None
     attempt = 0
     while True:
         attempt += 1
-        attempt_timeout = timeout
-        if deadline is not None:
-            left = deadline.left()
-            attempt_timeout = (max(min(timeout[0], left), 0.001), max(min(timeout[1], left), 0.001))
         try:
-            response = session.request(
-                method, url, timeout=attempt_timeout, **({"stream": True} if bounded else {}), **kwargs
-            )  # type: ignore[arg-type]
-            if bounded and hasattr(response, "raw"):
-                read_bounded(response, deadline, max_bytes)
+            response = _attempt(session, method, url, timeout, deadline, max_bytes, **kwargs)
         except requests.RequestException as exc:
             retryable = never_sent(exc) or (
                 idempotent and isinstance(exc, (requests.ConnectionError, requests.Timeout))

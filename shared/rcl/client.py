@@ -18,6 +18,7 @@ from shared.core.outbound import (
     AnswerTooLarge,
     Deadline,
     RetryPolicy,
+    deadline_adapter,
     never_sent,
     retry_after_seconds,
     send,
@@ -167,8 +168,10 @@ def _optional_int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
+    text = value.strip() if isinstance(value, str) else ""
+    # ASCII digits only ("²".isdigit() is true, int("²") fails), and short enough for int() (it refuses 4,300+).
+    if text.isascii() and text.isdigit() and len(text) <= 30:
+        return int(text)
     return None
 
 
@@ -196,8 +199,8 @@ def parse_certificates(body: bytes) -> list[CertificateResponse]:
     """RCL's answer: a JSON array of CertificateResponse objects (possibly empty); anything else is an RclError."""
     try:
         document = json.loads(body.decode("utf-8-sig")) if body.strip() else None
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise _bad("RCL's answer is not JSON") from None
+    except (ValueError, RecursionError):  # not UTF-8 or not JSON, or a number too long for int() (ValueError too)
+        raise _bad("RCL's answer is not JSON (or holds a number too long to read)") from None
     if not isinstance(document, list):
         kind = "an empty body" if document is None else f"a JSON {type(document).__name__}"
         raise _bad(f"RCL answered with {kind}, not the documented array of certificates")
@@ -278,10 +281,10 @@ class RclClient:
     def __init__(self, settings: RclSettings, session: requests.Session | None = None) -> None:
         self.settings = settings
         import requests
-        from requests.adapters import HTTPAdapter
 
         self.session = session or requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=4, max_retries=0)  # no hidden retries: quota
+        # No hidden retries (quota); RCL_TIMEOUT_SECONDS bounds the wait for the headers too.
+        adapter = deadline_adapter(pool_connections=1, pool_maxsize=4, max_retries=0)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
 
@@ -336,6 +339,8 @@ class RclClient:
                 f"RCL did not answer {what} within {timeout:g} s", code=TIMEOUT, remediation=REMEDIATION[TIMEOUT]
             ) from None
         except requests.RequestException as exc:
+            if isinstance(exc, requests.exceptions.InvalidHeader) and exc.response is not None:
+                raise _bad(f"RCL's answer to {what} has an unreadable Content-Length") from None
             code = UNREACHABLE if never_sent(exc) else CONNECTION_LOST
             raise RclError(
                 f"RCL at {self.settings.api_url} could not be reached for {what}: {type(exc).__name__}",

@@ -3,6 +3,7 @@ run summaries. Pure: no I/O and no clock (`now` is always an argument), so each 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -37,6 +38,7 @@ MAX_CALLS_PER_NIGHT = 2
 EXPIRY_MOVE_TOLERANCE = timedelta(minutes=1)
 
 _ROW_KEY_FORBIDDEN = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
+_ROW_KEY_MAX = 512
 
 
 class Outcome(StrEnum):
@@ -117,18 +119,23 @@ def unknown_request(scheduled_at: datetime, run_id: str | None) -> ScheduledRene
 
 
 def without_duplicates(
-    certificates: Sequence[CertificateResponse],
+    certificates: Sequence[CertificateResponse], scheduled_at: datetime | None = None
 ) -> tuple[list[CertificateResponse], list[CertificateResponse]]:
-    """RCL's answer with each certificate once (by id, else by exact name), and the dropped repeats: a key twice
-    in one table transaction would fail the whole night's batch."""
+    """RCL's answer with each certificate once (by id, else by exact name, and, given the night, by the record key
+    it is stored under), and the dropped repeats: a key twice in one table transaction would fail the whole
+    night's batch."""
     seen: set[str] = set()
+    stored: set[str] = set()
     unique: list[CertificateResponse] = []
     repeated: list[CertificateResponse] = []
     for certificate in certificates:
-        if certificate.key in seen:
+        row_key = record_key(scheduled_at, certificate) if scheduled_at is not None else None
+        if certificate.key in seen or (row_key is not None and row_key in stored):
             repeated.append(certificate)
         else:
             seen.add(certificate.key)
+            if row_key is not None:
+                stored.add(row_key)
             unique.append(certificate)
     return unique, repeated
 
@@ -136,7 +143,18 @@ def without_duplicates(
 def record_key(scheduled_at: datetime, certificate: CertificateResponse) -> str:
     """One record per certificate per night: a second run the same night updates it instead of adding a twin,
     while a certificate RCL schedules again on a later night gets a new record (the old one still fails in time)."""
-    return _ROW_KEY_FORBIDDEN.sub("_", f"{night_of(scheduled_at)}-{certificate.key}")[:512]
+    return _row_key(f"{night_of(scheduled_at)}-{certificate.key}")
+
+
+def _row_key(text: str) -> str:
+    """`text` as a table RowKey. An ordinary key is kept as it is (existing records stay found); one that had to be
+    changed (characters a RowKey forbids replaced, or cut to the length limit) gets a digest of the original, so two
+    names that differ only there still get two records: a key twice in one batch would fail the whole night's."""
+    cleaned = _ROW_KEY_FORBIDDEN.sub("_", text)
+    if cleaned == text and len(text) <= _ROW_KEY_MAX:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"{cleaned[: _ROW_KEY_MAX - len(digest) - 1]}~{digest}"
 
 
 def scheduled_from(certificate: CertificateResponse, scheduled_at: datetime, run_id: str | None) -> ScheduledRenewal:

@@ -21,6 +21,7 @@ from shared.core.errors import CertRenewError, RclError, StateStoreError
 from shared.core.settings import KEY_VAULT_SCOPE, RclSettings
 from shared.core.telemetry import emit_event
 from shared.rcl.client import (
+    BAD_RESPONSE,
     CONNECTION_LOST,
     MAX_RETRY_AFTER_SECONDS,
     TIMEOUT,
@@ -204,8 +205,8 @@ def _clean_up(deps: RclDependencies, now: datetime) -> None:
 
 
 def _record_unknown(deps: RclDependencies, moment: datetime, run_id: str | None) -> None:
-    """The renewal request was sent but its answer never came: RCL may have scheduled renewals. Record that, so
-    the morning check reports what renewed since."""
+    """The renewal request was sent but its answer never came or could not be read: RCL may have scheduled
+    renewals. Record that, so the morning check reports what renewed since."""
     try:
         deps.state.record_unknown(unknown_request(moment, run_id))
     except StateStoreError as exc:
@@ -229,7 +230,9 @@ def run_renewal(
         answered = _schedule(deps, moment, sleep)
     except Exception as exc:
         code, message = _describe(exc)
-        if deps is not None and code in (TIMEOUT, CONNECTION_LOST):
+        # Sent, and then no answer, a broken one or one that cannot be read (RCL_BAD_RESPONSE comes only from a 2xx
+        # answer): RCL got the request and may have scheduled renewals.
+        if deps is not None and code in (TIMEOUT, CONNECTION_LOST, BAD_RESPONSE):
             _record_unknown(deps, moment, run_id)
         # Nothing was scheduled tonight: that is a renewal failure an operator must hear about.
         emit_event("CertificateRenewalFailed", {"source": SOURCE, "reason": code, "message": message})
@@ -238,26 +241,8 @@ def run_renewal(
             _clean_up(deps, moment)
         raise
 
-    scheduled, repeated = without_duplicates(answered)
-    if repeated:
-        log.warning(
-            "RCL's renewal answer had %d duplicate certificate(s) (same id, or same name without id); each is recorded once: %s",
-            len(repeated),
-            describe_names([c.name for c in repeated]),
-        )
-    _warn_date_problems(scheduled, "renewal answer")
+    scheduled = _scheduled_once(answered, moment)
     names = [c.name for c in scheduled]
-    for certificate in scheduled:
-        emit_event(
-            "CertificateRenewalScheduled",
-            {
-                "source": SOURCE,
-                "certificateName": certificate.name,
-                "certificateId": certificate.id,
-                "target": certificate.target,
-                "expiryDate": certificate.expiry_date,
-            },
-        )
     try:
         deps.state.record_scheduled([scheduled_from(c, moment, run_id) for c in scheduled])
     except StateStoreError as exc:
@@ -270,6 +255,30 @@ def run_renewal(
     _run_completed("succeeded", started, len(names))
     _clean_up(deps, moment)
     return RenewalRunSummary(scheduled=tuple(names), late=late)
+
+
+def _scheduled_once(answered: list[CertificateResponse], moment: datetime) -> list[CertificateResponse]:
+    """What RCL scheduled, each certificate once (by its table key), reported as CertificateRenewalScheduled."""
+    scheduled, repeated = without_duplicates(answered, moment)
+    if repeated:
+        log.warning(
+            "RCL's renewal answer had %d duplicate certificate(s) (same id, or same name without id); each is recorded once: %s",
+            len(repeated),
+            describe_names([c.name for c in repeated]),
+        )
+    _warn_date_problems(scheduled, "renewal answer")
+    for certificate in scheduled:
+        emit_event(
+            "CertificateRenewalScheduled",
+            {
+                "source": SOURCE,
+                "certificateName": certificate.name,
+                "certificateId": certificate.id,
+                "target": certificate.target,
+                "expiryDate": certificate.expiry_date,
+            },
+        )
+    return scheduled
 
 
 @dataclass

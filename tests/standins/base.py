@@ -51,6 +51,8 @@ class Response:
     drop: bool = False
     # Send the body one byte at a time, this many seconds apart (a trickling upstream); headers go at once.
     trickle: float = 0.0
+    # With `trickle`: the status line and headers go one byte at a time too (each read quick, the whole slow).
+    trickle_headers: bool = False
     # A body made piece by piece as it is sent (a huge answer the stand-in never holds whole): chunked transfer
     # encoding, or a Content-Length of `declared_length` when given. Overrides `body`.
     chunks: Callable[[], Iterable[bytes]] | None = None
@@ -133,7 +135,20 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {"Content-Length": str(len(response.body)), **response.headers}
         for key, value in headers.items():
             self.send_header(key, value)
-        self.end_headers()
+        if response.trickle and response.trickle_headers:
+            self._headers_buffer.append(b"\r\n")
+            head, self._headers_buffer = b"".join(self._headers_buffer), []
+            try:
+                for index in range(len(head)):
+                    if self.server.standin.stopping.wait(response.trickle):
+                        return
+                    self.wfile.write(head[index : index + 1])
+                    self.wfile.flush()
+            except OSError:
+                self.close_connection = True
+                return
+        else:
+            self.end_headers()
         if self.command == "HEAD":
             return
         if not response.trickle:
