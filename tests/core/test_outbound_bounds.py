@@ -15,11 +15,11 @@ import pytest
 
 from shared import context as app_context
 from shared.core.outbound import RETRY_AFTER_CAP_SECONDS, retry_after_seconds, upstream_text
-from tests import test_notify
+from tests.core import test_notify
+from tests.core.test_notify import Install, fail_a_renewal
 from tests.standins.base import Response
 from tests.standins.receiver import ReceiverStandIn
 from tests.standins.stack import StandIns
-from tests.test_notify import Install, fail_a_renewal
 
 # The notification tests' fixtures.
 receiver = test_notify.receiver
