@@ -34,7 +34,7 @@ resource renewalFailedAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' 
     windowSize: 'PT15M'
     autoMitigate: false
     // Created in the same deployment as the Application Insights component, whose schema is not queryable yet:
-    // validation would fail the first deployment. The query is checked offline instead (tests/test_kql.py).
+    // validation would fail the first deployment. The query is checked offline instead (tests/infra/test_kql.py).
     skipQueryValidation: true
     criteria: {
       allOf: [
@@ -73,7 +73,7 @@ resource nearExpiryAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
     windowSize: 'P1D'
     autoMitigate: false
     // Created in the same deployment as the Application Insights component, whose schema is not queryable yet:
-    // validation would fail the first deployment. The query is checked offline instead (tests/test_kql.py).
+    // validation would fail the first deployment. The query is checked offline instead (tests/infra/test_kql.py).
     skipQueryValidation: true
     criteria: {
       allOf: [

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 from shared.core.errors import AvxError
 from shared.core.outbound import AnswerTooLarge, Deadline, RetryPolicy, never_sent, new_session, send, upstream_text
 from shared.core.settings import AvxSettings
+from shared.core.upstream import CONNECT_TIMEOUT_SECONDS, optional_text
 
 if TYPE_CHECKING:  # requests is imported where a call is made, to keep cold start short
     import requests
 
-CONNECT_TIMEOUT_SECONDS = 10.0
 # The largest AVX answer read: a certificate file or a page of 50 search results is far smaller. A bigger answer is
 # refused as it streams in, never held whole.
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
@@ -88,12 +88,6 @@ class AvxRenewResult:
         return {"resourceId": self.resource_id, "requestId": self.request_id, "message": self.message}
 
 
-def _text(value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    return str(value)
-
-
 def parse_renew_answer(status: int, body: bytes) -> AvxRenewResult:
     """Turn AVX's HTTP answer into a result, or raise the AvxError it stands for."""
     try:
@@ -102,8 +96,8 @@ def parse_renew_answer(status: int, body: bytes) -> AvxRenewResult:
         document = None
     if not isinstance(document, dict):
         document = None
-    app_code = _text(document.get("appStatusCode")) if document else None
-    message = _text(document.get("message")) if document else None
+    app_code = optional_text(document.get("appStatusCode")) if document else None
+    message = optional_text(document.get("message")) if document else None
     if not 200 <= status < 300 or app_code:
         raise AvxError(
             upstream_text(message) if message else f"AppViewX answered HTTP {status}",
@@ -122,12 +116,12 @@ def parse_renew_answer(status: int, body: bytes) -> AvxRenewResult:
     if not isinstance(response, dict):
         response = {}
     return AvxRenewResult(
-        resource_id=_text(response.get("resourceId")) or _text(response.get("newCertificateId")),
-        request_id=_text(response.get("requestId")),
+        resource_id=optional_text(response.get("resourceId")) or optional_text(response.get("newCertificateId")),
+        request_id=optional_text(response.get("requestId")),
         message=message,
-        certificate_name=_text(response.get("certificateName")),
-        certificate_content=_text(response.get("certificateContent")),
-        private_key_content=_text(response.get("privateKeyContent")),
+        certificate_name=optional_text(response.get("certificateName")),
+        certificate_content=optional_text(response.get("certificateContent")),
+        private_key_content=optional_text(response.get("privateKeyContent")),
     )
 
 
@@ -155,12 +149,12 @@ def parse_search_answer(body: bytes) -> list[AvxCertificateRecord]:
         raise AvxError("AppViewX's certificate search answer holds no list", code="AVX_BAD_RESPONSE")
     return [
         AvxCertificateRecord(
-            resource_id=_text(o.get("resourceId") or o.get("_id")),
-            common_name=_text(o.get("commonName")),
-            serial_number=_text(o.get("serialNumber")),
-            status=_text(o.get("status")),
-            valid_to=_text(o.get("validTo")),
-            valid_from=_text(o.get("validFrom")),
+            resource_id=optional_text(o.get("resourceId") or o.get("_id")),
+            common_name=optional_text(o.get("commonName")),
+            serial_number=optional_text(o.get("serialNumber")),
+            status=optional_text(o.get("status")),
+            valid_to=optional_text(o.get("validTo")),
+            valid_from=optional_text(o.get("validFrom")),
         )
         for o in objects
         if isinstance(o, dict)
@@ -204,7 +198,7 @@ class _Auth:
         except (UnicodeDecodeError, json.JSONDecodeError):
             document = None
         if answer.status_code != 200 or not isinstance(document, dict):
-            code = _text(document.get("appStatusCode")) if isinstance(document, dict) else None
+            code = optional_text(document.get("appStatusCode")) if isinstance(document, dict) else None
             raise AvxError(
                 f"AppViewX refused the app's {self.settings.auth_mode} login (HTTP {answer.status_code})",
                 code=code or "AVX_GW_003",
@@ -220,7 +214,7 @@ class _Auth:
             json={},
         )
         response = document.get("response")
-        session_id = _text(response.get("sessionId")) if isinstance(response, dict) else None
+        session_id = optional_text(response.get("sessionId")) if isinstance(response, dict) else None
         if not session_id:
             raise AvxError("AppViewX's login answer holds no sessionId", code="AVX_BAD_RESPONSE")
         return session_id, 12 * 3600.0  # kept until AVX answers 401
@@ -232,7 +226,7 @@ class _Auth:
             headers={"Authorization": f"Basic {basic}", "Content-Type": "application/x-www-form-urlencoded"},
             data="grant_type=client_credentials",
         )
-        token = _text(document.get("response"))
+        token = optional_text(document.get("response"))
         if not token:
             raise AvxError("AppViewX's service-token answer holds no token", code="AVX_BAD_RESPONSE")
         return token, float(self.SERVICE_TOKEN_LIFETIME)

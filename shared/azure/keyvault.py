@@ -24,6 +24,7 @@ from shared.core.errors import KeyVaultError
 from shared.core.outbound import new_session
 from shared.core.settings import KEY_VAULT_SCOPE, KeyVaultSettings
 from shared.core.timestamps import iso_utc
+from shared.core.upstream import CONNECT_TIMEOUT_SECONDS
 
 if TYPE_CHECKING:  # the Key Vault SDK is imported on first use, to keep cold start short
     from azure.keyvault.certificates import KeyVaultCertificate
@@ -67,7 +68,6 @@ def clean_tags(tags: dict[str, str | None]) -> dict[str, str]:
 class KeyVaultStore:
     """The vault the app stores renewed certificates in."""
 
-    CONNECT_TIMEOUT_SECONDS = 10
     READ_TIMEOUT_SECONDS = 60
 
     def __init__(self, settings: KeyVaultSettings, credential: TokenCredential, **client_options: object) -> None:
@@ -90,7 +90,7 @@ class KeyVaultStore:
             RequestsTransport(
                 session=new_session(64),
                 session_owner=True,
-                connection_timeout=self.CONNECT_TIMEOUT_SECONDS,
+                connection_timeout=CONNECT_TIMEOUT_SECONDS,
                 read_timeout=self.READ_TIMEOUT_SECONDS,
             ),
         )

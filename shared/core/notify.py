@@ -515,7 +515,3 @@ def uninstall_notifications() -> None:
             remove_event_sink(_installed)
             _installed.close()
             _installed = None
-
-
-def installed_notifier() -> Notifier | None:
-    return _installed

@@ -93,11 +93,6 @@ def register_secret(value: str | None, ttl_seconds: float = REGISTERED_SECRET_TT
             del _registered[min(_registered, key=_registered.__getitem__)]
 
 
-def forget_secret(value: str) -> None:
-    with _lock:
-        _registered.pop(value, None)
-
-
 _SETTINGS_REREAD_SECONDS = 1.0
 _setting_cache: tuple[float, list[str]] = (-1e9, [])
 

@@ -127,9 +127,6 @@ def registered_functions() -> dict[str, Any]:
     return _registered
 
 
-_functions = registered_functions
-
-
 # -- serve -----------------------------------------------------------------------------------------
 
 
@@ -164,7 +161,7 @@ def make_server(
 ) -> ThreadingHTTPServer:
     import azure.functions as func
 
-    routes = http_routes(functions or _functions())
+    routes = http_routes(functions or registered_functions())
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -236,7 +233,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = bind_server(args.host, args.port, key, f"{program_name()} serve --port {args.port + 1}")
     base = f"http://{args.host}:{server.server_address[1]}"
     print(f"Serving the app's HTTP functions on {base}/api/ (Ctrl+C stops)")
-    for route in http_routes(_functions()):
+    for route in http_routes(registered_functions()):
         print(
             f"  {'/'.join(sorted(route.methods)):5} {base}/api/{route.template}  [{route.name}, auth {route.auth_level}]"
         )
@@ -317,7 +314,7 @@ def _run_timer(name: str) -> int:
 
     print(f"Running {name} now ...", file=sys.stderr)
     try:
-        _functions()[name].get_user_function()(func.timer.TimerRequest(past_due=False), LocalContext(name))
+        registered_functions()[name].get_user_function()(func.timer.TimerRequest(past_due=False), LocalContext(name))
     except CertRenewError as exc:
         print(failure_line(exc.code, exc.message, exc.remediation), file=sys.stderr)
         return EXIT_FAILED
@@ -346,7 +343,7 @@ def cmd_renew_avx(args: argparse.Namespace) -> int:
         body=body,
     )
     print("Renewing through AppViewX ...", file=sys.stderr)
-    response = _functions()["renew_http"].get_user_function()(request, LocalContext("renew_http"))
+    response = registered_functions()["renew_http"].get_user_function()(request, LocalContext("renew_http"))
     answer = json.loads(response.get_body())
     print(json.dumps(answer, indent=2))
     error = answer.get("error")

@@ -230,12 +230,3 @@ class RenewalStateStore:
                 except ResourceModifiedError:
                     continue
         raise StateStoreError(f"Could not count the night's RCL calls in the table {self.name!r}: too much contention")
-
-    def calls_made(self, night: str) -> dict[str, int]:
-        """The night's RCL calls so far, by kind (for logs and tests)."""
-        with storage_failure(f"Could not read the night's RCL calls in the table {self.name!r}"):
-            try:
-                entity = self.table.get_entity(BUDGET_PARTITION, night)
-            except ResourceNotFoundError:
-                return {"renewal": 0, "list": 0}
-        return {k: int(_plain(entity.get(f"{k}Calls")) or 0) for k in ("renewal", "list")}

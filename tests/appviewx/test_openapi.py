@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
 from shared.operator.cli import make_server
 from tests.standins.stack import StandIns, app_functions
 
-SPEC = Path(__file__).resolve().parents[1] / "renew_http" / "openapi.yaml"
+SPEC = Path(__file__).resolve().parents[2] / "renew_http" / "openapi.yaml"
 KEY = "local-test-function-key"
 schema = schemathesis.openapi.from_path(SPEC)
 

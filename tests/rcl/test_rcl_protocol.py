@@ -24,13 +24,13 @@ from shared.rcl.client import (
     UNREACHABLE,
     CertificateResponse,
     error_for_status,
-    format_rcl_date,
     is_retryable,
     parse_certificates,
     parse_rcl_date,
 )
 from shared.rcl.decisions import Outcome, Verdict, scheduled_from
-from shared.rcl.state import RenewalStateStore
+from shared.rcl.state import BUDGET_PARTITION, RenewalStateStore
+from tests.standins.rcl import rcl_time
 from tests.standins.stack import Azurite
 
 # -- dates ------------------------------------------------------------------------------------------------------
@@ -63,7 +63,7 @@ def test_rcl_dates(text: object, expected: datetime | None) -> None:
 def test_rcl_dates_round_trip_with_seven_digits(moment: datetime, seventh: int) -> None:
     text = moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + str(seventh)  # RCL's form: no zone, 7 fractional digits
     assert parse_rcl_date(text) == moment.replace(tzinfo=UTC)
-    assert parse_rcl_date(format_rcl_date(moment.replace(tzinfo=UTC))) == moment.replace(tzinfo=UTC)
+    assert parse_rcl_date(rcl_time(moment.replace(tzinfo=UTC))) == moment.replace(tzinfo=UTC)  # as the stand-in writes
 
 
 @given(
@@ -183,7 +183,9 @@ def test_racing_invocations_cannot_exceed_the_nights_budget(store: RenewalStateS
     with ThreadPoolExecutor(max_workers=8) as pool:
         granted = list(pool.map(lambda _: store.reserve_call("20250310", "renewal", 2), range(16)))
     assert sorted(g for g in granted if g is not None) == [1, 2]
-    assert store.calls_made("20250310") == {"renewal": 2, "list": 0}
+    assert store.reserve_call("20250310", "renewal", 2) is None  # spent: the next invocation is refused too
+    budget = store.table.get_entity(BUDGET_PARTITION, "20250310")
+    assert budget["renewalCalls"] == 2 and "listCalls" not in budget
     assert store.reserve_call("20250310", "list", 2) == 1  # each endpoint has its own budget
     assert store.reserve_call("20250311", "renewal", 2) == 1  # and each night
 

@@ -16,11 +16,11 @@ import azure.functions as func
 import pytest
 
 from shared.appviewx.pipeline import RetryQueued
+from tests.appviewx.test_avx_pipeline import run_complete_pending, status_of, stored_thumbprint, time_passes
 from tests.standins import certs
 from tests.standins.avx import page_error
 from tests.standins.base import Response
 from tests.standins.stack import SENTINELS, FakeContext, StandIns
-from tests.test_avx_pipeline import run_complete_pending, status_of, stored_thumbprint, time_passes
 
 CALLER_PASSWORD = "SENTINEL-caller-pfx-password-1Aa!"
 SENTINELS_HERE = (*SENTINELS, CALLER_PASSWORD)

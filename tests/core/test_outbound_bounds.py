@@ -1,25 +1,23 @@
 """Upstreams are bounded (issue 11, point 4; issue 18, finding 8): every outbound call has a total deadline, not a
 per-read timeout, and answers are read streamed up to a maximum size. Driven through `function_app.app` against the
-AVX stand-in and the notification receiver, which can trickle an answer or send a huge one without holding it."""
+AVX stand-in and the notification receiver, which can trickle an answer or send a huge one without holding it. The
+rules themselves (Retry-After, backoff, what is retried) are unit-tested in test_outbound_rules.py."""
 
 from __future__ import annotations
 
-import math
 import time
 import tracemalloc
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from shared import context as app_context
-from shared.core.outbound import RETRY_AFTER_CAP_SECONDS, retry_after_seconds, upstream_text
-from tests import test_notify
+from tests.core import test_notify
+from tests.core.test_notify import Install, fail_a_renewal
 from tests.standins.base import Response
 from tests.standins.receiver import ReceiverStandIn
 from tests.standins.stack import StandIns
-from tests.test_notify import Install, fail_a_renewal
 
 # The notification tests' fixtures.
 receiver = test_notify.receiver
@@ -95,36 +93,3 @@ def test_a_trickling_receiver_is_cut_off_by_the_notification_budget(
     clean_receiver.always(Response(200, b"accepted" + b" " * 12, trickle=1))
     elapsed, _ = fail_a_renewal(standins, call_webhook)
     assert elapsed < 1.5 + 2.0, f"a trickling receiver kept the webhook {elapsed:.1f} s"
-
-
-# -- Retry-After and upstream text --------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("120", 120.0),
-        ("1.5", 1.5),
-        ("0", 0.0),
-        ("inf", None),
-        ("nan", None),
-        ("-5", None),
-        ("1e400", None),
-        ("9" * 400, None),
-        ("99999999999", RETRY_AFTER_CAP_SECONDS),
-        ("Fri, 31 Dec 9999 23:59:59 GMT", RETRY_AFTER_CAP_SECONDS),
-        ("Mon, 01 Jan 0001 00:00:00 GMT", 0.0),
-        ("soon", None),
-        ("", None),
-        (None, None),
-    ],
-)
-def test_retry_after_is_clamped(value: str | None, expected: float | None) -> None:
-    seconds = retry_after_seconds(value, now=datetime(2026, 11, 27, tzinfo=UTC))
-    assert seconds == expected
-    assert seconds is None or (math.isfinite(seconds) and 0 <= seconds <= RETRY_AFTER_CAP_SECONDS)
-
-
-def test_upstream_text_is_one_short_clean_line() -> None:
-    text = upstream_text("a\x00b\nc\u2028d\x1b[0m" + "z" * 1000, limit=50)
-    assert text.startswith("a b c d [0m") and len(text) == 50 and text.endswith("...")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.bicep_text import INFRA, ROOT, bicep_files
-from tests.test_settings_catalog import settings_read_by_the_app
+from tests.infra.bicep_text import INFRA, ROOT, bicep_files
+from tests.infra.test_settings_catalog import settings_read_by_the_app
 
 # Set by azd itself or by the platform; documented, not declared in infra/.
 AZD_VARIABLES = {"AZURE_ENV_NAME", "AZURE_LOCATION", "AZURE_SUBSCRIPTION_ID"}

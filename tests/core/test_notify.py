@@ -574,25 +574,35 @@ def test_the_sink_never_raises(monkeypatch: pytest.MonkeyPatch, caplog: pytest.L
     assert SIG not in log_text(caplog)
 
 
+# What the app's start-up tells the operator about notifications (the log lines of install_notifications).
 WIRING_PROBE = """
 import json
+import logging
+class Lines(logging.Handler):
+    lines = []
+    def emit(self, record):
+        self.lines.append([record.levelname, record.getMessage()])
+logging.getLogger("certrenew.notify").addHandler(Lines())
+logging.getLogger("certrenew.notify").setLevel(logging.INFO)
 import function_app
-from shared.core.notify import installed_notifier
-notifier = installed_notifier()
 names = sorted(f.get_function_name() for f in function_app.app.get_functions())
-print(json.dumps({"format": notifier.format if notifier else None, "functions": names}))
+print(json.dumps({"log": Lines.lines, "functions": names}))
 """
 
 
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("https://prod-1.westus.logic.azure.com/workflows/x/triggers/manual/paths/invoke?sig=" + SIG, "teams"),
-        ("http://alerts.contoso.com/hook?sig=" + SIG, None),  # invalid: notifications off, the app still starts
-        ("", None),
+        (
+            "https://prod-1.westus.logic.azure.com/workflows/x/triggers/manual/paths/invoke?sig=" + SIG,
+            [["INFO", "Notifications on: teams messages to https://prod-1.westus.logic.azure.com"]],
+        ),
+        # invalid: notifications off (said once, as an error), the app still starts
+        ("http://alerts.contoso.com/hook?sig=" + SIG, [["ERROR", "Notifications are off: "]]),
+        ("", []),
     ],
 )
-def test_function_app_installs_the_notifier_at_start_up(url: str, expected: str | None) -> None:
+def test_function_app_installs_the_notifier_at_start_up(url: str, expected: list[list[str]]) -> None:
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "SYSTEMROOT")}
     env.update({"PYTHONPATH": str(REPO_ROOT), "NOTIFY_WEBHOOK_URL": url})
     done = subprocess.run(
@@ -600,7 +610,8 @@ def test_function_app_installs_the_notifier_at_start_up(url: str, expected: str 
     )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["format"] == expected
+    assert [level for level, _ in result["log"]] == [level for level, _ in expected], result["log"]
+    assert all(line.startswith(start) for (_, line), (_, start) in zip(result["log"], expected, strict=True))
     assert "renew_http" in result["functions"]
     assert SIG not in done.stdout + done.stderr
 

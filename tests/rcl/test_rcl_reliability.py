@@ -16,17 +16,17 @@ import pytest
 from azure.data.tables import UpdateMode
 
 from shared import context as app_context
-from tests import test_rcl_timer
+from tests.rcl import test_rcl_timer
+from tests.rcl.test_rcl_timer import Events, night, records, run, run_failing, table
 from tests.standins.base import Response
 from tests.standins.rcl import certificate_response, rcl_time
 from tests.standins.stack import KEY_VAULT_RESOURCE, StandIns
-from tests.test_rcl_timer import Events, night, records, run, run_failing, table
 
 # The nightly path's fixtures, shared with test_rcl_timer.
 events = test_rcl_timer.events
 rcl_env = test_rcl_timer.rcl_env
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Read by the platform, by azure-identity or only by local tools; documented apart from the app's own settings.
 NOT_APP_SETTINGS = {"IDENTITY_ENDPOINT", "IDENTITY_HEADER", "AZURE_AUTHORITY_HOST", "CERTRENEW_FUNCTION_KEY"}
 

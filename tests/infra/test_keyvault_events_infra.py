@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import re
 
-from tests.bicep_text import INFRA, bicep_files, resources
-from tests.test_kql import shipped_queries
+from tests.infra.bicep_text import INFRA, bicep_files, resources
+from tests.infra.test_kql import shipped_queries
 
 
 def one(type_name: str):  # type: ignore[no-untyped-def]

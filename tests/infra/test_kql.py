@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bicep_text import (
+from tests.infra.bicep_text import (
     INFRA,
     ROOT,
     BicepTextError,

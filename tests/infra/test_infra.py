@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.bicep_text import INFRA, ROOT, bicep_files, resources
+from tests.infra.bicep_text import INFRA, ROOT, bicep_files, resources
 
 # "Flex Consumption plan deprecations" (learn.microsoft.com/azure/azure-functions/functions-app-settings
 # #flex-consumption-plan-deprecations): app settings and site properties that Flex Consumption does not support or
