@@ -25,11 +25,11 @@ from shared.core.outbound import (
     upstream_text,
 )
 from shared.core.settings import RclSettings
+from shared.core.upstream import CONNECT_TIMEOUT_SECONDS, optional_text
 
 if TYPE_CHECKING:  # requests is imported where a call is made, to keep cold start short
     import requests
 
-CONNECT_TIMEOUT_SECONDS = 10.0
 MIB = 1024 * 1024
 MAX_RESPONSE_MB_CAP = 4096.0  # whatever RCL_MAX_RESPONSE_MB says (inf included), no answer is read beyond this
 MAX_RETRY_AFTER_SECONDS = 60.0  # a longer Retry-After is not waited for inside a timer run
@@ -127,12 +127,6 @@ def date_problem(field_name: str, value: Any) -> str | None:
     return f"{field_name} {shown!r} is not a date"
 
 
-def format_rcl_date(moment: datetime) -> str:
-    """The inverse of `parse_rcl_date`, in RCL's own style (used by tests and logs)."""
-    utc = moment.astimezone(UTC) if moment.tzinfo else moment
-    return utc.replace(tzinfo=None).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0"
-
-
 @dataclass(frozen=True)
 class CertificateResponse:
     """One certificate as RCL describes it; only the fields the app uses, the rest are ignored."""
@@ -157,12 +151,6 @@ class CertificateResponse:
         return f"id-{self.id}" if self.id is not None else f"name-{self.name}"
 
 
-def _optional_text(value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    return str(value)
-
-
 def _optional_int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
@@ -178,7 +166,7 @@ def _optional_int(value: Any) -> int | None:
 def parse_certificate(item: Any, index: int) -> CertificateResponse:
     if not isinstance(item, dict):
         raise _bad(f"element {index} of RCL's answer is {type(item).__name__}, not a CertificateResponse object")
-    name = _optional_text(item.get("name"))
+    name = optional_text(item.get("name"))
     if name is None:
         raise _bad(f"element {index} of RCL's answer has no name")
     dates = ("issueDate", "expiryDate", "remoteCreateDate")
@@ -189,8 +177,8 @@ def parse_certificate(item: Any, index: int) -> CertificateResponse:
         issue_date=parse_rcl_date(item.get("issueDate")),
         expiry_date=parse_rcl_date(item.get("expiryDate")),
         remote_create_date=parse_rcl_date(item.get("remoteCreateDate")),
-        target=_optional_text(item.get("target")),
-        renewal=_optional_text(item.get("renewal")),
+        target=optional_text(item.get("target")),
+        renewal=optional_text(item.get("renewal")),
         date_problems=problems,
     )
 

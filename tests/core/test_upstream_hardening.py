@@ -22,12 +22,12 @@ from shared.core.outbound import Deadline, RetryPolicy, new_session, send
 from shared.core.telemetry import add_event_sink, remove_event_sink
 from shared.rcl.client import parse_certificates
 from tests import test_endpoint_checks, test_notify, test_rcl_timer
+from tests.core.test_notify import Install, fail_a_renewal
+from tests.rcl.test_rcl_timer import Events, records, run, table
 from tests.standins.base import Response
 from tests.standins.endpoints import _Listener
 from tests.standins.receiver import ReceiverStandIn
 from tests.standins.stack import FakeContext, StandIns
-from tests.test_notify import Install, fail_a_renewal
-from tests.test_rcl_timer import Events, records, run, table
 
 # The nightly path's and the endpoint check's fixtures.
 events = test_rcl_timer.events

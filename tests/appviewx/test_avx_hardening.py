@@ -39,15 +39,15 @@ from shared.azure.tables import update_mode
 from shared.core.errors import AvxError
 from shared.vault.event_claims import EVENT_PARTITION, VERSION_PARTITION, version_key
 from shared.vault.events import RetryLater
+from tests.appviewx.test_avx_pipeline import run_complete_pending, status_of, stored_thumbprint, time_passes
+from tests.appviewx.test_renew_queue import deliver, post_async
 from tests.standins import certs
 from tests.standins.avx import STATUS_TABLE, page_error
 from tests.standins.base import RecordedRequest, Response
 from tests.standins.stack import REPO_ROOT, StandIns
-from tests.test_avx_pipeline import run_complete_pending, status_of, stored_thumbprint, time_passes
-from tests.test_inventory import inventory
-from tests.test_keyvault_events import EXPIRED, key_vault_event, renew_through_webhook
-from tests.test_keyvault_events import deliver as deliver_event
-from tests.test_renew_queue import deliver, post_async
+from tests.vault.test_inventory import inventory
+from tests.vault.test_keyvault_events import EXPIRED, key_vault_event, renew_through_webhook
+from tests.vault.test_keyvault_events import deliver as deliver_event
 
 
 def _avx_renews_then_answers(standins: StandIns, monkeypatch: pytest.MonkeyPatch, answer: Response) -> None:
