@@ -21,8 +21,10 @@ from shared.core.errors import RclError
 from shared.core.outbound import Deadline, RetryPolicy, new_session, send
 from shared.core.telemetry import add_event_sink, remove_event_sink
 from shared.rcl.client import parse_certificates
-from tests import test_endpoint_checks, test_notify, test_rcl_timer
+from tests.core import test_notify
 from tests.core.test_notify import Install, fail_a_renewal
+from tests.endpoints import test_endpoint_checks
+from tests.rcl import test_rcl_timer
 from tests.rcl.test_rcl_timer import Events, records, run, table
 from tests.standins.base import Response
 from tests.standins.endpoints import _Listener
