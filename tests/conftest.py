@@ -118,6 +118,26 @@ def no_secret_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
             assert sentinel not in text, f"a secret reached a log record: {record.name} {record.getMessage()[:80]}"
 
 
+@pytest.fixture(autouse=True)
+def every_event_is_typed() -> Iterator[None]:
+    """Every test: each event the app emits is named by an `Event` member, and its `source` is a `Source` member."""
+    from shared.core.events import Event, Source
+    from shared.core.telemetry import add_event_sink, remove_event_sink
+
+    untyped: list[str] = []
+
+    def check(name: Any, attributes: dict[str, Any]) -> None:
+        if not isinstance(name, Event):
+            untyped.append(f"name {name!r}")
+        if "source" in attributes and not isinstance(attributes["source"], Source):
+            untyped.append(f"{name}: source {attributes['source']!r}")
+
+    add_event_sink(check)
+    yield
+    remove_event_sink(check)
+    assert not untyped, f"events emitted with untyped names or sources: {untyped}"
+
+
 @pytest.fixture
 def tmp_dir(tmp_path: Path) -> Path:
     return tmp_path

@@ -41,13 +41,13 @@ from shared.core.certificates import (
     pem_bundle_with_pkcs8_key,
 )
 from shared.core.errors import ApiError, AvxError, CertRenewError, IdentityError, KeyVaultError, StateStoreError
+from shared.core.events import Event, Source
 from shared.core.telemetry import emit_event
 
 if TYPE_CHECKING:
     from cryptography import x509
 
 log = logging.getLogger("certrenew.appviewx")
-SOURCE = "appviewx"
 REVOKED_STATES = ("revoked", "expired", "rejected", "failed", "cancelled", "canceled")
 # CAs may backdate a new certificate's notBefore (Let's Encrypt: 1 h); used only when the replaced validity is unknown.
 BACKDATE_ALLOWANCE = timedelta(hours=2)
@@ -334,9 +334,9 @@ def settle_renewed(
     now = now or datetime.now(UTC)
     saved = _save(pipeline, record.renewed(stored.id, stored.name, now))
     emit_event(
-        "CertificateRenewed",
+        Event.RENEWED,
         {
-            "source": SOURCE,
+            "source": Source.APPVIEWX,
             "certificateName": stored.name,
             "expiryDate": stored.expires_on,
             "keyVaultCertificateId": stored.id,
@@ -376,9 +376,9 @@ def settle_not_stored(
             else problem.message
         )
         emit_event(
-            "CertificateRenewalFailed",
+            Event.RENEWAL_FAILED,
             {
-                "source": SOURCE,
+                "source": Source.APPVIEWX,
                 "certificateName": certificate_label(
                     record.key_vault_name, record.common_name, record.requested_resource_id or record.avx_resource_id
                 ),
@@ -473,9 +473,9 @@ class _Webhook:
         self, error: ApiError, *, avx_called: bool = False, record: PendingRecord | None = None
     ) -> WebhookAnswer:
         emit_event(
-            "CertificateRenewalFailed",
+            Event.RENEWAL_FAILED,
             {
-                "source": SOURCE,
+                "source": Source.APPVIEWX,
                 "certificateName": self.name_hint(record),
                 "reason": error.code,
                 "message": error.message,
@@ -487,9 +487,9 @@ class _Webhook:
 
     def pending(self, record: PendingRecord, result: AvxRenewResult | None) -> WebhookAnswer:
         emit_event(
-            "CertificateRenewalPending",
+            Event.RENEWAL_PENDING,
             {
-                "source": SOURCE,
+                "source": Source.APPVIEWX,
                 "certificateName": self.name_hint(record),
                 "pendingId": record.pending_id,
                 "reason": record.reason,

@@ -19,6 +19,7 @@ from shared.core.certificates import (
     generate_password,
 )
 from shared.core.errors import ApiError, AvxError, Rejected
+from shared.core.events import Source
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_FIELD_LENGTH = 1024
@@ -231,7 +232,7 @@ def renewed_answer(stored: StoredCertificate, avx: AvxRenewResult) -> dict[str, 
 
 def certificate_tags(avx: AvxRenewResult, serial_number: str | None) -> dict[str, str | None]:
     return {
-        "source": "appviewx",
+        "source": Source.APPVIEWX,
         "avxResourceId": avx.resource_id,
         "avxRequestId": avx.request_id,
         "serialNumber": serial_number,

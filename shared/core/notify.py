@@ -49,6 +49,7 @@ from urllib.parse import urlsplit
 
 from shared.core import redaction
 from shared.core.errors import SettingsError
+from shared.core.events import Event, Source
 from shared.core.outbound import AnswerTooLarge, Deadline, RetryPolicy, new_session, send
 from shared.core.settings import NOTIFY_FORMATS, Settings
 from shared.core.telemetry import add_event_sink, remove_event_sink
@@ -60,11 +61,9 @@ if TYPE_CHECKING:  # requests is imported where a call is made, to keep cold sta
 log = logging.getLogger("certrenew.notify")
 
 APP_NAME = "certrenew"
-FAILED = "CertificateRenewalFailed"
-NEAR_EXPIRY = "CertificateNearExpiry"
-EXPIRED = "CertificateExpired"  # Key Vault's expired event for a certificate nobody renewed
-NOT_DEPLOYED = "CertificateNotDeployed"  # an endpoint still serves another certificate than Key Vault's current one
-NOTIFIED_EVENTS = frozenset({FAILED, NEAR_EXPIRY, EXPIRED, NOT_DEPLOYED})
+# Key Vault's expired event is only reported for a certificate nobody renews; not deployed: an endpoint still serves
+# another certificate than Key Vault's current one.
+NOTIFIED_EVENTS = frozenset({Event.RENEWAL_FAILED, Event.NEAR_EXPIRY, Event.EXPIRED, Event.NOT_DEPLOYED})
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 ADAPTIVE_CARD_SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
 ADAPTIVE_CARD_VERSION = "1.4"
@@ -80,10 +79,10 @@ TEAMS_HOST_SUFFIXES = (
 SLACK_HOSTS = frozenset({"hooks.slack.com", "hooks.slack-gov.com"})
 
 SOURCE_LABELS = {
-    "rcl": "RCL (Azure certificate renewal service)",
-    "appviewx": "AppViewX",
-    "endpoint": "endpoint check",
-    "keyvault": "Key Vault event (not renewed by this app)",
+    Source.RCL: "RCL (Azure certificate renewal service)",
+    Source.APPVIEWX: "AppViewX",
+    Source.ENDPOINT: "endpoint check",
+    Source.KEYVAULT: "Key Vault event (not renewed by this app)",
 }
 MAX_TEXT = 1500  # a message's longest text value; Slack allows 2,000 per field, Teams cards stay readable
 UNKNOWN_CERTIFICATE = "(not identified)"
@@ -168,7 +167,7 @@ def slack_value(text: str) -> str:
 class MessageFacts:
     """The only attributes a message shows, taken from one event."""
 
-    event: str
+    event: Event
     source: str | None
     certificate_name: str | None
     reason: str | None = None
@@ -184,7 +183,7 @@ class MessageFacts:
     def of(cls, event: str, attributes: dict[str, Any]) -> MessageFacts:
         days = attributes.get("daysLeft")
         return cls(
-            event=event,
+            event=Event(event),
             source=_text(attributes.get("source")),
             certificate_name=_text(attributes.get("certificateName")),
             reason=_text(attributes.get("reason")),
@@ -207,22 +206,22 @@ class MessageFacts:
 
     @property
     def title(self) -> str:
-        if self.event == NEAR_EXPIRY:
+        if self.event == Event.NEAR_EXPIRY:
             return f"Certificate near expiry: {self.certificate}"
-        if self.event == EXPIRED:
+        if self.event == Event.EXPIRED:
             return f"Certificate expired: {self.certificate}"
-        if self.event == NOT_DEPLOYED:
+        if self.event == Event.NOT_DEPLOYED:
             return f"Certificate not deployed: {self.certificate} on {self.host or '?'}"
         return f"Certificate renewal failed: {self.certificate}"
 
     @property
     def summary(self) -> str:
-        if self.event == NEAR_EXPIRY:
+        if self.event == Event.NEAR_EXPIRY:
             left = "an unknown number of" if self.days_left is None else str(self.days_left)
             return f"{self.certificate} ({self.source_label}) expires in {left} day(s), on {self.expiry_date or '?'}."
-        if self.event == EXPIRED:
+        if self.event == Event.EXPIRED:
             return f"{self.certificate} ({self.source_label}) expired on {self.expiry_date or '?'}."
-        if self.event == NOT_DEPLOYED:
+        if self.event == Event.NOT_DEPLOYED:
             left = "an unknown number of" if self.days_left is None else str(self.days_left)
             return (
                 f"{self.host or '?'} still serves another certificate than the current version of {self.certificate} "
@@ -241,12 +240,12 @@ class MessageFacts:
 
     def facts(self) -> list[tuple[str, str]]:
         rows: list[tuple[str, str | None]] = [("Certificate", self.certificate), ("Source", self.source_label)]
-        if self.event in (NEAR_EXPIRY, EXPIRED):
+        if self.event in (Event.NEAR_EXPIRY, Event.EXPIRED):
             rows += [
                 ("Expires", self.expiry_date),
                 ("Days left", None if self.days_left is None else str(self.days_left)),
             ]
-        elif self.event == NOT_DEPLOYED:
+        elif self.event == Event.NOT_DEPLOYED:
             rows += [
                 ("Host", self.host),
                 ("Serves", self.served_thumbprint),
@@ -263,7 +262,7 @@ class MessageFacts:
 def teams_message(facts: MessageFacts) -> dict[str, Any]:
     """A Teams message with one Adaptive Card attachment (the Workflows trigger reads attachments[0].content)."""
     facts = facts.escaped(teams_escape)
-    color = "Warning" if facts.event == NEAR_EXPIRY else "Attention"
+    color = "Warning" if facts.event == Event.NEAR_EXPIRY else "Attention"
     card = {
         "$schema": ADAPTIVE_CARD_SCHEMA,
         "type": "AdaptiveCard",
@@ -296,7 +295,7 @@ def _slack_escape(text: str) -> str:
 def slack_message(facts: MessageFacts) -> dict[str, Any]:
     """Slack's incoming-webhook shape: `text` (notifications, fallback) and Block Kit `blocks`."""
     facts = facts.escaped(slack_value)
-    emoji = ":hourglass_flowing_sand:" if facts.event == NEAR_EXPIRY else ":x:"
+    emoji = ":hourglass_flowing_sand:" if facts.event == Event.NEAR_EXPIRY else ":x:"
     fields = [{"type": "mrkdwn", "text": f"*{title}*\n{_slack_escape(value)}"} for title, value in facts.facts()]
     return {
         "text": _slack_escape(f"{facts.title} — {facts.summary}"),
@@ -388,7 +387,7 @@ class Notifier:
     def target(self) -> str:
         return describe_url(self.url)
 
-    def __call__(self, name: str, attributes: dict[str, Any]) -> None:
+    def __call__(self, name: Event, attributes: dict[str, Any]) -> None:
         if name not in NOTIFIED_EVENTS:
             return
         try:
@@ -396,7 +395,7 @@ class Notifier:
         except Exception as exc:  # a notification never fails what emitted the event
             log.warning("Notification of %s to %s failed: %s", name, self.target, type(exc).__name__)
 
-    def notify(self, name: str, attributes: dict[str, Any]) -> Delivery:
+    def notify(self, name: Event, attributes: dict[str, Any]) -> Delivery:
         certificate = _text(attributes.get("certificateName")) or UNKNOWN_CERTIFICATE
         with self._lock:
             quiet_for = self._quiet_until - self.clock()

@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from shared.core import redaction
+from shared.core.events import Event
 from shared.core.timestamps import iso_utc
 
 events_logger = logging.getLogger("certrenew.events")
@@ -81,7 +82,7 @@ def current_invocation_id() -> str | None:
     return _invocation_id.get()
 
 
-EventSink = Callable[[str, dict[str, Any]], None]
+EventSink = Callable[[Event, dict[str, Any]], None]
 _sinks: list[EventSink] = []
 
 
@@ -95,7 +96,7 @@ def remove_event_sink(sink: EventSink) -> None:
         _sinks.remove(sink)
 
 
-def event_attributes(name: str, properties: dict[str, Any]) -> dict[str, Any]:
+def event_attributes(name: Event, properties: dict[str, Any]) -> dict[str, Any]:
     """The event's attributes: None values left out, dates as ISO 8601 UTC, the invocation id added."""
     attributes: dict[str, Any] = {"invocationId": current_invocation_id()}
     for key, value in properties.items():
@@ -103,8 +104,9 @@ def event_attributes(name: str, properties: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in attributes.items() if v is not None}
 
 
-def emit_event(name: str, properties: dict[str, Any]) -> None:
-    """Emit one custom event: a readable log line, and the structured event to every sink."""
+def emit_event(name: Event, properties: dict[str, Any]) -> None:
+    """Emit one custom event (its name is always an `Event`): a readable log line, and the structured event to every
+    sink."""
     attributes = event_attributes(name, properties)
     summary = " ".join(f"{k}={v}" for k, v in attributes.items())
     events_logger.info("%s %s", name, summary, extra={"custom_event": name})
@@ -128,8 +130,9 @@ log = logging.getLogger("certrenew.telemetry")
 
 def event_record_attributes(name: str, attributes: dict[str, Any]) -> dict[str, Any]:
     """An event as OpenTelemetry log-record attributes the Application Insights exporter makes a customEvents row
-    of: text as properties, numbers as measurements (identifiers stay properties), booleans as "true"/"false"."""
-    record: dict[str, Any] = {CUSTOM_EVENT_NAME: name}
+    of: text as properties, numbers as measurements (identifiers stay properties), booleans as "true"/"false".
+    Every value leaves as a plain `str` (an `Event`/`Source` member becomes its value)."""
+    record: dict[str, Any] = {CUSTOM_EVENT_NAME: str(name)}
     measurements: dict[str, float | int] = {}
     for key, value in attributes.items():
         if isinstance(value, bool):
@@ -145,13 +148,13 @@ def event_record_attributes(name: str, attributes: dict[str, Any]) -> dict[str, 
     return record
 
 
-def _application_insights_sink(name: str, attributes: dict[str, Any]) -> None:
+def _application_insights_sink(name: Event, attributes: dict[str, Any]) -> None:
     from opentelemetry._logs import SeverityNumber, get_logger
 
     get_logger("certrenew.events").emit(
         severity_number=SeverityNumber.INFO,
         severity_text="INFO",
-        body=name,
+        body=str(name),
         attributes=event_record_attributes(name, attributes),
     )
 

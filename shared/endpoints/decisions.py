@@ -12,13 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
+from shared.core.events import Event, Source
 from shared.core.settings import EndpointCheck
 from shared.core.timestamps import iso_utc, utc
-
-DEPLOYED_EVENT = "CertificateDeployed"
-NOT_DEPLOYED_EVENT = "CertificateNotDeployed"
-UNCHECKED_EVENT = "EndpointCheckFailed"
-SOURCE = "endpoint"
 
 # Why an endpoint could not be compared (the `reason` of EndpointCheckFailed).
 DNS_FAILED = "ENDPOINT_DNS_FAILED"
@@ -97,15 +93,15 @@ class EndpointResult:
     problem: Problem | None = None
     days_left: int | None = None  # of the served certificate
 
-    def event(self) -> tuple[str, dict[str, object]]:
+    def event(self) -> tuple[Event, dict[str, object]]:
         base: dict[str, object] = {
-            "source": SOURCE,
+            "source": Source.ENDPOINT,
             "certificateName": self.check.certificate,
             "host": self.check.host,
             "address": self.check.address,
         }
         if self.outcome is Outcome.DEPLOYED and self.served is not None and self.expected is not None:
-            return DEPLOYED_EVENT, {
+            return Event.DEPLOYED, {
                 **base,
                 "thumbprint": self.served.thumbprint,
                 "keyVaultVersion": self.expected.version,
@@ -113,7 +109,7 @@ class EndpointResult:
                 "daysLeft": self.days_left,
             }
         if self.outcome is Outcome.NOT_DEPLOYED and self.served is not None and self.expected is not None:
-            return NOT_DEPLOYED_EVENT, {
+            return Event.NOT_DEPLOYED, {
                 **base,
                 "servedThumbprint": self.served.thumbprint,
                 "servedExpiryDate": iso_utc(self.served.not_after),
@@ -124,7 +120,7 @@ class EndpointResult:
                 "daysLeft": self.days_left,
             }
         problem = self.problem or Problem("UNKNOWN", "the endpoint was not checked")
-        return UNCHECKED_EVENT, {**base, "reason": problem.reason, "message": problem.message}
+        return Event.ENDPOINT_CHECK_FAILED, {**base, "reason": problem.reason, "message": problem.message}
 
     def line(self) -> str:
         where = f"{self.check.certificate} on {self.check.host} ({self.check.address})"

@@ -18,6 +18,7 @@ from azure.core.credentials import TokenCredential
 
 from shared.azure.identity import get_access_token, get_token
 from shared.core.errors import CertRenewError, RclError, StateStoreError
+from shared.core.events import Event, Source
 from shared.core.settings import KEY_VAULT_SCOPE, RclSettings
 from shared.core.telemetry import emit_event
 from shared.rcl.client import (
@@ -56,7 +57,6 @@ from shared.rcl.decisions import (
 from shared.rcl.state import RenewalStateStore
 
 log = logging.getLogger("certrenew.rcl")
-SOURCE = "rcl"
 BUDGET_EXHAUSTED = "RCL_CALL_BUDGET_EXHAUSTED"
 # RCL uses the Key Vault token later, when its asynchronous renewals run: it must have about an hour left when sent.
 KEY_VAULT_TOKEN_MIN_LIFE_SECONDS = 50 * 60
@@ -161,9 +161,9 @@ def _schedule(deps: RclDependencies, now: datetime, sleep: Callable[[float], Non
 
 def _run_completed(outcome: str, started: float, scheduled: int, reason: str | None = None, **extra: object) -> None:
     emit_event(
-        "RclRenewalRunCompleted",
+        Event.RCL_RENEWAL_RUN_COMPLETED,
         {
-            "source": SOURCE,
+            "source": Source.RCL,
             "scheduledCount": scheduled,
             "outcome": outcome,
             "durationMs": round((time.monotonic() - started) * 1000),
@@ -235,7 +235,7 @@ def run_renewal(
         if deps is not None and code in (TIMEOUT, CONNECTION_LOST, BAD_RESPONSE):
             _record_unknown(deps, moment, run_id)
         # Nothing was scheduled tonight: that is a renewal failure an operator must hear about.
-        emit_event("CertificateRenewalFailed", {"source": SOURCE, "reason": code, "message": message})
+        emit_event(Event.RENEWAL_FAILED, {"source": Source.RCL, "reason": code, "message": message})
         _run_completed("failed", started, 0, code, message=message)
         if deps is not None and not isinstance(exc, StateStoreError):
             _clean_up(deps, moment)
@@ -269,9 +269,9 @@ def _scheduled_once(answered: list[CertificateResponse], moment: datetime) -> li
     _warn_date_problems(scheduled, "renewal answer")
     for certificate in scheduled:
         emit_event(
-            "CertificateRenewalScheduled",
+            Event.RENEWAL_SCHEDULED,
             {
-                "source": SOURCE,
+                "source": Source.RCL,
                 "certificateName": certificate.name,
                 "certificateId": certificate.id,
                 "target": certificate.target,
@@ -311,9 +311,9 @@ class _Check:
 
 def _verify_completed(outcome: str, started: float, check: _Check, reason: str | None = None, **extra: object) -> None:
     emit_event(
-        "RclVerifyRunCompleted",
+        Event.RCL_VERIFY_RUN_COMPLETED,
         {
-            "source": SOURCE,
+            "source": Source.RCL,
             "outcome": outcome,
             "reason": reason,
             "durationMs": round((time.monotonic() - started) * 1000),
@@ -387,9 +387,9 @@ def _verify(
     check.near = near
     for item in near:
         emit_event(
-            "CertificateNearExpiry",
+            Event.NEAR_EXPIRY,
             {
-                "source": SOURCE,
+                "source": Source.RCL,
                 "certificateName": item.certificate.name,
                 "certificateId": item.certificate.id,
                 "expiryDate": item.expiry,
@@ -433,9 +433,9 @@ def _resolve_unknown(
     if renewed:
         for certificate in renewed:
             emit_event(
-                "CertificateRenewed",
+                Event.RENEWED,
                 {
-                    "source": SOURCE,
+                    "source": Source.RCL,
                     "certificateName": certificate.name,
                     "certificateId": certificate.id,
                     "expiryDate": certificate.expiry_date,
@@ -458,27 +458,27 @@ def _resolve_unknown(
     )
     deps.state.close_unknown(request, "failed", now, message)
     emit_event(
-        "CertificateRenewalFailed",
-        {"source": SOURCE, "reason": RENEWAL_UNKNOWN, "message": message, "scheduledAt": request.scheduled_at},
+        Event.RENEWAL_FAILED,
+        {"source": Source.RCL, "reason": RENEWAL_UNKNOWN, "message": message, "scheduledAt": request.scheduled_at},
     )
 
 
 def _emit_verdict(verdict: Verdict) -> None:
     record = verdict.record
-    common = {"source": SOURCE, "certificateName": record.certificate_name, "certificateId": record.certificate_id}
+    common = {"source": Source.RCL, "certificateName": record.certificate_name, "certificateId": record.certificate_id}
     if verdict.outcome is Outcome.RENEWED or (verdict.outcome is Outcome.NOT_INSTALLED and record.renewed_at is None):
-        emit_event("CertificateRenewed", {**common, "expiryDate": verdict.new_expiry, "installed": verdict.installed})
+        emit_event(Event.RENEWED, {**common, "expiryDate": verdict.new_expiry, "installed": verdict.installed})
     elif verdict.outcome is Outcome.NOT_INSTALLED:
         # Seen renewed before, still not installed: pending installation until RCL_INSTALL_GRACE_HOURS.
         emit_event(
-            "CertificateRenewalPending",
+            Event.RENEWAL_PENDING,
             {**common, "scheduledAt": record.scheduled_at, "reason": NOT_INSTALLED, "expiryDate": verdict.new_expiry},
         )
     elif verdict.outcome is Outcome.PENDING:
-        emit_event("CertificateRenewalPending", {**common, "scheduledAt": record.scheduled_at})
+        emit_event(Event.RENEWAL_PENDING, {**common, "scheduledAt": record.scheduled_at})
     else:
         emit_event(
-            "CertificateRenewalFailed",
+            Event.RENEWAL_FAILED,
             {**common, "reason": verdict.reason, "message": verdict.message, "scheduledAt": record.scheduled_at},
         )
 

@@ -19,11 +19,12 @@ from urllib.parse import urlsplit
 
 from shared.azure.keyvault import StoredCertificate
 from shared.core.certificates import derive_certificate_name
+from shared.core.events import Event, Source
 from shared.core.timestamps import utc
 
 NEAR_EXPIRY_TYPE = "Microsoft.KeyVault.CertificateNearExpiry"
 EXPIRED_TYPE = "Microsoft.KeyVault.CertificateExpired"
-HANDLED_TYPES = {NEAR_EXPIRY_TYPE: "CertificateNearExpiry", EXPIRED_TYPE: "CertificateExpired"}
+HANDLED_TYPES = {NEAR_EXPIRY_TYPE: Event.NEAR_EXPIRY, EXPIRED_TYPE: Event.EXPIRED}
 _NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
 _VERSION = re.compile(r"^[0-9A-Za-z]{1,64}$")
 _MAX_EPOCH = 253402300799  # 9999-12-31T23:59:59Z
@@ -47,7 +48,7 @@ class CertificateEvent:
     expires_on: datetime | None
 
     @property
-    def app_event(self) -> str:
+    def app_event(self) -> Event:
         """The app's event name for this Key Vault event: CertificateNearExpiry or CertificateExpired."""
         return HANDLED_TYPES[self.event_type]
 
@@ -137,13 +138,21 @@ def rcl_names(certificate_names: Iterable[str]) -> set[str]:
     return names
 
 
-def owner_of(tags: Mapping[str, str], name: str, rcl_managed: set[str]) -> str:
-    """Who renews a certificate: `appviewx` (the app, from its tags), `rcl` (its renewal records) or `unmanaged`."""
-    if (tags.get("source") or "").lower() == "appviewx" and tags.get("avxResourceId"):
-        return "appviewx"
+class Owner(enum.StrEnum):
+    """Who renews a certificate (the `owner` property of the events the path reports)."""
+
+    APPVIEWX = "appviewx"  # the app, through AppViewX (its tags say so)
+    RCL = "rcl"  # RCL, in its own night (its renewal records name it)
+    UNMANAGED = "unmanaged"  # nobody
+
+
+def owner_of(tags: Mapping[str, str], name: str, rcl_managed: set[str]) -> Owner:
+    """Who renews a certificate: the app (from its tags), RCL (its renewal records) or nobody."""
+    if (tags.get("source") or "").lower() == Source.APPVIEWX and tags.get("avxResourceId"):
+        return Owner.APPVIEWX
     if name.lower() in rcl_managed:
-        return "rcl"
-    return "unmanaged"
+        return Owner.RCL
+    return Owner.UNMANAGED
 
 
 def decide(event: CertificateEvent, current: StoredCertificate | None, rcl_managed: set[str]) -> Decision:
@@ -155,9 +164,9 @@ def decide(event: CertificateEvent, current: StoredCertificate | None, rcl_manag
         # its expiry, so nothing is lost by doing nothing here.
         return Decision(Action.REPLACED, current.version)
     owner = owner_of(current.tags, event.name, rcl_managed)
-    if owner == "appviewx":
+    if owner is Owner.APPVIEWX:
         return Decision(Action.RENEW_AVX, current.version, current.tags.get("avxResourceId"))
-    if owner == "rcl":
+    if owner is Owner.RCL:
         return Decision(Action.REPORT_RCL, current.version)
     return Decision(Action.REPORT_UNMANAGED, current.version)
 

@@ -33,6 +33,7 @@ from shared.azure.keyvault import KeyVaultStore
 from shared.core import redaction
 from shared.core.certificates import DEFAULT_FORMAT, generate_password
 from shared.core.errors import CertRenewError
+from shared.core.events import Source
 from shared.core.telemetry import emit_event
 from shared.vault.event_claims import (
     EVENT_PARTITION,
@@ -48,6 +49,7 @@ from shared.vault.event_decisions import (
     CertificateEvent,
     Decision,
     Malformed,
+    Owner,
     decide,
     is_our_vault,
     parse_event,
@@ -130,7 +132,7 @@ def _handle(event: CertificateEvent, deps: EventDependencies, invocation_id: str
     decision = decide(event, current, rcl_managed)
     days = whole_days_left((current.expires_on if current else None) or event.expires_on, now)
     base = {
-        "source": "keyvault",
+        "source": Source.KEYVAULT,
         "certificateName": event.name,
         "keyVaultVersion": decision.version or event.version,
         "expiryDate": (current.expires_on if current else None) or event.expires_on,
@@ -153,13 +155,13 @@ def _handle(event: CertificateEvent, deps: EventDependencies, invocation_id: str
         )
         return "replaced"
     if decision.action is Action.REPORT_RCL:
-        emit_event(event.app_event, {**base, "source": "rcl", "owner": "rcl"})
+        emit_event(event.app_event, {**base, "source": Source.RCL, "owner": Owner.RCL})
         log.info(
             "Key Vault event %s: %s is renewed by RCL's own night; reported, RCL not called", event.event_id, event.name
         )
         return "reported: rcl"
     if decision.action is Action.REPORT_UNMANAGED:
-        emit_event(event.app_event, {**base, "owner": "unmanaged"})
+        emit_event(event.app_event, {**base, "owner": Owner.UNMANAGED})
         return "reported: unmanaged"
     return _renew(event, decision, deps, invocation_id, now)
 

@@ -19,6 +19,7 @@ from typing import Any
 from shared.appviewx.records import PendingRecord
 from shared.azure.keyvault import LIST_PAGE_MAX, KeyVaultStore, ListedCertificate
 from shared.core.certificates import derive_certificate_name
+from shared.core.events import Source
 from shared.core.settings import EndpointCheck
 from shared.core.timestamps import iso_utc, utc
 from shared.vault.event_decisions import owner_of, whole_days_left
@@ -33,7 +34,7 @@ class LastOutcome:
     state: str  # renewed, failed, pending, accepted (AppViewX records); scheduled, renewed, failed (RCL records)
     at: datetime
     reason: str | None
-    path: str  # appviewx | rcl: which records said so
+    path: Source  # APPVIEWX | RCL: which records said so
 
 
 def encode_continuation(next_link: str | None) -> str | None:
@@ -63,12 +64,12 @@ def last_outcomes(pending: Iterable[PendingRecord], rcl_rows: Iterable[Mapping[s
     for record in pending:
         if record.key_vault_name:
             at = record.completed_at or record.created_at
-            _later(found, record.key_vault_name, LastOutcome(record.state, at, record.reason, "appviewx"))
+            _later(found, record.key_vault_name, LastOutcome(record.state, at, record.reason, Source.APPVIEWX))
     for row in rcl_rows:
         name = derive_certificate_name(str(row.get("certificateName") or ""))
         at = row.get("closedAt") or row.get("scheduledAt")
         if name and isinstance(at, datetime):
-            _later(found, name, LastOutcome(str(row.get("state") or ""), utc(at), row.get("reason"), "rcl"))
+            _later(found, name, LastOutcome(str(row.get("state") or ""), utc(at), row.get("reason"), Source.RCL))
     return found
 
 

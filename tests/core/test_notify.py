@@ -20,6 +20,7 @@ import requests
 from shared import context as app_context
 from shared.core import notify, telemetry
 from shared.core.errors import SettingsError
+from shared.core.events import Event, Source
 from shared.core.notify import Notifier, build_message, install_notifications, message_format, uninstall_notifications
 from shared.core.settings import Settings
 from shared.core.telemetry import emit_event, invocation
@@ -386,8 +387,9 @@ def test_a_renewal_that_succeeds_sends_nothing(
     status, answer = call_webhook({"resourceId": item.resource_id})
     assert status == 200, answer
     with invocation("inv-other"):
-        emit_event("CertificateRenewalPending", {"source": "appviewx", "certificateName": "x", "reason": "AVX_TIMEOUT"})
-        emit_event("RclRenewalRunCompleted", {"source": "rcl", "outcome": "failed", "reason": "X"})
+        pending = {"source": Source.APPVIEWX, "certificateName": "x", "reason": "AVX_TIMEOUT"}
+        emit_event(Event.RENEWAL_PENDING, pending)
+        emit_event(Event.RCL_RENEWAL_RUN_COMPLETED, {"source": Source.RCL, "outcome": "failed", "reason": "X"})
     assert clean_receiver.received() == []
 
 

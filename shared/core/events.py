@@ -1,0 +1,37 @@
+"""The names the app reports under: every custom event's name (`Event`) and the `source` property's values (`Source`).
+
+Both are `StrEnum`s, so a member *is* its string: the event names and properties in Application Insights, the KQL in
+the README and `infra/`, and the JSON the app writes stay exactly the strings below. Every producer passes a member
+to `shared.core.telemetry.emit_event`; `tests/core/test_events.py` checks that no other name is emitted and that the
+README's events table lists each one.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Event(StrEnum):
+    """The name of a custom event (`customEvents.name`)."""
+
+    RENEWAL_SCHEDULED = "CertificateRenewalScheduled"  # RCL scheduled a certificate in the nightly run
+    RCL_RENEWAL_RUN_COMPLETED = "RclRenewalRunCompleted"  # end of a nightly RCL run
+    RCL_VERIFY_RUN_COMPLETED = "RclVerifyRunCompleted"  # end of a morning RCL check
+    RENEWED = "CertificateRenewed"
+    RENEWAL_PENDING = "CertificateRenewalPending"
+    RENEWAL_FAILED = "CertificateRenewalFailed"
+    NEAR_EXPIRY = "CertificateNearExpiry"
+    EXPIRED = "CertificateExpired"  # Key Vault's expired event for a certificate nobody renews
+    DEPLOYED = "CertificateDeployed"  # an endpoint serves Key Vault's current version
+    NOT_DEPLOYED = "CertificateNotDeployed"  # an endpoint still serves another certificate
+    ENDPOINT_CHECK_FAILED = "EndpointCheckFailed"  # an endpoint or its Key Vault certificate could not be read
+
+
+class Source(StrEnum):
+    """Which path an event is about (its `source` property), and the `source` tag the app puts on certificates it
+    stores from AppViewX."""
+
+    RCL = "rcl"
+    APPVIEWX = "appviewx"
+    ENDPOINT = "endpoint"  # the endpoint check
+    KEYVAULT = "keyvault"  # a Key Vault event about a certificate nobody renews
