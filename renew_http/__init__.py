@@ -23,7 +23,7 @@ from shared import context as app_context
 from shared.appviewx import queue_message
 from shared.appviewx.pipeline import Pipeline, WebhookAnswer, accept_queued, pending_answer, renew_and_store
 from shared.appviewx.queue_message import RETRY_AFTER_ACCEPTED_SECONDS, RETRY_AFTER_PENDING_SECONDS
-from shared.appviewx.records import ACCEPTED, OPEN_STATES
+from shared.appviewx.records import OPEN_STATES, RenewalState
 from shared.appviewx.validation import RenewCommand, check_body_size, parse_renew_request, unstorable
 from shared.core import redaction
 from shared.core.errors import ApiError, CertRenewError, Rejected, http_answer
@@ -133,11 +133,11 @@ def _claim(
 
 def _repeat_answer(claim: idempotency.Claim, invocation_id: str | None) -> func.HttpResponse | None:
     """The answer to a repeated Idempotency-Key, or None when this request claimed it first."""
-    if claim.outcome == idempotency.REPLAY:
+    if claim.outcome is idempotency.ClaimOutcome.REPLAY:
         if claim.status == 202 and (claim.body or {}).get("status") == "accepted":  # the first async answer
             return _async_response(WebhookAnswer(202, claim.body or {}))
         return json_response(claim.status or 200, claim.body or {})
-    if claim.outcome == idempotency.RECORDED:
+    if claim.outcome is idempotency.ClaimOutcome.RECORDED:
         # The first invocation died after AVX may have acted: answer from its record, never renew again.
         record = app_context.pending_store().get(claim.pending_id or "")
         if record is not None and record.is_queued:  # an asynchronous renewal: its first 202, from the record
@@ -155,11 +155,11 @@ def _repeat_answer(claim: idempotency.Claim, invocation_id: str | None) -> func.
                 "Check the certificate in AppViewX and Key Vault; to renew again, use a new Idempotency-Key.",
             )
         )
-    if claim.outcome == idempotency.IN_PROGRESS:
+    if claim.outcome is idempotency.ClaimOutcome.IN_PROGRESS:
         raise Rejected(
             ApiError(409, "IN_PROGRESS", "A request with this Idempotency-Key is still running", "Retry later.")
         )
-    if claim.outcome == idempotency.MISMATCH:
+    if claim.outcome is idempotency.ClaimOutcome.MISMATCH:
         raise Rejected(
             ApiError(
                 422,
@@ -309,6 +309,6 @@ def _status(pending_id: str, invocation_id: str | None) -> func.HttpResponse:
         )
     headers = {}
     if record.state in OPEN_STATES:  # still running: when to ask again
-        wait = RETRY_AFTER_ACCEPTED_SECONDS if record.state == ACCEPTED else RETRY_AFTER_PENDING_SECONDS
+        wait = RETRY_AFTER_ACCEPTED_SECONDS if record.state is RenewalState.ACCEPTED else RETRY_AFTER_PENDING_SECONDS
         headers["Retry-After"] = str(wait)
     return json_response(200, {**status_view(record.public()), "invocationId": invocation_id}, headers)

@@ -20,10 +20,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from shared.appviewx.client import AvxCertificateRecord, AvxClient, AvxRenewResult
-from shared.appviewx.records import ACCEPTED, FAILED, PENDING, RENEWED, PendingRecord, PendingStore, RecordTaken
+from shared.appviewx.records import PendingRecord, PendingStore, RecordTaken, RenewalState
 from shared.appviewx.validation import RenewCommand, avx_error_answer, certificate_tags, renewed_answer, unstorable
 from shared.azure.keyvault import KeyVaultStore, StoredCertificate, b64decode_strict, clean_tags
 from shared.core import redaction
@@ -196,9 +196,9 @@ class Pipeline:
 
 @dataclass(frozen=True)
 class Outcome:
-    """Where one record ended after a store attempt: renewed, pending (tried again later), failed, or skipped."""
+    """Where one record ended after a store attempt: renewed, pending (tried again later), or failed."""
 
-    state: str
+    state: RenewalState
     record: PendingRecord
     stored: StoredCertificate | None = None
     code: str | None = None
@@ -348,7 +348,7 @@ def settle_renewed(
         },
     )
     log.info("Stored renewed certificate %s version %s (renewal %s)", stored.name, stored.version, record.pending_id)
-    return Outcome(RENEWED, saved, stored)
+    return Outcome(RenewalState.RENEWED, saved, stored)
 
 
 def settle_not_stored(
@@ -368,7 +368,7 @@ def settle_not_stored(
     else:
         updated = record.failed_try(f"{problem.code}: {problem.message}", now, max_days)
     saved = _save(pipeline, updated)
-    if updated.state == FAILED:
+    if updated.state is RenewalState.FAILED:
         gave_up = not problem.permanent
         message = (
             f"Not stored after {updated.attempts} tries over {max_days:g} days; last: {problem.message}"
@@ -515,7 +515,7 @@ def pending_answer(record: PendingRecord, invocation_id: str | None) -> dict[str
     invocation died after AVX may have acted."""
     avx = {"resourceId": record.avx_resource_id, "requestId": record.avx_request_id, "message": None}
     return {
-        "status": "pending" if record.state != FAILED else "failed",
+        "status": "pending" if record.state is not RenewalState.FAILED else "failed",
         "pendingId": record.pending_id,
         "reason": record.reason,
         "message": record.last_error,
@@ -650,10 +650,10 @@ def _store_answer(hook: _Webhook, record: PendingRecord, result: AvxRenewResult)
     except NotStored as problem:
         return hook.keep_pending(record, problem.code, problem.message, result)
     outcome = store_avx_result(record, material, hook.pipeline)
-    if outcome.state == RENEWED and outcome.stored is not None:
+    if outcome.state is RenewalState.RENEWED and outcome.stored is not None:
         body = {**renewed_answer(outcome.stored, result), "invocationId": hook.pipeline.invocation_id}
         return WebhookAnswer(200, body, avx_called=True)
-    if outcome.state == FAILED:
+    if outcome.state is RenewalState.FAILED:
         error = ApiError(
             502,
             outcome.code or "AVX_BAD_RESPONSE",
@@ -754,11 +754,11 @@ def complete_pending(
                 log.exception("Renewal %s could not be backed off", record.pending_id)
                 summary.retried.append(record.pending_id)
                 continue
-        if outcome.state == RENEWED:
+        if outcome.state is RenewalState.RENEWED:
             summary.completed.append(record.pending_id)
-        elif outcome.state == FAILED:
+        elif outcome.state is RenewalState.FAILED:
             summary.failed.append(record.pending_id)
-        elif outcome.state == PENDING:
+        elif outcome.state is RenewalState.PENDING:
             summary.retried.append(record.pending_id)
             log.warning(
                 "Pending renewal %s not completed (try %d, next %s): %s",
@@ -772,7 +772,7 @@ def complete_pending(
 
 # -- the renewal queue (asynchronous webhook requests) -------------------------------------------------------------
 
-SKIPPED = "skipped"
+SKIPPED: Literal["skipped"] = "skipped"  # a queue delivery that found nothing to do
 
 
 class RetryQueued(Exception):
@@ -788,7 +788,7 @@ class RetryQueued(Exception):
 class QueuedOutcome:
     """Where one queue delivery left its record: renewed, pending, failed, or skipped (nothing done)."""
 
-    state: str
+    state: RenewalState | Literal["skipped"]
     pending_id: str
     code: str | None = None
     message: str | None = None
@@ -863,11 +863,13 @@ def renew_queued(pending_id: str, command: RenewCommand, pipeline: Pipeline) -> 
 
 def _answer_outcome(answer: WebhookAnswer, pending_id: str) -> QueuedOutcome:
     if answer.status == 200:
-        return QueuedOutcome(RENEWED, pending_id)
+        return QueuedOutcome(RenewalState.RENEWED, pending_id)
     error = answer.body.get("error") if isinstance(answer.body.get("error"), dict) else None
     code = (error or {}).get("code") or answer.body.get("reason")
     message = (error or {}).get("message") or answer.body.get("message")
-    return QueuedOutcome(PENDING if answer.status == 202 else FAILED, pending_id, code, message)
+    return QueuedOutcome(
+        RenewalState.PENDING if answer.status == 202 else RenewalState.FAILED, pending_id, code, message
+    )
 
 
 def settle_poisoned(pending_id: str, pipeline: Pipeline, now: datetime | None = None) -> QueuedOutcome:
@@ -879,7 +881,7 @@ def settle_poisoned(pending_id: str, pipeline: Pipeline, now: datetime | None = 
         log.error("Poison renewal message %s has no record", pending_id)
         return QueuedOutcome(SKIPPED, pending_id, "NOT_FOUND", "no renewal record has this id")
     leased = record.lease_until is not None and record.lease_until > now
-    if record.state != ACCEPTED or leased:
+    if record.state is not RenewalState.ACCEPTED or leased:
         # settled, or an invocation holds it now (its lease expiry hands it to the timer if it dies)
         return QueuedOutcome(SKIPPED, pending_id, record.reason, f"record is {record.state}")
     message = record.last_error or "the renewal could not be processed"

@@ -15,11 +15,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from shared.azure.tables import storage_failure, update_mode
+from shared.core.errors import StateStoreError
 from shared.core.timestamps import iso_utc
 
 if TYPE_CHECKING:  # the table SDK is imported where it is used, to keep cold start short
@@ -31,10 +33,27 @@ MAX_RETRY = timedelta(hours=24)
 # A lease outlives the invocation holding it (the function timeout is 10 min); after it, the holder is presumed dead.
 LEASE = timedelta(minutes=15)
 
-ACCEPTED, PENDING, RENEWED, FAILED = "accepted", "pending", "renewed", "failed"
-OPEN_STATES = (ACCEPTED, PENDING)
-LEGACY_STATES = {"completed": RENEWED}
-OPEN = PENDING  # the name older callers used for the open state
+
+class RenewalState(StrEnum):
+    """A renewal record's `state`, stored as its value."""
+
+    ACCEPTED = "accepted"  # written before AVX was called; AVX may be acting
+    PENDING = "pending"  # AVX renewed or may have; not in Key Vault yet
+    RENEWED = "renewed"  # stored in Key Vault
+    FAILED = "failed"  # for good, with its reason
+
+    @classmethod
+    def stored(cls, value: object) -> RenewalState:
+        """The state a row holds; rows of older versions say `completed` for renewed."""
+        text = str(value or "")
+        try:
+            return cls(LEGACY_STATES.get(text, text))
+        except ValueError:
+            raise StateStoreError(f"A renewal record has an unknown state {text[:40]!r}") from None
+
+
+OPEN_STATES = frozenset({RenewalState.ACCEPTED, RenewalState.PENDING})
+LEGACY_STATES = {"completed": RenewalState.RENEWED.value}
 
 GAVE_UP = "PENDING_GAVE_UP"
 # An `accepted` record whose renewal waits on the renewal queue: AVX has not been called for it. Only the queue
@@ -71,7 +90,7 @@ class PendingRecord:
     """One AppViewX renewal, from before AVX is called until it is in Key Vault (or failed for good)."""
 
     pending_id: str
-    state: str
+    state: RenewalState
     reason: str  # why it is in its state: ACCEPTED, AVX_TIMEOUT, AVX_NO_CERTIFICATE, KEY_VAULT_STORE_FAILED, ...
     storage: str  # "import" (PFX/PEM with key) or "merge" (into Key Vault's pending CSR)
     created_at: datetime
@@ -97,23 +116,27 @@ class PendingRecord:
     @classmethod
     def new(cls, now: datetime, **fields: Any) -> PendingRecord:
         # A new record is tried at the first run after it was made.
-        fields.setdefault("state", PENDING)
+        fields.setdefault("state", RenewalState.PENDING)
         return cls(pending_id=uuid.uuid4().hex, created_at=now, next_attempt_at=now, **fields)
 
     @classmethod
     def accepted(cls, now: datetime, owner: str, **fields: Any) -> PendingRecord:
         """The write-ahead record, leased by the invocation about to call AVX."""
-        return cls.new(now, state=ACCEPTED, reason="ACCEPTED", lease_owner=owner, lease_until=now + LEASE, **fields)
+        return cls.new(
+            now, state=RenewalState.ACCEPTED, reason="ACCEPTED", lease_owner=owner, lease_until=now + LEASE, **fields
+        )
 
     @classmethod
     def queued(cls, now: datetime, **fields: Any) -> PendingRecord:
         """The record of an asynchronous renewal, written before its queue message; nobody holds it yet."""
-        return replace(cls.new(now, state=ACCEPTED, reason=QUEUED, **fields), next_attempt_at=now + QUEUED_HOLD)
+        return replace(
+            cls.new(now, state=RenewalState.ACCEPTED, reason=QUEUED, **fields), next_attempt_at=now + QUEUED_HOLD
+        )
 
     @property
     def is_queued(self) -> bool:
         """Waiting on the renewal queue: AVX has not been called for it."""
-        return self.state == ACCEPTED and self.reason == QUEUED
+        return self.state is RenewalState.ACCEPTED and self.reason == QUEUED
 
     def calling_avx(self, now: datetime, **fields: Any) -> PendingRecord:
         """A queued record about to be sent to AVX: from here on it is an ordinary write-ahead record (the timer
@@ -132,7 +155,12 @@ class PendingRecord:
     def pending(self, reason: str, message: str | None, now: datetime) -> PendingRecord:
         """Not stored yet, to be tried by the next run (the webhook's first try ends here)."""
         return replace(
-            self, state=PENDING, reason=reason, last_error=_short(message), next_attempt_at=now, lease_until=None
+            self,
+            state=RenewalState.PENDING,
+            reason=reason,
+            last_error=_short(message),
+            next_attempt_at=now,
+            lease_until=None,
         )
 
     def failed_try(self, error: str, now: datetime, max_days: float) -> PendingRecord:
@@ -142,14 +170,14 @@ class PendingRecord:
                 self,
                 attempts=attempts,
                 last_error=_short(error),
-                state=FAILED,
+                state=RenewalState.FAILED,
                 reason=GAVE_UP,
                 completed_at=now,
                 lease_until=None,
             )
         return replace(
             self,
-            state=PENDING,
+            state=RenewalState.PENDING,
             attempts=attempts,
             last_error=_short(error),
             next_attempt_at=next_attempt_at(attempts, now),
@@ -158,14 +186,19 @@ class PendingRecord:
 
     def failed(self, reason: str, message: str | None, now: datetime) -> PendingRecord:
         return replace(
-            self, state=FAILED, reason=reason, last_error=_short(message), completed_at=now, lease_until=None
+            self,
+            state=RenewalState.FAILED,
+            reason=reason,
+            last_error=_short(message),
+            completed_at=now,
+            lease_until=None,
         )
 
     def renewed(self, key_vault_id: str, name: str, now: datetime) -> PendingRecord:
         return replace(
             self,
             attempts=self.attempts + 1,
-            state=RENEWED,
+            state=RenewalState.RENEWED,
             reason="RENEWED",
             key_vault_certificate_id=key_vault_id,
             key_vault_name=name,
@@ -206,7 +239,7 @@ def _from_entity(entity: Any) -> PendingRecord:
         if isinstance(value, datetime) and value.tzinfo is None:
             fields[key] = value.replace(tzinfo=UTC)
     fields["attempts"] = int(fields.get("attempts") or 0)
-    fields["state"] = LEGACY_STATES.get(fields.get("state") or "", fields.get("state"))
+    fields["state"] = RenewalState.stored(fields.get("state"))
     metadata = getattr(entity, "metadata", None) or {}
     return PendingRecord(pending_id=entity["RowKey"], etag=metadata.get("etag"), **fields)  # type: ignore[arg-type]
 
@@ -272,7 +305,7 @@ class PendingStore:
         with storage_failure("The pending renewals could not be listed"):
             entities = self.table.query_entities(
                 "PartitionKey eq @pk and ( state eq @accepted or state eq @pending )",
-                parameters={"pk": PARTITION, "accepted": ACCEPTED, "pending": PENDING},
+                parameters={"pk": PARTITION, "accepted": RenewalState.ACCEPTED, "pending": RenewalState.PENDING},
             )
             records = [_from_entity(e) for e in entities]
         return sorted((r for r in records if is_due(r, now)), key=lambda r: r.next_attempt_at)

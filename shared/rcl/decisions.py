@@ -22,11 +22,19 @@ EXPIRY_UNREADABLE = "RCL_EXPIRY_UNREADABLE"
 RENEWAL_UNKNOWN = "RCL_RENEWAL_UNKNOWN"
 LIST_SUSPECT = "RCL_LIST_SUSPECT"
 
-# Record states: open ones are looked at by every check until they close.
-SCHEDULED = "scheduled"
-NOT_INSTALLED_STATE = "notinstalled"  # renewed by RCL, not yet installed on its target
-UNKNOWN = "unknown"  # a renewal request whose answer never came: what it scheduled is not known
-OPEN_STATES = (SCHEDULED, NOT_INSTALLED_STATE, UNKNOWN)
+
+class RecordState(StrEnum):
+    """A renewal record's stored `state`: open ones are looked at by every check until they close."""
+
+    SCHEDULED = "scheduled"
+    NOT_INSTALLED = "notinstalled"  # renewed by RCL, not yet installed on its target
+    UNKNOWN = "unknown"  # a renewal request whose answer never came: what it scheduled is not known
+    RENEWED = "renewed"
+    FAILED = "failed"
+    RESOLVED = "resolved"  # an unknown request: what RCL renewed since was found and reported
+
+
+OPEN_STATES = (RecordState.SCHEDULED, RecordState.NOT_INSTALLED, RecordState.UNKNOWN)
 
 # A list that lost this many open records at once (and most of them) is more likely a glitch than real deletions.
 SUSPECT_GONE_MINIMUM = 3
@@ -59,12 +67,12 @@ class ScheduledRenewal:
     expiry_date: datetime | None  # the expiry it had when it was scheduled
     scheduled_at: datetime
     run_id: str | None
-    state: str = SCHEDULED
+    state: RecordState = RecordState.SCHEDULED
     renewed_at: datetime | None = None  # when a check first saw it renewed but not installed
 
     @property
     def is_unknown_request(self) -> bool:
-        return self.state == UNKNOWN
+        return self.state is RecordState.UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -114,7 +122,7 @@ def unknown_request(scheduled_at: datetime, run_id: str | None) -> ScheduledRene
         expiry_date=None,
         scheduled_at=utc(scheduled_at),
         run_id=run_id,
-        state=UNKNOWN,
+        state=RecordState.UNKNOWN,
     )
 
 

@@ -40,6 +40,7 @@ from shared.rcl.decisions import (
     CertificateIndex,
     NearExpiry,
     Outcome,
+    RecordState,
     RenewalRunSummary,
     ScheduledRenewal,
     Verdict,
@@ -446,7 +447,7 @@ def _resolve_unknown(
             f"The renewal request of {request.scheduled_at:%Y-%m-%d %H:%M} UTC got no answer; RCL renewed "
             f"{len(renewed)} certificate(s) since: {describe_names([c.name for c in renewed])}"
         )
-        deps.state.close_unknown(request, "resolved", now, message)
+        deps.state.close_unknown(request, RecordState.RESOLVED, now, message)
         log.info(message)
         return
     if now - request.scheduled_at <= grace:
@@ -456,7 +457,7 @@ def _resolve_unknown(
         f"The renewal request of {request.scheduled_at:%Y-%m-%d %H:%M} UTC got no answer and nothing was renewed "
         "since; the next nightly run asks RCL again"
     )
-    deps.state.close_unknown(request, "failed", now, message)
+    deps.state.close_unknown(request, RecordState.FAILED, now, message)
     emit_event(
         Event.RENEWAL_FAILED,
         {"source": Source.RCL, "reason": RENEWAL_UNKNOWN, "message": message, "scheduledAt": request.scheduled_at},

@@ -24,14 +24,13 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from shared.azure.tables import storage_failure, update_mode
 from shared.core.errors import StateStoreError
 from shared.core.timestamps import utc
-from shared.rcl.decisions import OPEN_STATES, Outcome, ScheduledRenewal, Verdict, night_of
+from shared.rcl.decisions import OPEN_STATES, Outcome, RecordState, ScheduledRenewal, Verdict, night_of
 
 if TYPE_CHECKING:  # the table SDK is imported where it is used, to keep cold start short
     from azure.data.tables import TableClient, UpdateMode
 
 PARTITION = "rcl"
 BUDGET_PARTITION = "rclbudget"
-OPEN = "scheduled"
 CLEANUP_LIMIT = 1000  # rows removed per nightly run at most: a backlog is worked off over a few nights
 TRANSACTION_LIMIT = 100  # Azure Tables: at most 100 operations per entity-group transaction
 _INT32 = range(-(2**31), 2**31)
@@ -63,6 +62,16 @@ def to_entity(record: ScheduledRenewal) -> dict[str, Any]:
     return {k: v for k, v in entity.items() if v is not None}
 
 
+def _state(entity: dict[str, Any]) -> RecordState:
+    text = str(_plain(entity.get("state")) or RecordState.SCHEDULED)
+    try:
+        return RecordState(text)
+    except ValueError:
+        raise StateStoreError(
+            f"The renewal record {entity.get('RowKey')!r} has an unknown state {text[:40]!r}"
+        ) from None
+
+
 def from_entity(entity: dict[str, Any]) -> ScheduledRenewal:
     raw_id = _plain(entity.get("certificateId"))
     expiry = _plain(entity.get("expiryDate"))
@@ -78,7 +87,7 @@ def from_entity(entity: dict[str, Any]) -> ScheduledRenewal:
         expiry_date=utc(expiry) if isinstance(expiry, datetime) else None,
         scheduled_at=utc(scheduled),
         run_id=entity.get("runId"),
-        state=str(entity.get("state") or OPEN),
+        state=_state(entity),
         renewed_at=utc(renewed) if isinstance(renewed, datetime) else None,
     )
 
@@ -89,7 +98,7 @@ def closing_entity(verdict: Verdict, closed_at: datetime) -> dict[str, Any]:
     entity: dict[str, Any] = {
         "PartitionKey": PARTITION,
         "RowKey": verdict.record.record_key,
-        "state": verdict.outcome.value,
+        "state": RecordState(verdict.outcome.value),
         "closedAt": None if still_open else utc(closed_at),
         "renewedAt": utc(closed_at) if still_open else None,
         "installed": verdict.installed if verdict.outcome in (Outcome.RENEWED, Outcome.NOT_INSTALLED) else None,
@@ -158,7 +167,7 @@ class RenewalStateStore:
         """A renewal request whose answer never came: the morning check finds out what it did."""
         self._upsert_all([to_entity(record)], update_mode("merge"), "record the unanswered renewal request")
 
-    def close_unknown(self, record: ScheduledRenewal, state: str, closed_at: datetime, message: str) -> None:
+    def close_unknown(self, record: ScheduledRenewal, state: RecordState, closed_at: datetime, message: str) -> None:
         entity = {
             "PartitionKey": PARTITION,
             "RowKey": record.record_key,

@@ -11,6 +11,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
@@ -27,12 +28,27 @@ REPLAY_WINDOW = timedelta(hours=24)
 ABANDONED_AFTER = timedelta(minutes=15)
 PARTITION = "webhook"
 
-NEW, REPLAY, IN_PROGRESS, MISMATCH, RECORDED = "new", "replay", "in-progress", "mismatch", "recorded"
+
+class KeyState(StrEnum):
+    """A claimed key's stored `state`."""
+
+    RUNNING = "running"  # its invocation has not answered (yet)
+    COMPLETED = "completed"  # answered: the answer is stored for repeats
+
+
+class ClaimOutcome(StrEnum):
+    """What a claim of a key came to."""
+
+    NEW = "new"  # this request holds the key
+    REPLAY = "replay"  # answered before: the first answer again
+    IN_PROGRESS = "in-progress"  # another request holds it
+    MISMATCH = "mismatch"  # the key was used for a different request
+    RECORDED = "recorded"  # its invocation died after AVX: answered from the renewal record
 
 
 @dataclass(frozen=True)
 class Claim:
-    outcome: str
+    outcome: ClaimOutcome
     status: int | None = None
     body: dict[str, Any] | None = None
     pending_id: str | None = None  # RECORDED: the renewal record of a claim whose invocation died after AVX
@@ -54,20 +70,22 @@ def fingerprint(body: bytes, query: dict[str, str]) -> str:
     return digest.hexdigest()
 
 
-def decide(existing: dict[str, Any], request_fingerprint: str, now: datetime) -> str:
+def decide(existing: dict[str, Any], request_fingerprint: str, now: datetime) -> ClaimOutcome:
     """What a repeat of a claimed key gets: the first answer, 409, 422, or a fresh start when the claim is stale."""
     created = existing.get("createdAt")
     if isinstance(created, datetime) and created.tzinfo is None:
         created = created.replace(tzinfo=UTC)
     if not isinstance(created, datetime) or now - created >= REPLAY_WINDOW:
-        return NEW
-    if existing.get("state") == "running" and now - created >= ABANDONED_AFTER and not existing.get("pendingId"):
-        return NEW  # a dead invocation that provably never reached AVX (no renewal record tied to the key)
+        return ClaimOutcome.NEW
+    if existing.get("state") == KeyState.RUNNING and now - created >= ABANDONED_AFTER and not existing.get("pendingId"):
+        return ClaimOutcome.NEW  # a dead invocation that provably never reached AVX (no renewal record tied to the key)
     if existing.get("fingerprint") != request_fingerprint:
-        return MISMATCH
-    if existing.get("state") == "running" and now - created >= ABANDONED_AFTER:
-        return RECORDED  # a dead invocation after AVX may have acted: answer from its record, never renew again
-    return REPLAY if existing.get("state") == "completed" else IN_PROGRESS
+        return ClaimOutcome.MISMATCH
+    if existing.get("state") == KeyState.RUNNING and now - created >= ABANDONED_AFTER:
+        return (
+            ClaimOutcome.RECORDED
+        )  # a dead invocation after AVX may have acted: answer from its record, never renew again
+    return ClaimOutcome.REPLAY if existing.get("state") == KeyState.COMPLETED else ClaimOutcome.IN_PROGRESS
 
 
 def scope(key: str) -> str:
@@ -89,21 +107,21 @@ class IdempotencyStore:
         entity = {
             "PartitionKey": PARTITION,
             "RowKey": _row_key(key),
-            "state": "running",
+            "state": KeyState.RUNNING,
             "fingerprint": request_fingerprint,
             "createdAt": now,
         }
         with storage_failure("The idempotency key could not be recorded"):
             try:
                 self.table.create_entity(entity)
-                return Claim(NEW)
+                return Claim(ClaimOutcome.NEW)
             except ResourceExistsError:
                 pass
         with storage_failure("The idempotency key could not be read"):
             try:
                 existing = self.table.get_entity(PARTITION, entity["RowKey"])
                 outcome = decide(existing, request_fingerprint, now)
-                if outcome == NEW:
+                if outcome is ClaimOutcome.NEW:
                     # Take over a stale claim only if nobody else did meanwhile (optimistic concurrency on the ETag).
                     self.table.update_entity(
                         entity,
@@ -111,13 +129,15 @@ class IdempotencyStore:
                         etag=existing.metadata["etag"],
                         match_condition=MatchConditions.IfNotModified,
                     )
-                    return Claim(NEW)
+                    return Claim(ClaimOutcome.NEW)
             except (ResourceModifiedError, ResourceNotFoundError):
-                return Claim(IN_PROGRESS)
-        if outcome == REPLAY:
-            return Claim(REPLAY, int(existing.get("status", 500)), json.loads(existing.get("body") or "{}"))
-        if outcome == RECORDED:
-            return Claim(RECORDED, pending_id=str(existing.get("pendingId")))
+                return Claim(ClaimOutcome.IN_PROGRESS)
+        if outcome is ClaimOutcome.REPLAY:
+            return Claim(
+                ClaimOutcome.REPLAY, int(existing.get("status", 500)), json.loads(existing.get("body") or "{}")
+            )
+        if outcome is ClaimOutcome.RECORDED:
+            return Claim(ClaimOutcome.RECORDED, pending_id=str(existing.get("pendingId")))
         return Claim(outcome)
 
     def attach(self, key: str, pending_id: str) -> None:
@@ -136,7 +156,7 @@ class IdempotencyStore:
                 {
                     "PartitionKey": PARTITION,
                     "RowKey": _row_key(key),
-                    "state": "completed",
+                    "state": KeyState.COMPLETED,
                     "status": status,
                     "body": json.dumps(body),
                 },

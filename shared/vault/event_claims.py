@@ -34,7 +34,13 @@ EVENT_PARTITION = "kvevent"
 VERSION_PARTITION = "kvversion"
 # The function timeout is 10 minutes: a claim running longer belongs to an invocation that died.
 ABANDONED_AFTER = timedelta(minutes=15)
-RUNNING, DONE = "running", "done"
+
+
+class ClaimState(enum.StrEnum):
+    """A claim's stored `state`."""
+
+    RUNNING = "running"  # its run has not finished (or died)
+    DONE = "done"  # finished; `result` says what happened
 
 
 class ClaimOutcome(enum.Enum):
@@ -65,7 +71,7 @@ def _digest(text: str) -> str:
 
 def decide(existing: dict[str, Any], now: datetime) -> ClaimOutcome:
     """A second claim of a key: done, held, or taken over (NEW) when its run died before it could matter."""
-    if existing.get("state") == DONE:
+    if existing.get("state") == ClaimState.DONE:
         return ClaimOutcome.DONE
     if existing.get("pendingId"):
         return ClaimOutcome.HELD  # AVX may have renewed: the renewal record is completed by complete_pending
@@ -84,7 +90,12 @@ class EventClaims:
     def claim(self, partition: str, key: str, detail: dict[str, str], now: datetime | None = None) -> Claim:
         """Take the claim `partition`/`key` (StateStoreError when the table cannot be reached)."""
         now = now or datetime.now(UTC)
-        entity: dict[str, Any] = {"PartitionKey": partition, "RowKey": key, "state": RUNNING, "createdAt": now}
+        entity: dict[str, Any] = {
+            "PartitionKey": partition,
+            "RowKey": key,
+            "state": ClaimState.RUNNING,
+            "createdAt": now,
+        }
         entity.update({k: v[:256] for k, v in detail.items() if v})
         with storage_failure("The Key Vault event could not be claimed"):
             try:
@@ -119,7 +130,7 @@ class EventClaims:
         """Mark the claim done with what happened; a lost update only means a later event finds it `running`."""
         try:
             self.table.update_entity(
-                {"PartitionKey": partition, "RowKey": key, "state": DONE, "result": result[:256]},
+                {"PartitionKey": partition, "RowKey": key, "state": ClaimState.DONE, "result": result[:256]},
                 mode=update_mode("merge"),
             )
         except TABLE_ERRORS:

@@ -14,7 +14,7 @@ import pytest
 
 from shared import context as app_context
 from shared.appviewx.pipeline import complete_pending
-from shared.appviewx.records import FAILED, PENDING, RENEWED, PendingRecord
+from shared.appviewx.records import PendingRecord, RenewalState
 from shared.core.telemetry import add_event_sink, remove_event_sink
 from shared.security import signature
 from tests.standins import certs
@@ -84,7 +84,7 @@ def test_key_vault_down_then_back_is_completed_by_the_timer(
 
     code, record = status_of(functions, pending_id)
     assert code == 200
-    assert record["state"] == PENDING and record["attempts"] == 0
+    assert record["state"] == "pending" and record["attempts"] == 0
     assert record["avxResourceId"] == item.resource_id and record["reason"] == "KEY_VAULT_STORE_FAILED"
     assert "certificateContent" not in json.dumps(record) and "password" not in json.dumps(record).lower()
 
@@ -97,7 +97,7 @@ def test_key_vault_down_then_back_is_completed_by_the_timer(
     assert len(item.renewals) == renewed_before  # fetched what AVX renewed; never renewed again
     assert len(standins.avx.renew_calls()) == 1
     code, record = status_of(functions, pending_id)
-    assert record["state"] == RENEWED and record["keyVaultCertificateId"].startswith(standins.key_vault.url)
+    assert record["state"] == "renewed" and record["keyVaultCertificateId"].startswith(standins.key_vault.url)
     names = [name for name, _ in events]
     assert names.count("CertificateRenewalPending") == 1 and names.count("CertificateRenewed") == 1
     renewed = dict(events)["CertificateRenewed"]
@@ -116,7 +116,7 @@ def test_manual_approval_is_fetched_after_approval_with_backoff(
     summary = complete_pending(pending, app_context.avx_client(), store, 7, now=start)
     assert summary.retried == [answer["pendingId"]]
     record = pending.get(answer["pendingId"])
-    assert record is not None and record.attempts == 1 and record.state == PENDING
+    assert record is not None and record.attempts == 1 and record.state is RenewalState.PENDING
     assert record.next_attempt_at - start == timedelta(minutes=15)
 
     # Not due yet: nothing is asked of AVX.
@@ -141,7 +141,7 @@ def test_pending_gives_up_after_max_days(standins: StandIns, app_env: dict[str, 
     summary = complete_pending(pending, app_context.avx_client(), app_context.key_vault_store(), 7)
     assert summary.failed == [record.pending_id]
     saved = pending.get(record.pending_id)
-    assert saved is not None and saved.state == FAILED and saved.attempts == 1
+    assert saved is not None and saved.state is RenewalState.FAILED and saved.attempts == 1
     failed = [a for n, a in events if n == "CertificateRenewalFailed"]
     assert failed and failed[0]["reason"] == "PENDING_GAVE_UP" and failed[0]["source"] == "appviewx"
 
