@@ -12,6 +12,7 @@ pure functions; `PendingStore` is the table I/O.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,7 @@ from shared.core.timestamps import iso_utc
 if TYPE_CHECKING:  # the table SDK is imported where it is used, to keep cold start short
     from azure.data.tables import TableClient
 
+log = logging.getLogger("certrenew.records")
 PARTITION = "avx"
 FIRST_RETRY = timedelta(minutes=15)
 MAX_RETRY = timedelta(hours=24)
@@ -244,6 +246,18 @@ def _from_entity(entity: Any) -> PendingRecord:
     return PendingRecord(pending_id=entity["RowKey"], etag=metadata.get("etag"), **fields)  # type: ignore[arg-type]
 
 
+def _readable(entities: list[dict[str, Any]]) -> list[PendingRecord]:
+    """The rows that read as records; one row no version of the app wrote (an unknown state) is skipped with a
+    warning, so it cannot hide every other record from the status table or the inventory."""
+    records = []
+    for entity in entities:
+        try:
+            records.append(_from_entity(entity))
+        except StateStoreError as exc:
+            log.warning("Renewal record %s skipped: %s", str(entity.get("RowKey"))[:40], exc.message)
+    return records
+
+
 class PendingStore:
     def __init__(self, table: TableClient) -> None:
         self.table = table
@@ -313,7 +327,5 @@ class PendingStore:
     def all_records(self) -> list[PendingRecord]:
         """Every record, newest first (for the operator's status table)."""
         with storage_failure("The pending renewals could not be listed"):
-            records = [
-                _from_entity(e) for e in self.table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION})
-            ]
-        return sorted(records, key=lambda r: r.created_at, reverse=True)
+            entities = list(self.table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION}))
+        return sorted(_readable(entities), key=lambda r: r.created_at, reverse=True)

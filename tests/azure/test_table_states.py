@@ -106,3 +106,13 @@ def test_rcl_records_store_their_states_as_before(table: TableClient) -> None:
     store.close_unknown(request, RecordState.RESOLVED, NOW, "found")
     assert raw_state(table, RCL_PARTITION, request.record_key) == "resolved"
     assert store.open_renewals() == []
+
+
+def test_a_row_with_an_unknown_state_does_not_hide_the_other_records(table: TableClient) -> None:
+    store = PendingStore(table)
+    good = store.create(PendingRecord.accepted(NOW, "invocation-2", storage="import", key_vault_name="a-contoso-com"))
+    odd = {**table.get_entity(AVX_PARTITION, good.pending_id), "RowKey": uuid.uuid4().hex, "state": "archived"}
+    table.create_entity(odd)
+    with pytest.raises(StateStoreError):  # the one row, read on its own, is named as unreadable
+        store.get(odd["RowKey"])
+    assert [r.pending_id for r in store.all_records()] == [good.pending_id]  # the listing skips it, keeps the rest
