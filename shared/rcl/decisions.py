@@ -365,6 +365,36 @@ def suspect_list(open_count: int, gone_count: int, listed_count: int) -> str | N
     return None
 
 
+def judge_open_renewals(
+    open_records: Sequence[ScheduledRenewal],
+    index: CertificateIndex,
+    listed_count: int,
+    now: datetime,
+    grace: timedelta,
+    install_grace: timedelta,
+) -> tuple[list[Verdict], str | None]:
+    """Each open record's verdict against RCL's list, and why the list is not believed (None: it is)."""
+    verdicts = [classify(record, index.find(record), now, grace, install_grace) for record in open_records]
+    gone = [v for v in verdicts if v.reason == CERTIFICATE_GONE]
+    suspicion = suspect_list(len(open_records), len(gone), listed_count)
+    if suspicion:
+        # Not believed: the vanished records stay open for the next check instead of being failed.
+        verdicts = [v for v in verdicts if v.reason != CERTIFICATE_GONE]
+    return verdicts, suspicion
+
+
+def deployed_expiries(verdicts: Iterable[Verdict], index: CertificateIndex) -> dict[str, datetime]:
+    """Where RCL renewed but did not install yet, the deployed certificate is still the old one: its expiry (the
+    recorded one) by certificate key, for the near-expiry warning."""
+    return {
+        current.key: v.record.expiry_date
+        for v in verdicts
+        if v.outcome is Outcome.NOT_INSTALLED
+        and v.record.expiry_date is not None
+        and (current := index.find(v.record)) is not None
+    }
+
+
 def renewed_since(
     request: ScheduledRenewal, listed: Iterable[CertificateResponse], known: set[str]
 ) -> list[CertificateResponse]:

@@ -15,7 +15,6 @@ MAX_LINES = 50
 KNOWN_LONG: dict[tuple[str, str], int] = {
     ("shared/operator/cli.py", "make_server"): 70,
     ("shared/operator/cli.py", "cmd_status"): 54,
-    ("shared/rcl/runs.py", "_verify"): 73,
 }
 
 
