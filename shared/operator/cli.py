@@ -523,22 +523,23 @@ def local_table_endpoint(connection_string: str) -> str | None:
     return endpoint.rstrip("/") if host in ("127.0.0.1", "localhost", "::1") else None
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def _read_status_tables(settings_path: Path | None) -> tuple[list[dict[str, Any]], list[Any]] | None:
+    """The RCL renewal records and the AppViewX records; None after telling on stderr why they cannot be read."""
     from shared import context as app_context
-    from shared.appviewx.records import OPEN_STATES
     from shared.core.errors import CertRenewError
 
-    now = datetime.now(UTC)
     try:
-        rcl_records = app_context.renewal_state().all_records()
-        pending_records = app_context.pending_store().all_records()
+        return app_context.renewal_state().all_records(), app_context.pending_store().all_records()
     except CertRenewError as exc:
         print(
             f"{program_name()} status: cannot read the app's tables ([{exc.code}] {exc.message.rstrip('.')}). "
-            f"Likely cause: {status_hint(exc, args.settings)}.",
+            f"Likely cause: {status_hint(exc, settings_path)}.",
             file=sys.stderr,
         )
-        return EXIT_FAILED
+        return None
+
+
+def _print_rcl_renewals(rcl_records: Sequence[dict[str, Any]], now: datetime) -> None:
     rcl_rows = [
         (
             r.get("certificateName"),
@@ -557,6 +558,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         rcl_rows,
         "(none recorded)",
     )
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from shared.appviewx.records import OPEN_STATES
+
+    now = datetime.now(UTC)
+    tables = _read_status_tables(args.settings)
+    if tables is None:
+        return EXIT_FAILED
+    rcl_records, pending_records = tables
+    _print_rcl_renewals(rcl_records, now)
     names = pending_names(pending_records)
     pending_rows = [
         (
