@@ -14,6 +14,7 @@ from shared.core.certificates import (
     DEFAULT_FORMAT,
     FORMATS,
     KEY_VAULT_NAME_PATTERN,
+    FormatInfo,
     Storage,
     derive_certificate_name,
     generate_password,
@@ -110,48 +111,48 @@ def check_body_size(body: bytes) -> None:
         )
 
 
-def parse_renew_request(body: bytes, query: Mapping[str, str]) -> RenewCommand:
-    """Validate a webhook request (whose size `check_body_size` passed) before anything is called: the command, or
-    `Rejected` with the answer to give."""
+def _json_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object; numbers and constants pass `_number` and `_no_constant` on the way."""
     try:
         document = json.loads(body.decode("utf-8"), parse_int=_number, parse_float=_number, parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError):
         raise Rejected(_invalid("The request body must be a JSON object")) from None
     if not isinstance(document, dict):
         raise Rejected(_invalid("The request body must be a JSON object"))
+    return document
 
-    resource_id = _optional_string(document, "resourceId")
-    common_name = _optional_string(document, "commonName")
-    serial_number = _optional_string(document, "serialNumber")
-    workflow_type = _optional_string(document, "workflowType")
-    key_vault_name = _optional_string(document, "keyVaultCertificateName")
 
-    fmt, password = DEFAULT_FORMAT, None
+def _certificate_format(document: Mapping[str, Any]) -> tuple[str, str | None]:
+    """`certificateFormat`: the format asked for (not yet checked against FORMATS) and the caller's PFX password."""
     certificate_format = document.get("certificateFormat")
-    if certificate_format is not None:
-        if not isinstance(certificate_format, dict):
-            raise Rejected(_invalid("certificateFormat must be an object with format and optional password"))
-        fmt = _optional_string(certificate_format, "format") or DEFAULT_FORMAT
-        password = certificate_format.get("password")
-        if password is not None and not isinstance(password, str):
-            raise Rejected(_invalid("certificateFormat.password must be a string"))
-        if password is not None and len(password) > MAX_FIELD_LENGTH:
-            raise Rejected(_invalid(f"certificateFormat.password must be at most {MAX_FIELD_LENGTH} characters"))
-        password = password or None
+    if certificate_format is None:
+        return DEFAULT_FORMAT, None
+    if not isinstance(certificate_format, dict):
+        raise Rejected(_invalid("certificateFormat must be an object with format and optional password"))
+    fmt = _optional_string(certificate_format, "format") or DEFAULT_FORMAT
+    password = certificate_format.get("password")
+    if password is not None and not isinstance(password, str):
+        raise Rejected(_invalid("certificateFormat.password must be a string"))
+    if password is not None and len(password) > MAX_FIELD_LENGTH:
+        raise Rejected(_invalid(f"certificateFormat.password must be at most {MAX_FIELD_LENGTH} characters"))
+    return fmt, password or None
 
-    auto_approval = _auto_approval(document, query)
 
-    if not resource_id and not (common_name and serial_number):
-        missing = ""
-        if common_name and not serial_number:
-            missing = " Mandatory field is missing or invalid - serialNumber."
-        elif serial_number and not common_name:
-            missing = " Mandatory field is missing or invalid - commonName."
-        raise Rejected(
-            _invalid(
-                "Either resourceId or commonName & serialNumber are Mandatory." + missing, "MANDATORY_FIELD_MISSING"
-            )
-        )
+def _require_identity(resource_id: str | None, common_name: str | None, serial_number: str | None) -> None:
+    """AVX finds the certificate by resourceId, or by commonName and serialNumber together."""
+    if resource_id or (common_name and serial_number):
+        return
+    missing = ""
+    if common_name and not serial_number:
+        missing = " Mandatory field is missing or invalid - serialNumber."
+    elif serial_number and not common_name:
+        missing = " Mandatory field is missing or invalid - commonName."
+    raise Rejected(
+        _invalid("Either resourceId or commonName & serialNumber are Mandatory." + missing, "MANDATORY_FIELD_MISSING")
+    )
+
+
+def _format_info(fmt: str) -> FormatInfo:
     info = FORMATS.get(fmt.upper())
     if info is None:
         raise Rejected(
@@ -160,10 +161,33 @@ def parse_renew_request(body: bytes, query: Mapping[str, str]) -> RenewCommand:
                 "VALIDATION_ERROR_0004",
             )
         )
+    return info
+
+
+def _check_target(workflow_type: str | None, key_vault_name: str | None) -> None:
+    """The renewal's route (only AVX's direct workflow) and the Key Vault name the caller chose, if any."""
     if workflow_type is not None and workflow_type != "direct":
         raise Rejected(_invalid("Validation Failure: workflowType may only be direct", "VALIDATION_ERROR_0004"))
     if key_vault_name is not None and not KEY_VAULT_NAME_PATTERN.match(key_vault_name):
         raise Rejected(_invalid("keyVaultCertificateName must be 1-127 characters of 0-9, a-z, A-Z and -"))
+
+
+def parse_renew_request(body: bytes, query: Mapping[str, str]) -> RenewCommand:
+    """Validate a webhook request (whose size `check_body_size` passed) before anything is called: the command, or
+    `Rejected` with the answer to give. Every field's type is checked before any rule across fields (the order
+    decides which problem a request with several is answered with)."""
+    document = _json_object(body)
+    resource_id = _optional_string(document, "resourceId")
+    common_name = _optional_string(document, "commonName")
+    serial_number = _optional_string(document, "serialNumber")
+    workflow_type = _optional_string(document, "workflowType")
+    key_vault_name = _optional_string(document, "keyVaultCertificateName")
+    fmt, password = _certificate_format(document)
+    auto_approval = _auto_approval(document, query)
+
+    _require_identity(resource_id, common_name, serial_number)
+    info = _format_info(fmt)
+    _check_target(workflow_type, key_vault_name)
 
     password_generated = info.password_required and not password
     if password_generated:

@@ -199,6 +199,38 @@ def _is_ipv4(value: str) -> bool:
     return True
 
 
+def _endpoint_check(entry: dict[str, object], label: str, problems: list[str]) -> EndpointCheck | None:
+    """One entry of `ENDPOINT_CHECKS` as a check, or None after adding each of its problems to `problems`."""
+    before = len(problems)
+    host = entry.get("host")
+    unknown = sorted(str(k) for k in entry if k not in ENDPOINT_CHECK_KEYS)
+    if unknown:
+        problems.append(f"{label}: unknown field(s) {', '.join(unknown)}; use certificate, host, address")
+    certificate = entry.get("certificate")
+    if not isinstance(certificate, str) or not certificate.strip():
+        problems.append(f"{label}: certificate (the Key Vault certificate name) is required")
+    elif not _KEY_VAULT_NAME.match(certificate.strip()):
+        problems.append(
+            f"{label}: certificate must be a Key Vault name (1-127 letters, digits, -), got {certificate!r}"
+        )
+    if not isinstance(host, str) or not host.strip():
+        problems.append(f"{label}: host (the DNS name the endpoint serves, sent as SNI) is required")
+    elif not is_dns_name(host.strip()):
+        problems.append(f"{label}: host must be a DNS name (it is sent as SNI), got {host!r}")
+    address = entry.get("address")
+    parsed: tuple[str, int] | None = None
+    if address is not None:
+        if not isinstance(address, str) or parse_address(address) is None:
+            problems.append(f'{label}: address must be "<host or IP>:<port>" ([IPv6]:port), got {address!r}')
+        else:
+            parsed = parse_address(address)
+    if len(problems) > before:
+        return None
+    name = str(host).strip().rstrip(".").lower()  # both are non-empty strings here (checked above)
+    address_host, port = parsed or (name, 443)
+    return EndpointCheck(certificate=str(certificate).strip(), host=name, address_host=address_host, port=port)
+
+
 def parse_endpoint_checks(raw: str, problems: list[str], setting: str = "ENDPOINT_CHECKS") -> list[EndpointCheck]:
     """The endpoints of `ENDPOINT_CHECKS`; each problem names the entry (index and host) and is added to `problems`."""
     try:
@@ -220,33 +252,9 @@ def parse_endpoint_checks(raw: str, problems: list[str], setting: str = "ENDPOIN
             continue
         host = entry.get("host")
         label = f"{setting}[{index}]" + (f" (host {host!r})" if isinstance(host, str) and host.strip() else "")
-        before = len(problems)
-        unknown = sorted(str(k) for k in entry if k not in ENDPOINT_CHECK_KEYS)
-        if unknown:
-            problems.append(f"{label}: unknown field(s) {', '.join(unknown)}; use certificate, host, address")
-        certificate = entry.get("certificate")
-        if not isinstance(certificate, str) or not certificate.strip():
-            problems.append(f"{label}: certificate (the Key Vault certificate name) is required")
-        elif not _KEY_VAULT_NAME.match(certificate.strip()):
-            problems.append(
-                f"{label}: certificate must be a Key Vault name (1-127 letters, digits, -), got {certificate!r}"
-            )
-        if not isinstance(host, str) or not host.strip():
-            problems.append(f"{label}: host (the DNS name the endpoint serves, sent as SNI) is required")
-        elif not is_dns_name(host.strip()):
-            problems.append(f"{label}: host must be a DNS name (it is sent as SNI), got {host!r}")
-        address = entry.get("address")
-        parsed: tuple[str, int] | None = None
-        if address is not None:
-            if not isinstance(address, str) or parse_address(address) is None:
-                problems.append(f'{label}: address must be "<host or IP>:<port>" ([IPv6]:port), got {address!r}')
-            else:
-                parsed = parse_address(address)
-        if len(problems) > before:
+        check = _endpoint_check(entry, label, problems)
+        if check is None:
             continue
-        name = str(host).strip().rstrip(".").lower()  # both are non-empty strings here (checked above)
-        address_host, port = parsed or (name, 443)
-        check = EndpointCheck(certificate=str(certificate).strip(), host=name, address_host=address_host, port=port)
         key = (check.certificate, check.host, check.address)
         if key in seen:
             problems.append(f"{label}: the same endpoint as {setting}[{seen[key]}]")

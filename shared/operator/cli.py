@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 from shared.core.timestamps import iso_utc, utc
@@ -156,76 +156,88 @@ def http_routes(functions: dict[str, Any]) -> list[Route]:
     return sorted(routes, key=lambda r: r.template.count("{"))
 
 
+class FunctionsHandler(BaseHTTPRequestHandler):
+    """Serves the app's HTTP functions as the Functions host does; `make_server` binds the routes and the key."""
+
+    protocol_version = "HTTP/1.1"
+    routes: ClassVar[tuple[Route, ...]] = ()
+    function_key: ClassVar[str] = ""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        # One line per served request; the path only (the query may carry the function key as ?code=).
+        took = (time.monotonic() - getattr(self, "started", time.monotonic())) * 1000
+        serve_log.info("%s %s -> %s (%.0f ms)", self.command, self.path.split("?")[0], code, took)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        serve_log.warning("%s %s: %s", self.command, self.path.split("?")[0], format % args)
+
+    def _answer(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for key, value in {**headers, "Content-Length": str(len(body))}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _serve(self) -> None:
+        self.started = time.monotonic()
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        parts = urlsplit(self.path)
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        allowed: set[str] = set()
+        for route in self.routes:
+            params = route.match(parts.path)
+            if params is None:
+                continue
+            allowed |= route.methods
+            if self.command not in route.methods:
+                continue
+            if route.auth_level != "ANONYMOUS" and not self._key_given(query):
+                self._answer(401, b"", {})  # what the Functions host answers to a missing or wrong key
+                return
+            query.pop("code", None)
+            self._call(route, parts.path, query, params, body)
+            return
+        if allowed:
+            self._answer(405, b"", {"Allow": ", ".join(sorted(allowed))})
+        else:
+            self._answer(404, b"", {})
+
+    def _key_given(self, query: dict[str, str]) -> bool:
+        given = self.headers.get("x-functions-key") or query.get("code") or ""
+        return secrets.compare_digest(given.encode(), self.function_key.encode())
+
+    def _call(self, route: Route, path: str, query: dict[str, str], params: dict[str, str], body: bytes) -> None:
+        """Run the route's function with the request the host would build, and send its answer."""
+        import azure.functions as func
+
+        request = func.HttpRequest(
+            method=self.command,
+            url=f"http://{self.headers.get('Host', 'localhost')}{path}",
+            headers=dict(self.headers.items()),
+            params=query,
+            route_params=params,
+            body=body,
+        )
+        response = route.function(request, LocalContext(route.name))
+        headers = dict(response.headers.items())
+        headers.setdefault("Content-Type", response.mimetype or "application/json")
+        self._answer(response.status_code, response.get_body(), headers)
+
+    def __getattr__(self, name: str) -> Any:
+        # Every method, known or not, goes through the routes (405 when a route exists but not for it).
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
+
+
 def make_server(
     host: str, port: int, function_key: str, functions: dict[str, Any] | None = None
 ) -> ThreadingHTTPServer:
-    import azure.functions as func
-
     routes = http_routes(functions or registered_functions())
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-            # One line per served request; the path only (the query may carry the function key as ?code=).
-            took = (time.monotonic() - getattr(self, "started", time.monotonic())) * 1000
-            serve_log.info("%s %s -> %s (%.0f ms)", self.command, self.path.split("?")[0], code, took)
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-            serve_log.warning("%s %s: %s", self.command, self.path.split("?")[0], format % args)
-
-        def _answer(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-            self.send_response(status)
-            for key, value in {**headers, "Content-Length": str(len(body))}.items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _serve(self) -> None:
-            self.started = time.monotonic()
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            parts = urlsplit(self.path)
-            query = dict(parse_qsl(parts.query, keep_blank_values=True))
-            allowed: set[str] = set()
-            for route in routes:
-                params = route.match(parts.path)
-                if params is None:
-                    continue
-                allowed |= route.methods
-                if self.command not in route.methods:
-                    continue
-                if route.auth_level != "ANONYMOUS":
-                    given = self.headers.get("x-functions-key") or query.get("code") or ""
-                    if not secrets.compare_digest(given.encode(), function_key.encode()):
-                        self._answer(401, b"", {})  # what the Functions host answers to a missing or wrong key
-                        return
-                query.pop("code", None)
-                request = func.HttpRequest(
-                    method=self.command,
-                    url=f"http://{self.headers.get('Host', 'localhost')}{parts.path}",
-                    headers=dict(self.headers.items()),
-                    params=query,
-                    route_params=params,
-                    body=body,
-                )
-                response = route.function(request, LocalContext(route.name))
-                headers = dict(response.headers.items())
-                headers.setdefault("Content-Type", response.mimetype or "application/json")
-                self._answer(response.status_code, response.get_body(), headers)
-                return
-            if allowed:
-                self._answer(405, b"", {"Allow": ", ".join(sorted(allowed))})
-            else:
-                self._answer(404, b"", {})
-
-        def __getattr__(self, name: str) -> Any:
-            # Every method, known or not, goes through the routes (405 when a route exists but not for it).
-            if name.startswith("do_"):
-                return self._serve
-            raise AttributeError(name)
-
-    return ThreadingHTTPServer((host, port), Handler)
+    # A handler class per server: the server builds one handler per request from the class.
+    handler = type("Handler", (FunctionsHandler,), {"routes": tuple(routes), "function_key": function_key})
+    return ThreadingHTTPServer((host, port), handler)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -511,22 +523,23 @@ def local_table_endpoint(connection_string: str) -> str | None:
     return endpoint.rstrip("/") if host in ("127.0.0.1", "localhost", "::1") else None
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def _read_status_tables(settings_path: Path | None) -> tuple[list[dict[str, Any]], list[Any]] | None:
+    """The RCL renewal records and the AppViewX records; None after telling on stderr why they cannot be read."""
     from shared import context as app_context
-    from shared.appviewx.records import OPEN_STATES
     from shared.core.errors import CertRenewError
 
-    now = datetime.now(UTC)
     try:
-        rcl_records = app_context.renewal_state().all_records()
-        pending_records = app_context.pending_store().all_records()
+        return app_context.renewal_state().all_records(), app_context.pending_store().all_records()
     except CertRenewError as exc:
         print(
             f"{program_name()} status: cannot read the app's tables ([{exc.code}] {exc.message.rstrip('.')}). "
-            f"Likely cause: {status_hint(exc, args.settings)}.",
+            f"Likely cause: {status_hint(exc, settings_path)}.",
             file=sys.stderr,
         )
-        return EXIT_FAILED
+        return None
+
+
+def _print_rcl_renewals(rcl_records: Sequence[dict[str, Any]], now: datetime) -> None:
     rcl_rows = [
         (
             r.get("certificateName"),
@@ -545,6 +558,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         rcl_rows,
         "(none recorded)",
     )
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from shared.appviewx.records import OPEN_STATES
+
+    now = datetime.now(UTC)
+    tables = _read_status_tables(args.settings)
+    if tables is None:
+        return EXIT_FAILED
+    rcl_records, pending_records = tables
+    _print_rcl_renewals(rcl_records, now)
     names = pending_names(pending_records)
     pending_rows = [
         (

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -232,6 +232,111 @@ def is_installed(current: CertificateResponse) -> bool:
     return utc(current.remote_create_date) >= utc(current.issue_date) - EXPIRY_MOVE_TOLERANCE
 
 
+@dataclass(frozen=True)
+class Judgement:
+    """What every classification rule looks at: a scheduled renewal, RCL's entry for it now, and the grace times."""
+
+    record: ScheduledRenewal
+    current: CertificateResponse
+    now: datetime
+    grace: timedelta  # how long RCL may take to renew
+    install_grace: timedelta  # how long RCL may take to install a renewed certificate on its target
+
+
+def _expiry_moved_earlier(facts: Judgement) -> Verdict | None:
+    record, current = facts.record, facts.current
+    if (
+        record.expiry_date is None
+        or current.expiry_date is None
+        or utc(current.expiry_date) >= utc(record.expiry_date) - EXPIRY_MOVE_TOLERANCE
+    ):
+        return None
+    return Verdict(
+        record,
+        Outcome.FAILED,
+        reason=EXPIRY_EARLIER,
+        message=(
+            f"RCL now lists {record.certificate_name} with an expiry earlier than when it was scheduled ("
+            f"{iso_utc(current.expiry_date)}, was {iso_utc(record.expiry_date)}): the certificate was replaced or "
+            "revoked outside this app, or RCL's data changed; check it in the RCL portal"
+        ),
+    )
+
+
+def _renewed_and_installed(facts: Judgement) -> Verdict | None:
+    if not is_renewed(facts.record, facts.current) or not is_installed(facts.current):
+        return None
+    return Verdict(facts.record, Outcome.RENEWED, installed=True, new_expiry=facts.current.expiry_date)
+
+
+def _renewed_but_not_installed_in_time(facts: Judgement) -> Verdict | None:
+    record, current = facts.record, facts.current
+    if not is_renewed(record, current) or is_installed(current):
+        return None
+    seen = record.renewed_at or utc(facts.now)
+    if utc(facts.now) - seen <= facts.install_grace:
+        return None
+    hours = facts.install_grace.total_seconds() / 3600
+    return Verdict(
+        record,
+        Outcome.FAILED,
+        new_expiry=current.expiry_date,
+        reason=NOT_INSTALLED,
+        message=(
+            f"RCL renewed {record.certificate_name} (new expiry {iso_utc(current.expiry_date) or 'unknown'}) but has "
+            f"not installed it on its target ({current.target or 'unknown target'}) within {hours:g} h: the deployed "
+            "certificate is still the old one; RCL's Notification page shows why"
+        ),
+    )
+
+
+def _renewed_not_installed_yet(facts: Judgement) -> Verdict | None:
+    if not is_renewed(facts.record, facts.current) or is_installed(facts.current):
+        return None
+    return Verdict(facts.record, Outcome.NOT_INSTALLED, installed=False, new_expiry=facts.current.expiry_date)
+
+
+def _within_grace(facts: Judgement) -> Verdict | None:
+    if utc(facts.now) - utc(facts.record.scheduled_at) > facts.grace:
+        return None
+    return Verdict(facts.record, Outcome.PENDING)
+
+
+def _not_renewed(facts: Judgement) -> Verdict:
+    record = facts.record
+    hours = facts.grace.total_seconds() / 3600
+    return Verdict(
+        record,
+        Outcome.FAILED,
+        reason=NOT_RENEWED,
+        message=(
+            f"RCL scheduled {record.certificate_name} for renewal at {iso_utc(record.scheduled_at)} but it was not "
+            f"renewed within {hours:g} h (expiry still {iso_utc(facts.current.expiry_date) or 'unknown'}); RCL emails "
+            "the reason, and the RCL portal's Notification page shows it"
+        ),
+    )
+
+
+def _gone(record: ScheduledRenewal) -> Verdict:
+    return Verdict(
+        record,
+        Outcome.FAILED,
+        reason=CERTIFICATE_GONE,
+        message=f"{record.certificate_name} was scheduled for renewal but is no longer in RCL's certificate list",
+    )
+
+
+# The rules of `classify`, in order: the first that decides gives the verdict (a record no rule decides was not
+# renewed in time). Each is a pure function of one Judgement and can be tested on its own.
+CLASSIFY_RULES: tuple[Callable[[Judgement], Verdict | None], ...] = (
+    _expiry_moved_earlier,
+    _renewed_and_installed,
+    _renewed_but_not_installed_in_time,
+    _renewed_not_installed_yet,
+    _within_grace,
+)
+
+
 def classify(
     record: ScheduledRenewal,
     current: CertificateResponse | None,
@@ -240,60 +345,14 @@ def classify(
     install_grace: timedelta = timedelta(hours=24),
 ) -> Verdict:
     """What a scheduled renewal became, judged against RCL's list at `now`."""
-    name = record.certificate_name
     if current is None:
-        return Verdict(
-            record,
-            Outcome.FAILED,
-            reason=CERTIFICATE_GONE,
-            message=f"{name} was scheduled for renewal but is no longer in RCL's certificate list",
-        )
-    if (
-        record.expiry_date is not None
-        and current.expiry_date is not None
-        and utc(current.expiry_date) < utc(record.expiry_date) - EXPIRY_MOVE_TOLERANCE
-    ):
-        return Verdict(
-            record,
-            Outcome.FAILED,
-            reason=EXPIRY_EARLIER,
-            message=(
-                f"RCL now lists {name} with an expiry earlier than when it was scheduled ("
-                f"{iso_utc(current.expiry_date)}, was {iso_utc(record.expiry_date)}): the certificate was replaced or "
-                "revoked outside this app, or RCL's data changed; check it in the RCL portal"
-            ),
-        )
-    if is_renewed(record, current):
-        if is_installed(current):
-            return Verdict(record, Outcome.RENEWED, installed=True, new_expiry=current.expiry_date)
-        seen = record.renewed_at or utc(now)
-        if utc(now) - seen > install_grace:
-            hours = install_grace.total_seconds() / 3600
-            return Verdict(
-                record,
-                Outcome.FAILED,
-                new_expiry=current.expiry_date,
-                reason=NOT_INSTALLED,
-                message=(
-                    f"RCL renewed {name} (new expiry {iso_utc(current.expiry_date) or 'unknown'}) but has not installed "
-                    f"it on its target ({current.target or 'unknown target'}) within {hours:g} h: the deployed "
-                    "certificate is still the old one; RCL's Notification page shows why"
-                ),
-            )
-        return Verdict(record, Outcome.NOT_INSTALLED, installed=False, new_expiry=current.expiry_date)
-    if utc(now) - utc(record.scheduled_at) <= grace:
-        return Verdict(record, Outcome.PENDING)
-    hours = grace.total_seconds() / 3600
-    return Verdict(
-        record,
-        Outcome.FAILED,
-        reason=NOT_RENEWED,
-        message=(
-            f"RCL scheduled {name} for renewal at {iso_utc(record.scheduled_at)} but it was not renewed within "
-            f"{hours:g} h (expiry still {iso_utc(current.expiry_date) or 'unknown'}); RCL emails the reason, and the RCL "
-            "portal's Notification page shows it"
-        ),
-    )
+        return _gone(record)
+    facts = Judgement(record, current, now, grace, install_grace)
+    for rule in CLASSIFY_RULES:
+        verdict = rule(facts)
+        if verdict is not None:
+            return verdict
+    return _not_renewed(facts)
 
 
 def suspect_list(open_count: int, gone_count: int, listed_count: int) -> str | None:
@@ -304,6 +363,36 @@ def suspect_list(open_count: int, gone_count: int, listed_count: int) -> str | N
     if gone_count >= SUSPECT_GONE_MINIMUM and gone_count * 2 > open_count:
         return f"{gone_count} of {open_count} open renewals vanished from RCL's list at once"
     return None
+
+
+def judge_open_renewals(
+    open_records: Sequence[ScheduledRenewal],
+    index: CertificateIndex,
+    listed_count: int,
+    now: datetime,
+    grace: timedelta,
+    install_grace: timedelta,
+) -> tuple[list[Verdict], str | None]:
+    """Each open record's verdict against RCL's list, and why the list is not believed (None: it is)."""
+    verdicts = [classify(record, index.find(record), now, grace, install_grace) for record in open_records]
+    gone = [v for v in verdicts if v.reason == CERTIFICATE_GONE]
+    suspicion = suspect_list(len(open_records), len(gone), listed_count)
+    if suspicion:
+        # Not believed: the vanished records stay open for the next check instead of being failed.
+        verdicts = [v for v in verdicts if v.reason != CERTIFICATE_GONE]
+    return verdicts, suspicion
+
+
+def deployed_expiries(verdicts: Iterable[Verdict], index: CertificateIndex) -> dict[str, datetime]:
+    """Where RCL renewed but did not install yet, the deployed certificate is still the old one: its expiry (the
+    recorded one) by certificate key, for the near-expiry warning."""
+    return {
+        current.key: v.record.expiry_date
+        for v in verdicts
+        if v.outcome is Outcome.NOT_INSTALLED
+        and v.record.expiry_date is not None
+        and (current := index.find(v.record)) is not None
+    }
 
 
 def renewed_since(

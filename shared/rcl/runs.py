@@ -32,7 +32,6 @@ from shared.rcl.client import (
     is_retryable,
 )
 from shared.rcl.decisions import (
-    CERTIFICATE_GONE,
     LIST_SUSPECT,
     MAX_CALLS_PER_NIGHT,
     NOT_INSTALLED,
@@ -45,13 +44,13 @@ from shared.rcl.decisions import (
     ScheduledRenewal,
     Verdict,
     VerifySummary,
-    classify,
+    deployed_expiries,
     describe_names,
+    judge_open_renewals,
     near_expiry,
     night_of,
     renewed_since,
     scheduled_from,
-    suspect_list,
     unknown_request,
     without_duplicates,
 )
@@ -358,33 +357,14 @@ def _verify(
     unknown = [r for r in everything_open if r.is_unknown_request]
     open_records = [r for r in everything_open if not r.is_unknown_request]
     check.open_count = len(open_records)
-    bearer = get_token(deps.rcl_credential, settings.token_scope, "the RCL API")
-    listed = _call_within_budget(
-        deps, night_of(moment), "list", "GET", lambda: deps.client.list_certificates(bearer), sleep
-    )
-    check.listed = len(listed)
-    check.unreadable_dates = _warn_date_problems(listed, "certificate list")
+    listed = _list_certificates(deps, check, moment, sleep)
 
     index = CertificateIndex.of(listed)
     grace = timedelta(hours=settings.verify_grace_hours)
     install_grace = timedelta(hours=settings.install_grace_hours)
-    verdicts = [classify(record, index.find(record), moment, grace, install_grace) for record in open_records]
-    gone = [v for v in verdicts if v.reason == CERTIFICATE_GONE]
-    suspicion = suspect_list(len(open_records), len(gone), len(listed))
-    if suspicion:
-        # Not believed: the vanished records stay open for the next check instead of being failed.
-        verdicts = [v for v in verdicts if v.reason != CERTIFICATE_GONE]
+    verdicts, suspicion = judge_open_renewals(open_records, index, len(listed), moment, grace, install_grace)
     check.verdicts = verdicts
-
-    # Where RCL renewed but did not install yet, the deployed certificate is still the old one: warn on its expiry.
-    deployed = {
-        current.key: v.record.expiry_date
-        for v in verdicts
-        if v.outcome is Outcome.NOT_INSTALLED
-        and v.record.expiry_date is not None
-        and (current := index.find(v.record)) is not None
-    }
-    near = near_expiry(listed, moment, settings.warning_days, deployed)
+    near = near_expiry(listed, moment, settings.warning_days, deployed_expiries(verdicts, index))
     check.near = near
     for item in near:
         emit_event(
@@ -410,15 +390,32 @@ def _verify(
     for request in unknown:
         _resolve_unknown(deps, request, listed, known, moment, grace)
     if suspicion:
-        raise RclError(
-            f"RCL's certificate list is not believed: {suspicion}; those renewals stay open for the next check",
-            code=LIST_SUSPECT,
-            remediation=(
-                "Check in the RCL portal that the certificates still exist and that the app's identity is registered "
-                "for the right subscription. If they were really deleted, the records fail after the next checks."
-            ),
-        )
+        raise _list_not_believed(suspicion)
     return VerifySummary.of(verdicts, near, len(listed), settings.warning_days)
+
+
+def _list_certificates(
+    deps: RclDependencies, check: _Check, moment: datetime, sleep: Callable[[float], None]
+) -> list[CertificateResponse]:
+    """RCL's certificate list, within the night's call budget; its size and unusable dates are counted on `check`."""
+    bearer = get_token(deps.rcl_credential, deps.settings.token_scope, "the RCL API")
+    listed = _call_within_budget(
+        deps, night_of(moment), "list", "GET", lambda: deps.client.list_certificates(bearer), sleep
+    )
+    check.listed = len(listed)
+    check.unreadable_dates = _warn_date_problems(listed, "certificate list")
+    return listed
+
+
+def _list_not_believed(suspicion: str) -> RclError:
+    return RclError(
+        f"RCL's certificate list is not believed: {suspicion}; those renewals stay open for the next check",
+        code=LIST_SUSPECT,
+        remediation=(
+            "Check in the RCL portal that the certificates still exist and that the app's identity is registered "
+            "for the right subscription. If they were really deleted, the records fail after the next checks."
+        ),
+    )
 
 
 def _resolve_unknown(
