@@ -7,12 +7,14 @@ created on first use in the process.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from azure.core import MatchConditions
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import AzureError, ResourceExistsError
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from shared.core.errors import StateStoreError
 from shared.core.settings import StorageSettings
@@ -72,3 +74,44 @@ def update_mode(name: str) -> UpdateMode:
     from azure.data.tables import UpdateMode
 
     return UpdateMode(name)
+
+
+@dataclass(frozen=True)
+class RowClaim:
+    """What claiming a row gave: `taken` when this call now holds it (inserted, or took over a stale row), and the
+    row that was there (None when inserted, or when another run changed or removed it meanwhile)."""
+
+    taken: bool
+    existing: dict[str, Any] | None = None
+
+
+def claim_row(
+    table: TableClient,
+    entity: dict[str, Any],
+    *,
+    stale: Callable[[dict[str, Any]], bool],
+    insert_failure: str,
+    read_failure: str,
+) -> RowClaim:
+    """Claim `entity`'s row across instances: a conditional insert; an existing row is taken over (an ETag-conditional
+    replace) only when `stale(existing)` says its owner is gone. A race lost to another run is RowClaim(False)."""
+    with storage_failure(insert_failure):
+        try:
+            table.create_entity(entity)
+            return RowClaim(True)
+        except ResourceExistsError:
+            pass
+    with storage_failure(read_failure):
+        try:
+            existing = table.get_entity(entity["PartitionKey"], entity["RowKey"])
+            if not stale(existing):
+                return RowClaim(False, existing)
+            table.update_entity(
+                entity,
+                mode=update_mode("replace"),
+                etag=existing.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+            return RowClaim(True, existing)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return RowClaim(False)

@@ -14,10 +14,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-
-from shared.azure.tables import TABLE_ERRORS, storage_failure, update_mode
+from shared.azure.tables import TABLE_ERRORS, claim_row, update_mode
 
 if TYPE_CHECKING:  # the table SDK is imported where it is used, to keep cold start short
     from azure.data.tables import TableClient
@@ -111,27 +108,19 @@ class IdempotencyStore:
             "fingerprint": request_fingerprint,
             "createdAt": now,
         }
-        with storage_failure("The idempotency key could not be recorded"):
-            try:
-                self.table.create_entity(entity)
-                return Claim(ClaimOutcome.NEW)
-            except ResourceExistsError:
-                pass
-        with storage_failure("The idempotency key could not be read"):
-            try:
-                existing = self.table.get_entity(PARTITION, entity["RowKey"])
-                outcome = decide(existing, request_fingerprint, now)
-                if outcome is ClaimOutcome.NEW:
-                    # Take over a stale claim only if nobody else did meanwhile (optimistic concurrency on the ETag).
-                    self.table.update_entity(
-                        entity,
-                        mode=update_mode("replace"),
-                        etag=existing.metadata["etag"],
-                        match_condition=MatchConditions.IfNotModified,
-                    )
-                    return Claim(ClaimOutcome.NEW)
-            except (ResourceModifiedError, ResourceNotFoundError):
-                return Claim(ClaimOutcome.IN_PROGRESS)
+        row = claim_row(
+            self.table,
+            entity,
+            stale=lambda existing: decide(existing, request_fingerprint, now) is ClaimOutcome.NEW,
+            insert_failure="The idempotency key could not be recorded",
+            read_failure="The idempotency key could not be read",
+        )
+        if row.taken:
+            return Claim(ClaimOutcome.NEW)
+        existing = row.existing
+        if existing is None:  # another request took over or released the key meanwhile
+            return Claim(ClaimOutcome.IN_PROGRESS)
+        outcome = decide(existing, request_fingerprint, now)
         if outcome is ClaimOutcome.REPLAY:
             return Claim(
                 ClaimOutcome.REPLAY, int(existing.get("status", 500)), json.loads(existing.get("body") or "{}")

@@ -22,10 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-
-from shared.azure.tables import TABLE_ERRORS, storage_failure, update_mode
+from shared.azure.tables import TABLE_ERRORS, claim_row, storage_failure, update_mode
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
@@ -97,27 +94,19 @@ class EventClaims:
             "createdAt": now,
         }
         entity.update({k: v[:256] for k, v in detail.items() if v})
-        with storage_failure("The Key Vault event could not be claimed"):
-            try:
-                self.table.create_entity(entity)
-                return Claim(ClaimOutcome.NEW)
-            except ResourceExistsError:
-                pass
-        with storage_failure("The Key Vault event claim could not be read"):
-            try:
-                existing = self.table.get_entity(partition, key)
-                outcome = decide(existing, now)
-                if outcome is ClaimOutcome.NEW:
-                    self.table.update_entity(
-                        entity,
-                        mode=update_mode("replace"),
-                        etag=existing.metadata["etag"],
-                        match_condition=MatchConditions.IfNotModified,
-                    )
-                    return Claim(ClaimOutcome.NEW)
-            except (ResourceModifiedError, ResourceNotFoundError):
-                return Claim(ClaimOutcome.HELD)  # another run took it over (or released it) meanwhile
-        return Claim(outcome, existing.get("pendingId"), existing.get("result"))
+        row = claim_row(
+            self.table,
+            entity,
+            stale=lambda existing: decide(existing, now) is ClaimOutcome.NEW,
+            insert_failure="The Key Vault event could not be claimed",
+            read_failure="The Key Vault event claim could not be read",
+        )
+        if row.taken:
+            return Claim(ClaimOutcome.NEW)
+        existing = row.existing
+        if existing is None:  # another run took it over (or released it) meanwhile
+            return Claim(ClaimOutcome.HELD)
+        return Claim(decide(existing, now), existing.get("pendingId"), existing.get("result"))
 
     def attach(self, partition: str, key: str, pending_id: str) -> None:
         """Tie a version claim to its renewal record, before AVX is called (raises: AVX must not be called then)."""
