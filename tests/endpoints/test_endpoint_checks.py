@@ -22,7 +22,7 @@ from shared.azure.keyvault import StoredCertificate
 from shared.core.errors import CertRenewError, SettingsError
 from shared.core.notify import install_notifications, uninstall_notifications
 from shared.core.settings import EndpointCheck, Settings, parse_address
-from shared.core.telemetry import CUSTOM_MEASUREMENTS, add_event_sink, event_record_attributes, remove_event_sink
+from shared.core.telemetry import CUSTOM_MEASUREMENTS, event_record_attributes
 from shared.endpoints.decisions import (
     ExpectedCertificate,
     Outcome,
@@ -33,11 +33,12 @@ from shared.endpoints.decisions import (
 )
 from shared.endpoints.probe import TIMEOUT_SECONDS
 from shared.endpoints.run import check_endpoints
+from tests.eventlog import Events, recording
 from tests.standins.base import Response
 from tests.standins.certs import IssuedCertificate, issue_certificate, thumbprint_hex
 from tests.standins.endpoints import SilentEndpoint, TlsEndpoint, refused_address
 from tests.standins.receiver import ReceiverStandIn
-from tests.standins.stack import SENTINELS, FakeContext, StandIns
+from tests.standins.stack import FakeContext, StandIns
 
 HOST_RENEWED = "www.contoso.com"
 HOST_OLD = "shop.contoso.com"
@@ -45,31 +46,10 @@ HOST_REFUSED = "down.contoso.com"
 HOST_SILENT = "hung.contoso.com"
 
 
-class Events:
-    """Every custom event the app emitted during a test, as the telemetry sinks receive them."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[str, dict[str, Any]]] = []
-
-    def __call__(self, name: str, attributes: dict[str, Any]) -> None:
-        self.items.append((name, dict(attributes)))
-
-    def named(self, name: str) -> list[dict[str, Any]]:
-        return [a for n, a in self.items if n == name]
-
-    def by_host(self) -> dict[str, tuple[str, dict[str, Any]]]:
-        return {a["host"]: (n, a) for n, a in self.items if "host" in a}
-
-
 @pytest.fixture
 def events() -> Iterator[Events]:
-    recorder = Events()
-    add_event_sink(recorder)
-    yield recorder
-    remove_event_sink(recorder)
-    text = json.dumps(recorder.items, default=str)
-    for sentinel in SENTINELS:
-        assert sentinel not in text, "a secret reached a telemetry event"
+    with recording() as recorder:
+        yield recorder
 
 
 @dataclass

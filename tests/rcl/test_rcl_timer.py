@@ -17,12 +17,11 @@ from azure.data.tables import TableClient, UpdateMode
 
 from shared import context as app_context
 from shared.core.errors import CertRenewError
-from shared.core.telemetry import add_event_sink, remove_event_sink
+from tests.eventlog import Events, recording
 from tests.standins.base import Response
 from tests.standins.stack import (
     KEY_VAULT_RESOURCE,
     RCL_RESOURCE,
-    SENTINELS,
     FakeContext,
     StandIns,
     free_port,
@@ -32,34 +31,10 @@ TOKEN_RESOURCES = {KEY_VAULT_RESOURCE, RCL_RESOURCE}
 JSON = {"Content-Type": "application/json"}
 
 
-class Events:
-    """Every custom event the app emitted during a test, as the telemetry sinks receive them."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[str, dict[str, Any]]] = []
-
-    def __call__(self, name: str, attributes: dict[str, Any]) -> None:
-        self.items.append((name, dict(attributes)))
-
-    def named(self, name: str) -> list[dict[str, Any]]:
-        return [a for n, a in self.items if n == name]
-
-    def by_certificate(self, name: str) -> dict[str, dict[str, Any]]:
-        return {a["certificateName"]: a for a in self.named(name)}
-
-    def clear(self) -> None:
-        self.items.clear()
-
-
 @pytest.fixture
 def events() -> Iterator[Events]:
-    recorder = Events()
-    add_event_sink(recorder)
-    yield recorder
-    remove_event_sink(recorder)
-    text = json.dumps(recorder.items, default=str)
-    for sentinel in SENTINELS:
-        assert sentinel not in text, "a secret reached a telemetry event"
+    with recording() as recorder:
+        yield recorder
 
 
 @pytest.fixture

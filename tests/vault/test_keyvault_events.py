@@ -17,40 +17,24 @@ import pytest
 
 from shared import context as app_context
 from shared.core.notify import install_notifications, uninstall_notifications
-from shared.core.telemetry import add_event_sink, remove_event_sink
 from shared.rcl.decisions import ScheduledRenewal
 from shared.vault.event_decisions import Malformed, parse_event
 from shared.vault.events import RetryLater
 from tests.conftest import WebhookCaller
+from tests.eventlog import Events, recording
 from tests.standins.base import Response
 from tests.standins.certs import issue_certificate
 from tests.standins.receiver import ReceiverStandIn
-from tests.standins.stack import SENTINELS, FakeContext, StandIns
+from tests.standins.stack import FakeContext, StandIns
 
 NEAR = "Microsoft.KeyVault.CertificateNearExpiry"
 EXPIRED = "Microsoft.KeyVault.CertificateExpired"
 
 
-class Events:
-    def __init__(self) -> None:
-        self.items: list[tuple[str, dict[str, Any]]] = []
-
-    def __call__(self, name: str, attributes: dict[str, Any]) -> None:
-        self.items.append((name, dict(attributes)))
-
-    def named(self, name: str) -> list[dict[str, Any]]:
-        return [a for n, a in self.items if n == name]
-
-
 @pytest.fixture
 def events() -> Iterator[Events]:
-    recorder = Events()
-    add_event_sink(recorder)
-    yield recorder
-    remove_event_sink(recorder)
-    text = json.dumps(recorder.items, default=str)
-    for sentinel in SENTINELS:
-        assert sentinel not in text, "a secret reached a telemetry event"
+    with recording() as recorder:
+        yield recorder
 
 
 def key_vault_event(
