@@ -4,17 +4,16 @@ README's troubleshooting table lists every code the app can answer."""
 from __future__ import annotations
 
 import ast
-import json
 import re
 from pathlib import Path
 from typing import Any
 
-import azure.functions as func
 import pytest
 
 from shared.core.errors import ApiError
+from tests.appviewx.test_pending_and_idempotency import status_of
 from tests.conftest import WebhookCaller
-from tests.standins.stack import REPO_ROOT, FakeContext
+from tests.standins.stack import REPO_ROOT
 
 
 def assert_error_shape(body: dict[str, Any], code: str) -> None:
@@ -24,24 +23,11 @@ def assert_error_shape(body: dict[str, Any], code: str) -> None:
     assert "invocationId" in body
 
 
-def status_route(functions: dict[str, Any], pending_id: str) -> tuple[int, dict[str, Any]]:
-    request = func.HttpRequest(
-        method="GET",
-        url=f"http://localhost/api/certificates/renew/{pending_id}",
-        headers={},
-        params={},
-        route_params={"pendingId": pending_id},
-        body=b"",
-    )
-    response = functions["renew_status"].get_user_function()(request, FakeContext("renew_status"))
-    return response.status_code, json.loads(response.get_body())
-
-
 def test_status_route_errors_say_what_to_do(functions: dict[str, Any], app_env: dict[str, str]) -> None:
-    status, body = status_route(functions, "not-an-id")
+    status, body = status_of(functions, "not-an-id")
     assert status == 400
     assert_error_shape(body, "INVALID_REQUEST")
-    status, body = status_route(functions, "0" * 32)
+    status, body = status_of(functions, "0" * 32)
     assert status == 404
     assert_error_shape(body, "NOT_FOUND")
     assert "pendingId" in body["error"]["remediation"]
