@@ -21,10 +21,12 @@ import azure.functions as func
 
 from shared import context as app_context
 from shared.appviewx import queue_message
-from shared.appviewx.pipeline import Pipeline, WebhookAnswer, accept_queued, pending_answer, renew_and_store
 from shared.appviewx.queue_message import RETRY_AFTER_ACCEPTED_SECONDS, RETRY_AFTER_PENDING_SECONDS
+from shared.appviewx.queued import accept_queued
 from shared.appviewx.records import OPEN_STATES, RenewalState
+from shared.appviewx.storing import Pipeline
 from shared.appviewx.validation import RenewCommand, check_body_size, parse_renew_request, unstorable
+from shared.appviewx.webhook_renewal import WebhookAnswer, pending_answer, renew_and_store
 from shared.core import redaction
 from shared.core.errors import ApiError, CertRenewError, Rejected, http_answer
 from shared.core.telemetry import invocation
