@@ -286,5 +286,10 @@ def test_the_app_settings_table_is_what_the_bicep_deploys() -> None:
             assert "azd env set" not in how, f"{name}: main.parameters.json maps no azd variable to it"
 
 
+def test_every_deployed_app_setting_is_in_the_settings_page() -> None:
+    page = (DOCS / "settings.md").read_text(encoding="utf-8")
+    assert [n for n in bicep_app_settings() if f"`{n}`" not in page] == []
+
+
 def test_rcl_api_url_can_be_set_with_azd() -> None:
     assert azd_mapped()["rclApiUrl"] == "RCL_API_URL"
