@@ -39,22 +39,22 @@ from shared.rcl.decisions import (
     CertificateIndex,
     NearExpiry,
     Outcome,
-    RecordState,
-    RenewalRunSummary,
-    ScheduledRenewal,
     Verdict,
-    VerifySummary,
     deployed_expiries,
-    describe_names,
     judge_open_renewals,
     near_expiry,
-    night_of,
     renewed_since,
+)
+from shared.rcl.scheduled import (
+    RecordState,
+    ScheduledRenewal,
+    night_of,
     scheduled_from,
     unknown_request,
     without_duplicates,
 )
 from shared.rcl.state import RenewalStateStore
+from shared.rcl.summaries import RenewalRunSummary, VerifySummary, describe_names
 
 log = logging.getLogger("certrenew.rcl")
 BUDGET_EXHAUSTED = "RCL_CALL_BUDGET_EXHAUSTED"

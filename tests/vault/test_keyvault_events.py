@@ -17,7 +17,7 @@ import pytest
 
 from shared import context as app_context
 from shared.notify.install import install_notifications, uninstall_notifications
-from shared.rcl.decisions import ScheduledRenewal
+from shared.rcl.scheduled import ScheduledRenewal
 from shared.vault.event_decisions import Malformed, parse_event
 from shared.vault.events import RetryLater
 from tests.conftest import WebhookCaller
