@@ -15,7 +15,10 @@ from shared.appviewx.client import AvxClient
 from shared.appviewx.records import PendingStore
 from shared.azure import identity
 from shared.azure.keyvault import KeyVaultStore
+from shared.azure.resourcegraph import ResourceGraph
 from shared.azure.tables import open_table
+from shared.consumers.run import DiscoveryDependencies
+from shared.consumers.store import ConsumerStore
 from shared.core.settings import Settings, load_settings, reset_settings
 from shared.rcl.client import RclClient
 from shared.rcl.runs import RclDependencies
@@ -77,6 +80,30 @@ def signature_replays() -> SignatureReplayStore:
 def event_claims() -> EventClaims:
     """Key Vault event claims, in the idempotency table (partitions apart from the webhook's keys)."""
     return _cached("eventclaims", lambda: EventClaims(_table("idempotency_table")))
+
+
+def resource_graph() -> ResourceGraph:
+    def build() -> ResourceGraph:
+        s = settings()
+        return ResourceGraph(s.consumers, identity.managed_identity(s.identity))
+
+    return _cached("resourcegraph", build)
+
+
+def consumer_store() -> ConsumerStore:
+    return _cached("consumers", lambda: ConsumerStore(_table("consumer_table")))
+
+
+def discovery_dependencies(*, save: bool = True) -> DiscoveryDependencies:
+    s = settings()
+    consumers = s.consumers  # validated first: a settings problem is named before anything is opened
+    return DiscoveryDependencies(
+        settings=consumers,
+        graph=resource_graph,
+        key_vault=key_vault_store,
+        vault_url=s.key_vault.url if consumers.enabled else "",
+        store=consumer_store if save else None,
+    )
 
 
 def rcl_client() -> RclClient:

@@ -25,6 +25,10 @@ class Event(StrEnum):
     DEPLOYED = "CertificateDeployed"  # an endpoint serves Key Vault's current version
     NOT_DEPLOYED = "CertificateNotDeployed"  # an endpoint still serves another certificate
     ENDPOINT_CHECK_FAILED = "EndpointCheckFailed"  # an endpoint or its Key Vault certificate could not be read
+    CONSUMER_PINNED = "CertificateConsumerPinned"  # an Azure resource references an old version of a certificate
+    CONSUMER_STALE = "CertificateConsumerStale"  # a versionless consumer still uses the old one a day after renewal
+    CONSUMER_DISCOVERY_LIMITED = "ConsumerDiscoveryLimited"  # a discovery run stopped at CONSUMER_MAX_PER_RUN
+    CONSUMER_DISCOVERY_COMPLETED = "ConsumerDiscoveryCompleted"  # end of a discovery run (its counts)
 
 
 class Source(StrEnum):
@@ -35,3 +39,4 @@ class Source(StrEnum):
     APPVIEWX = "appviewx"
     ENDPOINT = "endpoint"  # the endpoint check
     KEYVAULT = "keyvault"  # a Key Vault event about a certificate nobody renews
+    DISCOVERY = "discovery"  # the discovery of the Azure resources that use a certificate (Resource Graph)

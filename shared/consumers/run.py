@@ -1,0 +1,100 @@
+"""The discovery run: which Azure resources use the vault's certificates, and which of them are behind.
+
+Sequences the I/O — one Resource Graph query, paged (`shared.azure.resourcegraph`); Key Vault once per certificate and
+once per pinned version (`shared.azure.keyvault`); the consumer table (`shared.consumers.store`) — and emits one event
+per consumer that is behind (the decisions: `shared.consumers.decisions`). With CONSUMER_SUBSCRIPTIONS empty nothing
+is called at all. A Key Vault failure leaves that certificate's consumers unchecked, never the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from shared.azure.keyvault import StoredCertificate
+from shared.azure.resourcegraph import QueryResult
+from shared.consumers.decisions import DiscoverySummary, Version, decide, limited_event
+from shared.consumers.references import QUERY, Reference, references
+from shared.consumers.store import ConsumerStore, group
+from shared.core.errors import CertRenewError
+from shared.core.settings import ConsumerSettings
+from shared.core.telemetry import emit_event
+
+log = logging.getLogger("certrenew.consumers")
+
+
+class CertificateVersions(Protocol):
+    def current(self, name: str) -> StoredCertificate | None: ...
+
+    def version(self, name: str, version: str) -> StoredCertificate | None: ...
+
+
+class ResourceQuery(Protocol):
+    def query(self, query: str, max_rows: int) -> QueryResult: ...
+
+
+@dataclass(frozen=True)
+class DiscoveryDependencies:
+    settings: ConsumerSettings
+    graph: Callable[[], ResourceQuery]  # made only when discovery is on
+    key_vault: Callable[[], CertificateVersions]
+    vault_url: str
+    store: Callable[[], ConsumerStore] | None = None  # None: nothing is saved (the CLI's dry look)
+
+
+class _Versions:
+    """Key Vault reads of one run, each at most once."""
+
+    def __init__(self, key_vault: CertificateVersions) -> None:
+        self.key_vault = key_vault
+        self.read: dict[tuple[str, str | None], Version | None] = {}
+
+    def get(self, name: str, version: str | None = None) -> Version | None:
+        key = (name.lower(), version.lower() if version else None)
+        if key not in self.read:
+            self.read[key] = self._fetch(name, version)
+        return self.read[key]
+
+    def _fetch(self, name: str, version: str | None) -> Version | None:
+        try:
+            stored = self.key_vault.version(name, version) if version else self.key_vault.current(name)
+        except CertRenewError as exc:  # KeyVaultError, IdentityError: safe to log
+            log.warning("Consumer discovery: %s could not be read from Key Vault: %s", name, exc.message)
+            return None
+        if stored is None or not stored.thumbprint:
+            return None
+        return Version(stored.version, stored.thumbprint, stored.not_before, stored.expires_on)
+
+    def pinned(self, reference: Reference, current: Version | None) -> Version | None:
+        if reference.version is None or current is None or reference.version.lower() == current.version.lower():
+            return None
+        return self.get(reference.certificate, reference.version)
+
+
+def discover_consumers(
+    deps: DiscoveryDependencies, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> DiscoverySummary:
+    """One discovery run: query, decide, emit, save; the summary for the log."""
+    settings = deps.settings
+    if not settings.enabled:
+        return DiscoverySummary(enabled=False)
+    result = deps.graph().query(QUERY, settings.max_per_run)
+    if result.limited:
+        log.warning("Consumer discovery stopped at CONSUMER_MAX_PER_RUN=%d resources", settings.max_per_run)
+        emit_event(*limited_event(settings.max_per_run, result.total_records))
+    versions = _Versions(deps.key_vault())
+    findings = []
+    for reference in references(result.rows, deps.vault_url):
+        current = versions.get(reference.certificate)
+        finding = decide(reference, current, versions.pinned(reference, current), now())
+        if finding.event is not None:
+            emit_event(*finding.event)
+        findings.append(finding)
+    summary = DiscoverySummary(True, tuple(findings), len(result.rows), result.pages, result.limited)
+    emit_event(*summary.event())
+    if deps.store is not None:
+        deps.store().save(group(summary.findings), now(), complete=not result.limited)
+    return summary

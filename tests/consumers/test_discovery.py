@@ -1,0 +1,326 @@
+"""Issue 26: the Azure resources that use a certificate. `discover_consumers`, driven through `function_app.app` as the
+host runs it, against the Resource Graph stand-in over HTTPS (azure-core's pipeline, the managed identity's token from
+the identity stand-in) and the Key Vault stand-in through the real CertificateClient; the consumer table in Azurite."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from shared import context as app_context
+from shared.core.errors import SettingsError
+from shared.core.settings import Settings
+from tests.eventlog import Events, recording
+from tests.standins import resourcegraph as rg
+from tests.standins.certs import issue_certificate
+from tests.standins.keyvault import StoredVersion
+from tests.standins.stack import FakeContext, StandIns
+
+SUB = "0f0e0d0c-0000-4000-8000-0000000000a1"
+OTHER_SUB = "0f0e0d0c-0000-4000-8000-0000000000b2"
+VAULT = "certvault"
+
+
+@pytest.fixture
+def events() -> Iterator[Events]:
+    with recording() as recorder:
+        yield recorder
+
+
+@dataclass
+class Renewed:
+    name: str
+    old: StoredVersion
+    current: StoredVersion
+
+
+def seed_renewed(standins: StandIns, *, renewed_days_ago: float = 2, old_days_left: int = 10) -> Renewed:
+    """A certificate renewed `renewed_days_ago` days ago: the old version (`old_days_left` left), then the current one."""
+    now = datetime.now(UTC)
+    name = f"www-contoso-com-{uuid.uuid4().hex[:8]}"
+    old = issue_certificate("www.contoso.com", days=90, not_before=now - timedelta(days=90 - old_days_left))
+    new = issue_certificate("www.contoso.com", days=90, not_before=now - timedelta(days=renewed_days_ago))
+    first = standins.key_vault.seed(name, old.certificate, old.private_key, chain=old.chain)
+    second = standins.key_vault.seed(name, new.certificate, new.private_key, chain=new.chain)
+    return Renewed(name, first, second)
+
+
+def secret_uri(standins: StandIns, name: str, version: str | None = None) -> str:
+    return f"{standins.key_vault.url}/secrets/{name}" + (f"/{version}" if version else "")
+
+
+def vault_row(standins: StandIns) -> dict[str, Any]:
+    return rg.key_vault(SUB, VAULT, standins.key_vault.url)
+
+
+def enable(monkeypatch: pytest.MonkeyPatch, subscriptions: str = SUB, **extra: str) -> None:
+    monkeypatch.setenv("CONSUMER_SUBSCRIPTIONS", subscriptions)
+    monkeypatch.setenv("CONSUMER_DISCOVERY_SCHEDULE", "0 30 */6 * * *")
+    monkeypatch.setenv("CONSUMER_TABLE", f"consumers{uuid.uuid4().hex[:8]}")
+    for key, value in extra.items():
+        monkeypatch.setenv(key, value)
+    app_context.reset()
+
+
+def run(functions: dict[str, Any]) -> None:
+    functions["discover_consumers"].get_user_function()(
+        func.timer.TimerRequest(past_due=False), FakeContext("discover_consumers")
+    )
+
+
+def summary_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("Consumer discovery: ")]
+    return record.getMessage().splitlines()
+
+
+# -- binding --------------------------------------------------------------------------------------------------------
+def test_timer_binding_is_what_the_host_reads(functions: dict[str, Any]) -> None:
+    (binding,) = json.loads(functions["discover_consumers"].get_function_json())["bindings"]
+    assert binding["type"] == "timerTrigger"
+    assert binding["schedule"] == "%CONSUMER_DISCOVERY_SCHEDULE%"
+    assert binding["useMonitor"] is True and binding["runOnStartup"] is False
+
+
+# -- the issue's "Done when" ----------------------------------------------------------------------------------------
+def test_a_pinned_application_gateway_is_reported_and_a_versionless_front_door_follows_latest(
+    standins: StandIns,
+    functions: dict[str, Any],
+    app_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    events: Events,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cert = seed_renewed(standins)
+    secret_resource = rg.key_vault_secret_id(SUB, VAULT, cert.name)
+    front_door = rg.front_door_secret(SUB, "fd-prod", "www-secret", secret_resource, version=None, use_latest=True)
+    standins.resource_graph.add(
+        vault_row(standins),
+        rg.app_gateway(
+            SUB,
+            "agw-prod",
+            {"www": secret_uri(standins, cert.name, cert.old.version)},
+            {"www.contoso.com": "www"},
+        ),
+        front_door,
+        rg.front_door_domain(SUB, "fd-prod", "www-domain", "cdn.contoso.com", front_door["id"]),
+    )
+    enable(monkeypatch)
+
+    run(functions)
+
+    (pinned,) = events.named("CertificateConsumerPinned")
+    assert pinned["certificateName"] == cert.name
+    assert pinned["consumerType"] == "Microsoft.Network/applicationGateways"
+    assert pinned["consumerId"].endswith("/applicationGateways/agw-prod/sslCertificates/www")
+    assert pinned["pinnedVersion"] == cert.old.version and pinned["currentVersion"] == cert.current.version
+    assert pinned["daysLeft"] in (9, 10) and pinned["expiryDate"]
+    assert str(pinned["source"]) == "discovery"
+    assert events.named("CertificateConsumerStale") == []  # the versionless Front Door secret: no event
+    (completed,) = events.named("ConsumerDiscoveryCompleted")
+    assert completed["consumers"] == 2 and completed["pinned"] == 1 and completed["stale"] == 0
+    lines = summary_lines(caplog)
+    assert "2 consumer(s)" in lines[0] and "1 pinned to an old version" in lines[0]
+    assert any("current" in line and "(latest) [cdn.contoso.com]" in line for line in lines[1:])
+
+    (query,) = standins.resource_graph.queries()
+    body = query.json()
+    assert body["subscriptions"] == [SUB] and body["options"]["resultFormat"] == "objectArray"
+    assert (
+        "microsoft.network/applicationgateways" in body["query"] and "microsoft.cdn/profiles/secrets" in body["query"]
+    )
+    assert query.header("Authorization") == f"Bearer {standins.resource_graph.expected_token}"
+    assert standins.identity.token_requests(standins.resource_graph.url)  # scope <RESOURCE_MANAGER_URL>/.default
+
+    stored = app_context.consumer_store().all()[cert.name.lower()]
+    assert stored.consumers[0] == {
+        "id": pinned["consumerId"],
+        "type": "Microsoft.Network/applicationGateways",
+        "follows": "pinned",
+        "version": cert.old.version,
+        "status": "pinned",
+    }  # pinned first
+    assert (
+        stored.consumers[1]["follows"] == "latest" and stored.consumers[1]["type"] == "Microsoft.Cdn/profiles/secrets"
+    )
+    assert sorted(stored.host_names) == ["cdn.contoso.com", "www.contoso.com"]
+
+
+def test_an_app_service_site_still_bound_to_the_old_thumbprint_a_day_after_renewal_is_stale(
+    standins: StandIns,
+    functions: dict[str, Any],
+    app_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    events: Events,
+) -> None:
+    late = seed_renewed(standins, renewed_days_ago=2)
+    fresh = seed_renewed(standins, renewed_days_ago=0.25)  # renewed 6 hours ago: App Service may still sync
+    vault_id = vault_row(standins)["id"]
+    standins.resource_graph.add(
+        vault_row(standins),
+        rg.web_certificate(SUB, "www-cert", vault_id, late.name, late.current.thumbprint, ["www.contoso.com"]),
+        rg.web_site(SUB, "www-app", {"www.contoso.com": late.old.thumbprint}),
+        rg.web_certificate(SUB, "shop-cert", vault_id, fresh.name, fresh.old.thumbprint, ["shop.contoso.com"]),
+        rg.web_site(SUB, "shop-app", {"shop.contoso.com": fresh.old.thumbprint}),
+    )
+    enable(monkeypatch)
+
+    run(functions)
+
+    (stale,) = events.named("CertificateConsumerStale")
+    assert stale["certificateName"] == late.name
+    assert stale["consumerType"] == "Microsoft.Web/sites" and stale["consumerId"].endswith("/sites/www-app")
+    assert stale["servedThumbprint"] == late.old.thumbprint
+    assert stale["expectedThumbprint"] == late.current.thumbprint
+    assert stale["currentVersion"] == late.current.version and stale["hostNames"] == "www.contoso.com"
+    assert events.named("CertificateConsumerPinned") == []
+    stored = app_context.consumer_store().all()
+    assert {c["status"] for c in stored[fresh.name.lower()].consumers} == {"waiting"}
+    assert {c["status"] for c in stored[late.name.lower()].consumers} == {"current", "stale"}
+
+
+def test_paging_over_several_pages_finds_every_consumer(
+    standins: StandIns,
+    functions: dict[str, Any],
+    app_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    events: Events,
+) -> None:
+    cert = seed_renewed(standins)
+    rows = [vault_row(standins)]
+    for index in range(5):
+        uri = secret_uri(standins, cert.name, cert.old.version if index % 2 else None)
+        rows.append(rg.container_apps_certificate(SUB, f"env-{index}", "www", uri))
+    rows.append(rg.app_gateway(OTHER_SUB, "agw-other", {"www": secret_uri(standins, cert.name, cert.old.version)}, {}))
+    standins.resource_graph.add(*rows)
+    standins.resource_graph.page_size = 2
+    enable(monkeypatch)
+
+    run(functions)
+
+    queries = standins.resource_graph.queries()
+    assert len(queries) == 3  # 6 rows of the listed subscription, 2 a page
+    tokens = [q.json()["options"].get("$skipToken") for q in queries]
+    assert tokens[0] is None and all(tokens[1:]) and len(set(tokens[1:])) == 2
+    assert len({q.json()["query"] for q in queries}) == 1  # the same query with each token
+    pinned = events.named("CertificateConsumerPinned")
+    assert len(pinned) == 2 and all(
+        p["consumerType"] == "Microsoft.App/managedEnvironments/certificates" for p in pinned
+    )
+    (completed,) = events.named("ConsumerDiscoveryCompleted")
+    assert completed["consumers"] == 5 and completed["pages"] == 3 and completed["limited"] is False
+
+
+def test_discovery_is_off_without_subscriptions_and_calls_nothing(
+    standins: StandIns,
+    functions: dict[str, Any],
+    app_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    events: Events,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    standins.resource_graph.add(vault_row(standins))
+    enable(monkeypatch, subscriptions="")
+
+    run(functions)
+
+    assert standins.resource_graph.requests == [] and standins.resource_graph.connections == 0
+    assert standins.identity.token_requests(standins.resource_graph.url) == []
+    assert events.items == []
+    assert summary_lines(caplog) == ["Consumer discovery: CONSUMER_SUBSCRIPTIONS is empty; discovery is off"]
+
+
+# -- throttling, limits, failures -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("headers", [{"retry_after": "1"}, {"retry_after": None, "resets_after": "00:00:01"}])
+def test_throttling_is_waited_out(
+    standins: StandIns,
+    functions: dict[str, Any],
+    app_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    events: Events,
+    headers: dict[str, Any],
+) -> None:
+    cert = seed_renewed(standins)
+    standins.resource_graph.add(
+        rg.api_management(SUB, "apim", "api.contoso.com", secret_uri(standins, cert.name), cert.current.thumbprint)
+    )
+    standins.resource_graph.throttle(1, **headers)
+    enable(monkeypatch)
+
+    run(functions)
+
+    (first, second) = standins.resource_graph.queries()
+    assert first.json() == second.json()  # the same query, once the quota was back
+    (completed,) = events.named("ConsumerDiscoveryCompleted")
+    assert completed["consumers"] == 1 and completed["pinned"] == 0
+
+
+def test_the_per_run_limit_cuts_the_list_with_an_event(
+    standins: StandIns,
+    functions: dict[str, Any],
+    app_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    events: Events,
+) -> None:
+    cert = seed_renewed(standins)
+    for index in range(5):
+        standins.resource_graph.add(
+            rg.container_apps_certificate(SUB, f"env-{index}", "www", secret_uri(standins, cert.name))
+        )
+    standins.resource_graph.page_size = 2
+    enable(monkeypatch, CONSUMER_MAX_PER_RUN="3")
+
+    run(functions)
+
+    (limited,) = events.named("ConsumerDiscoveryLimited")
+    assert limited["limit"] == 3 and limited["totalRecords"] == 5
+    (completed,) = events.named("ConsumerDiscoveryCompleted")
+    assert completed["consumers"] == 3 and completed["limited"] is True
+    # $top asks only for what is left of the limit (the stand-in serves 2 a page whatever it asks)
+    assert [q.json()["options"]["$top"] for q in standins.resource_graph.queries()] == [3, 1]
+
+
+def test_a_refused_query_fails_the_run_with_a_named_cause(
+    standins: StandIns,
+    functions: dict[str, Any],
+    app_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    standins.resource_graph.scripted.append(rg._error(403, "AuthorizationFailed", "no Reader role"))
+    enable(monkeypatch)
+
+    with pytest.raises(Exception) as failure:
+        run(functions)
+
+    assert getattr(failure.value, "code", None) == "RESOURCE_GRAPH_UNAVAILABLE"
+    assert "Reader" in failure.value.message  # type: ignore[attr-defined]
+    assert any("RESOURCE_GRAPH_UNAVAILABLE" in r.getMessage() for r in caplog.records)
+
+
+# -- settings -------------------------------------------------------------------------------------------------------
+def test_settings_are_validated_by_name() -> None:
+    good = Settings({"CONSUMER_SUBSCRIPTIONS": f" {SUB.upper()}, {OTHER_SUB},{SUB} "}).consumers
+    assert good.subscriptions == (SUB, OTHER_SUB) and good.enabled
+    assert good.resource_manager_url == "https://management.azure.com"
+    assert good.scope == "https://management.azure.com/.default" and good.max_per_run == 2000
+    assert Settings({}).consumers.enabled is False
+    with pytest.raises(SettingsError) as bad:
+        _ = Settings(
+            {
+                "CONSUMER_SUBSCRIPTIONS": f"{SUB},not-a-guid",
+                "RESOURCE_MANAGER_URL": "http://management.example.com",
+                "CONSUMER_MAX_PER_RUN": "0",
+            }
+        ).consumers
+    text = str(bad.value.problems)
+    assert "CONSUMER_SUBSCRIPTIONS: entry 2 must be a subscription id" in text
+    assert "RESOURCE_MANAGER_URL must be an https:// URL" in text and "CONSUMER_MAX_PER_RUN" in text
+    loopback = Settings({"RESOURCE_MANAGER_URL": "http://127.0.0.1:8080/"}).consumers
+    assert loopback.resource_manager_url == "http://127.0.0.1:8080"
