@@ -6,6 +6,7 @@ Functions hosts reuse a worker process for many invocations: one credential (its
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -18,7 +19,8 @@ from shared.azure.keyvault import KeyVaultStore
 from shared.azure.resourcegraph import ResourceGraph
 from shared.azure.tables import open_table
 from shared.consumers.run import DiscoveryDependencies
-from shared.consumers.store import ConsumerStore
+from shared.consumers.store import ConsumerStore, KnownConsumers
+from shared.core.errors import CertRenewError
 from shared.core.settings import Settings, load_settings, reset_settings
 from shared.rcl.client import RclClient
 from shared.rcl.runs import RclDependencies
@@ -27,6 +29,7 @@ from shared.security.idempotency import IdempotencyStore
 from shared.security.replay import SignatureReplayStore
 from shared.vault.event_claims import EventClaims
 
+log = logging.getLogger("certrenew.consumers")
 _lock = threading.RLock()
 _clients: dict[str, Any] = {}
 
@@ -92,6 +95,18 @@ def resource_graph() -> ResourceGraph:
 
 def consumer_store() -> ConsumerStore:
     return _cached("consumers", lambda: ConsumerStore(_table("consumer_table")))
+
+
+def known_consumers() -> dict[str, KnownConsumers]:
+    """What the last discovery run stored, per certificate (lower-case name). {} when discovery is off; also {} (with
+    a warning) when its settings are wrong or the table cannot be read: the endpoint check and the inventory go on."""
+    try:
+        if not settings().consumers.enabled:
+            return {}
+        return consumer_store().all()
+    except CertRenewError as exc:  # SettingsError, StateStoreError: the messages are safe to log
+        log.warning("Discovered consumers unavailable: %s", exc.message)
+        return {}
 
 
 def discovery_dependencies(*, save: bool = True) -> DiscoveryDependencies:

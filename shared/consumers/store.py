@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.azure.tables import storage_failure, update_mode
 from shared.consumers.decisions import ConsumerFinding
+from shared.core.settings import MAX_ENDPOINT_CHECKS, EndpointCheck, is_dns_name
 from shared.core.timestamps import iso_utc
 
 if TYPE_CHECKING:
@@ -97,3 +98,20 @@ class ConsumerStore:
                     int(row.get("more") or 0),
                 )
         return found
+
+
+def with_discovered(
+    listed: Sequence[EndpointCheck], known: Mapping[str, KnownConsumers], limit: int = MAX_ENDPOINT_CHECKS
+) -> tuple[EndpointCheck, ...]:
+    """The hand-listed endpoints, then each discovered host name (port 443) that is not listed already for the same
+    certificate; wildcard names cannot be asked for by SNI and are left out. At most `limit` in all."""
+    seen = {(c.certificate.lower(), c.host) for c in listed}
+    checks = list(listed)
+    for item in known.values():
+        for host in item.host_names:
+            name = host.strip().rstrip(".").lower()
+            if (item.certificate.lower(), name) in seen or not is_dns_name(name):
+                continue
+            seen.add((item.certificate.lower(), name))
+            checks.append(EndpointCheck(certificate=item.certificate, host=name, address_host=name, port=443))
+    return tuple(checks[:limit])

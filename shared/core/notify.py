@@ -1,12 +1,13 @@
-"""Notifications: a chat or webhook message when a certificate renewal fails, a certificate nears expiry, or an
-endpoint still serves another certificate than Key Vault's current version.
+"""Notifications: a chat or webhook message when a certificate renewal fails, a certificate nears expiry, an
+endpoint still serves another certificate than Key Vault's current version, or an Azure resource is pinned to an old
+version (or still uses the old certificate a day after a renewal).
 
 With the optional setting `NOTIFY_WEBHOOK_URL`, `install_notifications` registers a `Notifier` as a telemetry event
-sink (shared.core.telemetry). On `CertificateRenewalFailed`, `CertificateNearExpiry`, `CertificateExpired` and
-`CertificateNotDeployed` — and on no other event — it posts one message naming the certificate, the source (rcl /
-appviewx / endpoint / keyvault) and the
-reason and message (or the expiry date and days left; or the host, the thumbprint it serves and Key Vault's),
-shaped for the receiver (`message_format`, a pure function of the URL; `NOTIFY_FORMAT`
+sink (shared.core.telemetry). On `CertificateRenewalFailed`, `CertificateNearExpiry`, `CertificateExpired`,
+`CertificateNotDeployed`, `CertificateConsumerPinned` and `CertificateConsumerStale` — and on no other event — it posts
+one message naming the certificate, the source (rcl / appviewx / endpoint / keyvault / discovery) and the reason and
+message (or the expiry date and days left; or the host, the thumbprint it serves and Key Vault's; or the resource and
+the version it is pinned to), shaped for the receiver (`message_format`, a pure function of the URL; `NOTIFY_FORMAT`
 overrides it):
 
 - `teams`: a Teams message whose one attachment is an Adaptive Card (1.4: TextBlocks and a FactSet) — what the
@@ -63,7 +64,18 @@ log = logging.getLogger("certrenew.notify")
 APP_NAME = "certrenew"
 # Key Vault's expired event is only reported for a certificate nobody renews; not deployed: an endpoint still serves
 # another certificate than Key Vault's current one.
-NOTIFIED_EVENTS = frozenset({Event.RENEWAL_FAILED, Event.NEAR_EXPIRY, Event.EXPIRED, Event.NOT_DEPLOYED})
+# A consumer pinned to an old version, or still on the old certificate a day after renewal: the same risk, found in
+# the Azure resources themselves (Resource Graph).
+NOTIFIED_EVENTS = frozenset(
+    {
+        Event.RENEWAL_FAILED,
+        Event.NEAR_EXPIRY,
+        Event.EXPIRED,
+        Event.NOT_DEPLOYED,
+        Event.CONSUMER_PINNED,
+        Event.CONSUMER_STALE,
+    }
+)
 ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 ADAPTIVE_CARD_SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
 ADAPTIVE_CARD_VERSION = "1.4"
@@ -83,6 +95,7 @@ SOURCE_LABELS = {
     Source.APPVIEWX: "AppViewX",
     Source.ENDPOINT: "endpoint check",
     Source.KEYVAULT: "Key Vault event (not renewed by this app)",
+    Source.DISCOVERY: "consumer discovery (Azure Resource Graph)",
 }
 MAX_TEXT = 1500  # a message's longest text value; Slack allows 2,000 per field, Teams cards stay readable
 UNKNOWN_CERTIFICATE = "(not identified)"
@@ -178,6 +191,10 @@ class MessageFacts:
     host: str | None = None  # CertificateNotDeployed: the endpoint, what it serves and what it should serve
     served_thumbprint: str | None = None
     expected_thumbprint: str | None = None
+    consumer_id: str | None = None  # CertificateConsumerPinned / Stale: the Azure resource and what it uses
+    consumer_type: str | None = None
+    pinned_version: str | None = None
+    current_version: str | None = None
 
     @classmethod
     def of(cls, event: str, attributes: dict[str, Any]) -> MessageFacts:
@@ -194,6 +211,10 @@ class MessageFacts:
             host=_text(attributes.get("host")),
             served_thumbprint=_text(attributes.get("servedThumbprint")),
             expected_thumbprint=_text(attributes.get("expectedThumbprint")),
+            consumer_id=_text(attributes.get("consumerId")),
+            consumer_type=_text(attributes.get("consumerType")),
+            pinned_version=_text(attributes.get("pinnedVersion")),
+            current_version=_text(attributes.get("currentVersion")),
         )
 
     @property
@@ -212,6 +233,10 @@ class MessageFacts:
             return f"Certificate expired: {self.certificate}"
         if self.event == Event.NOT_DEPLOYED:
             return f"Certificate not deployed: {self.certificate} on {self.host or '?'}"
+        if self.event == Event.CONSUMER_PINNED:
+            return f"Certificate consumer pinned to an old version: {self.certificate}"
+        if self.event == Event.CONSUMER_STALE:
+            return f"Certificate consumer still uses the old certificate: {self.certificate}"
         return f"Certificate renewal failed: {self.certificate}"
 
     @property
@@ -227,7 +252,22 @@ class MessageFacts:
                 f"{self.host or '?'} still serves another certificate than the current version of {self.certificate} "
                 f"in Key Vault; the one it serves expires in {left} day(s), on {self.expiry_date or '?'}."
             )
+        if self.event in (Event.CONSUMER_PINNED, Event.CONSUMER_STALE):
+            return self._consumer_summary()
         return f"{self.certificate} ({self.source_label}) was not renewed: {self.reason or 'UNKNOWN'}."
+
+    def _consumer_summary(self) -> str:
+        consumer = f"{self.consumer_type or 'A resource'} {self.consumer_id or '?'}"
+        if self.event == Event.CONSUMER_PINNED:
+            left = "an unknown number of" if self.days_left is None else str(self.days_left)
+            return (
+                f"{consumer} references version {self.pinned_version or '?'} of {self.certificate}, not the current "
+                f"{self.current_version or '?'}: it never moves to a renewal; the pinned one expires in {left} day(s)."
+            )
+        return (
+            f"{consumer} still uses {self.served_thumbprint or '?'} a day after {self.certificate} was renewed "
+            f"(current: {self.expected_thumbprint or '?'})."
+        )
 
     def escaped(self, escape: Callable[[str], str]) -> MessageFacts:
         """The same facts with every caller- or upstream-supplied text passed through `escape`."""
@@ -251,6 +291,16 @@ class MessageFacts:
                 ("Serves", self.served_thumbprint),
                 ("Served one expires", self.expiry_date),
                 ("Days left", None if self.days_left is None else str(self.days_left)),
+                ("Key Vault's current", self.expected_thumbprint),
+            ]
+        elif self.event in (Event.CONSUMER_PINNED, Event.CONSUMER_STALE):
+            rows += [
+                ("Resource", self.consumer_id),
+                ("Type", self.consumer_type),
+                ("Pinned version", self.pinned_version),
+                ("Days left", None if self.days_left is None else str(self.days_left)),
+                ("Uses", self.served_thumbprint),
+                ("Current version", self.current_version),
                 ("Key Vault's current", self.expected_thumbprint),
             ]
         else:
@@ -322,6 +372,10 @@ def json_message(facts: MessageFacts) -> dict[str, Any]:
         "host": facts.host,
         "servedThumbprint": facts.served_thumbprint,
         "expectedThumbprint": facts.expected_thumbprint,
+        "consumerId": facts.consumer_id,
+        "consumerType": facts.consumer_type,
+        "pinnedVersion": facts.pinned_version,
+        "currentVersion": facts.current_version,
         "app": APP_NAME,
     }
 
@@ -408,8 +462,10 @@ class Notifier:
                 quiet_for,
             )
             return Delivery(delivered=False, skipped=True, problem="cooling down after a failed delivery")
-        # Per certificate and reason; an endpoint event is per host, so each stale host is heard of.
-        key = (name, certificate, _text(attributes.get("reason")) or _text(attributes.get("host")) or "")
+        # Per certificate and reason; an endpoint event is per host and a consumer event per resource, so each stale
+        # host and each pinned resource is heard of.
+        where = attributes.get("reason") or attributes.get("host") or attributes.get("consumerId")
+        key = (name, certificate, _text(where) or "")
         if not self._reserve(key):
             log.info("Notification of %s for %s skipped: already sent within the hour", name, certificate)
             return Delivery(delivered=False, skipped=True, problem="already notified within the hour")

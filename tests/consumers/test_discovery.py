@@ -16,12 +16,15 @@ import pytest
 
 from shared import context as app_context
 from shared.core.errors import SettingsError
+from shared.core.notify import install_notifications, uninstall_notifications
 from shared.core.settings import Settings
 from tests.eventlog import Events, recording
 from tests.standins import resourcegraph as rg
 from tests.standins.certs import issue_certificate
 from tests.standins.keyvault import StoredVersion
+from tests.standins.receiver import ReceiverStandIn
 from tests.standins.stack import FakeContext, StandIns
+from tests.vault.test_inventory import inventory
 
 SUB = "0f0e0d0c-0000-4000-8000-0000000000a1"
 OTHER_SUB = "0f0e0d0c-0000-4000-8000-0000000000b2"
@@ -324,3 +327,87 @@ def test_settings_are_validated_by_name() -> None:
     assert "RESOURCE_MANAGER_URL must be an https:// URL" in text and "CONSUMER_MAX_PER_RUN" in text
     loopback = Settings({"RESOURCE_MANAGER_URL": "http://127.0.0.1:8080/"}).consumers
     assert loopback.resource_manager_url == "http://127.0.0.1:8080"
+
+
+# -- what the discovery feeds: the inventory, the endpoint check, notifications -------------------------------------
+def test_the_inventory_lists_each_certificates_consumers_pinned_first(
+    standins: StandIns, functions: dict[str, Any], app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    standins.key_vault.reset()  # only this test's certificates
+    cert = seed_renewed(standins)
+    unused = seed_renewed(standins)
+    secret_resource = rg.key_vault_secret_id(SUB, VAULT, cert.name)
+    standins.resource_graph.add(
+        vault_row(standins),
+        rg.front_door_secret(SUB, "fd", "www", secret_resource, version=None, use_latest=True),
+        rg.api_management(SUB, "apim", "api.contoso.com", secret_uri(standins, cert.name, cert.old.version), "AB" * 20),
+    )
+    enable(monkeypatch)
+    run(functions)
+
+    status, body = inventory(functions)
+
+    assert status == 200, body
+    by_name = {c["name"]: c for c in body["certificates"]}
+    first, second = by_name[cert.name]["consumers"]
+    assert first["type"] == "Microsoft.ApiManagement/service" and first["follows"] == "pinned"
+    assert first["version"] == cert.old.version and first["status"] == "pinned"
+    assert second["type"] == "Microsoft.Cdn/profiles/secrets" and second["follows"] == "latest"
+    assert "version" not in second
+    assert by_name[unused.name]["consumers"] == []
+
+
+def test_discovered_host_names_join_the_endpoint_check(
+    standins: StandIns,
+    functions: dict[str, Any],
+    app_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    events: Events,
+) -> None:
+    cert = seed_renewed(standins)
+    # "localhost": a discovered name this machine resolves; nothing serves TLS on its port 443.
+    standins.resource_graph.add(
+        rg.app_gateway(
+            SUB, "agw", {"www": secret_uri(standins, cert.name)}, {"localhost": "www", "*.contoso.com": "www"}
+        )
+    )
+    enable(monkeypatch, ENDPOINT_CHECKS="[]", ENDPOINT_CHECK_SCHEDULE="0 0 */6 * * *")
+    run(functions)
+    events.clear()
+
+    functions["verify_endpoints"].get_user_function()(
+        func.timer.TimerRequest(past_due=False), FakeContext("verify_endpoints")
+    )
+
+    by_host = events.by_host()
+    assert list(by_host) == ["localhost"]  # the wildcard listener name cannot be asked for by SNI
+    event_name, attributes = by_host["localhost"]
+    assert event_name in ("EndpointCheckFailed", "CertificateNotDeployed")
+    assert attributes["certificateName"] == cert.name and attributes["address"] == "localhost:443"
+
+
+def test_a_pinned_consumer_is_notified(
+    standins: StandIns, functions: dict[str, Any], app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert = seed_renewed(standins)
+    standins.resource_graph.add(
+        rg.container_apps_certificate(SUB, "env", "www", secret_uri(standins, cert.name, cert.old.version))
+    )
+    enable(monkeypatch)
+    receiver = ReceiverStandIn().start()
+    try:
+        monkeypatch.setenv("NOTIFY_WEBHOOK_URL", receiver.webhook_url())
+        monkeypatch.setenv("NOTIFY_FORMAT", "json")
+        app_context.reset()
+        assert install_notifications(app_context.settings()) is not None
+        run(functions)
+        bodies = [json.loads(body) for body in receiver.bodies()]
+    finally:
+        uninstall_notifications()
+        receiver.stop()
+    (message,) = bodies
+    assert message["event"] == "CertificateConsumerPinned" and message["source"] == "discovery"
+    assert message["certificateName"] == cert.name
+    assert message["consumerType"] == "Microsoft.App/managedEnvironments/certificates"
+    assert message["pinnedVersion"] == cert.old.version and message["currentVersion"] == cert.current.version
+    assert message["daysLeft"] in (9, 10)
