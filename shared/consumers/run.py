@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from shared.azure.keyvault import StoredCertificate
 from shared.azure.resourcegraph import QueryResult
@@ -20,6 +20,7 @@ from shared.consumers.decisions import DiscoverySummary, Version, decide, limite
 from shared.consumers.references import QUERY, Reference, references
 from shared.consumers.store import ConsumerStore, group
 from shared.core.errors import CertRenewError
+from shared.core.events import Event
 from shared.core.settings import ConsumerSettings
 from shared.core.telemetry import emit_event
 
@@ -74,6 +75,11 @@ class _Versions:
         return self.get(reference.certificate, reference.version)
 
 
+def _emit(event: tuple[Event, dict[str, Any]]) -> None:
+    name, properties = event
+    emit_event(name, properties)
+
+
 def discover_consumers(
     deps: DiscoveryDependencies, now: Callable[[], datetime] = lambda: datetime.now(UTC)
 ) -> DiscoverySummary:
@@ -84,17 +90,17 @@ def discover_consumers(
     result = deps.graph().query(QUERY, settings.max_per_run)
     if result.limited:
         log.warning("Consumer discovery stopped at CONSUMER_MAX_PER_RUN=%d resources", settings.max_per_run)
-        emit_event(*limited_event(settings.max_per_run, result.total_records))
+        _emit(limited_event(settings.max_per_run, result.total_records))
     versions = _Versions(deps.key_vault())
     findings = []
     for reference in references(result.rows, deps.vault_url):
         current = versions.get(reference.certificate)
         finding = decide(reference, current, versions.pinned(reference, current), now())
         if finding.event is not None:
-            emit_event(*finding.event)
+            _emit(finding.event)
         findings.append(finding)
     summary = DiscoverySummary(True, tuple(findings), len(result.rows), result.pages, result.limited)
-    emit_event(*summary.event())
+    _emit(summary.event())
     if deps.store is not None:
         deps.store().save(group(summary.findings), now(), complete=not result.limited)
     return summary
