@@ -1,7 +1,8 @@
 """The discovery run: which Azure resources use the vault's certificates, and which of them are behind.
 
 Sequences the I/O — one Resource Graph query, paged (`shared.azure.resourcegraph`); Key Vault once per certificate and
-once per pinned version (`shared.azure.keyvault`); the consumer table (`shared.consumers.store`) — and emits one event
+once per pinned version (`shared.azure.keyvault`); a TLS probe of the host names of versionless consumers that do
+not say what they serve (`shared.consumers.probes`); the consumer table (`shared.consumers.store`) — and emits one event
 per consumer that is behind (the decisions: `shared.consumers.decisions`). With CONSUMER_SUBSCRIPTIONS empty nothing
 is called at all. A Key Vault failure leaves that certificate's consumers unchecked, never the others.
 """
@@ -17,12 +18,14 @@ from typing import Any, Protocol
 from shared.azure.keyvault import StoredCertificate
 from shared.azure.resourcegraph import QueryResult
 from shared.consumers.decisions import DiscoverySummary, Version, decide, limited_event
+from shared.consumers.probes import AddressOf, Probe, default_address, needs_probe, probe_hosts, with_probed
 from shared.consumers.references import QUERY, Reference, references
 from shared.consumers.store import ConsumerStore, group
 from shared.core.errors import CertRenewError
 from shared.core.events import Event
 from shared.core.settings import ConsumerSettings
 from shared.core.telemetry import emit_event
+from shared.endpoints.probe import served_certificate
 
 log = logging.getLogger("certrenew.consumers")
 
@@ -44,6 +47,8 @@ class DiscoveryDependencies:
     key_vault: Callable[[], CertificateVersions]
     vault_url: str
     store: Callable[[], ConsumerStore] | None = None  # None: nothing is saved (the CLI's dry look)
+    probe: Probe = served_certificate  # reads what a host name serves (TLS), for consumers that do not say
+    address_of: AddressOf = default_address  # where a discovered host name is reached (port 443)
 
 
 class _Versions:
@@ -92,10 +97,15 @@ def discover_consumers(
         log.warning("Consumer discovery stopped at CONSUMER_MAX_PER_RUN=%d resources", settings.max_per_run)
         _emit(limited_event(settings.max_per_run, result.total_records))
     versions = _Versions(deps.key_vault())
+    at = now()
+    found = [(r, versions.get(r.certificate)) for r in references(result.rows, deps.vault_url)]
+    hosts = [(r.certificate, h) for r, current in found if needs_probe(r, current, at) for h in r.host_names]
+    served = probe_hosts(hosts, deps.probe, deps.address_of) if hosts else {}
     findings = []
-    for reference in references(result.rows, deps.vault_url):
-        current = versions.get(reference.certificate)
-        finding = decide(reference, current, versions.pinned(reference, current), now())
+    for reference, current in found:
+        if current is not None and needs_probe(reference, current, at):
+            reference = with_probed(reference, current, served)
+        finding = decide(reference, current, versions.pinned(reference, current), at)
         if finding.event is not None:
             _emit(finding.event)
         findings.append(finding)

@@ -20,7 +20,8 @@ from shared.core.notify import install_notifications, uninstall_notifications
 from shared.core.settings import Settings
 from tests.eventlog import Events, recording
 from tests.standins import resourcegraph as rg
-from tests.standins.certs import issue_certificate
+from tests.standins.certs import issue_certificate, thumbprint_hex
+from tests.standins.endpoints import TlsEndpoint, refused_address
 from tests.standins.keyvault import StoredVersion
 from tests.standins.receiver import ReceiverStandIn
 from tests.standins.stack import FakeContext, StandIns
@@ -42,6 +43,10 @@ class Renewed:
     name: str
     old: StoredVersion
     current: StoredVersion
+
+
+def refused_port() -> int:
+    return int(refused_address().rsplit(":", 1)[1])
 
 
 def seed_renewed(standins: StandIns, *, renewed_days_ago: float = 2, old_days_left: int = 10) -> Renewed:
@@ -100,7 +105,8 @@ def test_a_pinned_application_gateway_is_reported_and_a_versionless_front_door_f
     events: Events,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    cert = seed_renewed(standins)
+    # Renewed 12 hours ago: the versionless Front Door may still be syncing, so its host is not probed (that is below).
+    cert = seed_renewed(standins, renewed_days_ago=0.5)
     secret_resource = rg.key_vault_secret_id(SUB, VAULT, cert.name)
     front_door = rg.front_door_secret(SUB, "fd-prod", "www-secret", secret_resource, version=None, use_latest=True)
     standins.resource_graph.add(
@@ -130,7 +136,7 @@ def test_a_pinned_application_gateway_is_reported_and_a_versionless_front_door_f
     assert completed["consumers"] == 2 and completed["pinned"] == 1 and completed["stale"] == 0
     lines = summary_lines(caplog)
     assert "2 consumer(s)" in lines[0] and "1 pinned to an old version" in lines[0]
-    assert any("current" in line and "(latest) [cdn.contoso.com]" in line for line in lines[1:])
+    assert any(line.strip().startswith("current") and "(latest) [cdn.contoso.com]" in line for line in lines[1:])
 
     (query,) = standins.resource_graph.queries()
     body = query.json()
@@ -411,3 +417,41 @@ def test_a_pinned_consumer_is_notified(
     assert message["consumerType"] == "Microsoft.App/managedEnvironments/certificates"
     assert message["pinnedVersion"] == cert.old.version and message["currentVersion"] == cert.current.version
     assert message["daysLeft"] in (9, 10)
+
+
+def test_a_versionless_consumer_whose_host_still_serves_the_old_certificate_is_stale(
+    standins: StandIns, app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, events: Events
+) -> None:
+    """An Application Gateway does not say in Resource Graph which version it loaded: its listener's host name is
+    probed over TLS (the endpoint check's reader). The host name is resolved to a local TLS server serving the old
+    certificate; everything else is the app's own path (Resource Graph, Key Vault, the probe)."""
+    from dataclasses import replace
+
+    from shared.consumers.run import discover_consumers
+
+    now = datetime.now(UTC)
+    old = issue_certificate("www.contoso.com", days=90, not_before=now - timedelta(days=80))
+    new = issue_certificate("www.contoso.com", days=90, not_before=now - timedelta(days=2))
+    name = f"www-contoso-com-{uuid.uuid4().hex[:8]}"
+    for issued in (old, new):
+        standins.key_vault.seed(name, issued.certificate, issued.private_key, chain=issued.chain)
+    standins.resource_graph.add(
+        rg.app_gateway(
+            SUB, "agw", {"www": secret_uri(standins, name)}, {"www.contoso.com": "www", "api.contoso.com": "www"}
+        )
+    )
+    enable(monkeypatch)
+    endpoint = TlsEndpoint(old.certificate, old.private_key, old.chain).start()
+    try:
+        local = {"www.contoso.com": ("127.0.0.1", endpoint.port), "api.contoso.com": ("127.0.0.1", refused_port())}
+        deps = replace(app_context.discovery_dependencies(), address_of=lambda host: local[host])
+        summary = discover_consumers(deps)
+    finally:
+        endpoint.stop()
+
+    (stale,) = events.named("CertificateConsumerStale")
+    assert stale["consumerType"] == "Microsoft.Network/applicationGateways"
+    assert stale["servedThumbprint"] == thumbprint_hex(old.certificate)
+    assert stale["expectedThumbprint"] == thumbprint_hex(new.certificate)
+    assert stale["hostNames"] == "www.contoso.com, api.contoso.com"
+    assert [f.outcome for f in summary.findings] == ["stale"]
