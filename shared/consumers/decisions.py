@@ -83,7 +83,7 @@ def decide(reference: Reference, current: Version | None, pinned: Version | None
             ),
         )
     served = reference.served_thumbprint
-    if served is None or served == current.thumbprint.upper():
+    if served is None or served.upper() == current.thumbprint.upper():
         return ConsumerFinding(reference, "current")
     renewed_at = current.not_before
     if renewed_at is None or utc(now) - utc(renewed_at) < STALE_AFTER:
@@ -95,7 +95,7 @@ def decide(reference: Reference, current: Version | None, pinned: Version | None
             Event.CONSUMER_STALE,
             {
                 **_base(reference),
-                "servedThumbprint": served,
+                "servedThumbprint": served.upper(),
                 "expectedThumbprint": current.thumbprint.upper(),
                 "currentVersion": current.version,
                 "renewedAt": iso_utc(renewed_at),

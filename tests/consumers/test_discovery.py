@@ -15,11 +15,12 @@ import azure.functions as func
 import pytest
 
 from shared import context as app_context
-from shared.core.errors import SettingsError
+from shared.core.errors import CertRenewError, SettingsError
 from shared.core.notify import install_notifications, uninstall_notifications
 from shared.core.settings import Settings
 from tests.eventlog import Events, recording
 from tests.standins import resourcegraph as rg
+from tests.standins.base import Response
 from tests.standins.certs import issue_certificate, thumbprint_hex
 from tests.standins.endpoints import TlsEndpoint, refused_address
 from tests.standins.keyvault import StoredVersion
@@ -455,3 +456,46 @@ def test_a_versionless_consumer_whose_host_still_serves_the_old_certificate_is_s
     assert stale["expectedThumbprint"] == thumbprint_hex(new.certificate)
     assert stale["hostNames"] == "www.contoso.com, api.contoso.com"
     assert [f.outcome for f in summary.findings] == ["stale"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        Response.json({"data": {"not": "a list"}}),
+        Response.text("<html>gateway</html>", content_type="text/html"),
+        Response.json({"data": [], "$skipToken": 42}),
+        Response.json({"error": {"code": "InternalServerError", "message": "x"}}, 500),
+    ],
+)
+def test_an_answer_that_is_not_a_query_result_fails_the_run_cleanly(
+    standins: StandIns,
+    functions: dict[str, Any],
+    app_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    events: Events,
+    answer: Response,
+) -> None:
+    # Five times: a 5xx is retried (the query is a read), then given up.
+    standins.resource_graph.scripted.extend([answer] * 5)
+    enable(monkeypatch)
+    monkeypatch.setattr("shared.azure.resourcegraph.MAX_RETRY_AFTER_SECONDS", 0.01)
+
+    with pytest.raises(CertRenewError) as failure:
+        run(functions)
+
+    assert failure.value.code == "RESOURCE_GRAPH_UNAVAILABLE"
+    assert events.named("ConsumerDiscoveryCompleted") == []
+    assert app_context.consumer_store().all() == {}  # nothing saved from a failed run
+
+
+def test_a_skip_token_that_comes_back_again_ends_the_paging(
+    standins: StandIns, functions: dict[str, Any], app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = {"totalRecords": 9, "count": 0, "resultTruncated": "false", "data": [], "$skipToken": "same"}
+    standins.resource_graph.scripted.extend([Response.json(page)] * 3)
+    enable(monkeypatch)
+
+    with pytest.raises(CertRenewError) as failure:
+        run(functions)
+
+    assert "did not end" in failure.value.message and len(standins.resource_graph.queries()) == 2
