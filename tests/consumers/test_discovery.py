@@ -499,3 +499,23 @@ def test_a_skip_token_that_comes_back_again_ends_the_paging(
         run(functions)
 
     assert "did not end" in failure.value.message and len(standins.resource_graph.queries()) == 2
+
+
+def test_teams_and_slack_messages_name_the_resource_and_both_versions() -> None:
+    from shared.core.notify import build_message
+
+    pinned = {
+        "source": "discovery",
+        "certificateName": "www-contoso-com",
+        "consumerId": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/applicationGateways/agw",
+        "consumerType": "Microsoft.Network/applicationGateways",
+        "pinnedVersion": "old0123",
+        "currentVersion": "new4567",
+        "daysLeft": 9,
+    }
+    teams = json.dumps(build_message("teams", "CertificateConsumerPinned", pinned))
+    assert "pinned to an old version: www-contoso-com" in teams and "old0123" in teams and "new4567" in teams
+    assert "applicationGateways/agw" in teams and "9 day(s)" in teams
+    stale = {**pinned, "servedThumbprint": "A" * 40, "expectedThumbprint": "B" * 40}
+    slack = json.dumps(build_message("slack", "CertificateConsumerStale", stale))
+    assert "still uses the old certificate: www-contoso-com" in slack and "A" * 40 in slack and "B" * 40 in slack
