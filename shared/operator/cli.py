@@ -10,6 +10,7 @@ auth levels), for operators without the Functions Core Tools:
   complete-pending  one run of the pending AppViewX completion
   status            recorded RCL renewals and AppViewX renewal records, as tables
   verify-endpoints  one endpoint check: does each endpoint in ENDPOINT_CHECKS serve Key Vault's current version?
+  discover-consumers  one consumer discovery: which Azure resources use the vault's certificates (Resource Graph)?
 
 Settings come from the environment, or from a local.settings.json file (--settings, before or after the command)
 whose "Values" win over the environment for the names it sets (so a shell's REQUESTS_CA_BUNDLE cannot hide the
@@ -633,6 +634,7 @@ def build_parser(prog: str = "python -m shared") -> argparse.ArgumentParser:
         ("verify-rcl", "verify_renewals", "run the follow-up check of RCL renewals once, now"),
         ("complete-pending", "complete_pending", "try the pending AppViewX renewals once, now"),
         ("verify-endpoints", "verify_endpoints", "check once, now, which certificate each endpoint serves"),
+        ("discover-consumers", "discover_consumers", "find once, now, the Azure resources using each certificate"),
     ):
         sub = command(name, help=text, description=text[0].upper() + text[1:] + ".")
         sub.set_defaults(run=lambda _args, f=function: _run_timer(f))

@@ -519,3 +519,29 @@ def test_teams_and_slack_messages_name_the_resource_and_both_versions() -> None:
     stale = {**pinned, "servedThumbprint": "A" * 40, "expectedThumbprint": "B" * 40}
     slack = json.dumps(build_message("slack", "CertificateConsumerStale", stale))
     assert "still uses the old certificate: www-contoso-com" in slack and "A" * 40 in slack and "B" * 40 in slack
+
+
+# -- on demand, from the operator CLI -------------------------------------------------------------------------------
+def test_the_cli_runs_one_discovery_now(
+    standins: StandIns,
+    app_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    events: Events,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from shared.operator.cli import main
+
+    cert = seed_renewed(standins)
+    standins.resource_graph.add(
+        rg.container_apps_certificate(SUB, "env", "www", secret_uri(standins, cert.name, cert.old.version))
+    )
+    enable(monkeypatch)
+
+    assert main(["discover-consumers"]) == 0
+    assert len(events.named("CertificateConsumerPinned")) == 1 and len(standins.resource_graph.queries()) == 1
+
+    standins.resource_graph.scripted.append(rg._error(403, "AuthorizationFailed", "no Reader role"))
+    app_context.reset()
+    assert main(["discover-consumers"]) == 1
+    err = capsys.readouterr().err
+    assert "FAILED [RESOURCE_GRAPH_UNAVAILABLE]" in err and "Reader" in err
