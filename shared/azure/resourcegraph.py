@@ -11,13 +11,13 @@ or Resource Graph's own `x-ms-user-quota-resets-after` (hh:mm:ss) when that is a
 run stays inside the timer's limit. The query is a read, so a POST is retried too.
 
 Bounded: at most `max_rows` rows are read (the caller's per-run limit), pages of at most 1,000 rows (`$top`'s maximum),
-and a `$skipToken` that comes back unchanged ends the paging instead of looping.
+at most `MAX_PAGES` pages (reported as a cut, like the row limit), and a `$skipToken` that comes back again fails the
+run instead of looping.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 API_VERSION = "2022-10-01"
 RESOURCES_PATH = "/providers/Microsoft.ResourceGraph/resources"
 PAGE_MAX = 1000  # the largest $top Resource Graph serves per page
+MAX_PAGES = 200  # a run reads at most this many pages, however few rows each holds
 READ_TIMEOUT_SECONDS = 60
 MAX_RETRY_AFTER_SECONDS = 30.0  # a longer throttling wait fails this run; the next one (6 h later) tries again
 RETRY_BUDGET_SECONDS = 180  # all tries of one page, waits included
@@ -90,13 +91,14 @@ class ResourceGraph:
         self._client.close()
 
     def query(self, query: str, max_rows: int, page_size: int = PAGE_MAX) -> QueryResult:
-        """Every row of `query` over the settings' subscriptions, page after page, up to `max_rows`."""
+        """Every row of `query` over the settings' subscriptions, page after page while a `$skipToken` comes, up to
+        `max_rows` rows and `MAX_PAGES` pages (a page may hold fewer rows than `$top` asked for)."""
         rows: list[dict[str, Any]] = []
         seen_tokens: set[str] = set()
         token: str | None = None
         total: int | None = None
         size = max(1, min(page_size, PAGE_MAX))
-        for pages in range(1, math.ceil(max_rows / size) + 2):
+        for pages in range(1, MAX_PAGES + 1):
             page = self._page(query, max(1, min(size, max_rows - len(rows))), token)
             total = page["totalRecords"] if isinstance(page.get("totalRecords"), int) else total
             data, room = page["data"], max_rows - len(rows)
@@ -107,9 +109,9 @@ class ResourceGraph:
             if not token:
                 return QueryResult(rows, pages, total, limited=False)
             if token in seen_tokens:
-                break
+                raise ResourceGraphError("Resource Graph's paging did not end (a $skipToken came back again)")
             seen_tokens.add(token)
-        raise ResourceGraphError("Resource Graph's paging did not end (a $skipToken came back again)")
+        return QueryResult(rows, MAX_PAGES, total, limited=True)  # more pages than a run reads: reported as cut
 
     def _page(self, query: str, top: int, skip_token: str | None) -> dict[str, Any]:
         from azure.core.rest import HttpRequest

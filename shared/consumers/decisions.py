@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared.azure.resourcegraph import MAX_PAGES
 from shared.consumers.references import Reference
 from shared.core.events import Event, Source
 from shared.core.timestamps import iso_utc, utc
@@ -146,11 +147,13 @@ def _line(finding: ConsumerFinding) -> str:
     return f"{finding.outcome:<9} {reference.certificate} <- {reference.consumer_type} {reference.consumer_id} ({follows}){hosts}"
 
 
-def limited_event(limit: int, total: int | None) -> tuple[Event, dict[str, Any]]:
+def limited_event(limit: int, total: int | None, read: int) -> tuple[Event, dict[str, Any]]:
+    matched = f"{total} resource(s)" if total is not None else "more resources"
     return Event.CONSUMER_DISCOVERY_LIMITED, {
         "source": Source.DISCOVERY,
         "limit": limit,
         "totalRecords": total,
-        "message": f"Resource Graph matched {total if total is not None else 'more'} resource(s); this run read the "
-        f"first {limit} (CONSUMER_MAX_PER_RUN)",
+        "rows": read,
+        "message": f"Resource Graph matched {matched}; this run read {read} (CONSUMER_MAX_PER_RUN={limit}, at most "
+        f"{MAX_PAGES} pages)",
     }

@@ -94,8 +94,8 @@ def discover_consumers(
         return DiscoverySummary(enabled=False)
     result = deps.graph().query(QUERY, settings.max_per_run)
     if result.limited:
-        log.warning("Consumer discovery stopped at CONSUMER_MAX_PER_RUN=%d resources", settings.max_per_run)
-        _emit(limited_event(settings.max_per_run, result.total_records))
+        log.warning("Consumer discovery stopped after %d resources (CONSUMER_MAX_PER_RUN)", len(result.rows))
+        _emit(limited_event(settings.max_per_run, result.total_records, len(result.rows)))
     versions = _Versions(deps.key_vault())
     at = now()
     found = [(r, versions.get(r.certificate)) for r in references(result.rows, deps.vault_url)]

@@ -545,3 +545,27 @@ def test_the_cli_runs_one_discovery_now(
     assert main(["discover-consumers"]) == 1
     err = capsys.readouterr().err
     assert "FAILED [RESOURCE_GRAPH_UNAVAILABLE]" in err and "Reader" in err
+
+
+def test_pages_smaller_than_asked_for_are_followed_to_the_end(
+    standins: StandIns,
+    functions: dict[str, Any],
+    app_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    events: Events,
+) -> None:
+    """Resource Graph may answer fewer rows than `$top` (its answers are size-limited too): the paging goes on while a
+    `$skipToken` comes, not for a number of pages worked out from `$top`."""
+    cert = seed_renewed(standins)
+    for index in range(9):
+        standins.resource_graph.add(
+            rg.container_apps_certificate(SUB, f"env-{index}", "www", secret_uri(standins, cert.name))
+        )
+    standins.resource_graph.page_size = 2  # whatever $top asks
+    enable(monkeypatch)
+
+    run(functions)
+
+    assert len(standins.resource_graph.queries()) == 5
+    (completed,) = events.named("ConsumerDiscoveryCompleted")
+    assert completed["consumers"] == 9 and completed["pages"] == 5 and completed["limited"] is False
