@@ -39,6 +39,21 @@ learn.microsoft.com/azure/templates/...; SDK models on learn.microsoft.com):
 - `Microsoft.App/managedEnvironments/certificates`: `certificateKeyVaultProperties` {identity, keyVaultUrl "URL
   pointing to the Azure Key Vault secret that holds the certificate"} (CertificateKeyVaultProperties model);
 - `Microsoft.KeyVault/vaults`: `vaultUri`.
+
+Pages read (through the `search` tool's docs corpus):
+learn.microsoft.com/javascript/api/@azure/arm-resourcegraph/resourcegraphmodels.queryresponse,
+learn.microsoft.com/dotnet/api/azure.resourcemanager.resourcegraph.models.resourcequeryresult (and
+...armresourcegraphmodelfactory.resourcequeryrequestoptions: skipToken, top, skip, resultFormat),
+learn.microsoft.com/powershell/module/az.network/new-azapplicationgatewaysslcertificate,
+learn.microsoft.com/azure/templates/microsoft.cdn/profiles/secrets,
+learn.microsoft.com/azure/templates/microsoft.web/2020-10-01/certificates,
+learn.microsoft.com/dotnet/api/microsoft.azure.management.websites.models.hostnamesslstate,
+learn.microsoft.com/javascript/api/@azure/arm-apimanagement/hostnameconfiguration,
+learn.microsoft.com/azure/templates/microsoft.app/managedenvironments/certificates and
+learn.microsoft.com/javascript/api/@azure/arm-appcontainers/certificatekeyvaultproperties.
+Not confirmed by a page: Front Door custom domains' `tlsSettings.secret.id` and Container Apps certificates' read-only
+`thumbprint` (the app uses them only when present), and the Front Door reference page's own example, which names the
+vault segment `vault` rather than `vaults` (the app accepts ARM's `vaults` form, which Key Vault resource ids use).
 """
 
 from __future__ import annotations
