@@ -101,9 +101,10 @@ class VaultIdentity:
         """The secret name of `.../providers/Microsoft.KeyVault/vaults/<vault>/secrets/<name>` in this vault."""
         segments = [s for s in resource_id.strip().split("/") if s]
         lowered = [s.lower() for s in segments]
-        if "vaults" not in lowered or len(segments) < lowered.index("vaults") + 4:
+        # ARM's form is `vaults`; Front Door's reference example writes `vault`: either is read.
+        at = next((i for i, s in enumerate(lowered) if s in ("vaults", "vault")), -1)
+        if at < 0 or len(segments) < at + 4:
             return None
-        at = lowered.index("vaults")
         if lowered[at + 1] not in self.names or lowered[at + 2] != "secrets":
             return None
         return segments[at + 3]

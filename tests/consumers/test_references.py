@@ -38,6 +38,8 @@ def test_secret_uris_of_the_vault_only_versioned_or_not() -> None:
     resource = rg.key_vault_secret_id(SUB, "kv-certs", "www")
     assert vault.secret_resource(resource) == "www"
     assert vault.secret_resource(rg.key_vault_secret_id(SUB, "kv-other", "www")) is None
+    assert vault.secret_resource(resource.replace("/vaults/", "/vault/")) == "www"  # Front Door's documented example
+    assert vault.secret_resource("/subscriptions/s/providers/Microsoft.KeyVault/vaults/kv-certs") is None
     assert vault.vault_resource(resource.rsplit("/secrets/", 1)[0])
 
 

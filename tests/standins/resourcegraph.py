@@ -53,7 +53,7 @@ learn.microsoft.com/azure/templates/microsoft.app/managedenvironments/certificat
 learn.microsoft.com/javascript/api/@azure/arm-appcontainers/certificatekeyvaultproperties.
 Not confirmed by a page: Front Door custom domains' `tlsSettings.secret.id` and Container Apps certificates' read-only
 `thumbprint` (the app uses them only when present), and the Front Door reference page's own example, which names the
-vault segment `vault` rather than `vaults` (the app accepts ARM's `vaults` form, which Key Vault resource ids use).
+vault segment `vault` rather than `vaults` (the app reads either).
 """
 
 from __future__ import annotations
