@@ -16,8 +16,8 @@ import pytest
 
 from shared import context as app_context
 from shared.core.errors import CertRenewError, SettingsError
-from shared.core.notify import install_notifications, uninstall_notifications
 from shared.core.settings import Settings
+from shared.notify.install import install_notifications, uninstall_notifications
 from tests.eventlog import Events, recording
 from tests.standins import resourcegraph as rg
 from tests.standins.base import Response
@@ -502,7 +502,7 @@ def test_a_skip_token_that_comes_back_again_ends_the_paging(
 
 
 def test_teams_and_slack_messages_name_the_resource_and_both_versions() -> None:
-    from shared.core.notify import build_message
+    from shared.notify.formats import build_message
 
     pinned = {
         "source": "discovery",
