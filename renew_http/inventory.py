@@ -80,6 +80,7 @@ def _inventory(req: func.HttpRequest, invocation_id: str | None) -> func.HttpRes
             outcomes,
             _endpoints(),
             datetime.now(UTC),
+            {name: known.consumers for name, known in app_context.known_consumers().items()},
         )
     except ForeignLink:
         raise _foreign_continuation() from None

@@ -6,6 +6,7 @@ Functions hosts reuse a worker process for many invocations: one credential (its
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -15,7 +16,11 @@ from shared.appviewx.client import AvxClient
 from shared.appviewx.records import PendingStore
 from shared.azure import identity
 from shared.azure.keyvault import KeyVaultStore
+from shared.azure.resourcegraph import ResourceGraph
 from shared.azure.tables import open_table
+from shared.consumers.run import DiscoveryDependencies
+from shared.consumers.store import ConsumerStore, KnownConsumers
+from shared.core.errors import CertRenewError
 from shared.core.settings import Settings, load_settings, reset_settings
 from shared.rcl.client import RclClient
 from shared.rcl.run_calls import RclDependencies
@@ -28,6 +33,7 @@ from shared.vault.renewal_failures import RenewalFailureStore
 from shared.vault.renewal_plan import RenewalWindow
 from shared.vault.sweep import SweepDependencies
 
+log = logging.getLogger("certrenew.consumers")
 _lock = threading.RLock()
 _clients: dict[str, Any] = {}
 
@@ -115,6 +121,42 @@ def sweep_dependencies() -> SweepDependencies:
         events=event_dependencies(),
         window=RenewalWindow(sweep.remaining_fraction, sweep.before_days),
         max_renewals=sweep.max_renewals,
+    )
+
+
+def resource_graph() -> ResourceGraph:
+    def build() -> ResourceGraph:
+        s = settings()
+        return ResourceGraph(s.consumers, identity.managed_identity(s.identity))
+
+    return _cached("resourcegraph", build)
+
+
+def consumer_store() -> ConsumerStore:
+    return _cached("consumers", lambda: ConsumerStore(_table("consumer_table")))
+
+
+def known_consumers() -> dict[str, KnownConsumers]:
+    """What the last discovery run stored, per certificate (lower-case name). {} when discovery is off; also {} (with
+    a warning) when its settings are wrong or the table cannot be read: the endpoint check and the inventory go on."""
+    try:
+        if not settings().consumers.enabled:
+            return {}
+        return consumer_store().all()
+    except CertRenewError as exc:  # SettingsError, StateStoreError: the messages are safe to log
+        log.warning("Discovered consumers unavailable: %s", exc.message)
+        return {}
+
+
+def discovery_dependencies(*, save: bool = True) -> DiscoveryDependencies:
+    s = settings()
+    consumers = s.consumers  # validated first: a settings problem is named before anything is opened
+    return DiscoveryDependencies(
+        settings=consumers,
+        graph=resource_graph,
+        key_vault=key_vault_store,
+        vault_url=s.key_vault.url if consumers.enabled else "",
+        store=consumer_store if save else None,
     )
 
 

@@ -13,10 +13,11 @@ auth levels), for operators without the Functions Core Tools:
   sweep             one run of the daily renewal sweep
   plan              what the next sweep will do with each certificate, and why
   renew NAME        renew one AppViewX certificate of the vault now (--force: even in backoff)
+  discover-consumers  one consumer discovery: which Azure resources use the vault's certificates (Resource Graph)?
 
 This module is the argument parsing and `main`; what each command does lives beside it, one module per command
-group: `serve.py`, `timer_runs.py` (renew-rcl, verify-rcl, complete-pending, verify-endpoints), `avx_renewal.py`
-(renew-avx), `sweep_commands.py` (plan, renew) and `status.py`.
+group: `serve.py`, `timer_runs.py` (renew-rcl, verify-rcl, complete-pending, verify-endpoints, discover-consumers,
+sweep), `avx_renewal.py` (renew-avx), `sweep_commands.py` (plan, renew) and `status.py`.
 
 Settings come from the environment, or from a local.settings.json file (--settings, before or after the command)
 whose "Values" win over the environment for the names it sets (so a shell's REQUESTS_CA_BUNDLE cannot hide the
@@ -62,6 +63,7 @@ def _add_timer_commands(command: Any) -> None:
         ("verify-rcl", "verify_renewals", "run the follow-up check of RCL renewals once, now"),
         ("complete-pending", "complete_pending", "try the pending AppViewX renewals once, now"),
         ("verify-endpoints", "verify_endpoints", "check once, now, which certificate each endpoint serves"),
+        ("discover-consumers", "discover_consumers", "find once, now, the Azure resources using each certificate"),
         ("sweep", "plan_renewals", "run the daily renewal sweep once, now"),
     ):
         sub = command(name, help=text, description=text[0].upper() + text[1:] + ".")

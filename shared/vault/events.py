@@ -34,7 +34,7 @@ from shared.azure.keyvault import KeyVaultStore
 from shared.core import redaction
 from shared.core.certificates import DEFAULT_FORMAT, generate_password
 from shared.core.errors import CertRenewError
-from shared.core.events import Source
+from shared.core.events import Event, Source
 from shared.core.telemetry import emit_event
 from shared.vault.event_claims import (
     EVENT_PARTITION,
@@ -58,7 +58,9 @@ from shared.vault.event_decisions import (
     rcl_names,
     whole_days_left,
 )
+from shared.vault.ladder import warn_version
 from shared.vault.renewal_failures import RenewalFailureStore
+from shared.vault.renewal_plan import EXPIRED_STEP, ladder_step
 
 log = logging.getLogger("certrenew.keyvault-events")
 CALLER = "keyvault-events"  # the renewal record's caller: this path, not a person
@@ -160,15 +162,25 @@ def _handle(event: CertificateEvent, deps: EventDependencies, invocation_id: str
         )
         return "replaced"
     if decision.action is Action.REPORT_RCL:
-        emit_event(event.app_event, {**base, "source": Source.RCL, "owner": Owner.RCL})
+        _report(event, {**base, "source": Source.RCL, "owner": Owner.RCL}, deps, now)
         log.info(
             "Key Vault event %s: %s is renewed by RCL's own night; reported, RCL not called", event.event_id, event.name
         )
         return "reported: rcl"
     if decision.action is Action.REPORT_UNMANAGED:
-        emit_event(event.app_event, {**base, "owner": Owner.UNMANAGED})
+        _report(event, {**base, "owner": Owner.UNMANAGED}, deps, now)
         return "reported: unmanaged"
     return _renew(event, decision, deps, invocation_id, now)
+
+
+def _report(event: CertificateEvent, attributes: dict[str, Any], deps: EventDependencies, now: datetime) -> None:
+    """Report a certificate the app does not renew itself, as a step of the expiry ladder: the daily sweep and this
+    event share one warning per version and step."""
+    step = EXPIRED_STEP if event.app_event is Event.EXPIRED else ladder_step(attributes.get("expiryDate"), now)
+    if step is None:  # more than 30 days left by Key Vault's current expiry: report as Key Vault said
+        emit_event(event.app_event, attributes)
+    elif not warn_version(deps.claims, deps.vault_url, step, attributes, now):
+        log.info("Key Vault event %s: %s was warned at this step already", event.event_id, event.name)
 
 
 def _renew(

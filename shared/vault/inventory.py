@@ -80,6 +80,7 @@ def inventory_entry(
     outcomes: Mapping[str, LastOutcome],
     endpoints: Sequence[EndpointCheck],
     now: datetime,
+    consumers: Mapping[str, Sequence[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     outcome = outcomes.get(certificate.name.lower())
     return {
@@ -98,6 +99,8 @@ def inventory_entry(
             for e in endpoints
             if e.certificate.lower() == certificate.name.lower()
         ],
+        # The Azure resources discover_consumers found using it (id, type, follows latest|pinned, version), pinned first.
+        "consumers": list((consumers or {}).get(certificate.name.lower(), [])),
     }
 
 
@@ -115,6 +118,7 @@ def inventory_page(
     outcomes: Mapping[str, LastOutcome],
     endpoints: Sequence[EndpointCheck],
     now: datetime,
+    consumers: Mapping[str, Sequence[dict[str, Any]]] | None = None,
 ) -> InventoryPage:
     """One page of the inventory (raises KeyVaultError, or keyvault.ForeignLink for a link of another host)."""
     page = store.list_page(page_size, next_link)
@@ -122,7 +126,7 @@ def inventory_page(
         if page.certificates or not page.next_link:
             break
         page = store.list_page(page_size, page.next_link)
-    entries = [inventory_entry(c, rcl_managed, outcomes, endpoints, now) for c in page.certificates]
+    entries = [inventory_entry(c, rcl_managed, outcomes, endpoints, now, consumers) for c in page.certificates]
     return InventoryPage(entries, encode_continuation(page.next_link))
 
 

@@ -210,3 +210,13 @@ def test_the_plan_names_each_case_and_its_checks(functions: dict[str, Any], stan
     }
     assert body["ready"] is True
     assert Event.RENEWAL_SWEEP_COMPLETED == "RenewalSweepCompleted"
+
+
+def test_a_key_vault_event_and_the_sweep_share_one_warning_per_step(
+    functions: dict[str, Any], standins: StandIns, events: Events
+) -> None:
+    name, version = unmanaged_certificate(standins, days=90, days_left=25)
+    deliver(functions, key_vault_event(standins, name, version, expires=datetime.now(UTC) + timedelta(days=25)))
+    sweep(functions)
+    warnings = [e for e in events.named("CertificateNearExpiry") if e["certificateName"] == name]
+    assert len(warnings) == 1 and warnings[0]["ladderStep"] == 30 and warnings[0]["owner"] == "unmanaged"
