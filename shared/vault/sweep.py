@@ -35,6 +35,7 @@ from shared.vault.renewal_plan import (
 log = logging.getLogger("certrenew.sweep")
 SWEEP_CALLER = "renewal-sweep"
 OPERATOR_CALLER = "operator"
+REPLACED = "already renewed: a newer version is current"
 MAX_CERTIFICATES = 10_000  # a bound on one run's listing (400 pages of Key Vault's 25)
 
 
@@ -152,6 +153,9 @@ def renew_now(
         return f"not renewed: {exc.message}"
     if current is None:
         return "not renewed: no longer in the vault"
+    if _replaced_since_planned(item, current.version, current.expires_on):
+        # Renewed by an event, the webhook or another sweep since the vault was listed: the new version is not due.
+        return REPLACED
     renewal = VersionRenewal(
         name=item.name,
         version=current.version,
@@ -166,6 +170,13 @@ def renew_now(
         return f"not renewed: {exc}"
 
 
+def _replaced_since_planned(item: PlannedCertificate, version: str, expires_on: datetime | None) -> bool:
+    """Key Vault's list names no version: a current version with another expiry is not the one planned."""
+    if item.version:
+        return item.version.lower() != version.lower()
+    return expires_on is not None and item.expires_on is not None and expires_on != item.expires_on
+
+
 def _sweep_renewal(
     item: PlannedCertificate, deps: SweepDependencies, invocation_id: str | None, now: datetime, summary: SweepSummary
 ) -> None:
@@ -176,7 +187,7 @@ def _sweep_renewal(
     if result.startswith("pending"):
         summary.pending += 1
         return
-    if result == ALREADY_CLAIMED:
+    if result in (ALREADY_CLAIMED, REPLACED):
         summary.already += 1
         return
     summary.failed += 1

@@ -220,3 +220,39 @@ def test_a_key_vault_event_and_the_sweep_share_one_warning_per_step(
     sweep(functions)
     warnings = [e for e in events.named("CertificateNearExpiry") if e["certificateName"] == name]
     assert len(warnings) == 1 and warnings[0]["ladderStep"] == 30 and warnings[0]["owner"] == "unmanaged"
+
+
+# -- review (issue 31): a failing world and concurrent paths ---------------------------------------------------------
+
+
+def wait_for(condition: Any, seconds: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def test_a_certificate_renewed_by_an_event_while_the_sweep_runs_is_not_renewed_again(
+    functions: dict[str, Any], standins: StandIns
+) -> None:
+    """The sweep lists the vault once, then renews one certificate after another (each may wait on AVX for
+    minutes). A Key Vault event (or the webhook, or a second sweep) that renews a listed certificate meanwhile
+    leaves a new, not-due version current: the sweep must not renew that one again."""
+    import threading
+
+    avx_certificate(standins, days=90, days_left=3)  # the most urgent: the sweep starts with it
+    later, later_version = avx_certificate(standins, days=90, days_left=20)
+    refused = {"response": None, "message": "busy", "appStatusCode": "OPEN_WORK_ORDERS_FOUND"}
+    # The sweep's first renewal (the urgent one) takes 3 s at AVX, then is refused.
+    standins.avx.script(Response(417, json.dumps(refused).encode(), {"Content-Type": "application/json"}, delay=3.0))
+    runner = threading.Thread(target=sweep, args=(functions,))
+    runner.start()
+    wait_for(lambda: len(standins.avx.renew_calls()) == 1)  # the sweep listed the vault and works on `urgent`
+    deliver(functions, key_vault_event(standins, later, later_version))  # Event Grid renews `later` meanwhile
+    assert len(standins.key_vault.certificates[later]) == 2
+    runner.join(30)
+    assert not runner.is_alive()
+    assert len(standins.key_vault.certificates[later]) == 2, "renewed twice: the event's new version again"
+    assert len(standins.avx.renew_calls()) == 2
