@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -121,20 +122,41 @@ def run_sweep(deps: SweepDependencies, invocation_id: str | None = None, now: da
         out_of_time = time.monotonic() >= stop_starting_at
         if item.action is PlanAction.RENEW and (started >= deps.max_renewals or out_of_time):
             summary.deferred += 1
-            _warn(item, deps, now, summary, "RENEWAL_DEFERRED")
+            _guarded(item, summary, lambda i=item: _warn(i, deps, now, summary, "RENEWAL_DEFERRED"))
         elif item.action is PlanAction.RENEW:
             started += 1
-            _sweep_renewal(item, deps, invocation_id, now, summary)
-        elif item.action is PlanAction.BACKOFF:
-            summary.in_backoff += 1
-            _warn(item, deps, now, summary, (item.failures.last_reason if item.failures else None) or "IN_BACKOFF")
-        elif item.action is PlanAction.LEFT_TO_RCL:
-            _warn(item, deps, now, summary, "RCL_NOT_RENEWED")
-        elif item.action is PlanAction.REPORT:
-            _warn(item, deps, now, summary, "NOT_MANAGED")
+            _guarded(item, summary, lambda i=item: _sweep_renewal(i, deps, invocation_id, now, summary))
+        else:
+            _guarded(item, summary, lambda i=item: _report_not_renewed(i, deps, now, summary))
     _emit_summary(summary, plan, deps, started)
     log.info(summary.line())
     return summary
+
+
+def _report_not_renewed(
+    item: PlannedCertificate, deps: SweepDependencies, now: datetime, summary: SweepSummary
+) -> None:
+    if item.action is PlanAction.BACKOFF:
+        summary.in_backoff += 1
+        _warn(item, deps, now, summary, (item.failures.last_reason if item.failures else None) or "IN_BACKOFF")
+    elif item.action is PlanAction.LEFT_TO_RCL:
+        _warn(item, deps, now, summary, "RCL_NOT_RENEWED")
+    elif item.action is PlanAction.REPORT:
+        _warn(item, deps, now, summary, "NOT_MANAGED")
+
+
+def _guarded(item: PlannedCertificate, summary: SweepSummary, work: Callable[[], None]) -> None:
+    """One certificate's work: a failure of its own (the tables, Key Vault, a bug) is counted and logged, and the
+    sweep goes on with the next certificate."""
+    try:
+        work()
+    except CertRenewError as exc:
+        summary.failed += 1
+        summary.failures.append(f"{item.name}: {exc.message}")
+    except Exception as exc:
+        log.exception("Renewal sweep: %s failed unexpectedly", item.name)
+        summary.failed += 1
+        summary.failures.append(f"{item.name}: unexpected {type(exc).__name__}")
 
 
 def renew_now(

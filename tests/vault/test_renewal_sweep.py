@@ -256,3 +256,37 @@ def test_a_certificate_renewed_by_an_event_while_the_sweep_runs_is_not_renewed_a
     assert not runner.is_alive()
     assert len(standins.key_vault.certificates[later]) == 2, "renewed twice: the event's new version again"
     assert len(standins.avx.renew_calls()) == 2
+
+
+@pytest.fixture
+def table_proxy(app_env: dict[str, str], azurite: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The app's tables behind a fault-injecting proxy (tests/standins/tableproxy.py)."""
+    from shared import context as app_context
+    from tests.standins.tableproxy import CountingProxy
+
+    proxy = CountingProxy(azurite.port).start()
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string.replace(f":{azurite.port}/", f":{proxy.port}/"))
+    app_context.reset()
+    yield proxy
+    proxy.stop()
+    app_context.reset()
+
+
+def table_error(status: int, code: str) -> Response:
+    body = {"odata.error": {"code": code, "message": {"lang": "en-US", "value": f"{code} (injected)"}}}
+    return Response.json(body, status=status)
+
+
+def test_a_table_failure_on_one_certificate_does_not_stop_the_sweep(
+    functions: dict[str, Any], standins: StandIns, events: Events, table_proxy: Any
+) -> None:
+    first, first_version = avx_certificate(standins, days=90, days_left=3)
+    second, _ = avx_certificate(standins, days=90, days_left=15)
+    # The first certificate's version claim cannot be written (the write and its 3 retries fail); then the table
+    # answers again.
+    table_proxy.fail_next(4, table_error(500, "InternalError"), kind="write")
+    sweep(functions)
+    assert standins.key_vault.latest(first).version == first_version  # type: ignore[union-attr]
+    assert len(standins.key_vault.certificates[second]) == 2, "one certificate's table failure stopped the run"
+    (completed,) = events.named("RenewalSweepCompleted")
+    assert completed["renewed"] == 1 and completed["failed"] == 1
