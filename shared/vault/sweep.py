@@ -211,6 +211,10 @@ def _sweep_renewal(
         return
     if result in (ALREADY_CLAIMED, REPLACED):
         summary.already += 1
+        if result == ALREADY_CLAIMED:
+            # The planned version is still current and its renewal was started before (pending an approval, or
+            # failed after AppViewX acted): it is not renewed again, so it must not expire unheard.
+            _warn(item, deps, now, summary, "RENEWAL_UNFINISHED")
         return
     summary.failed += 1
     summary.failures.append(f"{item.name}: {result}")

@@ -290,3 +290,24 @@ def test_a_table_failure_on_one_certificate_does_not_stop_the_sweep(
     assert len(standins.key_vault.certificates[second]) == 2, "one certificate's table failure stopped the run"
     (completed,) = events.named("RenewalSweepCompleted")
     assert completed["renewed"] == 1 and completed["failed"] == 1
+
+
+def test_a_renewal_left_pending_is_still_warned_on_the_ladder_while_its_version_stays_current(
+    functions: dict[str, Any], standins: StandIns, events: Events
+) -> None:
+    """AppViewX accepts the renewal but sends no certificate (an approver must act): the version's claim is taken,
+    so later sweeps do not renew it again. If the approval never comes (complete_pending gives up), that version
+    still expires: it must earn its ladder warning, not be skipped as 'already claimed' in silence."""
+    name, version = avx_certificate(standins, days=90, days_left=5)
+    answer = {"response": {"certificateContent": None, "resourceId": "r", "requestId": "REQ1"}, "message": "ok"}
+    standins.avx.script(Response(200, json.dumps(answer).encode(), {"Content-Type": "application/json"}))
+    sweep(functions)
+    assert events.named("CertificateRenewalPending")
+    for _ in range(2):
+        sweep(functions)  # the next days: still the same version, still pending
+    assert len(standins.avx.renew_calls()) == 1  # never renewed twice
+    warnings = [e for e in events.named("CertificateNearExpiry") if e["certificateName"] == name]
+    assert len(warnings) == 1, "a version whose renewal never completed expires unheard"
+    (warning,) = warnings
+    assert warning["ladderStep"] == 7 and warning["owner"] == "appviewx" and warning["keyVaultVersion"] == version
+    assert warning["reason"] == "RENEWAL_UNFINISHED"
