@@ -38,6 +38,8 @@ SWEEP_CALLER = "renewal-sweep"
 OPERATOR_CALLER = "operator"
 REPLACED = "already renewed: a newer version is current"
 MAX_CERTIFICATES = 10_000  # a bound on one run's listing (400 pages of Key Vault's 25)
+# Key Vault may answer pages with no certificates and a nextLink: the listing is bounded in pages too.
+MAX_LIST_PAGES = 2 * MAX_CERTIFICATES // LIST_PAGE_MAX
 
 
 @dataclass(frozen=True)
@@ -79,14 +81,20 @@ class SweepSummary:
 def list_certificates(deps: EventDependencies) -> tuple[list[ListedCertificate], bool]:
     """Every certificate of the vault through Key Vault's own paging (KeyVaultError when it cannot be listed)."""
     found: list[ListedCertificate] = []
+    links: set[str] = set()
     page = deps.store.list_page(LIST_PAGE_MAX)
-    while True:
+    for _ in range(MAX_LIST_PAGES):
         found.extend(page.certificates)
         if len(found) >= MAX_CERTIFICATES:
             return found[:MAX_CERTIFICATES], True
         if not page.next_link:
             return found, False
+        if page.next_link in links:  # a page chain that loops: what was listed is planned, the cut reported
+            log.warning("Key Vault's certificate list sent the same nextLink again; listing stopped")
+            return found, True
+        links.add(page.next_link)
         page = deps.store.list_page(LIST_PAGE_MAX, page.next_link)
+    return found, True
 
 
 def plan_vault(deps: SweepDependencies, now: datetime, failures: dict[str, RenewalFailures] | None = None) -> VaultPlan:

@@ -311,3 +311,19 @@ def test_a_renewal_left_pending_is_still_warned_on_the_ladder_while_its_version_
     (warning,) = warnings
     assert warning["ladderStep"] == 7 and warning["owner"] == "appviewx" and warning["keyVaultVersion"] == version
     assert warning["reason"] == "RENEWAL_UNFINISHED"
+
+
+def test_a_list_link_that_never_moves_on_ends_the_listing(
+    functions: dict[str, Any], standins: StandIns, events: Events
+) -> None:
+    """Key Vault may answer a page with no certificates and a nextLink; a nextLink that comes back again (a broken
+    page chain) would keep the sweep listing until the function's timeout."""
+    avx_certificate(standins, days=90, days_left=20)
+    stuck = Response.json(
+        {"value": [], "nextLink": f"{standins.key_vault.url}/certificates?$skiptoken=0&maxresults=25"}
+    )
+    standins.key_vault.fail_next(300, stuck, operation="list")
+    sweep(functions)
+    assert len(standins.key_vault.received("GET", "/certificates")) <= 3, "listed the same page again and again"
+    (completed,) = events.named("RenewalSweepCompleted")
+    assert completed["truncated"] is True
