@@ -129,6 +129,15 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+def _objects(value: Any) -> list[Mapping[str, Any]]:
+    """The objects of an array (an item of another kind is no reference)."""
+    return [item for item in _list(value) if isinstance(item, Mapping)]
+
+
+def _object(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
 def _type(row: Mapping[str, Any]) -> str:
     return _CANONICAL.get(_text(row.get("type")).lower(), _text(row.get("type")))
 
@@ -148,9 +157,11 @@ def _hosts(*values: Any) -> tuple[str, ...]:
 
 
 def app_gateway(row: Mapping[str, Any], vault: VaultIdentity) -> list[Reference]:
-    listeners = [_get(listener, "properties") or {} for listener in _list(_get(row, "properties", "httpListeners"))]
+    listeners = [
+        _object(_get(listener, "properties")) for listener in _objects(_get(row, "properties", "httpListeners"))
+    ]
     found = []
-    for certificate in _list(_get(row, "properties", "sslCertificates")):
+    for certificate in _objects(_get(row, "properties", "sslCertificates")):
         secret = vault.secret_uri(_text(_get(certificate, "properties", "keyVaultSecretId")))
         if secret is None:
             continue
@@ -167,7 +178,7 @@ def app_gateway(row: Mapping[str, Any], vault: VaultIdentity) -> list[Reference]
 
 
 def front_door_secret(row: Mapping[str, Any], vault: VaultIdentity, domains: Mapping[str, tuple[str, ...]]) -> list:
-    parameters = _get(row, "properties", "parameters") or {}
+    parameters = _object(_get(row, "properties", "parameters"))
     if _text(parameters.get("type")).lower() != "customercertificate":
         return []
     name = vault.secret_resource(_text(_get(parameters, "secretSource", "id")))
@@ -191,7 +202,7 @@ def front_door_domains(rows: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str
 
 
 def web_certificate(row: Mapping[str, Any], vault: VaultIdentity) -> list[Reference]:
-    properties = _get(row, "properties") or {}
+    properties = _object(_get(row, "properties"))
     name = _text(properties.get("keyVaultSecretName"))
     if not name or not vault.vault_resource(_text(properties.get("keyVaultId"))):
         return []
@@ -204,7 +215,7 @@ def web_sites(row: Mapping[str, Any], certificates: list[Reference]) -> list[Ref
     certificate moved on to a newer thumbprint) by the host name the certificate lists."""
     by_thumbprint = {c.served_thumbprint: c for c in certificates if c.served_thumbprint}
     found: dict[tuple[str, str], list[str]] = {}
-    for binding in _list(_get(row, "properties", "hostNameSslStates")):
+    for binding in _objects(_get(row, "properties", "hostNameSslStates")):
         thumbprint = _thumbprint(binding.get("thumbprint"))
         host = _text(binding.get("name")).lower()
         if not thumbprint or _text(binding.get("sslState")).lower() in ("", "disabled"):
@@ -226,7 +237,7 @@ def _covers(names: tuple[str, ...], host: str) -> bool:
 
 def api_management(row: Mapping[str, Any], vault: VaultIdentity) -> list[Reference]:
     found = []
-    for configuration in _list(_get(row, "properties", "hostnameConfigurations")):
+    for configuration in _objects(_get(row, "properties", "hostnameConfigurations")):
         secret = vault.secret_uri(_text(configuration.get("keyVaultId")))
         if secret is not None:
             served = _thumbprint(_get(configuration, "certificate", "thumbprint"))
