@@ -106,8 +106,8 @@ class ResourceGraph:
             token = page.get("$skipToken") or None
             if len(data) > room or (token and len(rows) >= max_rows):
                 return QueryResult(rows, pages, total, limited=True)
-            if not token:
-                return QueryResult(rows, pages, total, limited=False)
+            if not token:  # the last page, unless Resource Graph says it cut the answer and gave no way on
+                return QueryResult(rows, pages, total, limited=str(page.get("resultTruncated")).lower() == "true")
             if token in seen_tokens:
                 raise ResourceGraphError("Resource Graph's paging did not end (a $skipToken came back again)")
             seen_tokens.add(token)

@@ -569,3 +569,26 @@ def test_pages_smaller_than_asked_for_are_followed_to_the_end(
     assert len(standins.resource_graph.queries()) == 5
     (completed,) = events.named("ConsumerDiscoveryCompleted")
     assert completed["consumers"] == 9 and completed["pages"] == 5 and completed["limited"] is False
+
+
+def test_a_page_resource_graph_says_is_truncated_is_reported_as_a_cut(
+    standins: StandIns,
+    functions: dict[str, Any],
+    app_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    events: Events,
+) -> None:
+    """Review: QueryResponse.resultTruncated "Indicates whether the query results are truncated". A truncated answer
+    with no $skipToken to continue is not the whole list: it must be reported as cut (and not saved as complete,
+    which deletes the consumers it left out)."""
+    cert = seed_renewed(standins)
+    row = rg.container_apps_certificate(SUB, "env", "www", secret_uri(standins, cert.name))
+    page = {"totalRecords": 7, "count": 1, "resultTruncated": "true", "data": [row], "facets": []}
+    standins.resource_graph.scripted.append(Response.json(page))
+    enable(monkeypatch)
+
+    run(functions)
+
+    (completed,) = events.named("ConsumerDiscoveryCompleted")
+    assert completed["consumers"] == 1 and completed["limited"] is True
+    assert events.named("ConsumerDiscoveryLimited")
