@@ -106,8 +106,8 @@ class ResourceGraph:
             token = page.get("$skipToken") or None
             if len(data) > room or (token and len(rows) >= max_rows):
                 return QueryResult(rows, pages, total, limited=True)
-            if not token:  # the last page, unless Resource Graph says it cut the answer and gave no way on
-                return QueryResult(rows, pages, total, limited=str(page.get("resultTruncated")).lower() == "true")
+            if not token:
+                return QueryResult(rows, pages, total, limited=_cut_short(page, len(rows), total))
             if token in seen_tokens:
                 raise ResourceGraphError("Resource Graph's paging did not end (a $skipToken came back again)")
             seen_tokens.add(token)
@@ -186,6 +186,14 @@ def _answer_error(exc: HttpResponseError) -> ResourceGraphError:
     if status == 429:
         return ResourceGraphError(f"Resource Graph kept throttling the query: {detail}")
     return ResourceGraphError(f"Resource Graph answered {detail}")
+
+
+def _cut_short(last_page: dict[str, Any], read: int, total: int | None) -> bool:
+    """A last page (no `$skipToken`) that Resource Graph says is truncated, and fewer rows read than matched: paging
+    was not possible ("When resultTruncated is true, the $skipToken property isn't set", Resource Graph "Guidance for
+    pagination"; the same page calls it true also when fewer rows are left than asked for, hence the count)."""
+    truncated = str(last_page.get("resultTruncated")).lower() == "true"
+    return truncated and (total is None or read < total)
 
 
 def _checked_page(document: Any) -> dict[str, Any]:

@@ -592,3 +592,9 @@ def test_a_page_resource_graph_says_is_truncated_is_reported_as_a_cut(
     (completed,) = events.named("ConsumerDiscoveryCompleted")
     assert completed["consumers"] == 1 and completed["limited"] is True
     assert events.named("ConsumerDiscoveryLimited")
+
+    # The same page says "true" also when fewer rows were left than $top asked for: all of them read is no cut.
+    standins.resource_graph.scripted.append(Response.json({**page, "totalRecords": 1}))
+    run(functions)
+    (_, second) = events.named("ConsumerDiscoveryCompleted")
+    assert second["limited"] is False
