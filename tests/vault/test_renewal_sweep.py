@@ -327,3 +327,32 @@ def test_a_list_link_that_never_moves_on_ends_the_listing(
     assert len(standins.key_vault.received("GET", "/certificates")) <= 3, "listed the same page again and again"
     (completed,) = events.named("RenewalSweepCompleted")
     assert completed["truncated"] is True
+
+
+def test_the_plan_names_consumers_pinned_to_an_old_version(
+    functions: dict[str, Any], standins: StandIns, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 31: the plan says why, including "pinned consumers once discovery exists" (issue 26): a renewal does
+    not reach a consumer pinned to a version."""
+    from shared import context as app_context
+    from shared.consumers.store import KnownConsumers
+
+    monkeypatch.setenv("CONSUMER_SUBSCRIPTIONS", "0f0e0d0c-0000-4000-8000-0000000000a1")
+    monkeypatch.setenv("CONSUMER_TABLE", f"consumers{uuid.uuid4().hex[:8]}")
+    app_context.reset()
+    name, version = avx_certificate(standins, days=90, days_left=20)
+    other, _ = avx_certificate(standins, days=90, days_left=20)
+    agw = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/applicationGateways/agw/sslCertificates/www"
+    consumers = [
+        {"id": agw, "type": "Microsoft.Network/applicationGateways", "follows": "pinned", "version": version},
+        {"id": "/subscriptions/s/x/fd", "type": "Microsoft.Cdn/profiles/secrets", "follows": "latest"},
+    ]
+    known = {name.lower(): KnownConsumers(name, consumers, [])}
+    app_context.consumer_store().save(known, datetime.now(UTC), complete=True)
+
+    plan = plan_of(functions)
+    assert plan[name]["pinnedConsumers"] == [
+        {"id": agw, "type": "Microsoft.Network/applicationGateways", "version": version}
+    ]
+    assert "1 consumer(s) pinned to a version" in plan[name]["reason"]
+    assert plan[other]["pinnedConsumers"] == [] and "pinned" not in plan[other]["reason"]
