@@ -598,3 +598,26 @@ def test_a_page_resource_graph_says_is_truncated_is_reported_as_a_cut(
     run(functions)
     (_, second) = events.named("ConsumerDiscoveryCompleted")
     assert second["limited"] is False
+
+
+@pytest.mark.parametrize("declare_length", [True, False], ids=["content-length", "chunked"])
+def test_a_huge_answer_fails_the_run_without_being_held_whole(
+    standins: StandIns,
+    functions: dict[str, Any],
+    app_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    declare_length: bool,
+) -> None:
+    """Review: a page larger than any Resource Graph page (a broken proxy, a runaway answer) is refused as it
+    arrives, not read whole into memory and parsed."""
+    from shared.azure import resourcegraph
+
+    monkeypatch.setattr(resourcegraph, "MAX_PAGE_BYTES", 4 * 1024 * 1024)  # the rule is the same at its real size
+    standins.resource_graph.scripted.append(Response.huge_json_array(40 * 1024 * 1024, declare_length=declare_length))
+    enable(monkeypatch)
+
+    with pytest.raises(CertRenewError) as failure:
+        run(functions)
+
+    assert failure.value.code == "RESOURCE_GRAPH_UNAVAILABLE"
+    assert "larger than" in failure.value.message
