@@ -12,7 +12,7 @@ run stays inside the timer's limit. The query is a read, so a POST is retried to
 
 Bounded: at most `max_rows` rows are read (the caller's per-run limit), pages of at most 1,000 rows (`$top`'s maximum),
 at most `MAX_PAGES` pages (reported as a cut, like the row limit), each page's body read streamed up to
-`MAX_PAGE_BYTES`, and a `$skipToken` that comes back again fails the run instead of looping.
+`MAX_PAGE_BYTES` (a larger page is asked again for half the rows, down to one), and a `$skipToken` that comes back again fails the run instead of looping.
 """
 
 from __future__ import annotations
@@ -71,6 +71,10 @@ class ThrottleAwareRetryPolicy(RetryPolicy):
         return None if wait is None else min(wait, MAX_RETRY_AFTER_SECONDS)
 
 
+class PageTooLarge(ResourceGraphError):
+    """A page's answer beyond MAX_PAGE_BYTES."""
+
+
 @dataclass(frozen=True)
 class QueryResult:
     rows: list[dict[str, Any]]
@@ -101,7 +105,7 @@ class ResourceGraph:
         total: int | None = None
         size = max(1, min(page_size, PAGE_MAX))
         for pages in range(1, MAX_PAGES + 1):
-            page = self._page(query, max(1, min(size, max_rows - len(rows))), token)
+            page, size = self._fitting_page(query, size, max_rows - len(rows), token)
             total = page["totalRecords"] if isinstance(page.get("totalRecords"), int) else total
             data, room = page["data"], max_rows - len(rows)
             rows.extend(data[:room])
@@ -114,6 +118,17 @@ class ResourceGraph:
                 raise ResourceGraphError("Resource Graph's paging did not end (a $skipToken came back again)")
             seen_tokens.add(token)
         return QueryResult(rows, MAX_PAGES, total, limited=True)  # more pages than a run reads: reported as cut
+
+    def _fitting_page(self, query: str, size: int, room: int, token: str | None) -> tuple[dict[str, Any], int]:
+        """The next page, asked again for half as many rows while its answer is larger than MAX_PAGE_BYTES (rows of
+        large resources); the smaller size is kept for the pages after it."""
+        while True:
+            try:
+                return self._page(query, max(1, min(size, room)), token), size
+            except PageTooLarge:
+                if min(size, room) <= 1:
+                    raise
+                size = max(1, min(size, room) // 2)
 
     def _page(self, query: str, top: int, skip_token: str | None) -> dict[str, Any]:
         from azure.core.rest import HttpRequest
@@ -188,7 +203,7 @@ def _read_bounded(response: Any) -> bytes:
     finally:
         response.close()
     if declared > MAX_PAGE_BYTES or len(body) > MAX_PAGE_BYTES:
-        raise ResourceGraphError(f"Resource Graph answered a page larger than {MAX_PAGE_BYTES} bytes")
+        raise PageTooLarge(f"Resource Graph answered a page larger than {MAX_PAGE_BYTES} bytes, even of one row")
     return bytes(body)
 
 

@@ -608,12 +608,13 @@ def test_a_huge_answer_fails_the_run_without_being_held_whole(
     monkeypatch: pytest.MonkeyPatch,
     declare_length: bool,
 ) -> None:
-    """Review: a page larger than any Resource Graph page (a broken proxy, a runaway answer) is refused as it
-    arrives, not read whole into memory and parsed."""
+    """Review: a page larger than any Resource Graph page should be (a broken proxy, a runaway answer) is refused as
+    it arrives, not read whole into memory and parsed; it is asked again for fewer rows, down to one."""
     from shared.azure import resourcegraph
 
-    monkeypatch.setattr(resourcegraph, "MAX_PAGE_BYTES", 4 * 1024 * 1024)  # the rule is the same at its real size
-    standins.resource_graph.scripted.append(Response.huge_json_array(40 * 1024 * 1024, declare_length=declare_length))
+    monkeypatch.setattr(resourcegraph, "MAX_PAGE_BYTES", 1024 * 1024)  # the rule is the same at its real size
+    huge = Response.huge_json_array(8 * 1024 * 1024, declare_length=declare_length)
+    standins.resource_graph.scripted.extend([huge] * 11)  # $top 1000, 500, ... 1: never small enough
     enable(monkeypatch)
 
     with pytest.raises(CertRenewError) as failure:
@@ -621,3 +622,31 @@ def test_a_huge_answer_fails_the_run_without_being_held_whole(
 
     assert failure.value.code == "RESOURCE_GRAPH_UNAVAILABLE"
     assert "larger than" in failure.value.message
+    tops = [q.json()["options"]["$top"] for q in standins.resource_graph.queries()]
+    assert tops == [1000, 500, 250, 125, 62, 31, 15, 7, 3, 1]
+
+
+def test_a_page_too_large_is_asked_again_for_fewer_rows(
+    standins: StandIns,
+    functions: dict[str, Any],
+    app_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    events: Events,
+) -> None:
+    from shared.azure import resourcegraph
+
+    monkeypatch.setattr(resourcegraph, "MAX_PAGE_BYTES", 1024 * 1024)
+    cert = seed_renewed(standins)
+    for index in range(3):
+        standins.resource_graph.add(
+            rg.container_apps_certificate(SUB, f"env-{index}", "www", secret_uri(standins, cert.name))
+        )
+    standins.resource_graph.page_size = 2
+    standins.resource_graph.scripted.append(Response.huge_json_array(2 * 1024 * 1024, declare_length=True))
+    enable(monkeypatch)
+
+    run(functions)
+
+    (completed,) = events.named("ConsumerDiscoveryCompleted")
+    assert completed["consumers"] == 3 and completed["limited"] is False
+    assert [q.json()["options"]["$top"] for q in standins.resource_graph.queries()] == [1000, 500, 500]
