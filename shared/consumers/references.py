@@ -79,10 +79,10 @@ class VaultIdentity:
 
     @classmethod
     def of(cls, vault_url: str, rows: Iterable[Mapping[str, Any]] = ()) -> VaultIdentity:
-        host = urlsplit(vault_url).netloc.lower()
+        host = _host(vault_url)
         names = {host.split(".", 1)[0]} if "." in host and not host[0].isdigit() else set()
         for row in rows:  # the vault's own row maps its resource name to its URI (any cloud, any naming)
-            if _type(row) == KEY_VAULT and urlsplit(_text(_get(row, "properties", "vaultUri"))).netloc.lower() == host:
+            if _type(row) == KEY_VAULT and _host(_text(_get(row, "properties", "vaultUri"))) == host:
                 names.add(_text(row.get("name")).lower())
         return cls(host, frozenset(n for n in names if n))
 
@@ -93,7 +93,7 @@ class VaultIdentity:
         except ValueError:
             return None
         segments = [s for s in parts.path.split("/") if s]
-        if parts.netloc.lower() != self.host or len(segments) not in (2, 3) or segments[0].lower() != "secrets":
+        if _host(uri.strip()) != self.host or len(segments) not in (2, 3) or segments[0].lower() != "secrets":
             return None
         return segments[1], (segments[2] if len(segments) == 3 else None)
 
@@ -112,6 +112,16 @@ class VaultIdentity:
     def vault_resource(self, resource_id: str) -> bool:
         segments = [s.lower() for s in resource_id.strip().split("/") if s]
         return len(segments) >= 2 and segments[-2] == "vaults" and segments[-1] in self.names
+
+
+def _host(url: str) -> str:
+    """The lower-case host[:port] of `url`, without https' default port (`:443` names the same vault)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    netloc = parts.netloc.lower()
+    return netloc[: -len(":443")] if parts.scheme.lower() == "https" and netloc.endswith(":443") else netloc
 
 
 def _get(row: Mapping[str, Any], *path: str) -> Any:

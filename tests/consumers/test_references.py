@@ -166,3 +166,12 @@ def test_list_items_and_objects_of_the_wrong_kind_are_no_consumers(row: dict[str
     good = rg.api_management(SUB, "apim", "api.contoso.com", f"{VAULT_URL}/secrets/api", "ee" * 20)
     found = references([row, good], VAULT_URL)
     assert [r.consumer_type for r in found] == ["Microsoft.ApiManagement/service"]
+
+
+def test_a_secret_uri_with_the_default_port_is_the_same_vault() -> None:
+    """Review: `https://<vault>:443/secrets/<name>` is the same secret (what a hand-written template may hold)."""
+    vault = VaultIdentity.of(VAULT_URL)
+    assert vault.secret_uri("https://kv-certs.vault.azure.net:443/secrets/www/") == ("www", None)
+    assert vault.secret_uri(f"https://kv-certs.vault.azure.net:443/secrets/www/{VERSION}") == ("www", VERSION)
+    assert VaultIdentity.of(VAULT_URL + ":443/").secret_uri(f"{VAULT_URL}/secrets/www") == ("www", None)
+    assert vault.secret_uri("https://kv-certs.vault.azure.net:8443/secrets/www") is None
