@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from shared.azure.keyvault import LIST_PAGE_MAX, ListedCertificate
-from shared.core.errors import CertRenewError
+from shared.azure.keyvault import LIST_PAGE_MAX, ForeignLink, ListedCertificate
+from shared.core.errors import CertRenewError, KeyVaultError
 from shared.core.events import Event, Source
 from shared.core.telemetry import emit_event
 from shared.vault.event_decisions import owner_of, rcl_names
@@ -93,7 +93,13 @@ def list_certificates(deps: EventDependencies) -> tuple[list[ListedCertificate],
             log.warning("Key Vault's certificate list sent the same nextLink again; listing stopped")
             return found, True
         links.add(page.next_link)
-        page = deps.store.list_page(LIST_PAGE_MAX, page.next_link)
+        try:
+            page = deps.store.list_page(LIST_PAGE_MAX, page.next_link)
+        except ForeignLink:  # the app's token never follows it
+            raise KeyVaultError(
+                "Key Vault's certificate list sent a nextLink outside the vault; the listing stopped",
+                code="KEY_VAULT_UNAVAILABLE",
+            ) from None
     return found, True
 
 

@@ -356,3 +356,17 @@ def test_the_plan_names_consumers_pinned_to_an_old_version(
     ]
     assert "1 consumer(s) pinned to a version" in plan[name]["reason"]
     assert plan[other]["pinnedConsumers"] == [] and "pinned" not in plan[other]["reason"]
+
+
+def test_a_list_link_to_another_host_is_a_failed_key_vault_check_not_a_crash(
+    functions: dict[str, Any], standins: StandIns
+) -> None:
+    """Review: a nextLink that leaves the vault is refused (the app's token never goes there); the plan reports it
+    as its key-vault check, like any other listing failure, instead of answering 500."""
+    avx_certificate(standins, days=90, days_left=20)
+    foreign = Response.json({"value": [], "nextLink": "https://attacker.example/certificates?$skiptoken=1"})
+    standins.key_vault.fail_next(1, foreign, operation="list")
+    body = get_json(functions, "renewal_plan", "certificates/plan")
+    checks = {c["name"]: c for c in body["checks"]}
+    assert checks["key-vault"]["ok"] is False and body["ready"] is False
+    assert "attacker.example" not in json.dumps(body)
