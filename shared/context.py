@@ -16,6 +16,7 @@ from shared.appviewx.records import PendingStore
 from shared.azure import identity
 from shared.azure.keyvault import KeyVaultStore
 from shared.azure.tables import open_table
+from shared.core.outbound import new_session
 from shared.core.settings import Settings, load_settings, reset_settings
 from shared.rcl.client import RclClient
 from shared.rcl.runs import RclDependencies
@@ -43,13 +44,17 @@ def _cached(name: str, build: Any) -> Any:
 
 
 def avx_client() -> AvxClient:
-    return _cached("avx", lambda: AvxClient(settings().avx))
+    def build() -> AvxClient:
+        s = settings()
+        return AvxClient(s.avx, new_session(s.worker.pool_size))
+
+    return _cached("avx", build)
 
 
 def key_vault_store() -> KeyVaultStore:
     def build() -> KeyVaultStore:
         s = settings()
-        return KeyVaultStore(s.key_vault, identity.managed_identity(s.identity))
+        return KeyVaultStore(s.key_vault, identity.managed_identity(s.identity), pool_size=s.worker.pool_size)
 
     return _cached("keyvault", build)
 
@@ -59,7 +64,7 @@ def _table(setting: str) -> Any:
     storage = s.storage
     name = getattr(storage, setting)
     credential = None if storage.connection_string else identity.managed_identity(s.identity)
-    return open_table(storage, name, credential)
+    return open_table(storage, name, credential, s.worker.pool_size)
 
 
 def pending_store() -> PendingStore:
