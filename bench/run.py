@@ -751,18 +751,19 @@ def guarded(section: Section, what: str, run: Callable[[], None]) -> None:
         section.add(what, f"not measured: {type(exc).__name__}: {str(exc)[:300]}")
 
 
-def storm_section(stack: Stack, section: Section) -> None:
+def storm_section(stack: Stack, section: Section, modes: tuple[str, ...] = ("async", "sync")) -> None:
     """Section 6 (issue 13): the app and the stand-ins each in a process of their own (bench/queue_burst.py)."""
-    queue_burst.storms(dict(os.environ), stack.azurite.connection_string, stack.azurite.process.pid, section)
+    queue_burst.storms(dict(os.environ), stack.azurite.connection_string, stack.azurite.process.pid, section, modes)
 
 
-def storms_only() -> int:
-    """`python -m bench storms`: section 6 alone, printed (bench/RESULTS.md is written by the full run only)."""
+def storms_only(modes: tuple[str, ...]) -> int:
+    """`python -m bench storms [async|sync]`: section 6 alone (or one of its storms), printed (bench/RESULTS.md is
+    written by the full run only). BENCH_QUEUE_BATCH="batchSize,newBatchThreshold" overrides host.json's."""
     os.chdir(REPO_ROOT)
     quiet_logging()
     section = Section("6. Renewal storms: asynchronous vs synchronous (issue 13)")
     with tempfile.TemporaryDirectory(prefix="certrenew-bench-") as directory, running_stack(Path(directory)) as stack:
-        storm_section(stack, section)
+        storm_section(stack, section, modes)
     print("\n" + render(machine(), [section], 0.0))
     return 0
 
@@ -777,10 +778,12 @@ def compile_app() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv == ["storms"]:
-        return storms_only()
+    if argv[:1] == ["storms"] and set(argv[1:]) <= {"async", "sync"}:
+        return storms_only(tuple(argv[1:]) or ("async", "sync"))
     if argv:
-        print("usage: python -m bench [storms]   (no argument: every section, written to bench/RESULTS.md)")
+        print(
+            "usage: python -m bench [storms [async|sync]]   (no argument: every section, written to bench/RESULTS.md)"
+        )
         return 2
     started = time.monotonic()
     os.chdir(REPO_ROOT)

@@ -56,14 +56,14 @@ def _operations(standins: Any) -> dict[str, Any]:
     def add_certificates(prefix: str, count: int) -> list[str]:
         return [standins.avx.add_certificate(f"{prefix}{i}.contoso.com").resource_id for i in range(count)]
 
-    def storm(avx_delay: float, kv_rate: int, window: float, retry_after: int) -> None:
+    def storm(avx_delay: float, kv_limit: int, window: float, retry_after: int) -> None:
         """Records cleared, AVX slow and Key Vault throttled: the conditions of a storm."""
         standins.avx.reset_records()
         standins.key_vault.reset_records()  # also lifts an earlier throttle
         with standins.key_vault.lock:
             standins.key_vault.throttled_count = 0
         standins.avx.renew_delay = avx_delay
-        standins.key_vault.throttle(kv_rate, window_seconds=window, retry_after=retry_after)
+        standins.key_vault.throttle(kv_limit, window_seconds=window, retry_after=retry_after)
         for values in spent.values():
             values.clear()
 
