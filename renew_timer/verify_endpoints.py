@@ -10,7 +10,6 @@ import azure.functions as func
 
 from renew_timer import scheduled_run
 from shared import context as app_context
-from shared.endpoints.run import check_endpoints
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.endpoints")
@@ -27,5 +26,7 @@ def _check() -> None:
     if not endpoints:
         log.info("Endpoint check: ENDPOINT_CHECKS lists no endpoints; nothing to check")
         return
+    from shared.endpoints.run import check_endpoints  # imported when the timer fires
+
     summary = check_endpoints(endpoints, app_context.key_vault_store())
     log.info("\n".join(summary.lines()))

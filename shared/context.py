@@ -7,23 +7,23 @@ Functions hosts reuse a worker process for many invocations: one credential (its
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from azure.core.credentials import TokenCredential
-
-from shared.appviewx.client import AvxClient
-from shared.appviewx.records import PendingStore
-from shared.azure import identity
-from shared.azure.keyvault import KeyVaultStore
-from shared.azure.tables import open_table
-from shared.core.outbound import new_session
 from shared.core.settings import Settings, load_settings, reset_settings
-from shared.rcl.client import RclClient
-from shared.rcl.runs import RclDependencies
-from shared.rcl.state import RenewalStateStore
-from shared.security.idempotency import IdempotencyStore
-from shared.security.replay import SignatureReplayStore
-from shared.vault.event_claims import EventClaims
+
+if TYPE_CHECKING:  # the clients' modules (and the Azure SDK behind them) are imported when a client is first made:
+    # importing the app (a cold start) pays for none of them, each function's first call for what it uses
+    from azure.core.credentials import TokenCredential
+
+    from shared.appviewx.client import AvxClient
+    from shared.appviewx.records import PendingStore
+    from shared.azure.keyvault import KeyVaultStore
+    from shared.rcl.client import RclClient
+    from shared.rcl.runs import RclDependencies
+    from shared.rcl.state import RenewalStateStore
+    from shared.security.idempotency import IdempotencyStore
+    from shared.security.replay import SignatureReplayStore
+    from shared.vault.event_claims import EventClaims
 
 _lock = threading.RLock()
 _clients: dict[str, Any] = {}
@@ -45,6 +45,9 @@ def _cached(name: str, build: Any) -> Any:
 
 def avx_client() -> AvxClient:
     def build() -> AvxClient:
+        from shared.appviewx.client import AvxClient
+        from shared.core.outbound import new_session
+
         s = settings()
         return AvxClient(s.avx, new_session(s.worker.pool_size))
 
@@ -53,6 +56,9 @@ def avx_client() -> AvxClient:
 
 def key_vault_store() -> KeyVaultStore:
     def build() -> KeyVaultStore:
+        from shared.azure import identity
+        from shared.azure.keyvault import KeyVaultStore
+
         s = settings()
         return KeyVaultStore(s.key_vault, identity.managed_identity(s.identity), pool_size=s.worker.pool_size)
 
@@ -60,6 +66,9 @@ def key_vault_store() -> KeyVaultStore:
 
 
 def _table(setting: str) -> Any:
+    from shared.azure import identity
+    from shared.azure.tables import open_table
+
     s = settings()
     storage = s.storage
     name = getattr(storage, setting)
@@ -68,39 +77,56 @@ def _table(setting: str) -> Any:
 
 
 def pending_store() -> PendingStore:
+    from shared.appviewx.records import PendingStore
+
     return _cached("pending", lambda: PendingStore(_table("pending_table")))
 
 
 def idempotency_store() -> IdempotencyStore:
+    from shared.security.idempotency import IdempotencyStore
+
     return _cached("idempotency", lambda: IdempotencyStore(_table("idempotency_table")))
 
 
 def signature_replays() -> SignatureReplayStore:
+    from shared.security.replay import SignatureReplayStore
+
     return _cached("signatures", lambda: SignatureReplayStore(_table("idempotency_table")))
 
 
 def event_claims() -> EventClaims:
     """Key Vault event claims, in the idempotency table (partitions apart from the webhook's keys)."""
+    from shared.vault.event_claims import EventClaims
+
     return _cached("eventclaims", lambda: EventClaims(_table("idempotency_table")))
 
 
 def rcl_client() -> RclClient:
+    from shared.rcl.client import RclClient
+
     return _cached("rcl", lambda: RclClient(settings().rcl))
 
 
 def renewal_state() -> RenewalStateStore:
+    from shared.rcl.state import RenewalStateStore
+
     return _cached("renewalstate", lambda: RenewalStateStore(_table("renewal_table")))
 
 
 def rcl_credential() -> TokenCredential:
     """RCL's bearer: the app registration's client credentials when all three RCL_CLIENT_* settings are given,
     otherwise the managed identity (its client id registered in the RCL portal)."""
+    from shared.azure import identity
+
     s = settings()
     credentials = s.rcl.client_credentials
     return identity.client_credentials(credentials) if credentials else identity.managed_identity(s.identity)
 
 
 def rcl_dependencies() -> RclDependencies:
+    from shared.azure import identity
+    from shared.rcl.runs import RclDependencies
+
     s = settings()
     rcl_settings = s.rcl  # validated first: a settings problem is named before anything is opened
     return RclDependencies(
@@ -121,5 +147,7 @@ def reset() -> None:
             if close:
                 close()
         _clients.clear()
+    from shared.azure import identity
+
     identity.reset_credentials()
     reset_settings()
