@@ -394,10 +394,15 @@ def _cpu_seconds(pid: int) -> float:
     import psutil
 
     try:
-        times = psutil.Process(pid).cpu_times()
+        process = psutil.Process(pid)
+        processes = [process, *process.children(recursive=True)]  # the stand-ins' parse processes too
+        total = 0.0
+        for each in processes:
+            times = each.cpu_times()
+            total += times.user + times.system
     except psutil.Error:
         return 0.0
-    return float(times.user + times.system)
+    return total
 
 
 def _run_app(mode: str, job: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
