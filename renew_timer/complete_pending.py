@@ -20,7 +20,7 @@ def complete_pending(timer: func.TimerRequest, context: func.Context) -> None:
 
 
 def _complete() -> None:
-    from shared.appviewx.pipeline import complete_pending as run_completion  # imported when the timer fires
+    from shared.appviewx.completion import complete_pending as run_completion  # imported when the timer fires
 
     summary = run_completion(
         app_context.pending_store(),
