@@ -334,6 +334,8 @@ def import_diagnosis(stack: Stack, section: Section) -> None:
     ]
     lines += [f"  {name:<32} {us / 1000:7.1f}" for name, us in by_package.most_common(14)]
     roots = [
+        "renew_http",
+        "renew_timer",
         "shared.context",
         "shared.azure.identity",
         "shared.azure.keyvault",
@@ -345,10 +347,11 @@ def import_diagnosis(stack: Stack, section: Section) -> None:
     lines += [f"  {name:<32} {app[name][1] / 1000:7.1f}" for name in roots if name in app]
     section.details.append("\n".join(lines))
     section.notes.append(
-        "The Azure SDK clients (azure-identity, azure-keyvault-certificates, azure-data-tables), requests and "
-        "cryptography are imported where a call or a certificate first needs them, and the telemetry exporter only "
-        "when APPLICATIONINSIGHTS_CONNECTION_STRING is set; what remains beyond the baseline is azure-core (its "
-        "exception types) and the app's own modules. The deferred imports are paid by the first call instead."
+        "Each function imports what it runs when it first runs (issue 28): the AppViewX path, the Azure SDK "
+        "(azure-core included), requests, cryptography, the RCL, Key Vault event, endpoint and inventory modules; "
+        "the telemetry exporter only when APPLICATIONINSIGHTS_CONNECTION_STRING is set. What the app imports beyond "
+        "the baseline is its trigger modules, settings, errors, telemetry and notifications. The deferred imports "
+        "are paid by each function's first call instead (the first-call row)."
     )
 
 
