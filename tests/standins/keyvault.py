@@ -13,7 +13,8 @@ Served over HTTPS (the SDK refuses http:// vaults) with a test CA. Implements:
   CSR) or `Self` (self-signed, completed at once);
 - `GET|DELETE /certificates/{name}/pending` and `POST /certificates/{name}/pending/merge`;
 - 409 for create/import while an `inProgress` pending operation exists (as Key Vault does);
-- fault injection (`fail_next`) and throttling (`throttle`) for tests.
+- fault injection (`fail_next`) and throttling (`throttle`) for tests;
+- PKCS#12 parsing in a process pool (`parse_in_processes`), for the benchmark's storms.
 
 Any api-version is accepted. Routes it does not implement answer 501 (azure-core does not retry 501).
 """
