@@ -61,7 +61,7 @@ def certificate_inventory(req: func.HttpRequest, context: func.Context) -> func.
 def _inventory(req: func.HttpRequest, invocation_id: str | None) -> func.HttpResponse:
     from shared.azure.keyvault import ForeignLink
     from shared.vault.event_decisions import rcl_names
-    from shared.vault.inventory import decode_continuation, inventory_page, last_outcomes
+    from shared.vault.inventory import decode_continuation, inventory_page, last_outcomes, with_backoff
 
     page_size = _page_size(req.params.get("maxResults"))
     token = req.params.get("continuation")
@@ -79,8 +79,10 @@ def _inventory(req: func.HttpRequest, invocation_id: str | None) -> func.HttpRes
             outcomes,
             _endpoints(),
             datetime.now(UTC),
+            {name: known.consumers for name, known in app_context.known_consumers().items()},
         )
     except ForeignLink:
         raise _foreign_continuation() from None
+    with_backoff(page.certificates, app_context.renewal_failures().all())
     body = {"certificates": page.certificates, "continuation": page.continuation, "invocationId": invocation_id}
     return json_response(200, body)

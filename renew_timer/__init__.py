@@ -1,5 +1,6 @@
 """Timer triggers of the nightly RCL path: `renew_timer` asks RCL to schedule due renewals, `verify_renewals` checks
-later what really renewed. Thin: the runs live in `shared.rcl.runs`, the decisions in `shared.rcl.decisions`."""
+later what really renewed. Thin: the runs live in `shared.rcl.runs` and `shared.rcl.verification`, the decisions in
+`shared.rcl.decisions`."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def renew_timer(timer: func.TimerRequest, context: func.Context) -> None:
 @bp.timer_trigger(arg_name="timer", schedule="%RCL_VERIFY_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def verify_renewals(timer: func.TimerRequest, context: func.Context) -> None:
     def work(invocation_id: str | None, late: bool) -> None:
-        from shared.rcl.runs import run_verification
+        from shared.rcl.verification import run_verification
 
         summary = run_verification(app_context.rcl_dependencies, invocation_id, late=late)
         log.info(summary.line() + (" (run was late)" if late else ""))
