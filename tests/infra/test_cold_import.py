@@ -23,6 +23,7 @@ CALL_TIME_ONLY = (
     "shared.rcl",
     "shared.vault",
     "shared.endpoints",
+    "shared.consumers",
 )
 
 
