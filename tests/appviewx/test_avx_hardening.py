@@ -80,9 +80,9 @@ def test_manual_approval_never_stores_a_certificate_of_another_avx_resource_with
         {"commonName": common_name, "serialNumber": mine.serial_number}, params={"autoApproval": "false"}
     )
     assert status == 202, answer
-    assert answer["avx"]["resourceId"] == mine.resource_id  # AVX named the resource it renews
+    assert answer["avx"]["resourceId"] == mine.renewals[0].resource_id  # AVX named the record it creates
 
-    standins.avx._issue(other)  # meanwhile the other certificate is renewed (outside this app)
+    standins.avx.renew_outside(other.resource_id)  # meanwhile the other certificate is renewed (outside this app)
     run_complete_pending(functions)  # before anyone approved this renewal
     assert standins.key_vault.latest(name) is None, "another resource's certificate was stored as this renewal"
     assert status_of(functions, answer["pendingId"])["state"] == "pending"
@@ -144,9 +144,10 @@ def test_complete_pending_keeps_an_ambiguous_renewal_pending_and_says_why(
     standins.avx.script(Response(drop=True))
     status, answer = call_webhook({"commonName": common_name, "serialNumber": mine.serial_number})
     assert status == 202 and answer["avx"] is None, answer
-    mine.original = None  # AVX no longer lists the replaced certificate: nothing ties a renewal to this record
-    standins.avx._issue(mine)
-    standins.avx._issue(other)
+    # AVX renewed it (a new record), and meanwhile another team renewed the twin: two renewals of the name, issued
+    # after the request, under different records
+    standins.avx.renew_outside(mine.resource_id)
+    standins.avx.renew_outside(other.resource_id)
     time_passes(20)
     run_complete_pending(functions)
     record = status_of(functions, answer["pendingId"])

@@ -119,7 +119,7 @@ def test_unusable_content_is_pending_completed_later_and_never_renewed_twice(
     status, answer = call_webhook({"resourceId": item.resource_id}, headers=headers)
     assert status == 202, answer
     assert answer["status"] == "pending" and answer["reason"] == "AVX_BAD_RESPONSE"
-    assert answer["avx"]["resourceId"] == item.resource_id
+    assert answer["avx"]["resourceId"] == item.renewals[-1].resource_id  # the new record (page 188)
 
     again = call_webhook({"resourceId": item.resource_id}, headers=headers)
     assert again == (202, answer)  # replayed: same pendingId, AVX not asked again
@@ -147,7 +147,7 @@ def test_ed25519_key_is_a_coded_error_with_the_avx_ids_and_a_failed_record(
     assert status == 502, answer
     error = answer["error"]
     assert error["code"] == "UNSUPPORTED_KEY_TYPE" and "Ed25519" in error["message"]
-    assert error["avx"]["resourceId"] == item.resource_id and error["avx"]["requestId"].startswith("REQ")
+    assert error["avx"]["resourceId"] == item.renewals[-1].resource_id and error["avx"]["requestId"].startswith("REQ")
     record = status_of(functions, error["pendingId"])
     assert record["state"] == "failed" and record["reason"] == "UNSUPPORTED_KEY_TYPE"
 
