@@ -133,7 +133,7 @@ class Azurite:
         found = shutil.which("azurite-table")
         if found:
             return found
-        raise RuntimeError("Azurite is not installed: run `npm ci` in the repository root (see README)")
+        raise RuntimeError("Azurite is not installed: run `npm ci` in the repository root (see docs/development.md)")
 
     @classmethod
     def start(cls, directory: Path, timeout: float = 30.0) -> Azurite:
