@@ -56,7 +56,8 @@ def test_every_emit_event_call_names_an_event_member() -> None:
     assert not untyped, f"emit_event with a name that is not an Event member: {untyped}"
     assert {path for path, _ in calls} >= {
         "shared/rcl/runs.py",
-        "shared/appviewx/pipeline.py",
+        "shared/appviewx/storing.py",
+        "shared/appviewx/webhook_renewal.py",
         "shared/vault/events.py",
         "shared/endpoints/run.py",
     }
