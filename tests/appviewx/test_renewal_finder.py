@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from shared.appviewx.client import AvxCertificateRecord
 from shared.appviewx.records import PendingRecord
-from shared.appviewx.renewal_finder import (
+from shared.appviewx.renewal_rules import (
     BACKDATE_ALLOWANCE,
     RenewalChoice,
     choose_renewal,
