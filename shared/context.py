@@ -6,6 +6,7 @@ Functions hosts reuse a worker process for many invocations: one credential (its
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -15,15 +16,24 @@ from shared.appviewx.client import AvxClient
 from shared.appviewx.records import PendingStore
 from shared.azure import identity
 from shared.azure.keyvault import KeyVaultStore
+from shared.azure.resourcegraph import ResourceGraph
 from shared.azure.tables import open_table
+from shared.consumers.run import DiscoveryDependencies
+from shared.consumers.store import ConsumerStore, KnownConsumers
+from shared.core.errors import CertRenewError
 from shared.core.settings import Settings, load_settings, reset_settings
 from shared.rcl.client import RclClient
-from shared.rcl.runs import RclDependencies
+from shared.rcl.run_calls import RclDependencies
 from shared.rcl.state import RenewalStateStore
 from shared.security.idempotency import IdempotencyStore
 from shared.security.replay import SignatureReplayStore
 from shared.vault.event_claims import EventClaims
+from shared.vault.events import EventDependencies
+from shared.vault.renewal_failures import RenewalFailureStore
+from shared.vault.renewal_plan import RenewalWindow
+from shared.vault.sweep import SweepDependencies
 
+log = logging.getLogger("certrenew.consumers")
 _lock = threading.RLock()
 _clients: dict[str, Any] = {}
 
@@ -77,6 +87,77 @@ def signature_replays() -> SignatureReplayStore:
 def event_claims() -> EventClaims:
     """Key Vault event claims, in the idempotency table (partitions apart from the webhook's keys)."""
     return _cached("eventclaims", lambda: EventClaims(_table("idempotency_table")))
+
+
+def renewal_failures() -> RenewalFailureStore:
+    """Each certificate's failed renewals in a row (the renewal backoff), in the idempotency table."""
+    return _cached(
+        "renewalfailures", lambda: RenewalFailureStore(_table("idempotency_table"), settings().key_vault.url)
+    )
+
+
+def rcl_certificate_names() -> list[str]:
+    """The names in RCL's renewal records (who RCL renews)."""
+    return [str(r.get("certificateName") or "") for r in renewal_state().all_records()]
+
+
+def event_dependencies() -> EventDependencies:
+    """What renewing or reporting a Key Vault certificate version needs (the event path, the sweep, the CLI); AVX
+    and the records are made only when a renewal is due."""
+    return EventDependencies(
+        vault_url=settings().key_vault.url,
+        store=key_vault_store(),
+        claims=event_claims(),
+        records=pending_store,
+        avx=avx_client,
+        rcl_certificate_names=rcl_certificate_names,
+        failures=renewal_failures(),
+    )
+
+
+def sweep_dependencies() -> SweepDependencies:
+    sweep = settings().sweep  # validated first: a settings problem is named before anything is opened
+    return SweepDependencies(
+        events=event_dependencies(),
+        window=RenewalWindow(sweep.remaining_fraction, sweep.before_days),
+        max_renewals=sweep.max_renewals,
+    )
+
+
+def resource_graph() -> ResourceGraph:
+    def build() -> ResourceGraph:
+        s = settings()
+        return ResourceGraph(s.consumers, identity.managed_identity(s.identity))
+
+    return _cached("resourcegraph", build)
+
+
+def consumer_store() -> ConsumerStore:
+    return _cached("consumers", lambda: ConsumerStore(_table("consumer_table")))
+
+
+def known_consumers() -> dict[str, KnownConsumers]:
+    """What the last discovery run stored, per certificate (lower-case name). {} when discovery is off; also {} (with
+    a warning) when its settings are wrong or the table cannot be read: the endpoint check and the inventory go on."""
+    try:
+        if not settings().consumers.enabled:
+            return {}
+        return consumer_store().all()
+    except CertRenewError as exc:  # SettingsError, StateStoreError: the messages are safe to log
+        log.warning("Discovered consumers unavailable: %s", exc.message)
+        return {}
+
+
+def discovery_dependencies(*, save: bool = True) -> DiscoveryDependencies:
+    s = settings()
+    consumers = s.consumers  # validated first: a settings problem is named before anything is opened
+    return DiscoveryDependencies(
+        settings=consumers,
+        graph=resource_graph,
+        key_vault=key_vault_store,
+        vault_url=s.key_vault.url if consumers.enabled else "",
+        store=consumer_store if save else None,
+    )
 
 
 def rcl_client() -> RclClient:

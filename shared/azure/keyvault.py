@@ -4,6 +4,7 @@ through the real CertificateClient."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -140,8 +141,15 @@ class KeyVaultStore:
 
     def current(self, name: str) -> StoredCertificate | None:
         """The current (latest) version of certificate `name`, or None when the vault has no such certificate."""
+        return self._read(name, lambda: self._client.get_certificate(name))
+
+    def version(self, name: str, version: str) -> StoredCertificate | None:
+        """One version of certificate `name`, or None when the vault has no such version."""
+        return self._read(name, lambda: self._client.get_certificate_version(name, version))
+
+    def _read(self, name: str, operation: Callable[[], KeyVaultCertificate]) -> StoredCertificate | None:
         try:
-            certificate = self._client.get_certificate(name)
+            certificate = operation()
         except ResourceNotFoundError:
             return None
         except (AzureError, ValueError) as exc:
@@ -181,6 +189,7 @@ class KeyVaultStore:
                 expires_on=p.expires_on,
                 enabled=p.enabled,
                 tags=dict(p.tags or {}),
+                version=p.version or "",
             )
             for p in items
         ]
@@ -229,6 +238,7 @@ class ListedCertificate:
     expires_on: datetime | None
     enabled: bool | None
     tags: dict[str, str]
+    version: str = ""  # the current version's id ("" when Key Vault gave none)
 
 
 @dataclass(frozen=True)
