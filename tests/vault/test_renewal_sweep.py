@@ -370,3 +370,30 @@ def test_a_list_link_to_another_host_is_a_failed_key_vault_check_not_a_crash(
     checks = {c["name"]: c for c in body["checks"]}
     assert checks["key-vault"]["ok"] is False and body["ready"] is False
     assert "attacker.example" not in json.dumps(body)
+
+
+def test_a_ladder_step_claimed_by_a_run_that_died_before_its_event_is_warned_by_the_next_sweep(
+    functions: dict[str, Any], standins: StandIns, events: Events
+) -> None:
+    """Review: the step is claimed before the event is emitted; a run that dies in between leaves a `running` claim.
+    The next sweep (a day later) takes it over and warns; a claim that young belongs to a run still going."""
+    from urllib.parse import urlsplit
+
+    from shared import context as app_context
+    from shared.vault.event_claims import version_key
+    from shared.vault.ladder import LADDER_PARTITION
+
+    name, version = unmanaged_certificate(standins, days=90, days_left=6)
+    claims = app_context.sweep_dependencies().events.claims
+    key = version_key(urlsplit(standins.key_vault.url).netloc, name, f"{version}|step7")
+    claims.claim(LADDER_PARTITION, key, {"certificate": name}, datetime.now(UTC) - timedelta(minutes=5))
+    sweep(functions)  # the claim's run may still be going: not warned twice
+    assert [e for e in events.named("CertificateNearExpiry") if e["certificateName"] == name] == []
+
+    claims.release(LADDER_PARTITION, key)
+    claims.claim(LADDER_PARTITION, key, {"certificate": name}, datetime.now(UTC) - timedelta(hours=24))
+    sweep(functions)  # yesterday's run died between the claim and the event
+    (warning,) = [e for e in events.named("CertificateNearExpiry") if e["certificateName"] == name]
+    assert warning["ladderStep"] == 7 and warning["keyVaultVersion"] == version
+    sweep(functions)
+    assert len([e for e in events.named("CertificateNearExpiry") if e["certificateName"] == name]) == 1
