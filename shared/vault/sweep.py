@@ -237,7 +237,12 @@ def _sweep_renewal(
 
 
 def _warn(item: PlannedCertificate, deps: SweepDependencies, now: datetime, summary: SweepSummary, reason: str) -> None:
-    if warn_once(deps.events, item, reason, now):
+    try:
+        warned = warn_once(deps.events, item, reason, now)
+    except CertRenewError as exc:  # the step cannot be claimed (tables): warned by a later sweep, never twice
+        log.warning("Renewal sweep: the expiry warning of %s could not be claimed: %s", item.name, exc.message)
+        return
+    if warned:
         summary.warnings += 1
 
 
