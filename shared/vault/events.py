@@ -20,13 +20,13 @@ renew was sent) releases the claims and raises, so Event Grid redelivers with ba
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from shared.appviewx.client import AvxClient, AvxRenewRequest
-from shared.appviewx.records import PendingStore
+from shared.appviewx.records import PendingRecord, PendingStore, RenewalState
 from shared.appviewx.storing import Pipeline
 from shared.appviewx.validation import RenewCommand
 from shared.appviewx.webhook_renewal import WebhookAnswer, renew_and_store
@@ -34,17 +34,19 @@ from shared.azure.keyvault import KeyVaultStore
 from shared.core import redaction
 from shared.core.certificates import DEFAULT_FORMAT, generate_password
 from shared.core.errors import CertRenewError
-from shared.core.events import Source
+from shared.core.events import Event, Source
 from shared.core.telemetry import emit_event
 from shared.vault.event_claims import (
     EVENT_PARTITION,
     VERSION_PARTITION,
+    Claim,
     ClaimOutcome,
     EventClaims,
     event_key,
     version_key,
 )
 from shared.vault.event_decisions import (
+    EXPIRED_TYPE,
     HANDLED_TYPES,
     Action,
     CertificateEvent,
@@ -172,20 +174,86 @@ def _renew(
 ) -> str:
     vault_host = urlsplit(deps.vault_url).netloc
     key = version_key(vault_host, event.name, decision.version or event.version)
-    claim = deps.claims.claim(VERSION_PARTITION, key, {"certificate": event.name, "eventId": event.event_id}, now)
+    claim = _version_claim(event, decision, deps, key, now)
+    if event.event_type == EXPIRED_TYPE:  # still the current version: its renewal did not land
+        _report_expired(event, decision, deps, claim, now)
+    if claim.outcome is not ClaimOutcome.NEW:
+        log.info(
+            "Key Vault event %s: %s version %s is renewed (or being renewed) already, or waits out its backoff after "
+            "a failed renewal (%s)%s; not renewed now",
+            event.event_id,
+            event.name,
+            decision.version,
+            claim.last_reason or claim.outcome.value,
+            f" (renewal record {claim.pending_id})" if claim.pending_id else "",
+        )
+        return "renewal already claimed" if claim.outcome is not ClaimOutcome.BACKOFF else "renewal in backoff"
+    answer = _renew_version(event, decision, deps, invocation_id, key)
+    result = _result(answer)
+    if answer.status >= 300 and answer.status != 202:  # failed: the version stays retryable after its backoff
+        code = str((answer.body.get("error") or {}).get("code") or "RENEWAL_FAILED")
+        _safely(lambda: deps.claims.fail(VERSION_PARTITION, key, code, claim.failures + 1, datetime.now(UTC)))
+    else:
+        deps.claims.finish(VERSION_PARTITION, key, result)
+    log.info("Key Vault event %s: %s version %s -> %s", event.event_id, event.name, decision.version, result)
+    return result
+
+
+def _version_claim(
+    event: CertificateEvent, decision: Decision, deps: EventDependencies, key: str, now: datetime
+) -> Claim:
+    """The version's claim: NEW (renew now), BACKOFF (failed, waiting), DONE/HELD (renewed, or tied to a renewal
+    record). A claim tied to a record that ended failed counts as a failure of the version and is decided again."""
+    detail = {"certificate": event.name, "eventId": event.event_id}
+    claim = deps.claims.claim(VERSION_PARTITION, key, detail, now)
     if claim.outcome is ClaimOutcome.HELD and not claim.pending_id:
         # Held by a run that has not reached AVX yet (or died before): nothing is renewed yet, so Event Grid must
         # redeliver; a claim tied to a renewal record is owned by that record (complete_pending), never renewed again.
         raise RetryLater(f"{event.name} version {decision.version} is being renewed by another delivery")
-    if claim.outcome is not ClaimOutcome.NEW:
-        log.info(
-            "Key Vault event %s: %s version %s is renewed (or being renewed) already%s; not renewed again",
-            event.event_id,
-            event.name,
-            decision.version,
-            f" (renewal record {claim.pending_id})" if claim.pending_id else "",
-        )
-        return "renewal already claimed"
+    if not claim.pending_id or claim.outcome is ClaimOutcome.NEW:
+        return claim
+    record = _record(deps, claim.pending_id)
+    if record is None or record.state is not RenewalState.FAILED:
+        return replace(claim, last_reason=(record.reason if record else None) or claim.last_reason)
+    deps.claims.fail(VERSION_PARTITION, key, record.reason, claim.failures + 1, record.completed_at or now)
+    return deps.claims.claim(VERSION_PARTITION, key, detail, now)
+
+
+def _record(deps: EventDependencies, pending_id: str) -> PendingRecord | None:
+    try:
+        return deps.records().get(pending_id)
+    except CertRenewError as exc:  # the report goes on without the record's reason
+        log.warning("Renewal record %s could not be read: %s", pending_id, exc.message)
+        return None
+
+
+def _report_expired(
+    event: CertificateEvent, decision: Decision, deps: EventDependencies, claim: Claim, now: datetime
+) -> None:
+    """An AppViewX certificate expired while still current: always reported (notified), with the last reason."""
+    expires = event.expires_on
+    emit_event(
+        Event.EXPIRED,
+        {
+            "source": Source.KEYVAULT,
+            "owner": Owner.APPVIEWX,
+            "certificateName": event.name,
+            "keyVaultVersion": decision.version or event.version,
+            "expiryDate": expires,
+            "daysLeft": whole_days_left(expires, now),
+            "eventId": event.event_id,
+            "avxResourceId": decision.avx_resource_id,
+            "reason": claim.last_reason or "NOT_RENEWED",
+            "pendingId": claim.pending_id,
+            "failures": claim.failures,
+        },
+    )
+
+
+def _renew_version(
+    event: CertificateEvent, decision: Decision, deps: EventDependencies, invocation_id: str | None, key: str
+) -> WebhookAnswer:
+    """Renew the claimed version through the webhook's pipeline; RetryLater when nothing happened (claim released)."""
     command = _renew_command(event, decision)
     answer: WebhookAnswer | None = None
     try:
@@ -200,14 +268,18 @@ def _renew(
     finally:
         if answer is None or (answer.status >= 500 and not answer.avx_called):
             deps.claims.release(VERSION_PARTITION, key)  # nothing was renewed: a redelivery may try again
-    body = answer.body
     if answer.status >= 500 and not answer.avx_called:
-        code = (body.get("error") or {}).get("code")
+        code = (answer.body.get("error") or {}).get("code")
         raise RetryLater(f"{event.name} was not renewed ({code}); Event Grid will deliver the event again")
-    result = _result(answer)
-    deps.claims.finish(VERSION_PARTITION, key, result)
-    log.info("Key Vault event %s: %s version %s -> %s", event.event_id, event.name, decision.version, result)
-    return result
+    return answer
+
+
+def _safely(write: Any) -> None:
+    """A claim update whose loss only means a later event decides with older facts."""
+    try:
+        write()
+    except CertRenewError as exc:
+        log.warning("Key Vault event claim not updated: %s", exc.message)
 
 
 def _renew_command(event: CertificateEvent, decision: Decision) -> RenewCommand:

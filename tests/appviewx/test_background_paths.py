@@ -260,3 +260,17 @@ def test_a_receiver_failing_once_does_not_drop_the_next_notification(
     delivered = [json.loads(r.body)["certificateName"] for r in receiver.received("POST") if r.body]
     # The second one is delivered, and the first (failed) one is retried with it.
     assert names[1][0] in delivered and names[0][0] in delivered[3:]
+
+
+def test_a_failed_version_claim_waits_out_its_backoff_then_is_taken_over() -> None:
+    from shared.vault.event_claims import ClaimOutcome, failures_of
+    from shared.vault.event_claims import decide as claim_decision
+
+    now = datetime.now(UTC)
+    failed = {"state": "failed", "failures": 3, "lastFailureAt": now - timedelta(hours=3), "lastReason": "X"}
+    assert claim_decision(failed, now) is ClaimOutcome.BACKOFF  # 3 failures: 4 h
+    assert claim_decision({**failed, "lastFailureAt": now - timedelta(hours=4)}, now) is ClaimOutcome.NEW
+    # A claim older versions finished "failed <code>" counts one failure from its creation.
+    legacy = {"state": "done", "result": "failed OPEN_WORK_ORDERS_FOUND", "createdAt": now - timedelta(minutes=30)}
+    assert failures_of(legacy) == 1 and claim_decision(legacy, now) is ClaimOutcome.BACKOFF
+    assert claim_decision({"state": "done", "result": "renewed", "failures": 0}, now) is ClaimOutcome.DONE
