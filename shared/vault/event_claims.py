@@ -12,11 +12,6 @@ table (`IDEMPOTENCY_TABLE`, partitions apart from the webhook's keys):
 A claim still `running` after ABANDONED_AFTER belongs to an invocation that died: it is taken over (ETag-conditional,
 so by one run only) unless it is tied to a renewal record. A claim whose work failed before anything happened is
 released, so Event Grid's retry can try again.
-
-A version whose renewal failed (AVX refused it, e.g. 417 OPEN_WORK_ORDERS_FOUND, or its renewal record ended failed)
-stays retryable: its claim is `failed` with the count of consecutive failures (`failures`), the last one's time
-(`lastFailureAt`) and reason (`lastReason`) — the one place the event path keeps a version's failures. A later event
-takes it over once `shared.appviewx.backoff.next_attempt_at` has come (1 h doubling to 32 h), keeping the count.
 """
 
 from __future__ import annotations
@@ -27,7 +22,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from shared.appviewx.backoff import next_attempt_at
 from shared.azure.tables import TABLE_ERRORS, claim_row, storage_failure, update_mode
 
 if TYPE_CHECKING:
@@ -44,14 +38,12 @@ class ClaimState(enum.StrEnum):
 
     RUNNING = "running"  # its run has not finished (or died)
     DONE = "done"  # finished; `result` says what happened
-    FAILED = "failed"  # a version's renewal failed: retryable after its backoff
 
 
 class ClaimOutcome(enum.Enum):
     NEW = "new"  # this run holds the claim
     DONE = "done"  # handled before: nothing to do
     HELD = "held"  # another run holds it (or its renewal record does): nothing to do
-    BACKOFF = "backoff"  # its renewal failed and the backoff has not passed: nothing is sent
 
 
 @dataclass(frozen=True)
@@ -59,26 +51,7 @@ class Claim:
     outcome: ClaimOutcome
     pending_id: str | None = None  # the renewal record a version claim is tied to
     result: str | None = None  # what the earlier run recorded
-    failures: int = 0  # consecutive failed renewals of the version (kept when a failed claim is taken over)
-    last_reason: str | None = None  # the last failure's reason
-
-
-FAILURE_FIELDS = ("failures", "lastFailureAt", "lastReason")
-
-
-def _time(value: object) -> datetime | None:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return None
-
-
-def failures_of(existing: dict[str, Any]) -> int:
-    """A claim's count of consecutive failures; a claim older versions finished `failed <code>` counts one."""
-    count = existing.get("failures")
-    if isinstance(count, int) and not isinstance(count, bool) and count > 0:
-        return count
-    result = str(existing.get("result") or "")
-    return 1 if existing.get("state") == ClaimState.DONE and result.startswith("failed") else 0
+    retryable: bool = False  # the earlier run's renewal was refused before anything was renewed
 
 
 def version_key(vault_host: str, name: str, version: str) -> str:
@@ -96,10 +69,6 @@ def _digest(text: str) -> str:
 
 def decide(existing: dict[str, Any], now: datetime) -> ClaimOutcome:
     """A second claim of a key: done, held, or taken over (NEW) when its run died before it could matter."""
-    failures = failures_of(existing)
-    if failures and existing.get("state") in (ClaimState.FAILED, ClaimState.DONE):
-        failed_at = _time(existing.get("lastFailureAt")) or _time(existing.get("createdAt")) or now
-        return ClaimOutcome.NEW if now >= next_attempt_at(failed_at, failures) else ClaimOutcome.BACKOFF
     if existing.get("state") == ClaimState.DONE:
         return ClaimOutcome.DONE
     if existing.get("pendingId"):
@@ -126,54 +95,21 @@ class EventClaims:
             "createdAt": now,
         }
         entity.update({k: v[:256] for k, v in detail.items() if v})
-
-        def stale(existing: dict[str, Any]) -> bool:
-            if decide(existing, now) is not ClaimOutcome.NEW:
-                return False
-            # Taken over: a failed version's count and last reason go on in the row that replaces it.
-            entity.update({k: existing[k] for k in FAILURE_FIELDS if existing.get(k) is not None})
-            entity["failures"] = failures_of(existing)
-            return True
-
         row = claim_row(
             self.table,
             entity,
-            stale=stale,
+            stale=lambda existing: decide(existing, now) is ClaimOutcome.NEW,
             insert_failure="The Key Vault event could not be claimed",
             read_failure="The Key Vault event claim could not be read",
         )
         if row.taken:
-            return Claim(
-                ClaimOutcome.NEW, failures=int(entity.get("failures") or 0), last_reason=entity.get("lastReason")
-            )
+            return Claim(ClaimOutcome.NEW)
         existing = row.existing
         if existing is None:  # another run took it over (or released it) meanwhile
             return Claim(ClaimOutcome.HELD)
         return Claim(
-            decide(existing, now),
-            existing.get("pendingId") or None,
-            existing.get("result"),
-            failures_of(existing),
-            existing.get("lastReason"),
+            decide(existing, now), existing.get("pendingId"), existing.get("result"), existing.get("retryable") is True
         )
-
-    def fail(self, partition: str, key: str, reason: str, failures: int, now: datetime) -> None:
-        """The version's renewal failed (`failures` in a row, the last now): retryable after its backoff. A claim
-        tied to a failed renewal record is untied (pendingId emptied) so its own rule applies again."""
-        with storage_failure("The Key Vault event claim could not be updated"):
-            self.table.update_entity(
-                {
-                    "PartitionKey": partition,
-                    "RowKey": key,
-                    "state": ClaimState.FAILED,
-                    "failures": failures,
-                    "lastFailureAt": now,
-                    "lastReason": reason[:256],
-                    "result": f"failed {reason}"[:256],
-                    "pendingId": "",
-                },
-                mode=update_mode("merge"),
-            )
 
     def attach(self, partition: str, key: str, pending_id: str) -> None:
         """Tie a version claim to its renewal record, before AVX is called (raises: AVX must not be called then)."""
@@ -182,19 +118,14 @@ class EventClaims:
                 {"PartitionKey": partition, "RowKey": key, "pendingId": pending_id}, mode=update_mode("merge")
             )
 
-    def finish(self, partition: str, key: str, result: str) -> None:
-        """Mark the claim done with what happened; a lost update only means a later event finds it `running`."""
+    def finish(self, partition: str, key: str, result: str, *, retryable: bool = False) -> None:
+        """Mark the claim done with what happened (`retryable`: nothing was renewed, a later attempt may try again
+        after its backoff); a lost update only means a later event finds it `running`."""
+        entity = {"PartitionKey": partition, "RowKey": key, "state": ClaimState.DONE, "result": result[:256]}
+        if retryable:
+            entity["retryable"] = True
         try:
-            self.table.update_entity(
-                {
-                    "PartitionKey": partition,
-                    "RowKey": key,
-                    "state": ClaimState.DONE,
-                    "result": result[:256],
-                    "failures": 0,
-                },
-                mode=update_mode("merge"),
-            )
+            self.table.update_entity(entity, mode=update_mode("merge"))
         except TABLE_ERRORS:
             pass
 

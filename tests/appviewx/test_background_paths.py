@@ -74,9 +74,10 @@ def version_claim_update(request: RecordedRequest) -> bool:
 
 
 def claims_age(hours: float) -> None:
-    """Time passes for the Key Vault event claims: every time in them moves `hours` back."""
+    """Time passes for the Key Vault event claims and the certificates' backoff: every time in them moves back."""
     table = app_context.event_claims().table
-    for entity in list(table.query_entities("PartitionKey eq 'kvversion' or PartitionKey eq 'kvevent'")):
+    partitions = ("kvversion", "kvevent", "kvbackoff")
+    for entity in list(table.query_entities(" or ".join(f"PartitionKey eq '{p}'" for p in partitions))):
         changed = dict(entity)
         for key, value in entity.items():
             if isinstance(value, datetime):
@@ -262,15 +263,37 @@ def test_a_receiver_failing_once_does_not_drop_the_next_notification(
     assert names[1][0] in delivered and names[0][0] in delivered[3:]
 
 
-def test_a_failed_version_claim_waits_out_its_backoff_then_is_taken_over() -> None:
-    from shared.vault.event_claims import ClaimOutcome, failures_of
-    from shared.vault.event_claims import decide as claim_decision
+def test_a_refused_version_is_retried_once_its_certificate_backoff_has_passed() -> None:
+    from shared.vault.renewal_plan import RenewalFailures
+    from shared.vault.version_retry import backoff_passed
 
     now = datetime.now(UTC)
-    failed = {"state": "failed", "failures": 3, "lastFailureAt": now - timedelta(hours=3), "lastReason": "X"}
-    assert claim_decision(failed, now) is ClaimOutcome.BACKOFF  # 3 failures: 4 h
-    assert claim_decision({**failed, "lastFailureAt": now - timedelta(hours=4)}, now) is ClaimOutcome.NEW
-    # A claim older versions finished "failed <code>" counts one failure from its creation.
-    legacy = {"state": "done", "result": "failed OPEN_WORK_ORDERS_FOUND", "createdAt": now - timedelta(minutes=30)}
-    assert failures_of(legacy) == 1 and claim_decision(legacy, now) is ClaimOutcome.BACKOFF
-    assert claim_decision({"state": "done", "result": "renewed", "failures": 0}, now) is ClaimOutcome.DONE
+    assert backoff_passed(None, now)  # no failure counted
+    assert not backoff_passed(RenewalFailures(3, now - timedelta(hours=3), "X"), now)  # 3 failures: 4 h
+    assert backoff_passed(RenewalFailures(3, now - timedelta(hours=4), "X"), now)
+
+
+def test_a_version_whose_pending_renewal_gave_up_is_reported_on_expiry_and_retried_after_backoff(
+    call_webhook: WebhookCaller, functions: dict[str, Any], standins: StandIns, events: Events
+) -> None:
+    name, version = renew_through_webhook(call_webhook, standins)
+    renewals_before = len(standins.avx.renew_calls())
+    refused = Response.json({"error": {"code": "Forbidden", "message": "denied"}}, status=403)
+    standins.key_vault.fail_next(200, refused, operation="import")
+    deliver(functions, key_vault_event(standins, name, version, NEAR))  # AVX renewed; Key Vault refused: pending
+    assert len(standins.avx.renew_calls()) == renewals_before + 1
+    time_passes(8 * 24 * 60)  # past PENDING_MAX_DAYS: the timer gives up on it
+    run_complete_pending(functions)
+    assert [r.reason for r in records_of(name) if r.state == "failed"] == ["PENDING_GAVE_UP"]
+    standins.key_vault.reset_records()  # Key Vault takes imports again
+
+    events.items.clear()
+    deliver(functions, key_vault_event(standins, name, version, EXPIRED))  # within the backoff: reported only
+    (reported,) = events.named("CertificateExpired")
+    assert (reported["owner"], reported["reason"]) == ("appviewx", "PENDING_GAVE_UP")
+    assert len(standins.avx.renew_calls()) == renewals_before + 1
+
+    claims_age(2)
+    deliver(functions, key_vault_event(standins, name, version, EXPIRED))
+    assert len(standins.avx.renew_calls()) == renewals_before + 2  # retried once after the backoff
+    assert standins.key_vault.latest(name).version != version  # type: ignore[union-attr]
