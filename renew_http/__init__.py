@@ -33,6 +33,7 @@ def _pipeline(caller: str | None, invocation_id: str | None) -> Pipeline:
         records=app_context.pending_store(),
         invocation_id=invocation_id,
         caller=caller,
+        stores=app_context.key_vault_store,
     )
 
 
@@ -42,6 +43,7 @@ SERVICES = admission.AdmissionServices(  # looked up at each use: tests and the 
     records=lambda: app_context.pending_store(),
     replays=lambda: app_context.signature_replays(),
     pipeline=_pipeline,
+    key_vaults=lambda: app_context.settings().key_vault,
 )
 
 

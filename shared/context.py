@@ -52,12 +52,18 @@ def avx_client() -> AvxClient:
     return _cached("avx", lambda: AvxClient(settings().avx))
 
 
-def key_vault_store() -> KeyVaultStore:
-    def build() -> KeyVaultStore:
-        s = settings()
-        return KeyVaultStore(s.key_vault, identity.managed_identity(s.identity))
+def key_vault_store(vault: str | None = None) -> KeyVaultStore:
+    """The pooled client of one listed vault (`vault`: its URL or name; None: the default vault). Every vault's
+    client shares the one managed identity credential: one token (audience https://vault.azure.net) serves them all.
+    Raises VaultNotListed for a vault that is not in KEY_VAULT_URLS."""
+    s = settings()
+    chosen = s.key_vault.vault(vault)
+    name = "keyvault" if chosen == s.key_vault.default else f"keyvault {chosen.host}"
 
-    return _cached("keyvault", build)
+    def build() -> KeyVaultStore:
+        return KeyVaultStore(s.key_vault, identity.managed_identity(s.identity), vault=chosen)
+
+    return _cached(name, build)
 
 
 def _table(setting: str) -> Any:

@@ -4,6 +4,7 @@ download it and store it through `storing.store_avx_result`; records are claimed
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -95,14 +96,30 @@ class CompletionSummary:
 
 
 def complete_pending(
-    records: PendingStore, avx: AvxClient, store: KeyVaultStore, max_days: float, now: datetime | None = None
+    records: PendingStore,
+    avx: AvxClient,
+    store: KeyVaultStore,
+    max_days: float,
+    now: datetime | None = None,
+    stores: Callable[[str], KeyVaultStore] | None = None,
 ) -> CompletionSummary:
     """One pass over the open records that are due: each is claimed (ETag-conditional lease) before any work, so
-    concurrent runs never download or import the same record twice."""
+    concurrent runs never download or import the same record twice. Each completes into its own record's vault
+    (`stores`: the pooled store of a listed vault by URL; `store` is the default vault's)."""
     now = now or datetime.now(UTC)
-    pipeline = Pipeline(avx=avx, store=store, records=records)
+    default = Pipeline(avx=avx, store=store, records=records, stores=stores)
     summary = CompletionSummary()
     for candidate in records.due(now):
+        try:
+            pipeline = default.for_vault(candidate.key_vault_url)
+        except LookupError:  # its vault left KEY_VAULT_URLS: nothing outside the list is ever written to
+            log.error(
+                "Renewal %s is for a vault no longer listed (%s); left open",
+                candidate.pending_id,
+                candidate.key_vault_url,
+            )
+            summary.skipped.append(candidate.pending_id)
+            continue
         record = records.claim(candidate, pipeline.owner, now)
         if record is None:
             summary.skipped.append(candidate.pending_id)

@@ -5,7 +5,7 @@ steps, and the poison handler that settles a message the host gave up on."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -97,6 +97,9 @@ def renew_queued(pending_id: str, command: RenewCommand, pipeline: Pipeline) -> 
             record.reason,
         )
         return QueuedOutcome(SKIPPED, pending_id, record.reason, f"record is {record.state}")
+    # The vault is the one the record was accepted for (what the stored record says, not the message).
+    command = replace(command, key_vault=record.key_vault_url or command.key_vault)
+    pipeline = pipeline.for_vault(command.key_vault)
     hook = Webhook(command, pipeline)
     prepared = prepare(command, pipeline)
     if isinstance(prepared, ApiError):
@@ -140,6 +143,7 @@ def settle_poisoned(pending_id: str, pipeline: Pipeline, now: datetime | None = 
     if record.state is not RenewalState.ACCEPTED or leased:
         # settled, or an invocation holds it now (its lease expiry hands it to the timer if it dies)
         return QueuedOutcome(SKIPPED, pending_id, record.reason, f"record is {record.state}")
+    pipeline = pipeline.for_vault(record.key_vault_url)
     message = record.last_error or "the renewal could not be processed"
     if record.is_queued:  # AVX was never called
         problem = NotStored(

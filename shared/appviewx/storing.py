@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -62,6 +63,14 @@ class Pipeline:
     invocation_id: str | None = None
     caller: str | None = None
     owner: str = field(default_factory=lambda: uuid.uuid4().hex)  # lease owner of this run
+    # The pooled store of another listed vault, by URL (None: only `store`, the default vault, is known here).
+    stores: Callable[[str], KeyVaultStore] | None = None
+
+    def for_vault(self, vault_url: str | None) -> Pipeline:
+        """This pipeline writing to `vault_url` (a listed vault's URL; None: the vault of `store`)."""
+        if vault_url is None or self.stores is None or vault_url == self.store.vault_url:
+            return self
+        return replace(self, store=self.stores(vault_url))
 
 
 @dataclass(frozen=True)

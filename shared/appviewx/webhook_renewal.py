@@ -187,6 +187,7 @@ def record_fields(command: RenewCommand, replaced: AvxCertificateRecord | None =
         "replaced_valid_from": replaced.valid_from if replaced else None,
         "replaced_valid_to": replaced.valid_to if replaced else None,
         "key_vault_name": command.target_name() if command.storage is Storage.MERGE else command.key_vault_name,
+        "key_vault_url": command.key_vault,
     }
 
 
@@ -208,6 +209,7 @@ def renew_and_store(
     """The webhook renewal. Everything that can be checked is checked before AVX; the record is written before AVX
     is called (`on_record(pending_id)` ties the caller's Idempotency-Key to it); after AVX may have acted the answer
     is 200 (stored), 202 (pending) or a coded error carrying the AVX ids and the pendingId — never a bare 500."""
+    pipeline = pipeline.for_vault(command.key_vault)
     hook = Webhook(command, pipeline)
     prepared = prepare(command, pipeline)
     if isinstance(prepared, ApiError):

@@ -177,7 +177,9 @@ def test_an_event_from_the_second_vault_renews_into_it(
     assert any("VaultName" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
 
     # An event from a vault that is not listed: dropped with a warning.
-    unlisted = key_vault_event(standins, "evented-contoso-com", stored.version, vault_url="https://kv-x.vault.azure.net")
+    unlisted = key_vault_event(
+        standins, "evented-contoso-com", stored.version, vault_url="https://kv-x.vault.azure.net"
+    )
     deliver_event(functions, unlisted)
     assert len(standins.avx.renew_calls()) == renewals
 
