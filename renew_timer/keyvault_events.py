@@ -35,6 +35,8 @@ def keyvault_events(event: func.EventGridEvent, context: func.Context) -> None:
                 records=app_context.pending_store,
                 avx=app_context.avx_client,
                 rcl_certificate_names=_rcl_certificate_names,
+                vaults=app_context.settings().key_vault.all_vaults,
+                stores=app_context.key_vault_store,
             )
             outcome = handle_event(event.id, event.event_type, event.get_json(), deps, invocation_id)
         except RetryLater as exc:

@@ -98,6 +98,7 @@ class Webhook:
                 "message": error.message,
                 "httpStatus": error.status,
                 "caller": self.pipeline.caller,
+                "vault": self.pipeline.vault_name,
             },
         )
         return WebhookAnswer(error.status, error.body(self.pipeline.invocation_id), avx_called)
@@ -114,6 +115,7 @@ class Webhook:
                 "scheduledAt": record.created_at,
                 "avxResourceId": record.avx_resource_id,
                 "caller": self.pipeline.caller,
+                "vault": self.pipeline.vault_name,
             },
         )
         body = pending_answer(record, self.pipeline.invocation_id)

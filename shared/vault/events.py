@@ -20,7 +20,8 @@ renew was sent) releases the claims and raises, so Event Grid redelivers with ba
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,6 +36,7 @@ from shared.core import redaction
 from shared.core.certificates import DEFAULT_FORMAT, generate_password
 from shared.core.errors import CertRenewError
 from shared.core.events import Source
+from shared.core.settings import Vault, vault_name_of
 from shared.core.telemetry import emit_event
 from shared.vault.event_claims import (
     EVENT_PARTITION,
@@ -52,9 +54,9 @@ from shared.vault.event_decisions import (
     Malformed,
     Owner,
     decide,
-    is_our_vault,
     parse_event,
     rcl_names,
+    vault_of_event,
     whole_days_left,
 )
 
@@ -76,6 +78,22 @@ class EventDependencies:
     records: Any  # () -> PendingStore
     avx: Any  # () -> AvxClient
     rcl_certificate_names: Any  # () -> Iterable[str]: the names in RCL's renewal records
+    # Every listed vault (KEY_VAULT_URLS; () means only vault_url's) and the pooled store of one by URL.
+    vaults: Sequence[Vault] = field(default_factory=tuple)
+    stores: Callable[[str], KeyVaultStore] | None = None
+
+    @property
+    def vault_name(self) -> str:
+        return vault_name_of(self.vault_url)
+
+    def for_event(self, event: CertificateEvent) -> tuple[EventDependencies | None, str]:
+        """These dependencies aimed at the listed vault the event came from, or None and why it is not one."""
+        vault, why = vault_of_event(event, self.vaults or (Vault.of(self.vault_url),))
+        if vault is None:
+            return None, why
+        if vault.url == self.vault_url or self.stores is None:
+            return self, ""
+        return replace(self, vault_url=vault.url, store=self.stores(vault.url)), ""
 
 
 def handle_event(
@@ -98,14 +116,11 @@ def handle_event(
     except Malformed as problem:
         log.warning("Key Vault event %s (%s) dropped: %s", event_id, event_type, problem)
         return "ignored: malformed"
-    if not is_our_vault(event, deps.vault_url):
-        log.info(
-            "Key Vault event %s for vault %s ignored: the app's vault is KEY_VAULT_URL %s",
-            event_id,
-            event.vault_name,
-            deps.vault_url,
-        )
+    aimed, why = deps.for_event(event)
+    if aimed is None:
+        log.warning("Key Vault event %s (%s) dropped: %s", event_id, event.vault_name[:64], why)
         return "ignored: other vault"
+    deps = aimed
 
     claim = deps.claims.claim(EVENT_PARTITION, event_key(event_id), {"certificate": event.name}, now)
     if claim.outcome is ClaimOutcome.DONE:
@@ -139,6 +154,7 @@ def _handle(event: CertificateEvent, deps: EventDependencies, invocation_id: str
         "expiryDate": (current.expires_on if current else None) or event.expires_on,
         "daysLeft": days,
         "eventId": event.event_id,
+        "vault": deps.vault_name,
     }
     if decision.action is Action.GONE:
         log.info(
@@ -186,13 +202,18 @@ def _renew(
             f" (renewal record {claim.pending_id})" if claim.pending_id else "",
         )
         return "renewal already claimed"
-    command = _renew_command(event, decision)
+    command = replace(_renew_command(event, decision), key_vault=deps.vault_url)
     answer: WebhookAnswer | None = None
     try:
         records: PendingStore = deps.records()
         avx: AvxClient = deps.avx()
         pipeline = Pipeline(
-            avx=avx, store=deps.store, records=records, invocation_id=invocation_id, caller=f"{CALLER} {event.event_id}"
+            avx=avx,
+            store=deps.store,
+            records=records,
+            invocation_id=invocation_id,
+            caller=f"{CALLER} {event.event_id}",
+            stores=deps.stores,
         )
         answer = renew_and_store(
             command, pipeline, on_record=lambda pending_id: deps.claims.attach(VERSION_PARTITION, key, pending_id)

@@ -149,7 +149,7 @@ def test_an_async_renewal_for_the_second_vault_is_queued_with_it(
     assert response.status_code == 202, answer
     assert queue.value is not None and json.loads(queue.value)["request"]["keyVault"] == two_vaults.url
     deliver_queued(functions, queue.value)
-    code, record = status_of(functions, answer["pendingId"])
+    _, record = status_of(functions, answer["pendingId"])
     assert record["state"] == "renewed" and record["keyVaultUrl"] == two_vaults.url
     assert two_vaults.latest("queued-contoso-com") is not None
     assert standins.key_vault.latest("queued-contoso-com") is None
