@@ -14,7 +14,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -202,7 +202,7 @@ class NotifySettings:
 
 
 MAX_ENDPOINT_CHECKS = 500  # each endpoint costs up to a few seconds; the timer has 10 minutes on Flex Consumption
-ENDPOINT_CHECK_KEYS = ("certificate", "host", "address")
+ENDPOINT_CHECK_KEYS = ("certificate", "host", "address", "vault")
 _KEY_VAULT_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
 _DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
@@ -215,6 +215,7 @@ class EndpointCheck:
     host: str  # the DNS name clients use: sent as SNI
     address_host: str  # where to connect: a host name or an IP address
     port: int
+    vault: str | None = None  # the URL of the listed vault the certificate is in; None: the default vault
 
     @property
     def address(self) -> str:
@@ -317,7 +318,7 @@ def _endpoint_check(entry: dict[str, object], label: str, problems: list[str]) -
     host = entry.get("host")
     unknown = sorted(str(k) for k in entry if k not in ENDPOINT_CHECK_KEYS)
     if unknown:
-        problems.append(f"{label}: unknown field(s) {', '.join(unknown)}; use certificate, host, address")
+        problems.append(f"{label}: unknown field(s) {', '.join(unknown)}; use certificate, host, address, vault")
     certificate = entry.get("certificate")
     if not isinstance(certificate, str) or not certificate.strip():
         problems.append(f"{label}: certificate (the Key Vault certificate name) is required")
@@ -343,7 +344,26 @@ def _endpoint_check(entry: dict[str, object], label: str, problems: list[str]) -
     return EndpointCheck(certificate=str(certificate).strip(), host=name, address_host=address_host, port=port)
 
 
-def parse_endpoint_checks(raw: str, problems: list[str], setting: str = "ENDPOINT_CHECKS") -> list[EndpointCheck]:
+def _in_vault(
+    check: EndpointCheck, value: object, vaults: KeyVaultSettings | None, label: str, problems: list[str]
+) -> EndpointCheck | None:
+    """The check with its `vault` (a listed vault's name or URL) resolved to the vault's URL; None after a problem."""
+    if value is None:
+        return check
+    if not isinstance(value, str) or vaults is None:
+        problems.append(f"{label}: vault must be the name or URL of one of KEY_VAULT_URLS")
+        return None
+    try:
+        vault = vaults.vault(value)
+    except VaultNotListed:
+        problems.append(f"{label}: vault {value[:140]!r} is not one of the app's vaults ({vaults.names()})")
+        return None
+    return replace(check, vault=None if vault == vaults.default else vault.url)
+
+
+def parse_endpoint_checks(
+    raw: str, problems: list[str], setting: str = "ENDPOINT_CHECKS", vaults: KeyVaultSettings | None = None
+) -> list[EndpointCheck]:
     """The endpoints of `ENDPOINT_CHECKS`; each problem names the entry (index and host) and is added to `problems`."""
     try:
         document = json.loads(raw)
@@ -357,7 +377,7 @@ def parse_endpoint_checks(raw: str, problems: list[str], setting: str = "ENDPOIN
         problems.append(f"{setting} lists {len(document)} endpoints; at most {MAX_ENDPOINT_CHECKS} are checked")
         return []
     checks: list[EndpointCheck] = []
-    seen: dict[tuple[str, str, str], int] = {}
+    seen: dict[tuple[str, str, str, str], int] = {}
     for index, entry in enumerate(document):
         if not isinstance(entry, dict):
             problems.append(f"{setting}[{index}] must be an object with certificate, host and optional address")
@@ -365,9 +385,11 @@ def parse_endpoint_checks(raw: str, problems: list[str], setting: str = "ENDPOIN
         host = entry.get("host")
         label = f"{setting}[{index}]" + (f" (host {host!r})" if isinstance(host, str) and host.strip() else "")
         check = _endpoint_check(entry, label, problems)
+        if check is not None:
+            check = _in_vault(check, entry.get("vault"), vaults, label, problems)
         if check is None:
             continue
-        key = (check.certificate, check.host, check.address)
+        key = (check.certificate, check.host, check.address, check.vault or "")
         if key in seen:
             problems.append(f"{label}: the same endpoint as {setting}[{seen[key]}]")
             continue
@@ -596,7 +618,7 @@ class Settings:
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = dict(env)
         self._cache: dict[str, object] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a group may read another (endpoint checks name vaults)
 
     def _group(self, name: str, build: Callable[[_Reader], _T]) -> _T:
         with self._lock:
@@ -772,7 +794,8 @@ class Settings:
             raw = r.text("ENDPOINT_CHECKS")
             if raw is None:
                 return EndpointCheckSettings()
-            return EndpointCheckSettings(endpoints=tuple(parse_endpoint_checks(raw, r.problems)))
+            vaults = self.key_vault if '"vault"' in raw else None  # only then: a one-vault check needs no vault list
+            return EndpointCheckSettings(endpoints=tuple(parse_endpoint_checks(raw, r.problems, vaults=vaults)))
 
         return self._group("endpoint check", build)
 
