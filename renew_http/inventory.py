@@ -23,6 +23,7 @@ from shared.vault.inventory import (
     decode_continuation,
     inventory_across,
     last_outcomes,
+    with_backoff,
 )
 
 bp = func.Blueprint()
@@ -98,5 +99,6 @@ def _inventory(req: func.HttpRequest, invocation_id: str | None) -> func.HttpRes
         page = inventory_across(vaults, app_context.key_vault_store, page_size, position, shaping, default_url)
     except ForeignLink:
         raise _foreign_continuation() from None
+    with_backoff(page.certificates, app_context.renewal_failures().all())
     body = {"certificates": page.certificates, "continuation": page.continuation, "invocationId": invocation_id}
     return json_response(200, body)

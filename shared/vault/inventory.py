@@ -23,6 +23,7 @@ from shared.core.events import Source
 from shared.core.settings import EndpointCheck, Vault
 from shared.core.timestamps import iso_utc, utc
 from shared.vault.event_decisions import owner_of, whole_days_left
+from shared.vault.renewal_plan import RenewalFailures
 
 DEFAULT_PAGE_SIZE = LIST_PAGE_MAX
 MAX_CONTINUATION = 4096  # characters of the encoded token
@@ -207,3 +208,16 @@ def inventory_across(
         for c in page.certificates
     ]
     return InventoryPage(entries, encode_continuation(following))
+
+
+def with_backoff(entries: list[dict[str, Any]], failures: Mapping[str, RenewalFailures]) -> list[dict[str, Any]]:
+    """Each entry with its renewal backoff (`renewalBackoff`: failures in a row, when the next try may start, the
+    last reason), or None when its last renewal did not fail."""
+    for entry in entries:
+        found = failures.get(str(entry.get("name") or "").lower())
+        entry["renewalBackoff"] = (
+            {"failures": found.count, "retryAt": iso_utc(found.retry_at), "lastReason": found.last_reason}
+            if found
+            else None
+        )
+    return entries
