@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from azure.core.credentials import TokenCredential
@@ -20,7 +22,7 @@ from shared.azure.resourcegraph import ResourceGraph
 from shared.azure.tables import open_table
 from shared.consumers.run import DiscoveryDependencies
 from shared.consumers.store import ConsumerStore, KnownConsumers
-from shared.core.errors import CertRenewError
+from shared.core.errors import CertRenewError, SettingsError
 from shared.core.settings import Settings, load_settings, reset_settings
 from shared.rcl.client import RclClient
 from shared.rcl.run_calls import RclDependencies
@@ -29,6 +31,7 @@ from shared.security.idempotency import IdempotencyStore
 from shared.security.replay import SignatureReplayStore
 from shared.vault.event_claims import EventClaims
 from shared.vault.events import EventDependencies
+from shared.vault.locate import vault_holding
 from shared.vault.renewal_failures import RenewalFailureStore
 from shared.vault.renewal_plan import RenewalWindow
 from shared.vault.sweep import SweepDependencies
@@ -194,7 +197,20 @@ def rcl_dependencies() -> RclDependencies:
         rcl_credential=rcl_credential(),
         key_vault_credential=identity.key_vault_credential_for_rcl(s.identity),
         fresh_key_vault_credential=lambda: identity.new_key_vault_credential_for_rcl(s.identity),
+        locate=_rcl_locator(s),
     )
+
+
+def _rcl_locator(s: Settings) -> Callable[[str, datetime | None], str | None] | None:
+    """Where the morning check looks for RCL's renewed certificates: only with several vaults listed (with one, the
+    vault is the default one), and never at the cost of the RCL run when the Key Vault settings are wrong."""
+    try:
+        vaults = s.key_vault.all_vaults
+    except SettingsError:
+        return None
+    if len(vaults) < 2:
+        return None
+    return lambda name, expiry: vault_holding(name, expiry, vaults, lambda url, n: key_vault_store(url).current(n))
 
 
 def reset() -> None:

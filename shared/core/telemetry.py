@@ -98,11 +98,12 @@ def remove_event_sink(sink: EventSink) -> None:
 
 def event_attributes(name: Event, properties: dict[str, Any]) -> dict[str, Any]:
     """The event's attributes: None values left out, dates as ISO 8601 UTC, the invocation id added, and `vault` (the
-    name of the vault it is about; the default vault's when the event names none)."""
+    name of the vault it is about; the default vault's when the event does not name it; left out when the event says
+    None: a vault that cannot be told)."""
     attributes: dict[str, Any] = {"invocationId": current_invocation_id()}
     for key, value in properties.items():
         attributes[key] = iso_utc(value) if isinstance(value, datetime) else value
-    if attributes.get("vault") is None:
+    if "vault" not in attributes:
         attributes["vault"] = default_vault_name()
     return {k: v for k, v in attributes.items() if v is not None}
 

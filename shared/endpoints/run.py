@@ -100,7 +100,7 @@ def check_endpoints(
         result = decide(check, _outcome(future, late), expected[(check.vault or "", check.certificate)], now())
         results.append(result)
         name, properties = result.event()
-        emit_event(name, {**properties, "vault": vault_name_of(check.vault) if check.vault else None})
+        emit_event(name, {**properties, "vault": vault_name_of(check.vault)} if check.vault else properties)
     return EndpointCheckSummary(tuple(results))
 
 

@@ -5,7 +5,9 @@ real CertificateClient, the AVX and identity stand-ins and Azurite."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from tests.appviewx.test_renew_queue import deliver as deliver_queued
 from tests.appviewx.test_renew_queue import post_async
 from tests.conftest import WebhookCaller
 from tests.eventlog import Events, recording
+from tests.rcl.test_rcl_timer import run as run_timer
 from tests.standins.base import Response
 from tests.standins.certs import issue_certificate
 from tests.standins.keyvault import KeyVaultStandIn
@@ -227,3 +230,64 @@ def test_the_inventory_lists_both_vaults_filters_and_pages(
 
     status, body = inventory(functions, {"vault": "kv-elsewhere"})
     assert status == 400 and body["error"]["code"] == "KEY_VAULT_NOT_ALLOWED"
+
+
+def test_the_morning_check_says_which_vault_an_rcl_certificate_was_found_in(
+    standins: StandIns,
+    two_vaults: KeyVaultStandIn,
+    functions: dict[str, Any],
+    events: Events,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RENEWAL_STATE_TABLE", f"rcl{uuid.uuid4().hex[:12]}")
+    monkeypatch.setenv("RCL_RETRY_DELAY_SECONDS", "0.05")
+    app_context.reset()
+    standins.rcl.reset()
+    standins.rcl.add_certificate("found.contoso.com", 5, target="Azure Key Vault")
+    standins.rcl.add_certificate("unseen.contoso.com", 6, target="Azure Key Vault")
+    run_timer(functions, "renew_timer")
+    renewed = standins.rcl.complete_renewal("found.contoso.com", installed=True)
+    standins.rcl.complete_renewal("unseen.contoso.com", installed=True)
+    # RCL installed found.contoso.com in the second vault (as Key Vault names it: found-contoso-com).
+    expiry = datetime.strptime(renewed["expiryDate"][:26], "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=UTC)
+    issued = issue_certificate("found.contoso.com", days=90, not_before=expiry - timedelta(days=90))
+    two_vaults.seed("found-contoso-com", issued.certificate, issued.private_key)
+
+    run_timer(functions, "verify_renewals")
+
+    by_name = events.by_certificate("CertificateRenewed")
+    assert by_name["found.contoso.com"]["vault"] == SECOND
+    assert "vault" not in by_name["unseen.contoso.com"]  # found in no vault: not told
+    rows = {r["certificateName"]: r for r in app_context.renewal_state().all_records()}
+    assert rows["found.contoso.com"]["vault"] == SECOND
+
+
+def test_endpoint_checks_may_name_the_vault(
+    standins: StandIns, two_vaults: KeyVaultStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.core.errors import SettingsError
+
+    checks = [
+        {"certificate": "www-contoso-com", "host": "www.contoso.com"},
+        {"certificate": "www-contoso-com", "host": "www.contoso.com", "vault": SECOND},
+    ]
+    monkeypatch.setenv("ENDPOINT_CHECKS", json.dumps(checks))
+    app_context.reset()
+    first, second = app_context.settings().endpoint_checks.endpoints
+    assert first.vault is None and second.vault == two_vaults.url
+
+    monkeypatch.setenv("ENDPOINT_CHECKS", json.dumps([{**checks[0], "vault": "kv-elsewhere"}]))
+    app_context.reset()
+    with pytest.raises(SettingsError, match=r"ENDPOINT_CHECKS\[0\].*kv-elsewhere.*not one of the app's vaults"):
+        app_context.settings().endpoint_checks  # noqa: B018
+
+
+def test_duplicate_vaults_are_refused_naming_the_entry(
+    app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.core.errors import SettingsError
+
+    monkeypatch.setenv("KEY_VAULT_URLS", f"{app_env['KEY_VAULT_URL']}, {app_env['KEY_VAULT_URL'].upper()}/")
+    app_context.reset()
+    with pytest.raises(SettingsError, match=r"KEY_VAULT_URLS entry 2 .* is a duplicate"):
+        app_context.settings().key_vault  # noqa: B018
