@@ -95,6 +95,16 @@ class CompletionSummary:
     skipped: list[str] = field(default_factory=list)  # held or changed by another run
 
 
+def _in_its_vault(pipeline: Pipeline, record: PendingRecord) -> Pipeline | None:
+    """The pipeline writing to the record's vault; None (logged, the record left open) when that vault is no longer
+    in KEY_VAULT_URLS: nothing outside the list is ever written to."""
+    try:
+        return pipeline.for_vault(record.key_vault_url)
+    except LookupError:
+        log.error("Renewal %s is for a vault no longer listed (%s); left open", record.pending_id, record.key_vault_url)
+        return None
+
+
 def complete_pending(
     records: PendingStore,
     avx: AvxClient,
@@ -110,14 +120,8 @@ def complete_pending(
     default = Pipeline(avx=avx, store=store, records=records, stores=stores)
     summary = CompletionSummary()
     for candidate in records.due(now):
-        try:
-            pipeline = default.for_vault(candidate.key_vault_url)
-        except LookupError:  # its vault left KEY_VAULT_URLS: nothing outside the list is ever written to
-            log.error(
-                "Renewal %s is for a vault no longer listed (%s); left open",
-                candidate.pending_id,
-                candidate.key_vault_url,
-            )
+        pipeline = _in_its_vault(default, candidate)
+        if pipeline is None:
             summary.skipped.append(candidate.pending_id)
             continue
         record = records.claim(candidate, pipeline.owner, now)
