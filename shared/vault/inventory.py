@@ -22,7 +22,7 @@ from shared.core.certificates import derive_certificate_name
 from shared.core.events import Source
 from shared.core.settings import EndpointCheck, Vault
 from shared.core.timestamps import iso_utc, utc
-from shared.vault.event_decisions import owner_of, whole_days_left
+from shared.vault.event_decisions import Owner, owner_of, whole_days_left
 from shared.vault.renewal_plan import RenewalFailures
 
 DEFAULT_PAGE_SIZE = LIST_PAGE_MAX
@@ -94,13 +94,16 @@ def inventory_entry(
     consumers: Mapping[str, Sequence[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     outcome = outcomes.get(certificate.name.lower())
+    owner = owner_of(certificate.tags, certificate.name, rcl_managed)
     return {
         "name": certificate.name,
         "expiresOn": iso_utc(certificate.expires_on),
         "daysLeft": whole_days_left(certificate.expires_on, now),
         "thumbprint": certificate.thumbprint or None,
         "enabled": certificate.enabled,
-        "source": owner_of(certificate.tags, certificate.name, rcl_managed),
+        "source": owner,
+        # Who renews it in AppViewX: the record AVX now holds (each renewal is a new record; the tags follow it).
+        "avxResourceId": certificate.tags.get("avxResourceId") if owner is Owner.APPVIEWX else None,
         "lastOutcome": outcome.state if outcome else None,
         "lastOutcomeReason": outcome.reason if outcome else None,
         "lastOutcomeAt": iso_utc(outcome.at) if outcome else None,
