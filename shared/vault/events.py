@@ -92,14 +92,18 @@ class EventDependencies:
     def vault_name(self) -> str:
         return vault_name_of(self.vault_url)
 
+    def for_vault(self, vault_url: str) -> EventDependencies:
+        """These dependencies aimed at another listed vault (by URL)."""
+        if vault_url == self.vault_url or self.stores is None:
+            return self
+        return replace(self, vault_url=vault_url, store=self.stores(vault_url))
+
     def for_event(self, event: CertificateEvent) -> tuple[EventDependencies | None, str]:
         """These dependencies aimed at the listed vault the event came from, or None and why it is not one."""
         vault, why = vault_of_event(event, self.vaults or (Vault.of(self.vault_url),))
         if vault is None:
             return None, why
-        if vault.url == self.vault_url or self.stores is None:
-            return self, ""
-        return replace(self, vault_url=vault.url, store=self.stores(vault.url)), ""
+        return self.for_vault(vault.url), ""
 
 
 def handle_event(

@@ -26,6 +26,7 @@ from tests.standins.stack import KEY_VAULT_RESOURCE, StandIns
 from tests.vault.test_inventory import inventory
 from tests.vault.test_keyvault_events import deliver as deliver_event
 from tests.vault.test_keyvault_events import key_vault_event
+from tests.vault.test_renewal_sweep import sweep as run_sweep
 
 SECOND = "localhost"  # the second vault's name: the first label of its host
 
@@ -291,3 +292,25 @@ def test_duplicate_vaults_are_refused_naming_the_entry(
     app_context.reset()
     with pytest.raises(SettingsError, match=r"KEY_VAULT_URLS entry 2 .* is a duplicate"):
         app_context.settings().key_vault  # noqa: B018
+
+
+def test_the_daily_sweep_renews_a_due_certificate_in_the_vault_it_is_in(
+    standins: StandIns, two_vaults: KeyVaultStandIn, functions: dict[str, Any], events: Events
+) -> None:
+    standins.avx.add_certificate("swept.contoso.com", resource_id="swept")
+    issued = issue_certificate("swept.contoso.com", days=90, not_before=datetime.now(UTC) - timedelta(days=70))
+    old = two_vaults.seed(
+        "swept-contoso-com",
+        issued.certificate,
+        issued.private_key,
+        tags={"source": "appviewx", "avxResourceId": "swept"},
+    )
+
+    run_sweep(functions)
+
+    assert len(standins.avx.renew_calls()) == 1
+    renewed = two_vaults.latest("swept-contoso-com")
+    assert renewed is not None and renewed.version != old.version
+    assert standins.key_vault.latest("swept-contoso-com") is None
+    completed = {e["vault"]: e for e in events.named("RenewalSweepCompleted")}
+    assert set(completed) == {"127", SECOND} and completed[SECOND]["renewed"] == 1
