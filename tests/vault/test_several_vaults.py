@@ -314,3 +314,19 @@ def test_the_daily_sweep_renews_a_due_certificate_in_the_vault_it_is_in(
     assert standins.key_vault.latest("swept-contoso-com") is None
     completed = {e["vault"]: e for e in events.named("RenewalSweepCompleted")}
     assert set(completed) == {"127", SECOND} and completed[SECOND]["renewed"] == 1
+
+
+def test_an_idempotency_key_is_scoped_to_its_vault(
+    standins: StandIns, two_vaults: KeyVaultStandIn, call_webhook: WebhookCaller
+) -> None:
+    item = standins.avx.add_certificate("keyed.contoso.com")
+    key = {"Idempotency-Key": "change-42"}
+    status, first = call_webhook({"resourceId": item.resource_id, "keyVault": SECOND}, headers=key)
+    assert status == 200, first
+    status, again = call_webhook({"resourceId": item.resource_id, "keyVault": SECOND}, headers=key)
+    assert (status, again) == (200, first)  # the first answer, replayed
+    assert len(standins.avx.renew_calls()) == 1
+    # The same key for the default vault is another request of another scope: not a 422, renewed there.
+    status, other = call_webhook({"resourceId": item.resource_id}, headers=key)
+    assert status == 200, other
+    assert other["keyVault"]["vaultUrl"] == standins.key_vault.url
