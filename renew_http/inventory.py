@@ -12,25 +12,19 @@ import azure.functions as func
 
 from renew_http.answers import answered, json_response
 from shared import context as app_context
-from shared.azure.keyvault import LIST_PAGE_MAX, ForeignLink
 from shared.core.errors import ApiError, Rejected, SettingsError
 from shared.core.settings import EndpointCheck, Vault, VaultNotListed
 from shared.core.telemetry import invocation
-from shared.vault.event_decisions import rcl_names
-from shared.vault.inventory import (
-    DEFAULT_PAGE_SIZE,
-    InventoryContext,
-    decode_continuation,
-    inventory_across,
-    last_outcomes,
-    with_backoff,
-)
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.inventory")
 
 
 def _page_size(raw: str | None) -> int:
+    # Imported when the inventory is first asked for (with the Key Vault SDK behind them): not at cold start.
+    from shared.azure.keyvault import LIST_PAGE_MAX
+    from shared.vault.inventory import DEFAULT_PAGE_SIZE
+
     if raw is None:
         return DEFAULT_PAGE_SIZE
     text = raw.strip()
@@ -79,6 +73,16 @@ def _vaults(wanted: str | None) -> tuple[Vault, ...]:
 
 
 def _inventory(req: func.HttpRequest, invocation_id: str | None) -> func.HttpResponse:
+    from shared.azure.keyvault import ForeignLink
+    from shared.vault.event_decisions import rcl_names
+    from shared.vault.inventory import (
+        InventoryContext,
+        decode_continuation,
+        inventory_across,
+        last_outcomes,
+        with_backoff,
+    )
+
     page_size = _page_size(req.params.get("maxResults"))
     vaults = _vaults(req.params.get("vault"))
     token = req.params.get("continuation")
@@ -87,10 +91,9 @@ def _inventory(req: func.HttpRequest, invocation_id: str | None) -> func.HttpRes
         raise _foreign_continuation()
     rcl_rows = app_context.renewal_state().all_records()
     default_url = app_context.settings().key_vault.url
-    outcomes = last_outcomes(app_context.pending_store().all_records(), rcl_rows, default_url)
     shaping = InventoryContext(
         rcl_names(str(r.get("certificateName") or "") for r in rcl_rows),
-        outcomes,
+        last_outcomes(app_context.pending_store().all_records(), rcl_rows, default_url),
         _endpoints(),
         datetime.now(UTC),
         {name: known.consumers for name, known in app_context.known_consumers().items()},
@@ -99,6 +102,6 @@ def _inventory(req: func.HttpRequest, invocation_id: str | None) -> func.HttpRes
         page = inventory_across(vaults, app_context.key_vault_store, page_size, position, shaping, default_url)
     except ForeignLink:
         raise _foreign_continuation() from None
-    with_backoff(page.certificates, app_context.renewal_failures().all())
+    with_backoff(page.certificates, app_context.renewal_failures(page.vault_url).all())
     body = {"certificates": page.certificates, "continuation": page.continuation, "invocationId": invocation_id}
     return json_response(200, body)

@@ -87,6 +87,7 @@ class EventDependencies:
     # Every listed vault (KEY_VAULT_URLS; () means only vault_url's) and the pooled store of one by URL.
     vaults: Sequence[Vault] = field(default_factory=tuple)
     stores: Callable[[str], KeyVaultStore] | None = None
+    failure_stores: Callable[[str], RenewalFailureStore] | None = None  # a listed vault's backoff rows, by URL
 
     @property
     def vault_name(self) -> str:
@@ -96,7 +97,8 @@ class EventDependencies:
         """These dependencies aimed at another listed vault (by URL)."""
         if vault_url == self.vault_url or self.stores is None:
             return self
-        return replace(self, vault_url=vault_url, store=self.stores(vault_url))
+        failures = self.failure_stores(vault_url) if self.failure_stores is not None else None
+        return replace(self, vault_url=vault_url, store=self.stores(vault_url), failures=failures)
 
     def for_event(self, event: CertificateEvent) -> tuple[EventDependencies | None, str]:
         """These dependencies aimed at the listed vault the event came from, or None and why it is not one."""

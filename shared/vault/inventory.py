@@ -122,6 +122,7 @@ def inventory_entry(
 class InventoryPage:
     certificates: list[dict[str, Any]]
     continuation: str | None
+    vault_url: str | None = None  # the vault the page's certificates are in (None: the default vault)
 
 
 def inventory_page(
@@ -210,7 +211,7 @@ def inventory_across(
         }
         for c in page.certificates
     ]
-    return InventoryPage(entries, encode_continuation(following))
+    return InventoryPage(entries, encode_continuation(following), vault.url)
 
 
 def with_backoff(entries: list[dict[str, Any]], failures: Mapping[str, RenewalFailures]) -> list[dict[str, Any]]:
