@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 APP_GATEWAY = "Microsoft.Network/applicationGateways"
-FRONT_DOOR_SECRET = "Microsoft.Cdn/profiles/secrets"
+FRONT_DOOR_SECRET = "Microsoft.Cdn/profiles/secrets"  # nosec B105: a resource type name, not a secret
 FRONT_DOOR_DOMAIN = "Microsoft.Cdn/profiles/customDomains"
 WEB_CERTIFICATE = "Microsoft.Web/certificates"
 WEB_SITE = "Microsoft.Web/sites"
