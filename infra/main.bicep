@@ -130,6 +130,12 @@ param keyVaultCreateMode string = 'default'
 @description('KEY_VAULT_VERIFY_CHALLENGE_RESOURCE for the Key Vault SDK clients.')
 param keyVaultVerifyChallengeResource string = 'true'
 
+@description('Further vaults the app writes to, after its own (the default): a JSON array of { "name": "kv-prod-weu", "resourceGroup": "rg-sec" (default: this one), "subscriptionId": "..." (default: this one), "location": "westeurope" (for a new vault; default: the app\'s), "create": true (make it; default false: it exists) }. Each gets Key Vault Certificates Officer for the app\'s and RCL\'s identities, an Event Grid system topic and subscription, and a place in KEY_VAULT_URLS. Adding one: azd env set KEY_VAULT_EXTRA_VAULTS \'[...]\', then azd provision.')
+param additionalKeyVaults string = ''
+
+@description('KEY_VAULT_CALLERS: JSON object mapping a caller (App Service authentication principal id or name) to the vault names it may write to; callers not named may write to every vault.')
+param keyVaultCallers string = ''
+
 // ---------------------------------------------------------------------------
 // RCL Let's Encrypt service (nightly renewal path)
 // ---------------------------------------------------------------------------
@@ -278,6 +284,15 @@ resource rg 'Microsoft.Resources/resourceGroups@2022-09-01' = {
   tags: tags
 }
 
+// Further vaults, each entry completed with its defaults: the app's subscription, resource group and region; existing.
+var extraKeyVaults = map(json(empty(trim(additionalKeyVaults)) ? '[]' : additionalKeyVaults), v => {
+  name: toLower(v.name)
+  subscriptionId: contains(v, 'subscriptionId') ? v.subscriptionId : subscription().subscriptionId
+  resourceGroup: contains(v, 'resourceGroup') ? v.resourceGroup : rg.name
+  location: contains(v, 'location') ? v.location : location
+  create: contains(v, 'create') ? bool(v.create) : false
+})
+
 var consumerSubscriptionIds = filter(map(split(consumerSubscriptions, ','), id => toLower(trim(id))), id => !empty(id))
 
 module resources './modules/resources.bicep' = {
@@ -334,6 +349,8 @@ module resources './modules/resources.bicep' = {
     alertEmailAddress: alertEmailAddress
     alertActionGroupId: alertActionGroupId
     keyVaultEventsSubscription: keyVaultEventsSubscription
+    additionalKeyVaults: extraKeyVaults
+    keyVaultCallers: keyVaultCallers
   }
 }
 
@@ -359,4 +376,5 @@ output AZURE_MANAGED_IDENTITY_CLIENT_ID string = resources.outputs.identityClien
 output RCL_KEY_VAULT_CLIENT_ID string = resources.outputs.rclKeyVaultIdentityClientId
 output AZURE_KEY_VAULT_NAME string = resources.outputs.keyVaultName
 output KEY_VAULT_URL string = resources.outputs.keyVaultUrl
+output KEY_VAULT_URLS string = resources.outputs.keyVaultUrls
 output AZURE_STORAGE_ACCOUNT_NAME string = resources.outputs.storageAccountName

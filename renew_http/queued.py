@@ -35,6 +35,7 @@ def _pipeline(invocation_id: str | None) -> Pipeline:
         store=app_context.key_vault_store(),
         records=app_context.pending_store(),
         invocation_id=invocation_id,
+        stores=app_context.key_vault_store,
     )
 
 

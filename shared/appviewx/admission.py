@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shared.appviewx import queue_message
@@ -23,9 +23,9 @@ from shared.appviewx.validation import RenewCommand, check_body_size, parse_rene
 from shared.appviewx.webhook_renewal import WebhookAnswer, pending_answer, renew_and_store, tie_to_caller
 from shared.core import redaction
 from shared.core.errors import ApiError, Rejected
-from shared.core.settings import WebhookSettings
+from shared.core.settings import KeyVaultSettings, VaultNotListed, WebhookSettings
 from shared.security import idempotency, signature
-from shared.security.callers import caller_of
+from shared.security.callers import Caller, caller_of
 from shared.security.replay import SignatureReplayStore
 
 log = logging.getLogger("certrenew.http")
@@ -51,6 +51,7 @@ class AdmissionServices:
     records: Callable[[], PendingStore]
     replays: Callable[[], SignatureReplayStore]
     pipeline: Callable[[str | None, str | None], Pipeline]  # (caller, invocation id)
+    key_vaults: Callable[[], KeyVaultSettings] | None = None  # the listed vaults; None: the request's vault unchecked
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,8 @@ def _admit(request: WebhookRequest, services: AdmissionServices) -> Admitted | R
     if parsed.password_generated:
         redaction.register_secret(parsed.avx.password)
     caller = caller_of(headers, webhook.app_service_auth)
-    claims, key, early = _claim(request, caller.scope, services)
+    parsed, vault_scope = _target_vault(parsed, caller, services)
+    claims, key, early = _claim(request, caller.scope + vault_scope, services)
     if early is not None:
         return early
     if webhook.hmac_secret:  # after the key's claim, so a repeat with the same Idempotency-Key gets the first answer
@@ -105,6 +107,39 @@ def _admit(request: WebhookRequest, services: AdmissionServices) -> Admitted | R
     # RFC 7240: a preference, not a demand; outside the host (no queue binding) the request is served synchronously.
     respond_async = request.can_queue and queue_message.prefers_async(headers.get("Prefer"))
     return Admitted(parsed, caller.name, request.invocation_id, respond_async, claims, key)
+
+
+def _target_vault(command: RenewCommand, caller: Caller, services: AdmissionServices) -> tuple[RenewCommand, str]:
+    """The command aimed at a listed vault (its `keyVault` resolved to the vault's URL), and what the vault adds to
+    the Idempotency-Key's scope (nothing for the default vault, so one-vault keys stay as they were). A vault not
+    listed is a 400, a vault the caller is not allowed a 403: before anything is claimed or called."""
+    if services.key_vaults is None:
+        return command, ""
+    vaults = services.key_vaults()
+    try:
+        vault = vaults.vault(command.key_vault)
+    except VaultNotListed:
+        raise Rejected(
+            ApiError(
+                400,
+                "KEY_VAULT_NOT_ALLOWED",
+                f"keyVault {command.key_vault!r:.140} is not one of the app's vaults ({vaults.names()})",
+                "Name one of the listed vaults (its URL as listed in KEY_VAULT_URLS, or its name), or leave keyVault "
+                "out for the default vault; nothing was renewed.",
+            )
+        ) from None
+    allowed = vaults.allowed_for(caller.scope.removeprefix("principal:"), caller.name)
+    if caller.scope != "anonymous" and allowed is not None and vault.url not in allowed:
+        raise Rejected(
+            ApiError(
+                403,
+                "KEY_VAULT_FORBIDDEN",
+                f"This caller may not write to vault {vault.name!r}",
+                "Ask for a vault KEY_VAULT_CALLERS allows this caller, or have it allowed; nothing was renewed.",
+            )
+        )
+    scope = "" if vault == vaults.default else f"\nvault:{vault.host}"
+    return replace(command, key_vault=vault.url), scope
 
 
 def _claim(

@@ -95,21 +95,41 @@ class CompletionSummary:
     unreadable: list[str] = field(default_factory=list)  # rows reported as unreadable in this pass
 
 
+def _in_its_vault(pipeline: Pipeline, record: PendingRecord) -> Pipeline | None:
+    """The pipeline writing to the record's vault; None (logged, the record left open) when that vault is no longer
+    in KEY_VAULT_URLS: nothing outside the list is ever written to."""
+    try:
+        return pipeline.for_vault(record.key_vault_url)
+    except LookupError:
+        log.error("Renewal %s is for a vault no longer listed (%s); left open", record.pending_id, record.key_vault_url)
+        return None
+
+
 def complete_pending(
-    records: PendingStore, avx: AvxClient, store: KeyVaultStore, max_days: float, now: datetime | None = None
+    records: PendingStore,
+    avx: AvxClient,
+    store: KeyVaultStore,
+    max_days: float,
+    now: datetime | None = None,
+    stores: Callable[[str], KeyVaultStore] | None = None,
 ) -> CompletionSummary:
     """One pass over the open records that are due: each is claimed (ETag-conditional lease, stamped at claim time)
     before any work, so concurrent runs never download or import the same record twice. An unreadable row is
-    reported once and skipped; a claim that fails skips its record, never the run."""
+    reported once and skipped; a claim that fails skips its record, never the run. Each completes into its own
+    record's vault (`stores`: the pooled store of a listed vault by URL; `store` is the default vault's)."""
     started = datetime.now(UTC)
     now = now or started
     clock = _run_clock(now, started)
-    pipeline = Pipeline(avx=avx, store=store, records=records)
+    default = Pipeline(avx=avx, store=store, records=records, stores=stores)
     summary = CompletionSummary()
     rows = records.open_rows(now)
     for row_key in rows.unreported:
         _report_unreadable(records, row_key, now, summary)
     for candidate in rows.due:
+        pipeline = _in_its_vault(default, candidate)
+        if pipeline is None:
+            summary.skipped.append(candidate.pending_id)
+            continue
         claimed_at = clock()
         try:
             record = records.claim(candidate, pipeline.owner, claimed_at)

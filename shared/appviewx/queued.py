@@ -103,7 +103,7 @@ def renew_queued(
         return QueuedOutcome(SKIPPED, pending_id, record.reason, f"record is {record.state}")
     if message_expires_at is not None:  # saved with the record's next write (requeued, or sent to AVX)
         claimed = replace(claimed, queue_expires_at=message_expires_at)
-    hook = Webhook(command, pipeline)
+    command, pipeline, hook = _in_its_vault(record, command, pipeline)
     rejection = prepare(command, pipeline)
     if rejection is not None:
         if rejection.status >= 500:
@@ -121,6 +121,15 @@ def renew_queued(
         return _fail_queued(record, avx_error_answer(refused.error), pipeline)
     answer = result if isinstance(result, WebhookAnswer) else store_renew_answer(hook, record, result)
     return _answer_outcome(answer, pending_id)
+
+
+def _in_its_vault(
+    record: PendingRecord, command: RenewCommand, pipeline: Pipeline
+) -> tuple[RenewCommand, Pipeline, Webhook]:
+    """The renewal aimed at the vault the record was accepted for (what the stored record says, not the message)."""
+    command = replace(command, key_vault=record.key_vault_url or command.key_vault)
+    pipeline = pipeline.for_vault(command.key_vault)
+    return command, pipeline, Webhook(command, pipeline)
 
 
 def _answer_outcome(answer: WebhookAnswer, pending_id: str) -> QueuedOutcome:
@@ -146,6 +155,7 @@ def settle_poisoned(pending_id: str, pipeline: Pipeline, now: datetime | None = 
     if record.state is not RenewalState.ACCEPTED or leased:
         # settled, or an invocation holds it now (its lease expiry hands it to the timer if it dies)
         return QueuedOutcome(SKIPPED, pending_id, record.reason, f"record is {record.state}")
+    pipeline = pipeline.for_vault(record.key_vault_url)
     message = record.last_error or "the renewal could not be processed"
     if record.is_queued:  # AVX was never called
         problem = NotStored(

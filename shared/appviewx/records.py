@@ -98,6 +98,7 @@ class PendingRecord:
     replaced_valid_from: str | None = None  # validity of the certificate being replaced, as AVX listed it
     replaced_valid_to: str | None = None
     key_vault_name: str | None = None
+    key_vault_url: str | None = None  # the vault it is stored in (one of KEY_VAULT_URLS); None: the default vault
     last_error: str | None = None
     key_vault_certificate_id: str | None = None
     completed_at: datetime | None = None

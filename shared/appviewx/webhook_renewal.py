@@ -100,6 +100,7 @@ class Webhook:
                 "message": error.message,
                 "httpStatus": error.status,
                 "caller": self.pipeline.caller,
+                "vault": self.pipeline.vault_name,
             },
         )
         return WebhookAnswer(error.status, error.body(self.pipeline.invocation_id), avx_called)
@@ -117,6 +118,7 @@ class Webhook:
                 "scheduledAt": record.created_at,
                 "avxResourceId": record.avx_resource_id,
                 "caller": self.pipeline.caller,
+                "vault": self.pipeline.vault_name,
             },
         )
         body = pending_answer(record, self.pipeline.invocation_id)
@@ -174,6 +176,7 @@ def record_fields(command: RenewCommand) -> dict[str, Any]:
         "common_name": command.avx.common_name,
         "serial_number": command.avx.serial_number,
         "key_vault_name": command.target_name() if command.storage is Storage.MERGE else command.key_vault_name,
+        "key_vault_url": command.key_vault,
     }
 
 
@@ -202,6 +205,7 @@ def renew_and_store(
     """The webhook renewal. Everything that can be checked is checked before AVX; the record is written before AVX
     is called (`on_record(pending_id)` ties the caller's Idempotency-Key to it); after AVX may have acted the answer
     is 200 (stored), 202 (pending) or a coded error carrying the AVX ids and the pendingId — never a bare 500."""
+    pipeline = pipeline.for_vault(command.key_vault)
     hook = Webhook(command, pipeline)
     rejection = prepare(command, pipeline)
     if rejection is not None:

@@ -25,7 +25,7 @@ from shared.azure.identity import get_token
 from shared.core.errors import KeyVaultError
 from shared.core.outbound import new_session
 from shared.core.pacing import WindowLimit, WindowLimiter
-from shared.core.settings import KEY_VAULT_SCOPE, WORKER_DEFAULT_MAX_THREADS, KeyVaultSettings
+from shared.core.settings import KEY_VAULT_SCOPE, WORKER_DEFAULT_MAX_THREADS, KeyVaultSettings, Vault
 from shared.core.timestamps import iso_utc
 from shared.core.upstream import CONNECT_TIMEOUT_SECONDS
 
@@ -72,9 +72,11 @@ class StoredCertificate:
     subject: str
     # The version's tags (source=appviewx, avxResourceId, ...): read, never part of an answer (to_json leaves them out).
     tags: dict[str, str] = field(default_factory=dict, compare=False)
+    vault_url: str | None = field(default=None, compare=False)  # the listed vault it is in
 
     def to_json(self) -> dict[str, str | None]:
         return {
+            "vaultUrl": self.vault_url,
             "id": self.id,
             "name": self.name,
             "version": self.version,
@@ -92,7 +94,7 @@ def clean_tags(tags: dict[str, str | None]) -> dict[str, str]:
 
 
 class KeyVaultStore:
-    """The vault the app stores renewed certificates in."""
+    """One vault the app stores renewed certificates in (the default one unless `vault` names another)."""
 
     READ_TIMEOUT_SECONDS = 60
 
@@ -101,9 +103,12 @@ class KeyVaultStore:
         settings: KeyVaultSettings,
         credential: TokenCredential,
         pool_size: int = WORKER_DEFAULT_MAX_THREADS,
+        *,
+        vault: Vault | None = None,
         **client_options: object,
     ) -> None:
-        self.vault_url = settings.url
+        self.vault = vault or settings.default
+        self.vault_url = self.vault.url
         options: dict[str, object] = {
             "verify_challenge_resource": settings.verify_challenge_resource,
             # azure-core's retry policy backs off exponentially and honours Retry-After on 429/503.
@@ -127,8 +132,8 @@ class KeyVaultStore:
                 read_timeout=self.READ_TIMEOUT_SECONDS,
             ),
         )
-        self._client = CertificateClient(vault_url=settings.url, credential=credential, **options)
-        self._writes = write_limiter(settings.url)
+        self._client = CertificateClient(vault_url=self.vault_url, credential=credential, **options)
+        self._writes = write_limiter(self.vault_url)  # Key Vault's limits are per vault
 
     def close(self) -> None:
         self._client.close()
@@ -190,7 +195,7 @@ class KeyVaultStore:
             error = _store_error(name, "read", exc)
             error.code = "KEY_VAULT_UNAVAILABLE"  # a read, not a store: nothing was changed
             raise error from None
-        return describe(certificate)
+        return describe(certificate, self.vault_url)
 
     def list_page(self, page_size: int, next_link: str | None = None) -> CertificatePage:
         """One page of the vault's certificates (`list_properties_of_certificates`, Key Vault's own paging): the
@@ -240,10 +245,10 @@ class KeyVaultStore:
             certificate = operation()  # type: ignore[operator]
         except (AzureError, ValueError) as exc:  # ValueError: an answer that is not the JSON Key Vault sends
             raise _store_error(name, action, exc) from None
-        return describe(certificate)
+        return describe(certificate, self.vault_url)
 
 
-def describe(certificate: KeyVaultCertificate) -> StoredCertificate:
+def describe(certificate: KeyVaultCertificate, vault_url: str | None = None) -> StoredCertificate:
     props = certificate.properties
     subject = ""
     if certificate.cer:
@@ -260,6 +265,7 @@ def describe(certificate: KeyVaultCertificate) -> StoredCertificate:
         expires_on=props.expires_on,
         subject=subject,
         tags=dict(props.tags or {}),
+        vault_url=vault_url,
     )
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from shared.azure.keyvault import LIST_PAGE_MAX, ForeignLink, ListedCertificate
@@ -50,6 +50,11 @@ class SweepDependencies:
     # No renewal starts after this many seconds of the run: each may wait on AVX for AVX_TIMEOUT_SECONDS, and the
     # function is stopped at host.json's functionTimeout (10 minutes); the rest is deferred to the next sweep.
     time_budget_seconds: float = 300.0
+
+    def per_vault(self, vault_urls: Sequence[str]) -> list[SweepDependencies]:
+        """One sweep per listed vault, in order, sharing the run's time budget (several vaults, issue 25)."""
+        budget = self.time_budget_seconds / max(1, len(vault_urls))
+        return [replace(self, events=self.events.for_vault(url), time_budget_seconds=budget) for url in vault_urls]
 
 
 @dataclass(frozen=True)
@@ -251,6 +256,7 @@ def _emit_summary(summary: SweepSummary, plan: VaultPlan, deps: SweepDependencie
         Event.RENEWAL_SWEEP_COMPLETED,
         {
             "source": Source.SWEEP,
+            "vault": deps.events.vault_name,
             "certificates": summary.listed,
             "renewed": summary.renewed,
             "pending": summary.pending,
