@@ -285,15 +285,18 @@ resource rg 'Microsoft.Resources/resourceGroups@2022-09-01' = {
 }
 
 // Further vaults, each entry completed with its defaults: the app's subscription, resource group and region; existing.
-var extraKeyVaults = map(json(empty(trim(additionalKeyVaults)) ? '[]' : additionalKeyVaults), v => {
+var extraKeyVaults = [for v in json(empty(trim(additionalKeyVaults)) ? '[]' : additionalKeyVaults): {
   name: toLower(v.name)
   subscriptionId: contains(v, 'subscriptionId') ? v.subscriptionId : subscription().subscriptionId
   resourceGroup: contains(v, 'resourceGroup') ? v.resourceGroup : rg.name
   location: contains(v, 'location') ? v.location : location
   create: contains(v, 'create') ? bool(v.create) : false
-})
+}]
 
-var consumerSubscriptionIds = filter(map(split(consumerSubscriptions, ','), id => toLower(trim(id))), id => !empty(id))
+// Loops rather than map()/filter() lambdas: checkov's Bicep parser (pycep) cannot read lambdas, and a file it cannot
+// parse is a file it does not scan. No subscription: no entry; an empty entry (`a,,b`) is skipped by the module's condition.
+var consumerSubscriptionList = empty(trim(consumerSubscriptions)) ? [] : split(trim(consumerSubscriptions), ',')
+var consumerSubscriptionIds = [for id in consumerSubscriptionList: toLower(trim(id))]
 
 module resources './modules/resources.bicep' = {
   name: 'certrenew-resources'
@@ -343,7 +346,7 @@ module resources './modules/resources.bicep' = {
     renewAtRemainingFraction: renewAtRemainingFraction
     renewBeforeDays: renewBeforeDays
     renewalSweepMaxRenewals: renewalSweepMaxRenewals
-    consumerSubscriptions: join(consumerSubscriptionIds, ',')
+    consumerSubscriptions: consumerSubscriptions
     consumerDiscoverySchedule: consumerDiscoverySchedule
     consumerMaxPerRun: consumerMaxPerRun
     alertEmailAddress: alertEmailAddress
@@ -356,7 +359,7 @@ module resources './modules/resources.bicep' = {
 
 // Reader on each subscription discover_consumers queries (Azure Resource Graph shows only what the identity may read).
 module consumerReaders './modules/consumer-reader.bicep' = [
-  for id in consumerSubscriptionIds: {
+  for id in consumerSubscriptionIds: if (!empty(id)) {
     name: 'certrenew-consumer-reader-${uniqueString(id, environmentName)}'
     scope: subscription(id)
     params: {
