@@ -122,6 +122,19 @@ def test_serve_banner_commands_work_when_pasted_in_order() -> None:
         assert "*.contoso.com" in pending_table and "manual-contoso-com" in pending_table
         assert "resourceId" not in pending_table  # certificate names, not resourceIds
         assert requests.post(renew_by_id.split('"')[1].split("?")[0], timeout=10).status_code == 401
+        # The stack has the two identities Azure has (the app's, and RCL_KEY_VAULT_CLIENT_ID's for the Key Vault
+        # token RCL gets): an RCL command against it logs no warning about a shared identity.
+        rcl = subprocess.run(
+            status.replace(" status", " verify-rcl"),
+            shell=True,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert rcl.returncode == 0, rcl.stderr
+        assert "RCL_KEY_VAULT_CLIENT_ID" not in rcl.stderr and "WARNING" not in rcl.stderr, rcl.stderr
     finally:
         process.terminate()
         rest, _ = process.communicate(timeout=60)

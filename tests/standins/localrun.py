@@ -263,6 +263,10 @@ def stack_settings(
         "ENDPOINT_CHECKS": endpoint_checks,
         "ENDPOINT_CHECK_SCHEDULE": "0 0 */6 * * *",
         "RENEWAL_QUEUE": "certificate-renewals",  # Azurite's queue (the poison queue: certificate-renewals-poison)
+        # The two identities the Bicep deploys: the app's, and the Key-Vault-certificates-only one whose token RCL gets
+        # (the identity stand-in issues tokens for either client id).
+        "AZURE_CLIENT_ID": "local-app-identity",
+        "RCL_KEY_VAULT_CLIENT_ID": "local-rcl-key-vault-identity",
     }
 
 
