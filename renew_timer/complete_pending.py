@@ -8,6 +8,7 @@ import azure.functions as func
 
 from renew_timer import scheduled_run
 from shared import context as app_context
+from shared.appviewx.pipeline import CompletionSummary
 from shared.appviewx.pipeline import complete_pending as run_completion
 
 bp = func.Blueprint()
@@ -20,17 +21,22 @@ def complete_pending(timer: func.TimerRequest, context: func.Context) -> None:
     scheduled_run("complete_pending", timer, context, log, lambda _invocation_id, _late: _complete())
 
 
-def _complete() -> None:
+def _complete(ignore_retry_delay: bool = False) -> CompletionSummary:
+    """One completion run; `ignore_retry_delay` is the operator's `complete-pending --now`."""
     summary = run_completion(
         app_context.pending_store(),
         app_context.avx_client(),
         app_context.key_vault_store(),
         app_context.settings().webhook.pending_max_days,
+        ignore_retry_delay=ignore_retry_delay,
     )
     log.info(
-        "Pending AppViewX renewals: %d completed, %d to retry, %d given up, %d held by another run",
+        "Pending AppViewX renewals: %d completed, %d to retry, %d given up, %d held by another run, %d not yet due "
+        "(waiting out a retry delay, or on the renewal queue)",
         len(summary.completed),
         len(summary.retried),
         len(summary.failed),
         len(summary.skipped),
+        len(summary.not_due),
     )
+    return summary

@@ -23,6 +23,18 @@ from tests.standins.stack import (
     start_standins,
 )
 
+# The modules `bash dev.sh test --quick` leaves out: end to end through subprocesses (the local stack, telemetry
+# children), the load test, fault injection with its retries and timeouts, fuzzing. Each takes 10-60 s alone.
+SLOW_MODULES = frozenset(
+    {"test_localrun", "test_load", "test_faults", "test_openapi", "test_fuzz", "test_telemetry", "test_queue_host"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def standins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandIns]:

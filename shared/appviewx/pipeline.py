@@ -728,18 +728,26 @@ class CompletionSummary:
     retried: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # held or changed by another run
+    not_due: list[str] = field(default_factory=list)  # open, but waiting out a retry delay, on the queue or a lease
 
 
 def complete_pending(
-    records: PendingStore, avx: AvxClient, store: KeyVaultStore, max_days: float, now: datetime | None = None
+    records: PendingStore,
+    avx: AvxClient,
+    store: KeyVaultStore,
+    max_days: float,
+    now: datetime | None = None,
+    ignore_retry_delay: bool = False,
 ) -> CompletionSummary:
-    """One pass over the open records that are due: each is claimed (ETag-conditional lease) before any work, so
-    concurrent runs never download or import the same record twice."""
+    """One pass over the open records that are due (`ignore_retry_delay`: also those waiting out a retry delay, for
+    an operator who just approved a renewal); the others are counted as not due. Each record is claimed
+    (ETag-conditional lease) before any work, so concurrent runs never download or import the same record twice."""
     now = now or datetime.now(UTC)
     pipeline = Pipeline(avx=avx, store=store, records=records)
-    summary = CompletionSummary()
-    for candidate in records.due(now):
-        record = records.claim(candidate, pipeline.owner, now)
+    due, waiting = records.open_records(now, ignore_retry_delay)
+    summary = CompletionSummary(not_due=[r.pending_id for r in waiting])
+    for candidate in due:
+        record = records.claim(candidate, pipeline.owner, now, ignore_retry_delay)
         if record is None:
             summary.skipped.append(candidate.pending_id)
             continue

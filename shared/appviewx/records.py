@@ -81,10 +81,14 @@ def gives_up(created_at: datetime, now: datetime, max_days: float) -> bool:
     return now - created_at >= timedelta(days=max_days)
 
 
-def is_due(record: PendingRecord, now: datetime) -> bool:
-    """Open, its next try has come, and nobody holds a live lease on it."""
+def is_due(record: PendingRecord, now: datetime, ignore_retry_delay: bool = False) -> bool:
+    """Open, its next try has come, and nobody holds a live lease on it. `ignore_retry_delay` (the operator's
+    `complete-pending --now`): its retry delay need not have passed, unless it waits on the renewal queue (the queue
+    function settles it; the timer only after QUEUED_HOLD, when its message is lost)."""
     leased = record.lease_until is not None and record.lease_until > now
-    return record.state in OPEN_STATES and record.next_attempt_at <= now and not leased
+    if record.state not in OPEN_STATES or leased:
+        return False
+    return record.next_attempt_at <= now or (ignore_retry_delay and not record.is_queued)
 
 
 @dataclass(frozen=True)
@@ -287,9 +291,11 @@ class PendingStore:
                 raise RecordTaken(record.pending_id) from None
         return replace(record, etag=metadata.get("etag"))
 
-    def claim(self, record: PendingRecord, owner: str, now: datetime) -> PendingRecord | None:
+    def claim(
+        self, record: PendingRecord, owner: str, now: datetime, ignore_retry_delay: bool = False
+    ) -> PendingRecord | None:
         """Take the record's lease, or None when another run changed or holds it."""
-        if not is_due(record, now):
+        if not is_due(record, now, ignore_retry_delay):
             return None
         try:
             return self.save(record.claimed(owner, now))
@@ -316,13 +322,21 @@ class PendingStore:
 
     def due(self, now: datetime) -> list[PendingRecord]:
         """Open records whose next attempt has come and whose lease (if any) ran out (one query; the table is small)."""
+        return self.open_records(now)[0]
+
+    def open_records(
+        self, now: datetime, ignore_retry_delay: bool = False
+    ) -> tuple[list[PendingRecord], list[PendingRecord]]:
+        """The open records (one query; the table is small), split into those due now (`is_due`) and the rest:
+        waiting out a retry delay, waiting on the queue, or leased by a run in progress."""
         with storage_failure("The pending renewals could not be listed"):
             entities = self.table.query_entities(
                 "PartitionKey eq @pk and ( state eq @accepted or state eq @pending )",
                 parameters={"pk": PARTITION, "accepted": RenewalState.ACCEPTED, "pending": RenewalState.PENDING},
             )
-            records = [_from_entity(e) for e in entities]
-        return sorted((r for r in records if is_due(r, now)), key=lambda r: r.next_attempt_at)
+            records = sorted((_from_entity(e) for e in entities), key=lambda r: r.next_attempt_at)
+        due = [r for r in records if is_due(r, now, ignore_retry_delay)]
+        return due, [r for r in records if r not in due]
 
     def all_records(self) -> list[PendingRecord]:
         """Every record, newest first (for the operator's status table)."""
