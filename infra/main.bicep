@@ -97,7 +97,7 @@ param avxPassword string = ''
 @description('AppViewX gateway source (AVX_GWSOURCE).')
 param avxGwSource string = 'external'
 
-@description('Seconds to cache AppViewX session/sync state (AVX_SYNC_TTL_SECONDS).')
+@description('AppViewX ttl query parameter of the synchronous renew: seconds AppViewX keeps the renew answer available after processing it (AVX_SYNC_TTL_SECONDS). Not a timeout of the app (AVX_TIMEOUT_SECONDS).')
 param avxSyncTtlSeconds string = '300'
 
 @description('AppViewX HTTP timeout in seconds (AVX_TIMEOUT_SECONDS).')

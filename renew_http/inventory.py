@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import azure.functions as func
 
-from renew_http import answered, json_response
+from renew_http.answers import answered, json_response
 from shared import context as app_context
 from shared.azure.keyvault import LIST_PAGE_MAX, ForeignLink
 from shared.core.errors import ApiError, Rejected, SettingsError

@@ -5,7 +5,7 @@
 - `renew_queued_poison` takes the messages the host gave up on (after host.json's maxDequeueCount) from
   `<RENEWAL_QUEUE>-poison` and ends their records with the last reason, so no renewal is silently lost.
 
-Thin: the runs live in `shared.appviewx.pipeline`, the message format in `shared.appviewx.queue_message`.
+Thin: the runs live in `shared.appviewx.queued`, the message format in `shared.appviewx.queue_message`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import logging
 import azure.functions as func
 
 from shared import context as app_context
-from shared.appviewx.pipeline import Pipeline, QueuedOutcome, renew_queued, settle_poisoned
 from shared.appviewx.queue_message import BadQueueMessage, read_queue_message
+from shared.appviewx.queued import QueuedOutcome, renew_queued, settle_poisoned
+from shared.appviewx.storing import Pipeline
 from shared.core import redaction
 from shared.core.telemetry import invocation
 

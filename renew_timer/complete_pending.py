@@ -8,8 +8,8 @@ import azure.functions as func
 
 from renew_timer import scheduled_run
 from shared import context as app_context
-from shared.appviewx.pipeline import CompletionSummary
-from shared.appviewx.pipeline import complete_pending as run_completion
+from shared.appviewx.completion import CompletionSummary
+from shared.appviewx.completion import complete_pending as run_completion
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.pending")

@@ -7,7 +7,7 @@
 // code, message, start, length}]}]. Exit 0 when the check ran (whatever it found), 2 on bad input.
 //
 // The schemas are the documented columns of the classic Application Insights tables (what alert rules scoped to
-// the component and the README's queries use) and of their Log Analytics workspace tables (App*).
+// the component and the queries in docs/ use) and of their Log Analytics workspace tables (App*).
 'use strict';
 
 require('@kusto/language-service-next/bridge.min.js');

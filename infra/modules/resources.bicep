@@ -13,7 +13,7 @@ param maximumInstanceCount int
 param instanceMemoryMB int
 @description('Renewal queue of the asynchronous webhook (RENEWAL_QUEUE).')
 param renewalQueue string = 'certificate-renewals'
-@description('Concurrent HTTP requests per instance (Flex Consumption perInstanceConcurrency); see README "Concurrency".')
+@description('Concurrent HTTP requests per instance (Flex Consumption perInstanceConcurrency); see docs/async.md "Concurrency".')
 param httpPerInstanceConcurrency int = 16
 
 param avxApiUrl string
@@ -681,7 +681,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         instanceMemoryMB: instanceMemoryMB
         triggers: {
           http: {
-            // Chosen, not defaulted (bench/RESULTS.md, README "Concurrency"): 16 requests per instance, as many as
+            // Chosen, not defaulted (bench/RESULTS.md, docs/async.md "Concurrency"): 16 requests per instance, as many as
             // host.json's queue batchSize 8 + newBatchThreshold 8 run at once. Flex Consumption sizes the Python
             // worker's threads itself (PYTHON_THREADPOOL_THREAD_COUNT is not supported there).
             perInstanceConcurrency: httpPerInstanceConcurrency

@@ -1,6 +1,6 @@
 // certrenew — an Azure Monitor workbook over the app's custom events (issue 14): certificates by days left, renewals
 // and failures by reason over time, pending renewals. The workbook's content is workbook.json (its queries are
-// checked offline with the README's, tests/infra/test_kql.py).
+// checked offline with those of docs/, tests/infra/test_kql.py).
 
 param location string
 param tags object

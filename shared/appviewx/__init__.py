@@ -1,2 +1,2 @@
-"""AppViewX: the renew API client, webhook request validation and answers, the renewal pipeline to Key Vault,
-the queue message of asynchronous renewals, and the renewal records (pending table)."""
+"""AppViewX: the renew API client, webhook request validation and answers, the renewal by stage (rules, storing in
+Key Vault, the webhook, completion, the queue worker), the queue message and the renewal records (pending table)."""

@@ -60,7 +60,7 @@ def key_vault_credential_for_rcl(settings: IdentitySettings) -> TokenCredential:
         log.warning(
             "RCL_KEY_VAULT_CLIENT_ID is not set: RCL receives a Key Vault token of the app's own identity, which can "
             "also read the app's secrets in the vault; give RCL a second identity with Key Vault Certificates "
-            "Officer only (see the README's security section)"
+            "Officer only (see docs/security.md)"
         )
     return managed_identity(settings)
 

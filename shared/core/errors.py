@@ -29,7 +29,7 @@ class SettingsError(CertRenewError):
         self.problems = problems
         super().__init__(
             f"{group} settings are invalid: " + "; ".join(problems),
-            remediation="Fix the named app settings (see the settings table in the README) and restart the app.",
+            remediation="Fix the named app settings (see docs/settings.md) and restart the app.",
         )
 
 
@@ -99,9 +99,9 @@ def default_remediation(status: int, code: str) -> str:
     if code in FALLBACK_REMEDIATION:
         return FALLBACK_REMEDIATION[code]
     if 400 <= status < 500:
-        return "Correct the request as the message says and send it again (the README's troubleshooting table has this code)."
+        return "Correct the request as the message says and send it again (docs/webhook.md's troubleshooting table has this code)."
     return (
-        "Retry later; if it keeps failing, look the invocationId up in Application Insights (the README's "
+        "Retry later; if it keeps failing, look the invocationId up in Application Insights (docs/webhook.md's "
         "troubleshooting table has this code)."
     )
 

@@ -1,9 +1,9 @@
 """The names the app reports under: every custom event's name (`Event`) and the `source` property's values (`Source`).
 
 Both are `StrEnum`s, so a member *is* its string: the event names and properties in Application Insights, the KQL in
-the README and `infra/`, and the JSON the app writes stay exactly the strings below. Every producer passes a member
+`docs/` and `infra/`, and the JSON the app writes stay exactly the strings below. Every producer passes a member
 to `shared.core.telemetry.emit_event`; `tests/core/test_events.py` checks that no other name is emitted and that the
-README's events table lists each one.
+events table in docs/telemetry.md lists each one.
 """
 
 from __future__ import annotations

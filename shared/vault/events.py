@@ -26,9 +26,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from shared.appviewx.client import AvxClient, AvxRenewRequest
-from shared.appviewx.pipeline import Pipeline, WebhookAnswer, renew_and_store
 from shared.appviewx.records import PendingStore
+from shared.appviewx.storing import Pipeline
 from shared.appviewx.validation import RenewCommand
+from shared.appviewx.webhook_renewal import WebhookAnswer, renew_and_store
 from shared.azure.keyvault import KeyVaultStore
 from shared.core import redaction
 from shared.core.certificates import DEFAULT_FORMAT, generate_password

@@ -20,21 +20,21 @@ from urllib.parse import urlsplit
 import pytest
 
 from shared import context as app_context
-from shared.appviewx import pipeline as avx_pipeline
+from shared.appviewx import completion as avx_completion
 from shared.appviewx.client import AvxCertificateRecord
-from shared.appviewx.pipeline import (
+from shared.appviewx.queued import RetryQueued
+from shared.appviewx.records import LEASE, PendingRecord
+from shared.appviewx.renewal_rules import (
     AVX_BUSY,
     AVX_OUTCOME_UNKNOWN,
     AVX_REFUSED,
     RenewalChoice,
-    RetryQueued,
     avx_renew_outcome,
     choose_renewal,
     choose_renewed,
     is_renewal_of,
     parse_avx_time,
 )
-from shared.appviewx.records import LEASE, PendingRecord
 from shared.azure.tables import update_mode
 from shared.core.errors import AvxError
 from shared.vault.event_claims import EVENT_PARTITION, VERSION_PARTITION, version_key
@@ -409,14 +409,14 @@ def test_an_unexpected_failure_on_one_record_backs_it_off_and_the_run_goes_on(
 
     # Fault injection at the one seam a bug would hit (a last resort: no stand-in answer makes the app's own code
     # raise any more): finding the bad record's renewal raises something nobody planned for.
-    original = avx_pipeline.find_renewed
+    original = avx_completion.find_renewed
 
     def find_renewed(record: Any, avx: Any) -> Any:
         if record.common_name == bad.common_name:
             raise RuntimeError("a bug nobody planned for")
         return original(record, avx)
 
-    monkeypatch.setattr(avx_pipeline, "find_renewed", find_renewed)
+    monkeypatch.setattr(avx_completion, "find_renewed", find_renewed)
     run_complete_pending(functions)  # does not raise
 
     good_name = good.common_name.replace(".", "-")

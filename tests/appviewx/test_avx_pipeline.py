@@ -279,8 +279,8 @@ def test_serials_compare_normalised_and_history_never_qualifies() -> None:
     from datetime import UTC
 
     from shared.appviewx.client import AvxCertificateRecord
-    from shared.appviewx.pipeline import choose_renewed, normalise_serial
     from shared.appviewx.records import PendingRecord
+    from shared.appviewx.renewal_rules import choose_renewed, normalise_serial
 
     assert normalise_serial("00:0a:Bc") == normalise_serial("ABC") == normalise_serial(" 0abc ") == "ABC"
     now = datetime.now(UTC)

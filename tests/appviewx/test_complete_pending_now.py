@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared import context as app_context
-from shared.appviewx.pipeline import CompletionSummary, complete_pending
+from shared.appviewx.completion import CompletionSummary, complete_pending
 from tests.appviewx.test_avx_pipeline import run_complete_pending, status_of, stored_thumbprint
 from tests.appviewx.test_renew_queue import post_async
 from tests.standins import certs

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from shared import context as app_context
-from shared.appviewx.pipeline import complete_pending
+from shared.appviewx.completion import complete_pending
 from tests.standins.stack import StandIns
 
 CALLS, THREADS = 200, 20

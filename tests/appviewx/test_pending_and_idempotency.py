@@ -13,7 +13,7 @@ import azure.functions as func
 import pytest
 
 from shared import context as app_context
-from shared.appviewx.pipeline import complete_pending
+from shared.appviewx.completion import complete_pending
 from shared.appviewx.records import PendingRecord, RenewalState
 from shared.core.telemetry import add_event_sink, remove_event_sink
 from shared.security import signature

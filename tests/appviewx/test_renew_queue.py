@@ -15,7 +15,7 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from shared.appviewx.pipeline import RetryQueued
+from shared.appviewx.queued import RetryQueued
 from tests.appviewx.test_avx_pipeline import run_complete_pending, status_of, stored_thumbprint, time_passes
 from tests.standins import certs
 from tests.standins.avx import page_error

@@ -26,7 +26,7 @@ def function_lengths() -> dict[tuple[str, str], int]:
 def test_the_collector_sees_the_triggers_and_the_library() -> None:
     lengths = function_lengths()
     assert ("renew_http/__init__.py", "renew_http") in lengths
-    assert ("shared/appviewx/pipeline.py", "renew_and_store") in lengths
+    assert ("shared/appviewx/webhook_renewal.py", "renew_and_store") in lengths
 
 
 def test_no_function_is_longer_than_50_lines() -> None:

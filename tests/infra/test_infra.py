@@ -125,7 +125,7 @@ def test_a_soft_deleted_vault_can_be_recovered_on_reprovisioning() -> None:
     vaults = [r for path in bicep_files() for r in resources(path, "Microsoft.KeyVault/vaults")]
     created = [v for v in vaults if "enablePurgeProtection" in v.body]
     assert created and all(re.search(r"^\s*createMode:\s*keyVaultCreateMode\b", v.body, re.M) for v in created)
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
     assert "azd env set KEY_VAULT_CREATE_MODE recover" in readme
     assert "azd env set KEY_VAULT_CREATE_MODE default" in readme
 

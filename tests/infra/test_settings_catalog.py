@@ -1,5 +1,5 @@
-"""Every setting the app reads is documented and deployed: in local.settings.sample.json, the README's settings
-table and the Bicep app settings. The list of settings is read from the code itself."""
+"""Every setting the app reads is documented and deployed: in local.settings.sample.json, the settings table
+in docs/settings.md and the Bicep app settings. The list of settings is read from the code itself."""
 
 from __future__ import annotations
 
@@ -34,11 +34,11 @@ def test_the_catalog_is_not_empty() -> None:
 @pytest.mark.parametrize("name", sorted(settings_read_by_the_app() - NOT_APP_SETTINGS))
 def test_setting_is_in_sample_readme_and_bicep(name: str) -> None:
     sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "settings.md").read_text()
     bicep = (ROOT / "infra" / "modules" / "resources.bicep").read_text()
     if "__" not in name:  # identity-based alternatives to AzureWebJobsStorage are documented, not sampled
         assert name in sample, f"{name} missing from local.settings.sample.json"
-    assert f"`{name}`" in readme, f"{name} missing from the README's settings table"
+    assert f"`{name}`" in readme, f"{name} missing from the settings table in docs/settings.md"
     if name.startswith("AzureWebJobsStorage"):
         assert "AzureWebJobsStorage__accountName" in bicep
     else:

@@ -139,10 +139,10 @@ def test_an_exhausted_budget_and_a_good_check_both_report(
     assert (completed["listedCount"], completed["nearExpiryCount"], completed["openCount"]) == (2, 1, 0)
 
 
-def test_the_alert_rule_and_readme_watch_the_morning_check() -> None:
+def test_the_alert_rule_and_docs_watch_the_morning_check() -> None:
     bicep = (ROOT / "infra" / "modules" / "alerts.bicep").read_text()
     assert "RclVerifyRunCompleted" in bicep and "succeeded" in bicep
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "telemetry.md").read_text()
     assert "`RclVerifyRunCompleted`" in readme and 'name == "RclVerifyRunCompleted"' in readme
 
 

@@ -137,7 +137,7 @@ class Azurite:
         found = shutil.which(f"azurite-{service}")
         if found:
             return found
-        raise RuntimeError("Azurite is not installed: run `npm ci` in the repository root (see README)")
+        raise RuntimeError("Azurite is not installed: run `npm ci` in the repository root (see docs/development.md)")
 
     @staticmethod
     def _launch(directory: Path, service: str, timeout: float) -> tuple[subprocess.Popen[bytes], int, Path]:

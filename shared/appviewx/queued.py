@@ -1,0 +1,154 @@
+"""The renewal queue's worker (asynchronous webhook requests): the record written before the message, one delivery
+(claimed first, so a message delivered twice renews once) through the webhook's checks, AVX call and Key Vault
+steps, and the poison handler that settles a message the host gave up on."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from shared.appviewx.records import PendingRecord, RecordTaken, RenewalState
+from shared.appviewx.renewal_rules import AVX_BUSY, avx_renew_outcome
+from shared.appviewx.storing import NotStored, Pipeline, save_settled, settle_not_stored
+from shared.appviewx.validation import RenewCommand, avx_error_answer
+from shared.appviewx.webhook_renewal import (
+    AvxDidNotRenew,
+    Webhook,
+    WebhookAnswer,
+    prepare,
+    record_fields,
+    renew_at_avx,
+    store_renew_answer,
+)
+from shared.core.errors import ApiError
+
+log = logging.getLogger("certrenew.appviewx")
+
+# -- the renewal queue (asynchronous webhook requests) -------------------------------------------------------------
+
+SKIPPED: Literal["skipped"] = "skipped"  # a queue delivery that found nothing to do
+
+
+class RetryQueued(Exception):
+    """A failure that provably came before AVX acted: the record is (back) on the queue and the message is retried
+    (the host's backoff, host.json); after the last try the poison handler ends the record with this reason."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message = code, message
+
+
+@dataclass(frozen=True)
+class QueuedOutcome:
+    """Where one queue delivery left its record: renewed, pending, failed, or skipped (nothing done)."""
+
+    state: RenewalState | Literal["skipped"]
+    pending_id: str
+    code: str | None = None
+    message: str | None = None
+
+
+def accept_queued(command: RenewCommand, pipeline: Pipeline, *, idempotency_scope: str | None = None) -> PendingRecord:
+    """Write the record of an asynchronous renewal (state accepted, reason QUEUED), before its queue message.
+    Raises StateStoreError when it cannot be written (nothing queued, nothing renewed)."""
+    record = PendingRecord.queued(
+        datetime.now(UTC), caller=pipeline.caller, idempotency_scope=idempotency_scope, **record_fields(command)
+    )
+    return pipeline.records.create(record)
+
+
+def _fail_queued(record: PendingRecord, error: ApiError, pipeline: Pipeline) -> QueuedOutcome:
+    problem = NotStored(error.code, error.message, permanent=True, remediation=error.remediation)
+    outcome = settle_not_stored(record, problem, pipeline)
+    return QueuedOutcome(outcome.state, record.pending_id, error.code, error.message)
+
+
+def _requeue(record: PendingRecord, code: str, message: str, pipeline: Pipeline) -> RetryQueued:
+    save_settled(pipeline, record.requeued(f"{code}: {message}", datetime.now(UTC)))
+    log.warning("Queued renewal %s not sent to AppViewX yet (%s); the queue retries it", record.pending_id, code)
+    return RetryQueued(code, message)
+
+
+def renew_queued(pending_id: str, command: RenewCommand, pipeline: Pipeline) -> QueuedOutcome:
+    """One delivery of a queued renewal: the same checks, AVX call and Key Vault pipeline as the webhook.
+
+    The record is claimed first (ETag-conditional lease), so a message delivered twice, or to two instances at once,
+    renews once; a record no longer queued is never renewed again. Raises RetryQueued (the queue retries) for a
+    failure that provably came before AVX acted; StateStoreError when the table is unreachable."""
+    records = pipeline.records
+    record = records.get(pending_id)
+    if record is None:
+        log.error("Queued renewal %s has no record; nothing renewed", pending_id)
+        return QueuedOutcome(SKIPPED, pending_id, "NOT_FOUND", "no renewal record has this id")
+    claimed = records.claim_queued(record, pipeline.owner, datetime.now(UTC))
+    if claimed is None and record.is_queued:
+        # Still queued but held by another delivery: running, or dead before AVX (its lease runs out in 15 min).
+        # Returning would delete the message and lose the renewal: fail, so the host delivers it again later
+        # (host.json's retries span more than the lease).
+        log.warning("Queued renewal %s is held by another delivery; the queue retries it", pending_id)
+        raise RetryQueued("RECORD_HELD", "another delivery holds this queued renewal; retried after its lease")
+    if claimed is None:
+        log.info(
+            "Queued renewal %s is %s (%s) or held by another run; not renewed again",
+            pending_id,
+            record.state,
+            record.reason,
+        )
+        return QueuedOutcome(SKIPPED, pending_id, record.reason, f"record is {record.state}")
+    hook = Webhook(command, pipeline)
+    prepared = prepare(command, pipeline)
+    if isinstance(prepared, ApiError):
+        if prepared.status >= 500:
+            raise _requeue(claimed, prepared.code, prepared.message, pipeline)
+        return _fail_queued(claimed, prepared, pipeline)
+    try:  # from here AVX may act: an ordinary write-ahead record, completed by the timer if this run dies
+        record = records.save(claimed.calling_avx(datetime.now(UTC), **record_fields(command, prepared.replaced)))
+    except RecordTaken:
+        return QueuedOutcome(SKIPPED, pending_id, "TAKEN", "record changed by another run")
+    try:
+        result = renew_at_avx(hook, record)
+    except AvxDidNotRenew as refused:
+        if avx_renew_outcome(refused.error) == AVX_BUSY:
+            raise _requeue(record, refused.error.code, refused.error.message, pipeline) from None
+        return _fail_queued(record, avx_error_answer(refused.error), pipeline)
+    answer = result if isinstance(result, WebhookAnswer) else store_renew_answer(hook, record, result)
+    return _answer_outcome(answer, pending_id)
+
+
+def _answer_outcome(answer: WebhookAnswer, pending_id: str) -> QueuedOutcome:
+    if answer.status == 200:
+        return QueuedOutcome(RenewalState.RENEWED, pending_id)
+    error = answer.body.get("error") if isinstance(answer.body.get("error"), dict) else None
+    code = (error or {}).get("code") or answer.body.get("reason")
+    message = (error or {}).get("message") or answer.body.get("message")
+    return QueuedOutcome(
+        RenewalState.PENDING if answer.status == 202 else RenewalState.FAILED, pending_id, code, message
+    )
+
+
+def settle_poisoned(pending_id: str, pipeline: Pipeline, now: datetime | None = None) -> QueuedOutcome:
+    """A queue message the host gave up on (maxDequeueCount): its record ends failed with the last reason when AVX
+    was never called, or is handed to the timer (pending) when AVX may have acted. Never silently lost."""
+    now = now or datetime.now(UTC)
+    record = pipeline.records.get(pending_id)
+    if record is None:
+        log.error("Poison renewal message %s has no record", pending_id)
+        return QueuedOutcome(SKIPPED, pending_id, "NOT_FOUND", "no renewal record has this id")
+    leased = record.lease_until is not None and record.lease_until > now
+    if record.state is not RenewalState.ACCEPTED or leased:
+        # settled, or an invocation holds it now (its lease expiry hands it to the timer if it dies)
+        return QueuedOutcome(SKIPPED, pending_id, record.reason, f"record is {record.state}")
+    message = record.last_error or "the renewal could not be processed"
+    if record.is_queued:  # AVX was never called
+        problem = NotStored(
+            "QUEUE_RETRIES_EXHAUSTED",
+            f"Not sent to AppViewX after the queue's last try; nothing was renewed. Last: {message}",
+            permanent=True,
+            remediation="Fix the cause named here, then send the renewal again (with a new Idempotency-Key).",
+        )
+        outcome = settle_not_stored(record, problem, pipeline, now=now)
+    else:  # AVX may have acted: the timer finds and stores what it renewed, never renewing again
+        outcome = settle_not_stored(record, NotStored("QUEUE_RETRIES_EXHAUSTED", message), pipeline, now=now)
+    return QueuedOutcome(outcome.state, pending_id, outcome.code, outcome.message)

@@ -1,0 +1,282 @@
+"""The webhook's renew-and-store (`renew_and_store`; the queue worker runs the same steps): checks that the result can be
+stored, learns what is being replaced, writes the renewal record (`accepted`) *before* AVX is called, asks AVX to renew,
+and stores the result through `storing.store_avx_result`.
+
+Once AVX may have acted, nothing is lost: any problem leaves the record `pending` (answered 202 with its
+`pendingId`); a result Key Vault can never hold ends `failed` with its reason and a coded error naming the AVX ids."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.appviewx.client import AvxCertificateRecord, AvxRenewResult
+from shared.appviewx.records import PendingRecord, RenewalState
+from shared.appviewx.renewal_rules import (
+    AVX_OUTCOME_UNKNOWN,
+    avx_renew_outcome,
+    certificate_label,
+    current_certificate,
+)
+from shared.appviewx.storing import AvxMaterial, NotStored, Pipeline, save_settled, settle_not_stored, store_avx_result
+from shared.appviewx.validation import RenewCommand, avx_error_answer, renewed_answer, unstorable
+from shared.azure.keyvault import b64decode_strict
+from shared.core.certificates import (
+    Storage,
+)
+from shared.core.errors import ApiError, AvxError, IdentityError, KeyVaultError
+from shared.core.events import Event, Source
+from shared.core.telemetry import emit_event
+
+log = logging.getLogger("certrenew.appviewx")
+
+
+@dataclass(frozen=True)
+class WebhookAnswer:
+    status: int
+    body: dict[str, Any]
+    avx_called: bool = False  # True once AVX may have acted: the caller's Idempotency-Key must stay claimed
+
+
+# -- the webhook -----------------------------------------------------------------------------------------------------
+
+
+def material_from_renew_answer(result: AvxRenewResult, command: RenewCommand) -> AvxMaterial:
+    """The material in AVX's renew answer (raises NotStored when its encoding is unusable)."""
+    try:
+        content = b64decode_strict(result.certificate_content or "")
+    except ValueError:
+        raise NotStored(
+            "AVX_BAD_RESPONSE", "AppViewX returned unusable content: certificateContent is not base64"
+        ) from None
+    key: bytes | None = None
+    if command.storage is Storage.IMPORT_PEM and result.private_key_content:
+        text = result.private_key_content.strip()
+        try:
+            key = text.encode() if text.startswith("-----BEGIN") else b64decode_strict(text)
+        except ValueError:
+            raise NotStored(
+                "AVX_BAD_RESPONSE", "AppViewX returned unusable content: privateKeyContent is neither PEM nor base64"
+            ) from None
+    return AvxMaterial(
+        content=content,
+        storage=command.storage,
+        password=command.avx.password,
+        private_key=key,
+        avx_name=result.certificate_name,
+        avx_resource_id=result.resource_id,
+        avx_request_id=result.request_id,
+    )
+
+
+@dataclass
+class Webhook:
+    command: RenewCommand
+    pipeline: Pipeline
+
+    def name_hint(self, record: PendingRecord | None = None) -> str | None:
+        """Once the record exists it knows more (the common name a resourceId-only request searched for)."""
+        command = self.command
+        if record is not None:
+            return certificate_label(
+                record.key_vault_name or command.target_name(), record.common_name, record.requested_resource_id
+            )
+        return certificate_label(command.target_name(), command.avx.common_name, command.avx.resource_id)
+
+    def failed(
+        self, error: ApiError, *, avx_called: bool = False, record: PendingRecord | None = None
+    ) -> WebhookAnswer:
+        emit_event(
+            Event.RENEWAL_FAILED,
+            {
+                "source": Source.APPVIEWX,
+                "certificateName": self.name_hint(record),
+                "reason": error.code,
+                "message": error.message,
+                "httpStatus": error.status,
+                "caller": self.pipeline.caller,
+            },
+        )
+        return WebhookAnswer(error.status, error.body(self.pipeline.invocation_id), avx_called)
+
+    def pending(self, record: PendingRecord, result: AvxRenewResult | None) -> WebhookAnswer:
+        emit_event(
+            Event.RENEWAL_PENDING,
+            {
+                "source": Source.APPVIEWX,
+                "certificateName": self.name_hint(record),
+                "pendingId": record.pending_id,
+                "reason": record.reason,
+                "message": record.last_error,
+                "scheduledAt": record.created_at,
+                "avxResourceId": record.avx_resource_id,
+                "caller": self.pipeline.caller,
+            },
+        )
+        body = pending_answer(record, self.pipeline.invocation_id)
+        body["avx"] = result.ids() if result else None
+        return WebhookAnswer(202, body, avx_called=True)
+
+    def keep_pending(
+        self, record: PendingRecord, code: str, message: str, result: AvxRenewResult | None
+    ) -> WebhookAnswer:
+        outcome = settle_not_stored(record, NotStored(code, message), self.pipeline)
+        return self.pending(outcome.record, result)
+
+
+def pending_answer(record: PendingRecord, invocation_id: str | None) -> dict[str, Any]:
+    """The 202 body for a renewal that is not (yet) in Key Vault; also the answer to a repeat of a key whose first
+    invocation died after AVX may have acted."""
+    avx = {"resourceId": record.avx_resource_id, "requestId": record.avx_request_id, "message": None}
+    return {
+        "status": "pending" if record.state is not RenewalState.FAILED else "failed",
+        "pendingId": record.pending_id,
+        "reason": record.reason,
+        "message": record.last_error,
+        "avx": avx if record.avx_resource_id or record.avx_request_id else None,
+        "invocationId": invocation_id,
+    }
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What is known before AVX is called: the certificate being replaced (resourceId-only requests)."""
+
+    replaced: AvxCertificateRecord | None = None
+
+
+def prepare(command: RenewCommand, pipeline: Pipeline) -> Prepared | ApiError:
+    """Everything checked before AVX is asked to renew: the Key Vault token, that the result can be stored, and (for
+    a resourceId-only request) one AVX search for what is replaced. An ApiError means nothing was renewed; a 5xx one
+    is worth retrying, a 4xx one is not."""
+    avx, store = pipeline.avx, pipeline.store
+    target = command.target_name()
+    try:
+        store.ensure_token()
+    except IdentityError as exc:
+        return ApiError(502, exc.code, exc.message + "; nothing was renewed.", exc.remediation)
+    pending_exists: bool | None = None
+    if command.storage is Storage.MERGE and target:
+        try:
+            pending_exists = store.has_pending_csr(target)
+        except KeyVaultError as exc:
+            return ApiError(502, "KEY_VAULT_UNAVAILABLE", exc.message + "; nothing was renewed.", exc.remediation)
+    rejection = unstorable(command, pending_exists)
+    if rejection is not None:
+        return rejection
+    if command.avx.resource_id and not command.avx.serial_number:
+        # One search before the renew: what is replaced (common name, serial, validity), so completion can tell it
+        # from its renewal whatever happens next.
+        try:
+            return Prepared(current_certificate(avx.search(resource_id=command.avx.resource_id), None))
+        except AvxError as exc:
+            return avx_error_answer(exc)
+    return Prepared()
+
+
+def record_fields(command: RenewCommand, replaced: AvxCertificateRecord | None = None) -> dict[str, Any]:
+    """What a renewal record knows of its request (and of the certificate it replaces, once searched)."""
+    return {
+        "storage": "merge" if command.storage is Storage.MERGE else "import",
+        "requested_resource_id": command.avx.resource_id,
+        "common_name": command.avx.common_name or (replaced.common_name if replaced else None),
+        "serial_number": command.avx.serial_number or (replaced.serial_number if replaced else None),
+        "replaced_valid_from": replaced.valid_from if replaced else None,
+        "replaced_valid_to": replaced.valid_to if replaced else None,
+        "key_vault_name": command.target_name() if command.storage is Storage.MERGE else command.key_vault_name,
+    }
+
+
+class AvxDidNotRenew(Exception):
+    """AVX provably did not renew (`avx_renew_outcome`: busy or refused)."""
+
+    def __init__(self, error: AvxError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def renew_and_store(
+    command: RenewCommand,
+    pipeline: Pipeline,
+    *,
+    idempotency_scope: str | None = None,
+    on_record: Callable[[str], None] | None = None,
+) -> WebhookAnswer:
+    """The webhook renewal. Everything that can be checked is checked before AVX; the record is written before AVX
+    is called (`on_record(pending_id)` ties the caller's Idempotency-Key to it); after AVX may have acted the answer
+    is 200 (stored), 202 (pending) or a coded error carrying the AVX ids and the pendingId — never a bare 500."""
+    hook = Webhook(command, pipeline)
+    prepared = prepare(command, pipeline)
+    if isinstance(prepared, ApiError):
+        return hook.failed(prepared)
+    record = PendingRecord.accepted(
+        datetime.now(UTC),
+        pipeline.invocation_id or pipeline.owner,
+        caller=pipeline.caller,
+        idempotency_scope=idempotency_scope,
+        **record_fields(command, prepared.replaced),
+    )
+    record = pipeline.records.create(record)  # StateStoreError: 503, nothing renewed
+    if on_record is not None:
+        on_record(record.pending_id)
+    try:
+        result = renew_at_avx(hook, record)
+    except AvxDidNotRenew as refused:
+        save_settled(pipeline, record.failed(refused.error.code, refused.error.message, datetime.now(UTC)))
+        return hook.failed(avx_error_answer(refused.error), record=record)
+    return result if isinstance(result, WebhookAnswer) else store_renew_answer(hook, record, result)
+
+
+def renew_at_avx(hook: Webhook, record: PendingRecord) -> AvxRenewResult | WebhookAnswer:
+    """Ask AVX to renew for a written record. Raises AvxDidNotRenew when AVX provably did not act (the caller
+    decides: fail, or retry); once AVX may have acted, a problem keeps the record pending (a 202 answer)."""
+    try:
+        return hook.pipeline.avx.renew(hook.command.avx, hook.command.auto_approval)
+    except AvxError as exc:
+        if avx_renew_outcome(exc) != AVX_OUTCOME_UNKNOWN:
+            raise AvxDidNotRenew(exc) from None
+        return hook.keep_pending(record, exc.code, exc.message, None)  # may have renewed: never sent again
+    except Exception as exc:  # AVX may have acted: keep it, never a bare 500
+        log.exception("Unexpected failure calling AppViewX for renewal %s", record.pending_id)
+        return hook.keep_pending(record, "AVX_UNKNOWN_OUTCOME", f"unexpected {type(exc).__name__}", None)
+
+
+def store_renew_answer(hook: Webhook, record: PendingRecord, result: AvxRenewResult) -> WebhookAnswer:
+    """Store what AVX's renew answer carries; after AVX acted nothing may be lost."""
+    try:
+        return _store_answer(hook, record, result)
+    except Exception as exc:
+        log.exception("Unexpected failure storing renewal %s", record.pending_id)
+        return hook.keep_pending(record, "STORE_UNKNOWN_OUTCOME", f"unexpected {type(exc).__name__}", result)
+
+
+def _store_answer(hook: Webhook, record: PendingRecord, result: AvxRenewResult) -> WebhookAnswer:
+    record = replace(record, avx_resource_id=result.resource_id, avx_request_id=result.request_id)
+    if not result.certificate_content:
+        return hook.keep_pending(
+            record,
+            "AVX_NO_CERTIFICATE",
+            "AppViewX accepted the renewal but returned no certificate (for example, manual approval is pending).",
+            result,
+        )
+    try:
+        material = material_from_renew_answer(result, hook.command)
+    except NotStored as problem:
+        return hook.keep_pending(record, problem.code, problem.message, result)
+    outcome = store_avx_result(record, material, hook.pipeline)
+    if outcome.state is RenewalState.RENEWED and outcome.stored is not None:
+        body = {**renewed_answer(outcome.stored, result), "invocationId": hook.pipeline.invocation_id}
+        return WebhookAnswer(200, body, avx_called=True)
+    if outcome.state is RenewalState.FAILED:
+        error = ApiError(
+            502,
+            outcome.code or "AVX_BAD_RESPONSE",
+            outcome.message or "AppViewX's result cannot be stored",
+            outcome.remediation,
+            details={"avx": result.ids(), "pendingId": record.pending_id},
+        )
+        return WebhookAnswer(error.status, error.body(hook.pipeline.invocation_id), avx_called=True)
+    return hook.pending(outcome.record, result)
