@@ -123,7 +123,7 @@ test_cmd() {
   if [ "${1:-}" = "--quick" ]; then
     shift
     echo "test --quick: the inner-loop subset (not the tests marked slow), about 1 minute; CI runs everything." >&2
-    exec "$VENV/bin/python" -m pytest -m "not slow" "$@"
+    exec "$VENV/bin/python" -m pytest -m "not slow" -n 2 --dist loadfile "$@"
   fi
   echo "test: Python $(python_version "$VENV/bin/python") in $VENV; the whole suite takes about 5 minutes on 2 cores" \
     "(bash dev.sh test --quick: about 1 minute)." >&2

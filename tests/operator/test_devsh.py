@@ -123,5 +123,5 @@ def test_test_says_how_long_it_takes_and_quick_leaves_the_slow_tests_out(tmp_pat
     assert "python -m pytest -q" in (tmp_path / "calls.log").read_text()
     quick = dev_sh(tmp_path, "test", "--quick", "-x")
     assert quick.returncode == 0, quick.stderr
-    assert "python -m pytest -m not slow -x" in (tmp_path / "calls.log").read_text()
+    assert "python -m pytest -m not slow -n 2 --dist loadfile -x" in (tmp_path / "calls.log").read_text()
     assert re.search(r"about \d+ minutes?", quick.stderr)
