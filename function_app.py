@@ -12,9 +12,9 @@ from renew_timer import bp as renew_timer_blueprint
 from renew_timer.complete_pending import bp as complete_pending_blueprint
 from renew_timer.keyvault_events import bp as keyvault_events_blueprint
 from renew_timer.verify_endpoints import bp as verify_endpoints_blueprint
-from shared.core.notify import install_notifications
 from shared.core.settings import load_settings
 from shared.core.telemetry import configure_telemetry
+from shared.notify.install import install_notifications
 
 # Once per process: the redaction guard on logging, and Application Insights when its connection string is set.
 configure_telemetry()

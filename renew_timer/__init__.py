@@ -1,5 +1,6 @@
 """Timer triggers of the nightly RCL path: `renew_timer` asks RCL to schedule due renewals, `verify_renewals` checks
-later what really renewed. Thin: the runs live in `shared.rcl.runs`, the decisions in `shared.rcl.decisions`."""
+later what really renewed. Thin: the runs live in `shared.rcl.runs` and `shared.rcl.verification`, the decisions in
+`shared.rcl.decisions`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import azure.functions as func
 from shared import context as app_context
 from shared.core.errors import CertRenewError
 from shared.core.telemetry import invocation
-from shared.rcl.runs import run_renewal, run_verification
+from shared.rcl.runs import run_renewal
+from shared.rcl.verification import run_verification
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.timer")

@@ -18,7 +18,7 @@ from shared.azure.keyvault import KeyVaultStore
 from shared.azure.tables import open_table
 from shared.core.settings import Settings, load_settings, reset_settings
 from shared.rcl.client import RclClient
-from shared.rcl.runs import RclDependencies
+from shared.rcl.run_calls import RclDependencies
 from shared.rcl.state import RenewalStateStore
 from shared.security.idempotency import IdempotencyStore
 from shared.security.replay import SignatureReplayStore

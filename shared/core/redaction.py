@@ -11,6 +11,9 @@ tracebacks, OpenTelemetry log records, span names, attributes, events and status
 - values of sensitive keys in `key=value` / `"key": "value"` text (password, pwd, secret, token, sessionId, sig, ...);
 - PEM blocks (certificates, private keys) and long base64 runs (PFX, DER, key material).
 
+The secrets known by value (the first two) are this module's; what secret-shaped text looks like (the rest) is
+`shared.core.secret_shapes`.
+
 Where it is attached (`install_logging_guard`, and by `shared.core.telemetry.configure_telemetry`):
 
 - a log-record factory, so every record is clean from the moment it is made, whatever handler gets it;
@@ -24,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import threading
 import time
 import traceback
@@ -32,43 +34,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-REDACTED = "[REDACTED]"
+from shared.core.secret_shapes import REDACTED, names_a_secret, redact_shapes
+
 MIN_SECRET_LENGTH = 4
 REGISTERED_SECRET_TTL_SECONDS = 30 * 60
 # Only the app's own one-time secrets are registered (never a caller's value), a handful at a time: the cap keeps the
 # alternation the guard compiles small, whatever happens, so redaction cost stays flat.
 MAX_REGISTERED_SECRETS = 64
-
-_PEM = re.compile(r"-----BEGIN [A-Z0-9 ]{1,64}-----.*?(?:-----END [A-Z0-9 ]{1,64}-----|\Z)", re.S)
-_AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic)(\s+|%20|\+)[A-Za-z0-9\-._~+/]{4,}=*")
-_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
-_URL_USERINFO = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@")
-_SENSITIVE_KEY = re.compile(
-    r"(?i)(?:password|passwd|pwd|passphrase|secret|token|sessionid|identity[-_]header|authorization|api[-_]?key|"
-    r"accountkey|sharedaccesskey|privatekey|private_key|sig|signature)$"
-)
-# `key=value`, `key: value`, `"key": "value"`; whether the key is sensitive is decided by `_key_value`.
-_KEY_VALUE = re.compile(
-    r"(?P<key>(?<![\w.-])[\"']?(?P<name>[\w.-]++)[\"']?\s*+[:=]\s*+)"
-    r"(?P<value>\"(?:[^\"\\]|\\.)*+\"|'[^']*+'|[^\s,;&}\])\"']++)"
-)
-# Attribute / extra-field names whose whole value is secret.
-_SENSITIVE_NAME = re.compile(
-    r"(?i)(password|passwd|pwd|passphrase|secret|token|sessionid|identity.header|authorization|api.?key|"
-    r"accountkey|privatekey|private.key|signature|cookie)"
-)
-_BASE64_RUN = re.compile(r"[A-Za-z0-9+/_-]{60,}={0,2}")
-_HEX = re.compile(r"[0-9A-Fa-f]+")
-
-
-def _looks_like_base64(run: str) -> bool:
-    body = run.rstrip("=")
-    if _HEX.fullmatch(body):
-        return False  # thumbprints, hashes, ids
-    # One alphabet or the other: a URL path mixes "/" with "-" or "_", base64 does not.
-    if any(c in body for c in "+/") and any(c in body for c in "-_"):
-        return False
-    return any(c.isupper() for c in body) and any(c.islower() for c in body) and any(c.isdigit() for c in body)
 
 
 # -- secrets known at run time -------------------------------------------------------------------------------------
@@ -144,17 +116,6 @@ def _secret_variants() -> tuple[str, ...]:
 
 
 # -- redaction of values ---------------------------------------------------------------------------------------------
-def _key_value(match: re.Match[str]) -> str:
-    value = match.group("value")
-    if not _SENSITIVE_KEY.search(match.group("name")):
-        # The value may itself hold `key=value` ("said: password=..."): look inside it too.
-        return match.group("key") + (_KEY_VALUE.sub(_key_value, value) if ("=" in value or ":" in value) else value)
-    if value.startswith(("[REDACTED", '"[REDACTED', "'[REDACTED")):
-        return match.group(0)
-    quote_char = value[0] if value[:1] in "\"'" else ""
-    return f"{match.group('key')}{quote_char}{REDACTED}{quote_char}"
-
-
 def redact(text: str) -> str:
     """`text` with every secret the guard knows of replaced by a marker."""
     if not text:
@@ -164,12 +125,7 @@ def redact(text: str) -> str:
     for variant in _secret_variants():
         if variant in text:
             text = text.replace(variant, REDACTED)
-    text = _PEM.sub("[REDACTED PEM]", text)
-    text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
-    text = _JWT.sub("[REDACTED JWT]", text)
-    text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
-    text = _KEY_VALUE.sub(_key_value, text)
-    return _BASE64_RUN.sub(lambda m: "[REDACTED BASE64]" if _looks_like_base64(m.group(0)) else m.group(0), text)
+    return redact_shapes(text)
 
 
 def redact_value(value: Any) -> Any:
@@ -189,7 +145,7 @@ def redact_value(value: Any) -> Any:
 
 def redact_named(name: str, value: Any) -> Any:
     """A named value (attribute, `extra` field): withheld whole when the name says it is secret."""
-    if value is not None and _SENSITIVE_NAME.search(name):
+    if value is not None and names_a_secret(name):
         return REDACTED
     return redact_value(value)
 

@@ -127,7 +127,7 @@ NOTIFY_FORMATS = ("teams", "slack", "json")
 class NotifySettings:
     # A webhook URL carries its authorization (Logic Apps / Power Automate `sig=`, Slack's path): never shown.
     webhook_url: str | None = field(default=None, repr=False)
-    format: str | None = None  # teams | slack | json; None: chosen from the URL's host (shared.core.notify)
+    format: str | None = None  # teams | slack | json; None: chosen from the URL's host (shared.notify.formats)
 
 
 MAX_ENDPOINT_CHECKS = 500  # each endpoint costs up to a few seconds; the timer has 10 minutes on Flex Consumption

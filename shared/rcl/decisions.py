@@ -1,11 +1,11 @@
-"""Decisions of the nightly RCL path: what a scheduled renewal became, which certificates are near expiry, and the
-run summaries. Pure: no I/O and no clock (`now` is always an argument), so each rule is tested on its own."""
+"""Decisions of the nightly RCL path: what a scheduled renewal became (the rule chain behind `classify`), whether
+RCL's list is believed, and which certificates are near expiry. Pure: no I/O and no clock (`now` is always an
+argument), so each rule is tested on its own. What a scheduled renewal is lives in `shared.rcl.scheduled`, the run
+summaries in `shared.rcl.summaries`."""
 
 from __future__ import annotations
 
-import hashlib
 import math
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -13,6 +13,7 @@ from enum import StrEnum
 
 from shared.core.timestamps import iso_utc, utc
 from shared.rcl.client import CertificateResponse
+from shared.rcl.scheduled import ScheduledRenewal
 
 NOT_RENEWED = "RCL_NOT_RENEWED"
 CERTIFICATE_GONE = "RCL_CERTIFICATE_GONE"
@@ -21,20 +22,6 @@ EXPIRY_EARLIER = "RCL_EXPIRY_EARLIER"
 EXPIRY_UNREADABLE = "RCL_EXPIRY_UNREADABLE"
 RENEWAL_UNKNOWN = "RCL_RENEWAL_UNKNOWN"
 LIST_SUSPECT = "RCL_LIST_SUSPECT"
-
-
-class RecordState(StrEnum):
-    """A renewal record's stored `state`: open ones are looked at by every check until they close."""
-
-    SCHEDULED = "scheduled"
-    NOT_INSTALLED = "notinstalled"  # renewed by RCL, not yet installed on its target
-    UNKNOWN = "unknown"  # a renewal request whose answer never came: what it scheduled is not known
-    RENEWED = "renewed"
-    FAILED = "failed"
-    RESOLVED = "resolved"  # an unknown request: what RCL renewed since was found and reported
-
-
-OPEN_STATES = (RecordState.SCHEDULED, RecordState.NOT_INSTALLED, RecordState.UNKNOWN)
 
 # A list that lost this many open records at once (and most of them) is more likely a glitch than real deletions.
 SUSPECT_GONE_MINIMUM = 3
@@ -45,34 +32,12 @@ MAX_CALLS_PER_NIGHT = 2
 # A renewal moves the expiry by weeks; a smaller move is a date's rounding (RCL keeps 100 ns, Python 1 µs), not one.
 EXPIRY_MOVE_TOLERANCE = timedelta(minutes=1)
 
-_ROW_KEY_FORBIDDEN = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
-_ROW_KEY_MAX = 512
-
 
 class Outcome(StrEnum):
     RENEWED = "renewed"
     NOT_INSTALLED = "notinstalled"  # renewed, not installed yet: stays open until installed or the grace is over
     PENDING = "pending"
     FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class ScheduledRenewal:
-    """A certificate RCL said it scheduled, as recorded that night."""
-
-    record_key: str
-    certificate_id: int | None
-    certificate_name: str
-    target: str | None
-    expiry_date: datetime | None  # the expiry it had when it was scheduled
-    scheduled_at: datetime
-    run_id: str | None
-    state: RecordState = RecordState.SCHEDULED
-    renewed_at: datetime | None = None  # when a check first saw it renewed but not installed
-
-    @property
-    def is_unknown_request(self) -> bool:
-        return self.state is RecordState.UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -101,80 +66,6 @@ class NearExpiry:
     days_left: int | None  # None: the expiry RCL sent could not be read
     expiry: datetime | None = None  # the deployed certificate's expiry (RCL's own, unless not installed yet)
     reason: str | None = None
-
-
-def night_of(moment: datetime) -> str:
-    """The UTC date a run belongs to; per-night call budgets and record keys use it."""
-    return utc(moment).strftime("%Y%m%d")
-
-
-def unknown_request_key(scheduled_at: datetime) -> str:
-    """The record of a night's renewal request whose answer never came (one per night)."""
-    return f"{night_of(scheduled_at)}-unknown"
-
-
-def unknown_request(scheduled_at: datetime, run_id: str | None) -> ScheduledRenewal:
-    return ScheduledRenewal(
-        record_key=unknown_request_key(scheduled_at),
-        certificate_id=None,
-        certificate_name="",
-        target=None,
-        expiry_date=None,
-        scheduled_at=utc(scheduled_at),
-        run_id=run_id,
-        state=RecordState.UNKNOWN,
-    )
-
-
-def without_duplicates(
-    certificates: Sequence[CertificateResponse], scheduled_at: datetime | None = None
-) -> tuple[list[CertificateResponse], list[CertificateResponse]]:
-    """RCL's answer with each certificate once (by id, else by exact name, and, given the night, by the record key
-    it is stored under), and the dropped repeats: a key twice in one table transaction would fail the whole
-    night's batch."""
-    seen: set[str] = set()
-    stored: set[str] = set()
-    unique: list[CertificateResponse] = []
-    repeated: list[CertificateResponse] = []
-    for certificate in certificates:
-        row_key = record_key(scheduled_at, certificate) if scheduled_at is not None else None
-        if certificate.key in seen or (row_key is not None and row_key in stored):
-            repeated.append(certificate)
-        else:
-            seen.add(certificate.key)
-            if row_key is not None:
-                stored.add(row_key)
-            unique.append(certificate)
-    return unique, repeated
-
-
-def record_key(scheduled_at: datetime, certificate: CertificateResponse) -> str:
-    """One record per certificate per night: a second run the same night updates it instead of adding a twin,
-    while a certificate RCL schedules again on a later night gets a new record (the old one still fails in time)."""
-    return _row_key(f"{night_of(scheduled_at)}-{certificate.key}")
-
-
-def _row_key(text: str) -> str:
-    """`text` as a table RowKey. An ordinary key is kept as it is (existing records stay found); one that had to be
-    changed (characters a RowKey forbids replaced, or cut to the length limit) gets a digest of the original, so two
-    names that differ only there still get two records: a key twice in one batch would fail the whole night's."""
-    cleaned = _ROW_KEY_FORBIDDEN.sub("_", text)
-    if cleaned == text and len(text) <= _ROW_KEY_MAX:
-        return text
-    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-    return f"{cleaned[: _ROW_KEY_MAX - len(digest) - 1]}~{digest}"
-
-
-def scheduled_from(certificate: CertificateResponse, scheduled_at: datetime, run_id: str | None) -> ScheduledRenewal:
-    return ScheduledRenewal(
-        record_key=record_key(scheduled_at, certificate),
-        certificate_id=certificate.id,
-        certificate_name=certificate.name,
-        target=certificate.target,
-        expiry_date=certificate.expiry_date,
-        scheduled_at=utc(scheduled_at),
-        run_id=run_id,
-    )
 
 
 @dataclass
@@ -430,77 +321,3 @@ def near_expiry(
             unreadable.append(NearExpiry(certificate, None, None, EXPIRY_UNREADABLE))
     found.sort(key=lambda n: (utc(n.expiry or now), n.certificate.name))
     return found + sorted(unreadable, key=lambda n: n.certificate.name)
-
-
-def describe_names(names: Sequence[str], limit: int = 20) -> str:
-    """A readable list for a log line: at most `limit` names, each at most 100 characters."""
-    shown = ", ".join(n if len(n) <= 100 else n[:97] + "..." for n in names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-@dataclass(frozen=True)
-class RenewalRunSummary:
-    scheduled: tuple[str, ...]
-    late: bool = False
-
-    def line(self) -> str:
-        late = " (run was late)" if self.late else ""
-        if not self.scheduled:
-            return f"RCL renewal{late}: nothing was due; RCL scheduled 0 certificates"
-        return (
-            f"RCL renewal{late}: RCL scheduled {len(self.scheduled)} certificate(s): {describe_names(self.scheduled)}"
-        )
-
-
-@dataclass(frozen=True)
-class VerifySummary:
-    renewed: tuple[str, ...]
-    installed: tuple[str, ...]
-    pending: tuple[str, ...]
-    failed: tuple[str, ...]
-    near_expiry: tuple[str, ...]
-    listed: int
-    warning_days: int
-    not_installed: tuple[str, ...] = ()
-
-    @classmethod
-    def of(
-        cls, verdicts: Sequence[Verdict], near: Sequence[NearExpiry], listed: int, warning_days: int
-    ) -> VerifySummary:
-        def names(outcome: Outcome, installed: bool | None = None) -> tuple[str, ...]:
-            return tuple(
-                v.record.certificate_name
-                for v in verdicts
-                if v.outcome is outcome and (installed is None or v.installed is installed)
-            )
-
-        return cls(
-            renewed=names(Outcome.RENEWED) + names(Outcome.NOT_INSTALLED),
-            installed=names(Outcome.RENEWED, installed=True),
-            pending=names(Outcome.PENDING),
-            failed=names(Outcome.FAILED),
-            near_expiry=tuple(n.certificate.name for n in near),
-            listed=listed,
-            warning_days=warning_days,
-            not_installed=names(Outcome.NOT_INSTALLED),
-        )
-
-    def line(self) -> str:
-        parts = [
-            f"{len(self.renewed)} renewed ({len(self.installed)} installed)",
-            f"{len(self.pending)} pending",
-            f"{len(self.failed)} failed",
-        ]
-        text = f"RCL check of {self.listed} listed certificate(s): " + ", ".join(parts)
-        labelled = (
-            ("renewed", self.renewed),
-            ("pending", self.pending),
-            ("failed", self.failed),
-        )
-        for label, names in labelled:
-            if names:
-                text += f"; {label}: {describe_names(names)}"
-        text += f"; {len(self.near_expiry)} expire within {self.warning_days} days"
-        if self.near_expiry:
-            text += f": {describe_names(self.near_expiry)}"
-        return text

@@ -24,7 +24,8 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from shared.azure.tables import storage_failure, update_mode
 from shared.core.errors import StateStoreError
 from shared.core.timestamps import utc
-from shared.rcl.decisions import OPEN_STATES, Outcome, RecordState, ScheduledRenewal, Verdict, night_of
+from shared.rcl.decisions import Outcome, Verdict
+from shared.rcl.scheduled import OPEN_STATES, RecordState, ScheduledRenewal, night_of
 
 if TYPE_CHECKING:  # the table SDK is imported where it is used, to keep cold start short
     from azure.data.tables import TableClient, UpdateMode

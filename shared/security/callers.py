@@ -8,15 +8,14 @@ headers are ignored and every caller is "anonymous" (function keys do not identi
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from shared.core.text import clean_text
+
 ANONYMOUS = "anonymous"
 MAX_PRINCIPAL_LENGTH = 256
-MAX_SHOWN_TEXT = 500
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]+")
 
 # What the status route shows of a pending record: its state, reason, Key Vault id and times (and the AVX ids the
 # caller already had) — never who asked, nor what the caller sent.
@@ -54,15 +53,6 @@ def caller_of(headers: Mapping[str, str], app_service_auth: bool) -> Caller:
     principal_id = (headers.get("X-MS-CLIENT-PRINCIPAL-ID") or "").strip()[:MAX_PRINCIPAL_LENGTH]
     name = (headers.get("X-MS-CLIENT-PRINCIPAL-NAME") or "").strip()[:MAX_PRINCIPAL_LENGTH]
     return Caller(scope=f"principal:{principal_id}" if principal_id else ANONYMOUS, name=clean_text(name) or None)
-
-
-def clean_text(text: str | None, limit: int = MAX_SHOWN_TEXT) -> str | None:
-    """Upstream or caller text made safe to echo: control and bidi characters become one space, at most `limit`
-    characters."""
-    if text is None:
-        return None
-    cleaned = _CONTROL.sub(" ", str(text)).strip()
-    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 
 def status_view(public_record: Mapping[str, Any]) -> dict[str, Any]:

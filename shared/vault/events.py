@@ -11,7 +11,7 @@ it from AppViewX, and reported otherwise, so no certificate in the vault expires
    → nothing; tags `source=appviewx` + `avxResourceId` → renewed through the webhook's pipeline (`renew_and_store`),
    at most once per version (`kvversion` claim tied to the renewal record before AVX is called); a certificate RCL
    manages → `CertificateNearExpiry`/`CertificateExpired` with `owner=rcl` (RCL is not called: its quota and its own
-   night handle it); any other → the same event with `owner=unmanaged`, which notifies (shared/core/notify.py).
+   night handle it); any other → the same event with `owner=unmanaged`, which notifies (shared/notify/).
 
 A failure before anything happened (Key Vault or the tables unreachable, the identity or AVX not reachable before the
 renew was sent) releases the claims and raises, so Event Grid redelivers with backoff (then dead-letters).

@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from shared.operator.cli import make_server
+from shared.operator.serve import make_server
 from tests.standins.stack import StandIns, app_functions
 
 SPEC = Path(__file__).resolve().parents[2] / "renew_http" / "openapi.yaml"

@@ -13,7 +13,7 @@ from azure.data.tables import TableClient
 from shared.appviewx.records import PARTITION as AVX_PARTITION
 from shared.appviewx.records import PendingRecord, PendingStore, RenewalState
 from shared.core.errors import StateStoreError
-from shared.rcl.decisions import RecordState, unknown_request
+from shared.rcl.scheduled import RecordState, unknown_request
 from shared.rcl.state import PARTITION as RCL_PARTITION
 from shared.rcl.state import RenewalStateStore
 from shared.security.idempotency import ClaimOutcome, IdempotencyStore, KeyState

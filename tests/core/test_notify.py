@@ -1,4 +1,4 @@
-"""Notifications (shared.core.notify): the format chosen from the URL, each format's shape, and delivery end to end —
+"""Notifications (shared.notify): the format chosen from the URL, each format's shape, and delivery end to end —
 a renewal made to fail through `function_app.app`, the message caught by a local receiver on 127.0.0.1 — with
 retries, a receiver that is down, slow or failing (the webhook's answer unchanged and on time), and no secret."""
 
@@ -18,12 +18,15 @@ import pytest
 import requests
 
 from shared import context as app_context
-from shared.core import notify, telemetry
+from shared.core import telemetry
 from shared.core.errors import SettingsError
 from shared.core.events import Event, Source
-from shared.core.notify import Notifier, build_message, install_notifications, message_format, uninstall_notifications
 from shared.core.settings import Settings
 from shared.core.telemetry import emit_event, invocation
+from shared.notify import delivery as notify
+from shared.notify.delivery import Notifier
+from shared.notify.formats import build_message, message_format
+from shared.notify.install import install_notifications, uninstall_notifications
 from tests.standins.avx import page_error
 from tests.standins.receiver import ReceiverStandIn, busy, dropped, server_error, slow
 from tests.standins.stack import AVX_PASSWORD, REPO_ROOT, SENTINELS, FakeContext, StandIns, free_port

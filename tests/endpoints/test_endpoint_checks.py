@@ -20,7 +20,6 @@ import pytest
 from shared import context as app_context
 from shared.azure.keyvault import StoredCertificate
 from shared.core.errors import CertRenewError, SettingsError
-from shared.core.notify import install_notifications, uninstall_notifications
 from shared.core.settings import EndpointCheck, Settings, parse_address
 from shared.core.telemetry import CUSTOM_MEASUREMENTS, event_record_attributes
 from shared.endpoints.decisions import (
@@ -33,6 +32,7 @@ from shared.endpoints.decisions import (
 )
 from shared.endpoints.probe import TIMEOUT_SECONDS
 from shared.endpoints.run import check_endpoints
+from shared.notify.install import install_notifications, uninstall_notifications
 from tests.eventlog import Events, recording
 from tests.standins.base import Response
 from tests.standins.certs import IssuedCertificate, issue_certificate, thumbprint_hex
@@ -263,7 +263,7 @@ def test_a_stale_endpoint_is_notified_and_the_others_are_not(
 
 
 def test_teams_and_slack_messages_name_the_host_and_both_thumbprints() -> None:
-    from shared.core.notify import build_message
+    from shared.notify.formats import build_message
 
     attributes = {
         "source": "endpoint",

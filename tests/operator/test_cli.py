@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from shared.operator.cli import format_table, load_settings_file, main
+from shared.operator.cli import main
+from shared.operator.files import load_settings_file
+from shared.operator.status import format_table
 from tests.standins.stack import REPO_ROOT, SENTINELS, StandIns
 
 
@@ -218,7 +220,7 @@ def test_serve_on_a_busy_port_suggests_another() -> None:
 def test_status_words_times_and_rounding_are_the_reports() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from shared.operator.cli import clip, expiry_words, state_word, when
+    from shared.operator.words import clip, expiry_words, state_word, when
 
     now = datetime(2026, 11, 27, 22, 36, 2, 500000, tzinfo=UTC)
     assert when(now) == "2026-11-27T22:36:02Z" and when("2026-11-27T22:36:02.306938Z") == "2026-11-27T22:36:02Z"
@@ -270,7 +272,8 @@ def test_console_command_is_declared_and_packaged(tmp_path: Path) -> None:
 
 
 def test_console_command_name_shows_in_usage() -> None:
-    from shared.operator.cli import build_parser, program_name
+    from shared.operator.cli import build_parser
+    from shared.operator.outcomes import program_name
 
     assert program_name("/work/.venv/bin/certrenew") == "certrenew"
     assert program_name("/work/shared/__main__.py") == "python -m shared"

@@ -18,8 +18,9 @@ import pytest
 import requests
 
 from shared.operator import queue_host
-from shared.operator.cli import LocalContext, make_server
+from shared.operator.local_host import LocalContext
 from shared.operator.queue_host import QueueHost, QueueHostError, QueueOptions
+from shared.operator.serve import make_server
 from tests.standins.base import Response
 from tests.standins.stack import Azurite, StandIns
 

@@ -15,13 +15,11 @@ from shared.rcl.decisions import (
     CertificateIndex,
     Judgement,
     Outcome,
-    RecordState,
-    ScheduledRenewal,
     classify,
     deployed_expiries,
     judge_open_renewals,
-    scheduled_from,
 )
+from shared.rcl.scheduled import RecordState, ScheduledRenewal, scheduled_from
 
 NOW = datetime(2025, 3, 10, 2, 30, tzinfo=UTC)
 GRACE = timedelta(hours=24)

@@ -15,19 +15,14 @@ from shared.rcl.decisions import (
     NOT_RENEWED,
     CertificateIndex,
     Outcome,
-    RenewalRunSummary,
-    ScheduledRenewal,
-    VerifySummary,
     classify,
     days_left,
     is_installed,
     is_renewed,
     near_expiry,
-    night_of,
-    record_key,
-    scheduled_from,
-    without_duplicates,
 )
+from shared.rcl.scheduled import ScheduledRenewal, night_of, record_key, scheduled_from, without_duplicates
+from shared.rcl.summaries import RenewalRunSummary, VerifySummary
 
 NOW = datetime(2025, 3, 10, 2, 30, tzinfo=UTC)
 GRACE = timedelta(hours=24)

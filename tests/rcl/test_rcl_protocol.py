@@ -28,7 +28,8 @@ from shared.rcl.client import (
     parse_certificates,
     parse_rcl_date,
 )
-from shared.rcl.decisions import Outcome, Verdict, scheduled_from
+from shared.rcl.decisions import Outcome, Verdict
+from shared.rcl.scheduled import scheduled_from
 from shared.rcl.state import BUDGET_PARTITION, RenewalStateStore
 from tests.standins.rcl import rcl_time
 from tests.standins.stack import Azurite

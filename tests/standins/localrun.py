@@ -160,8 +160,8 @@ def async_renewal(standins: StandIns, env: dict[str, str]) -> list[str]:
 
 
 def report(standins: StandIns, ingestion: IngestionStandIn, webhook: dict[str, Any]) -> list[str]:
-    """What happened, in the words, times and rounding of `python -m shared status` (shared.operator.cli's helpers)."""
-    from shared.operator.cli import INSTALLED_WORDS, clip, expiry_words, when
+    """What happened, in the words, times and rounding of `python -m shared status` (shared.operator.words)."""
+    from shared.operator.words import INSTALLED_WORDS, clip, expiry_words, when
 
     now = datetime.now(UTC)
     lines: list[str] = []
@@ -274,7 +274,7 @@ def renew_in_process(body: dict[str, Any], params: dict[str, str]) -> dict[str, 
     """One webhook call through the registered function, in this process (as the served route runs it)."""
     import azure.functions as func
 
-    from shared.operator.cli import LocalContext, registered_functions
+    from shared.operator.local_host import LocalContext, registered_functions
 
     request = func.HttpRequest(
         method="POST",
@@ -322,7 +322,7 @@ curl -sS "{base}/api/certificates?code={LOCAL_KEY}&maxResults=10"
 
 def serve(standins: StandIns, settings: dict[str, str], port: int, seconds: float | None) -> None:
     """Keep the stack up and serve the app's HTTP functions, as `python -m shared serve` does, for curl."""
-    from shared.operator.cli import bind_server, serve_until_stopped, start_queue_host
+    from shared.operator.serve import bind_server, serve_until_stopped, start_queue_host
 
     for resource_id, common_name in (*SERVED_AVX, MANUAL):
         standins.avx.add_certificate(common_name, resource_id=resource_id)
@@ -356,7 +356,8 @@ def serve(standins: StandIns, settings: dict[str, str], port: int, seconds: floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    from shared.operator.cli import CliMistake, check_port_free
+    from shared.operator.outcomes import CliMistake
+    from shared.operator.serve import check_port_free
 
     parser = argparse.ArgumentParser(prog="bash dev.sh local", description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="also print the raw events as JSON")

@@ -208,6 +208,6 @@ class FakeContext:
 def app_functions() -> dict[str, Any]:
     """The registered functions by name; `get_functions()` may be called once per process (see NOTES.md), so the
     tests, the CLI and the local stack share one index."""
-    from shared.operator.cli import registered_functions
+    from shared.operator.local_host import registered_functions
 
     return registered_functions()

@@ -13,7 +13,7 @@ import azure.functions as func
 import pytest
 
 from shared import context as app_context
-from shared.rcl.decisions import ScheduledRenewal
+from shared.rcl.scheduled import ScheduledRenewal
 from tests.conftest import WebhookCaller
 from tests.standins.certs import issue_certificate
 from tests.standins.stack import FakeContext, StandIns

@@ -16,8 +16,8 @@ import azure.functions as func
 import pytest
 
 from shared import context as app_context
-from shared.core.notify import install_notifications, uninstall_notifications
-from shared.rcl.decisions import ScheduledRenewal
+from shared.notify.install import install_notifications, uninstall_notifications
+from shared.rcl.scheduled import ScheduledRenewal
 from shared.vault.event_decisions import Malformed, parse_event
 from shared.vault.events import RetryLater
 from tests.conftest import WebhookCaller

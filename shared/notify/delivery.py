@@ -1,0 +1,194 @@
+"""Delivery of notifications: the `Notifier` event sink, which posts one message per notified event.
+
+On `CertificateRenewalFailed`, `CertificateNearExpiry`, `CertificateExpired` and `CertificateNotDeployed` — and on no
+other event — it posts one message naming the certificate, the source (rcl / appviewx / endpoint / keyvault) and the
+reason and message (or the expiry date and days left; or the host, the thumbprint it serves and Key Vault's), shaped
+for the receiver (shared.notify.formats).
+
+Delivery goes through `shared.core.outbound.send` (timeouts, retries with backoff and jitter that honour Retry-After on
+429/5xx/connection errors, at most 3 tries) inside a total budget of 15 seconds: the sink runs synchronously in the
+invocation that emitted the event, because Functions may freeze or recycle a worker once the invocation has
+returned, so a background post could be lost. A notification never fails a renewal: the sink catches everything
+and logs a warning naming only the receiver's host (the URL's path or query is its credential). After a failed
+delivery, further notifications are skipped for a minute (each skip logged), so a nightly check that finds many
+certificates near expiry does not spend 15 seconds on each while the receiver is down.
+
+At most one message per event, certificate and reason is sent an hour (`DEDUP_SECONDS`); this memory is per process
+(best effort: with N instances up to N an hour), which bounds what callers can cause without a table write per
+notification.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from shared.core.events import Event
+from shared.core.outbound import AnswerTooLarge, Deadline, RetryPolicy, new_session, send
+from shared.notify.facts import UNKNOWN_CERTIFICATE, message_text
+from shared.notify.formats import APP_NAME, build_message
+
+if TYPE_CHECKING:  # requests is imported where a call is made, to keep cold start short
+    import requests
+
+log = logging.getLogger("certrenew.notify")
+
+# Key Vault's expired event is only reported for a certificate nobody renews; not deployed: an endpoint still serves
+# another certificate than Key Vault's current one.
+NOTIFIED_EVENTS = frozenset({Event.RENEWAL_FAILED, Event.NEAR_EXPIRY, Event.EXPIRED, Event.NOT_DEPLOYED})
+
+# Delivery bounds: per attempt (connect, read), the whole delivery, and the pause after a failed delivery.
+TIMEOUT = (5.0, 10.0)
+BUDGET_SECONDS = 15.0
+MAX_ANSWER_BYTES = 64 * 1024  # the receiver's answer is not used; a bigger one is not read
+COOLDOWN_SECONDS = 60.0
+# At most one message per (event, certificate, reason) in this window, so callers cannot flood a channel. In-process
+# and best effort: each instance keeps its own memory (bounded), so N instances may send up to N messages an hour;
+# the renewal events themselves are never de-duplicated.
+DEDUP_SECONDS = 3600.0
+DEDUP_MAX_KEYS = 4096
+RETRY_POLICY = RetryPolicy(attempts=3, base_delay=0.5, max_delay=4.0, max_retry_after=BUDGET_SECONDS)
+
+
+def describe_url(url: str) -> str:
+    """What may be shown of a webhook URL: scheme and host (and port), never its path or query."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(unreadable URL)"
+    return f"{parts.scheme}://{host}{port}"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What one notification came to (for logs and tests)."""
+
+    delivered: bool
+    status: int | None = None
+    problem: str | None = None
+    skipped: bool = False
+
+
+@dataclass(eq=False)  # identity equality: the sink list finds this very notifier
+class Notifier:
+    """The event sink that posts notifications. Never raises."""
+
+    url: str = field(repr=False)
+    format: str = "json"
+    timeout: tuple[float, float] = TIMEOUT
+    budget_seconds: float = BUDGET_SECONDS
+    cooldown_seconds: float = COOLDOWN_SECONDS
+    policy: RetryPolicy = RETRY_POLICY
+    session: requests.Session = field(default_factory=lambda: new_session(pool_size=8), repr=False)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _quiet_until: float = field(default=0.0, init=False, repr=False)
+    dedup_seconds: float = DEDUP_SECONDS
+    _sent: OrderedDict[tuple[str, str, str], float] = field(default_factory=OrderedDict, init=False, repr=False)
+
+    def _reserve(self, key: tuple[str, str, str]) -> bool:
+        """Claim the right to send `key` now: False when it was sent (or is being sent) within the window."""
+        now = self.clock()
+        with self._lock:
+            sent_at = self._sent.get(key)
+            if sent_at is not None and now - sent_at < self.dedup_seconds:
+                return False
+            self._sent[key] = now
+            self._sent.move_to_end(key)
+            while len(self._sent) > DEDUP_MAX_KEYS:
+                self._sent.popitem(last=False)
+            return True
+
+    def _unreserve(self, key: tuple[str, str, str]) -> None:
+        with self._lock:
+            self._sent.pop(key, None)
+
+    @property
+    def target(self) -> str:
+        return describe_url(self.url)
+
+    def __call__(self, name: Event, attributes: dict[str, Any]) -> None:
+        if name not in NOTIFIED_EVENTS:
+            return
+        try:
+            self.notify(name, attributes)
+        except Exception as exc:  # a notification never fails what emitted the event
+            log.warning("Notification of %s to %s failed: %s", name, self.target, type(exc).__name__)
+
+    def notify(self, name: Event, attributes: dict[str, Any]) -> Delivery:
+        certificate = message_text(attributes.get("certificateName")) or UNKNOWN_CERTIFICATE
+        with self._lock:
+            quiet_for = self._quiet_until - self.clock()
+        if quiet_for > 0:
+            log.warning(
+                "Notification of %s for %s to %s skipped: the last delivery failed (retrying deliveries in %.0f s)",
+                name,
+                certificate,
+                self.target,
+                quiet_for,
+            )
+            return Delivery(delivered=False, skipped=True, problem="cooling down after a failed delivery")
+        # Per certificate and reason; an endpoint event is per host, so each stale host is heard of.
+        key = (name, certificate, message_text(attributes.get("reason")) or message_text(attributes.get("host")) or "")
+        if not self._reserve(key):
+            log.info("Notification of %s for %s skipped: already sent within the hour", name, certificate)
+            return Delivery(delivered=False, skipped=True, problem="already notified within the hour")
+        delivery = self.deliver(build_message(self.format, name, attributes))
+        if not delivery.delivered:
+            self._unreserve(key)  # a failed delivery may be tried again (after the cooldown)
+        with self._lock:
+            self._quiet_until = 0.0 if delivery.delivered else self.clock() + self.cooldown_seconds
+        if delivery.delivered:
+            log.info("Notification of %s for %s sent to %s (%s)", name, certificate, self.target, delivery.status)
+        else:
+            log.warning(
+                "Notification of %s for %s to %s failed: %s; the renewal itself is unaffected",
+                name,
+                certificate,
+                self.target,
+                delivery.problem,
+            )
+        return delivery
+
+    def deliver(self, payload: dict[str, Any]) -> Delivery:
+        """POST `payload` within the budget; the outcome, never an exception."""
+        import requests
+
+        # The budget bounds the whole delivery: every attempt, every wait and every read of the answer (a receiver
+        # trickling its answer cannot hold the invocation beyond it).
+        deadline = Deadline.after(self.budget_seconds, self.clock)
+        try:
+            response = send(
+                self.session,
+                "POST",
+                self.url,
+                idempotent=True,  # a duplicate chat message is better than a lost one
+                policy=self.policy,
+                timeout=self.timeout,
+                sleep=self.sleep,
+                deadline=deadline,
+                max_bytes=MAX_ANSWER_BYTES,
+                json=payload,
+                headers={"User-Agent": f"{APP_NAME}-notify"},
+                allow_redirects=False,
+            )
+        except requests.Timeout:
+            return Delivery(delivered=False, problem=f"no answer within the {self.budget_seconds:g} s budget")
+        except (requests.RequestException, AnswerTooLarge) as exc:
+            # Only the type: requests' exception text quotes the URL, whose path or query is the credential.
+            return Delivery(delivered=False, problem=type(exc).__name__)
+        if 200 <= response.status_code < 300:
+            return Delivery(delivered=True, status=response.status_code)
+        return Delivery(delivered=False, status=response.status_code, problem=f"HTTP {response.status_code}")
+
+    def close(self) -> None:
+        self.session.close()
