@@ -21,6 +21,17 @@ def complete_pending(timer: func.TimerRequest, context: func.Context) -> None:
     scheduled_run("complete_pending", timer, context, log, lambda _invocation_id, _late: _complete())
 
 
+def complete_for_operator(context: func.Context, ignore_retry_delay: bool) -> CompletionSummary:
+    """The operator's run (`certrenew complete-pending [--now]`): the timer's work in the same invocation scope,
+    returning its summary for the operator's terminal."""
+    summaries: list[CompletionSummary] = []
+    timer = func.timer.TimerRequest(past_due=False)
+    scheduled_run(
+        "complete_pending", timer, context, log, lambda _id, _late: summaries.append(_complete(ignore_retry_delay))
+    )
+    return summaries[0]
+
+
 def _complete(ignore_retry_delay: bool = False) -> CompletionSummary:
     """One completion run; `ignore_retry_delay` is the operator's `complete-pending --now`."""
     summary = run_completion(

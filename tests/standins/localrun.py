@@ -309,7 +309,7 @@ Try, in another terminal (each line is one command):
 # the waiting renewal of {MANUAL[1]}: its state, approve it in AppViewX, store it now, its state again
 curl -sS {status_url}
 {approve}
-{CLI} complete-pending
+{CLI} complete-pending --now
 curl -sS {status_url}
 # asynchronous (Prefer: respond-async): 202 + Location at once, renew_queued takes it from the queue, then its state
 loc=$({renew.replace("curl -sS ", "curl -sSi ")} -H 'Prefer: respond-async' -d '{{"resourceId": "api"}}' | tr -d '\\r' | sed -n 's/^Location: //p'); echo "Location: $loc"; sleep 3; curl -sS "{base}$loc?code={LOCAL_KEY}"
