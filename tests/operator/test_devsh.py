@@ -120,8 +120,11 @@ def test_test_says_how_long_it_takes_and_quick_leaves_the_slow_tests_out(tmp_pat
     full = dev_sh(tmp_path, "test", "-q")
     assert full.returncode == 0, full.stderr
     assert re.search(r"the whole suite takes about \d+ minutes", full.stderr) and "--quick" in full.stderr
-    assert "python -m pytest -q" in (tmp_path / "calls.log").read_text()
+    assert "python -m pytest -n 2 --dist loadfile -q" in (tmp_path / "calls.log").read_text()  # what CI runs
+    some = dev_sh(tmp_path, "test", "tests/operator/test_devsh.py", "-q")
+    assert some.returncode == 0 and "the tests given" in some.stderr
+    assert "python -m pytest tests/operator/test_devsh.py -q" in (tmp_path / "calls.log").read_text()
     quick = dev_sh(tmp_path, "test", "--quick", "-x")
     assert quick.returncode == 0, quick.stderr
     assert "python -m pytest -m not slow -n 2 --dist loadfile -x" in (tmp_path / "calls.log").read_text()
-    assert re.search(r"about \d+ minutes?", quick.stderr)
+    assert re.search(r"about [\d.]+ minutes?", quick.stderr)
