@@ -217,6 +217,34 @@ param endpointChecks string = '[]'
 param endpointCheckSchedule string = '0 0 */6 * * *'
 
 // ---------------------------------------------------------------------------
+// Daily renewal sweep (plan_renewals)
+// ---------------------------------------------------------------------------
+
+@description('NCRONTAB (UTC) schedule of the daily renewal sweep plan_renewals (RENEWAL_SWEEP_SCHEDULE).')
+param renewalSweepSchedule string = '0 30 4 * * *'
+
+@description('A certificate is due for renewal when less than this share of its lifetime is left (RENEW_AT_REMAINING_FRACTION; at least 0.5 for lifetimes under 10 days).')
+param renewAtRemainingFraction string = '0.3333'
+
+@description('Also due when fewer than this many days are left (RENEW_BEFORE_DAYS); empty: by lifetime only.')
+param renewBeforeDays string = ''
+
+@description('At most this many renewals per sweep, the most urgent first (RENEWAL_SWEEP_MAX_RENEWALS).')
+param renewalSweepMaxRenewals string = '10'
+
+// ---------------------------------------------------------------------------
+// Certificate consumers (Azure Resource Graph)
+
+@description('Comma-separated subscription ids whose resources discover_consumers looks through (CONSUMER_SUBSCRIPTIONS); the app\'s identity gets Reader on each, nothing more. Empty: discovery is off.')
+param consumerSubscriptions string = ''
+
+@description('NCRONTAB (UTC) schedule of the consumer discovery (CONSUMER_DISCOVERY_SCHEDULE).')
+param consumerDiscoverySchedule string = '0 30 */6 * * *'
+
+@description('At most this many resources are read per discovery run (CONSUMER_MAX_PER_RUN).')
+param consumerMaxPerRun string = '2000'
+
+// ---------------------------------------------------------------------------
 // Key Vault events
 // ---------------------------------------------------------------------------
 
@@ -249,6 +277,8 @@ resource rg 'Microsoft.Resources/resourceGroups@2022-09-01' = {
   location: location
   tags: tags
 }
+
+var consumerSubscriptionIds = filter(map(split(consumerSubscriptions, ','), id => toLower(trim(id))), id => !empty(id))
 
 module resources './modules/resources.bicep' = {
   name: 'certrenew-resources'
@@ -294,11 +324,29 @@ module resources './modules/resources.bicep' = {
     notifyFormat: notifyFormat
     endpointChecks: endpointChecks
     endpointCheckSchedule: endpointCheckSchedule
+    renewalSweepSchedule: renewalSweepSchedule
+    renewAtRemainingFraction: renewAtRemainingFraction
+    renewBeforeDays: renewBeforeDays
+    renewalSweepMaxRenewals: renewalSweepMaxRenewals
+    consumerSubscriptions: join(consumerSubscriptionIds, ',')
+    consumerDiscoverySchedule: consumerDiscoverySchedule
+    consumerMaxPerRun: consumerMaxPerRun
     alertEmailAddress: alertEmailAddress
     alertActionGroupId: alertActionGroupId
     keyVaultEventsSubscription: keyVaultEventsSubscription
   }
 }
+
+// Reader on each subscription discover_consumers queries (Azure Resource Graph shows only what the identity may read).
+module consumerReaders './modules/consumer-reader.bicep' = [
+  for id in consumerSubscriptionIds: {
+    name: 'certrenew-consumer-reader-${uniqueString(id, environmentName)}'
+    scope: subscription(id)
+    params: {
+      principalId: resources.outputs.identityPrincipalId
+    }
+  }
+]
 
 // Outputs become azd environment values. No secrets (and no App Insights
 // connection string) are emitted here.

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 
 from renew_timer import scheduled_run
 from shared import context as app_context
-from shared.appviewx.completion import CompletionSummary
-from shared.appviewx.completion import complete_pending as run_completion
+
+if TYPE_CHECKING:  # the AppViewX path is imported when the timer fires (cold start)
+    from shared.appviewx.completion import CompletionSummary
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.pending")
@@ -34,6 +36,8 @@ def complete_for_operator(context: func.Context, ignore_retry_delay: bool) -> Co
 
 def _complete(ignore_retry_delay: bool = False) -> CompletionSummary:
     """One completion run; `ignore_retry_delay` is the operator's `complete-pending --now`."""
+    from shared.appviewx.completion import complete_pending as run_completion  # imported when the timer fires
+
     summary = run_completion(
         app_context.pending_store(),
         app_context.avx_client(),

@@ -10,7 +10,6 @@ import azure.functions as func
 
 from renew_timer import scheduled_run
 from shared import context as app_context
-from shared.endpoints.run import check_endpoints
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.endpoints")
@@ -23,9 +22,14 @@ def verify_endpoints(timer: func.TimerRequest, context: func.Context) -> None:
 
 
 def _check() -> None:
-    endpoints = app_context.settings().endpoint_checks.endpoints  # a settings problem fails the invocation, named
+    from shared.consumers.store import with_discovered  # imported when the timer fires
+    from shared.endpoints.run import check_endpoints
+
+    listed = app_context.settings().endpoint_checks.endpoints  # a settings problem fails the invocation, named
+    # Beside the hand-listed endpoints: the host names discover_consumers found (none while discovery is off).
+    endpoints = with_discovered(listed, app_context.known_consumers())
     if not endpoints:
-        log.info("Endpoint check: ENDPOINT_CHECKS lists no endpoints; nothing to check")
+        log.info("Endpoint check: ENDPOINT_CHECKS lists no endpoints and none were discovered; nothing to check")
         return
     summary = check_endpoints(endpoints, app_context.key_vault_store())
     log.info("\n".join(summary.lines()))

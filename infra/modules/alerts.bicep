@@ -135,6 +135,47 @@ resource notDeployedAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = 
   }
 }
 
+// The consumer discovery (discover_consumers, every 6 hours by default) emits CertificateConsumerPinned for each Azure
+// resource that references a version of a certificate that is no longer the current one: it will never move to the
+// renewal, and serves the old certificate until it expires.
+resource consumerPinnedAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: '${namePrefix}-consumer-pinned'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'certrenew: Azure resource pinned to an old certificate version'
+    description: 'Every 6 hours: fires when any CertificateConsumerPinned custom event was recorded in the last 6 hours (an Application Gateway, Front Door secret, API Management host name or Container Apps certificate references a Key Vault secret version that is not the current one). customDimensions name the resource, the pinned and the current version; customMeasurements.daysLeft is how long the pinned certificate remains valid. Point the resource at the versionless secret URI (or the current version).'
+    severity: 2
+    enabled: true
+    scopes: [
+      appInsightsId
+    ]
+    evaluationFrequency: 'PT6H'
+    windowSize: 'PT6H'
+    autoMitigate: false
+    // As above: not validated on deploy (a new component's schema is not queryable yet); checked offline.
+    skipQueryValidation: true
+    criteria: {
+      allOf: [
+        {
+          query: 'customEvents | where name == "CertificateConsumerPinned" | extend certificate = tostring(customDimensions.certificateName), consumerId = tostring(customDimensions.consumerId), pinnedVersion = tostring(customDimensions.pinnedVersion), daysLeft = toint(customMeasurements.daysLeft) | project timestamp, certificate, consumerId, pinnedVersion, daysLeft'
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: actionGroupIds
+    }
+  }
+}
+
 // The morning check (verify_renewals) ends every run with one RclVerifyRunCompleted event. No succeeded run in the
 // last 26 hours (the check stopped, or never ran), or a latest run that failed, means failures and near-expiry
 // warnings may go unheard: this rule fires then. `summarize` without `by` answers one row even when no event
@@ -177,7 +218,49 @@ resource verifyCheckAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = 
   }
 }
 
+// The daily renewal sweep (plan_renewals) ends every run with one RenewalSweepCompleted event. None in the last 26
+// hours means no certificate is being renewed on time by the sweep and the expiry ladder is silent: this rule fires.
+// `summarize` without `by` answers one row even when no event exists, so a missing sweep is caught.
+resource sweepMissingAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: '${namePrefix}-renewal-sweep-missing'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'certrenew: daily renewal sweep missing'
+    description: 'Fires when no RenewalSweepCompleted event arrived in the last 26 hours: the daily renewal sweep (plan_renewals) did not run or did not finish, so certificates may expire unrenewed and unreported. Look for plan_renewals failures in the function logs.'
+    severity: 1
+    enabled: true
+    scopes: [
+      appInsightsId
+    ]
+    evaluationFrequency: 'PT6H'
+    windowSize: 'P2D'
+    autoMitigate: false
+    // As above: not validated on deploy (a new component's schema is not queryable yet); checked offline.
+    skipQueryValidation: true
+    criteria: {
+      allOf: [
+        {
+          query: 'customEvents | where timestamp > ago(26h) and name == "RenewalSweepCompleted" | summarize runs = count() | where runs == 0'
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: actionGroupIds
+    }
+  }
+}
+
 output renewalFailedAlertId string = renewalFailedAlert.id
 output nearExpiryAlertId string = nearExpiryAlert.id
 output notDeployedAlertId string = notDeployedAlert.id
 output verifyCheckAlertId string = verifyCheckAlert.id
+output sweepMissingAlertId string = sweepMissingAlert.id

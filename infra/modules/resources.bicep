@@ -58,6 +58,14 @@ param notifyWebhookUrl string
 param notifyFormat string
 param endpointChecks string
 param endpointCheckSchedule string
+param renewalSweepSchedule string
+param renewAtRemainingFraction string
+param renewBeforeDays string
+param renewalSweepMaxRenewals string
+param consumerSubscriptions string
+param consumerDiscoverySchedule string
+param consumerMaxPerRun string
+param consumerTable string = 'certconsumers'
 
 @allowed([
   'default'
@@ -663,6 +671,45 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           name: 'ENDPOINT_CHECK_SCHEDULE'
           value: endpointCheckSchedule
         }
+        // --- daily renewal sweep ---------------------------------------------
+        {
+          name: 'RENEWAL_SWEEP_SCHEDULE'
+          value: renewalSweepSchedule
+        }
+        {
+          name: 'RENEW_AT_REMAINING_FRACTION'
+          value: renewAtRemainingFraction
+        }
+        {
+          name: 'RENEW_BEFORE_DAYS'
+          value: renewBeforeDays
+        }
+        {
+          name: 'RENEWAL_SWEEP_MAX_RENEWALS'
+          value: renewalSweepMaxRenewals
+        }
+        // --- certificate consumers (Azure Resource Graph) -----------------------
+        {
+          name: 'CONSUMER_SUBSCRIPTIONS'
+          value: consumerSubscriptions
+        }
+        {
+          // This cloud's Resource Manager (the token's audience is <url>/.default).
+          name: 'RESOURCE_MANAGER_URL'
+          value: environment().resourceManager
+        }
+        {
+          name: 'CONSUMER_DISCOVERY_SCHEDULE'
+          value: consumerDiscoverySchedule
+        }
+        {
+          name: 'CONSUMER_MAX_PER_RUN'
+          value: consumerMaxPerRun
+        }
+        {
+          name: 'CONSUMER_TABLE'
+          value: consumerTable
+        }
       ]
     }
     functionAppConfig: {
@@ -743,6 +790,7 @@ module workbook './workbook.bicep' = {
 output functionAppName string = functionApp.name
 output functionAppUrl string = 'https://${functionApp.properties.defaultHostName}'
 output identityClientId string = identity.properties.clientId
+output identityPrincipalId string = identity.properties.principalId
 output rclKeyVaultIdentityClientId string = rclKeyVaultIdentity.properties.clientId
 output keyVaultName string = keyVault.name
 output keyVaultUrl string = keyVault.properties.vaultUri

@@ -82,6 +82,14 @@ class StateStoreError(CertRenewError):
     remediation = "Check AzureWebJobsStorage and that the identity may read and write its tables."
 
 
+class ResourceGraphError(CertRenewError):
+    code = "RESOURCE_GRAPH_UNAVAILABLE"
+    remediation = (
+        "Check that the app's identity has Reader on each subscription in CONSUMER_SUBSCRIPTIONS and that "
+        "RESOURCE_MANAGER_URL is this cloud's Resource Manager; the next discovery run tries again."
+    )
+
+
 # What to do when the code that failed gave no advice of its own: every error answer carries a remediation.
 FALLBACK_REMEDIATION: dict[str, str] = {
     "AVX_BAD_RESPONSE": (

@@ -104,6 +104,30 @@ class StorageSettings:
     pending_table: str = "avxpending"
     idempotency_table: str = "webhookrequests"
     renewal_queue: str = "certificate-renewals"  # the asynchronous webhook's queue (its poison queue: + "-poison")
+    consumer_table: str = "certconsumers"  # what the last discovery run found, per certificate
+
+
+# The Functions Python worker runs synchronous functions on a ThreadPoolExecutor of PYTHON_THREADPOOL_THREAD_COUNT
+# threads; unset (and on Flex Consumption, which does not take the setting), the executor's own default,
+# min(32, cores + 4), which is never more than 32.
+WORKER_DEFAULT_MAX_THREADS = 32
+
+
+def connection_pool_size(thread_count: int | None) -> int:
+    """Connections to keep per upstream host: one per worker thread. A thread holds at most one connection to a host
+    at a time, so a pool this large never discards a connection ("Connection pool is full") and is never waited on;
+    a larger one would only keep idle sockets. Pure."""
+    return thread_count or WORKER_DEFAULT_MAX_THREADS
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    thread_count: int | None  # PYTHON_THREADPOOL_THREAD_COUNT; None: the worker's default
+
+    @property
+    def pool_size(self) -> int:
+        """The one size of every connection pool the app keeps (AVX, Key Vault, tables)."""
+        return connection_pool_size(self.thread_count)
 
 
 @dataclass(frozen=True)
@@ -152,8 +176,58 @@ class EndpointCheck:
 
 
 @dataclass(frozen=True)
+class SweepSettings:
+    """The daily renewal sweep (`plan_renewals`): when a certificate is due, and how much one run may renew."""
+
+    remaining_fraction: float
+    before_days: float | None
+    max_renewals: int
+
+
+@dataclass(frozen=True)
 class EndpointCheckSettings:
     endpoints: tuple[EndpointCheck, ...] = ()
+
+
+DEFAULT_RESOURCE_MANAGER_URL = "https://management.azure.com"
+# Rows a discovery run reads at most: Resource Graph pages (1,000 rows each) are quick; what costs is a Key Vault read
+# per certificate and pinned version, well inside the timer's 10 minutes at this size.
+DEFAULT_MAX_CONSUMERS = 2000
+MAX_CONSUMER_SUBSCRIPTIONS = 100
+_SUBSCRIPTION_ID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+    """Discovery of the Azure resources that use the vault's certificates (Azure Resource Graph)."""
+
+    subscriptions: tuple[str, ...] = ()  # empty: discovery is off
+    resource_manager_url: str = DEFAULT_RESOURCE_MANAGER_URL
+    max_per_run: int = DEFAULT_MAX_CONSUMERS
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.subscriptions)
+
+    @property
+    def scope(self) -> str:
+        """The managed identity's token scope for Azure Resource Manager (this cloud's, or the stand-in's)."""
+        return f"{self.resource_manager_url}/.default"
+
+
+def parse_subscriptions(raw: str, problems: list[str], setting: str = "CONSUMER_SUBSCRIPTIONS") -> tuple[str, ...]:
+    """Comma-separated subscription ids (GUIDs), de-duplicated in order; each bad entry named in `problems`."""
+    found: list[str] = []
+    for index, entry in enumerate(part.strip() for part in raw.split(",")):
+        if not entry:
+            continue
+        if not _SUBSCRIPTION_ID.match(entry):
+            problems.append(f"{setting}: entry {index + 1} must be a subscription id (a GUID), got {entry[:64]!r}")
+        elif entry.lower() not in found:
+            found.append(entry.lower())
+    if len(found) > MAX_CONSUMER_SUBSCRIPTIONS:
+        problems.append(f"{setting} lists {len(found)} subscriptions; at most {MAX_CONSUMER_SUBSCRIPTIONS} are queried")
+    return tuple(found)
 
 
 def is_dns_name(value: str) -> bool:
@@ -526,6 +600,7 @@ class Settings:
                 pending_table=r.table_name("PENDING_TABLE", "avxpending"),
                 idempotency_table=r.table_name("IDEMPOTENCY_TABLE", "webhookrequests"),
                 renewal_queue=r.queue_name("RENEWAL_QUEUE", "certificate-renewals"),
+                consumer_table=r.table_name("CONSUMER_TABLE", "certconsumers"),
             )
 
         return self._group("storage", build)
@@ -551,6 +626,15 @@ class Settings:
             )
 
         return self._group("webhook", build)
+
+    @property
+    def worker(self) -> WorkerSettings:
+        def build(r: _Reader) -> WorkerSettings:
+            if not r.raw("PYTHON_THREADPOOL_THREAD_COUNT"):
+                return WorkerSettings(thread_count=None)
+            return WorkerSettings(thread_count=r.number("PYTHON_THREADPOOL_THREAD_COUNT", 1, int, maximum=1000))
+
+        return self._group("worker", build)
 
     @property
     def telemetry(self) -> TelemetrySettings:
@@ -590,6 +674,32 @@ class Settings:
             return EndpointCheckSettings(endpoints=tuple(parse_endpoint_checks(raw, r.problems)))
 
         return self._group("endpoint check", build)
+
+    @property
+    def sweep(self) -> SweepSettings:
+        def build(r: _Reader) -> SweepSettings:
+            before_days = None
+            if r.raw("RENEW_BEFORE_DAYS"):
+                before_days = r.number("RENEW_BEFORE_DAYS", 30, float, maximum=3650)
+            return SweepSettings(
+                remaining_fraction=r.number("RENEW_AT_REMAINING_FRACTION", 1 / 3, float, maximum=0.95),
+                before_days=before_days,
+                max_renewals=r.number("RENEWAL_SWEEP_MAX_RENEWALS", 10, int, maximum=500),
+            )
+
+        return self._group("renewal sweep", build)
+
+    @property
+    def consumers(self) -> ConsumerSettings:
+        def build(r: _Reader) -> ConsumerSettings:
+            return ConsumerSettings(
+                subscriptions=parse_subscriptions(r.text("CONSUMER_SUBSCRIPTIONS") or "", r.problems),
+                resource_manager_url=r.url("RESOURCE_MANAGER_URL", DEFAULT_RESOURCE_MANAGER_URL)
+                or DEFAULT_RESOURCE_MANAGER_URL,
+                max_per_run=r.number("CONSUMER_MAX_PER_RUN", DEFAULT_MAX_CONSUMERS, int, maximum=50000),
+            )
+
+        return self._group("consumer discovery", build)
 
     def secret_values(self) -> list[str]:
         """The values that must never be shown, whatever group they belong to (for the redaction guard)."""

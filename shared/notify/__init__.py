@@ -1,5 +1,6 @@
-"""Notifications: a chat or webhook message when a certificate renewal fails, a certificate nears expiry, or an
-endpoint still serves another certificate than Key Vault's current version. An outbound integration of its own,
+"""Notifications: a chat or webhook message when a certificate renewal fails, a certificate nears expiry, an
+endpoint still serves another certificate than Key Vault's current version, or an Azure resource is pinned to an old
+version of a certificate (or still uses the old one a day after a renewal). An outbound integration of its own,
 beside AppViewX, RCL and the vault; it stands on `shared.core` only.
 
 - `install`: with the optional setting `NOTIFY_WEBHOOK_URL`, `install_notifications` registers a `Notifier` as a

@@ -41,7 +41,18 @@ log = logging.getLogger("certrenew.notify")
 
 # Key Vault's expired event is only reported for a certificate nobody renews; not deployed: an endpoint still serves
 # another certificate than Key Vault's current one.
-NOTIFIED_EVENTS = frozenset({Event.RENEWAL_FAILED, Event.NEAR_EXPIRY, Event.EXPIRED, Event.NOT_DEPLOYED})
+# A consumer pinned to an old version, or still on the old certificate a day after renewal: the same risk, found in
+# the Azure resources themselves (Resource Graph).
+NOTIFIED_EVENTS = frozenset(
+    {
+        Event.RENEWAL_FAILED,
+        Event.NEAR_EXPIRY,
+        Event.EXPIRED,
+        Event.NOT_DEPLOYED,
+        Event.CONSUMER_PINNED,
+        Event.CONSUMER_STALE,
+    }
+)
 
 # Delivery bounds: per attempt (connect, read), the whole delivery, and the pause after a failed delivery.
 TIMEOUT = (5.0, 10.0)
@@ -137,8 +148,10 @@ class Notifier:
                 quiet_for,
             )
             return Delivery(delivered=False, skipped=True, problem="cooling down after a failed delivery")
-        # Per certificate and reason; an endpoint event is per host, so each stale host is heard of.
-        key = (name, certificate, message_text(attributes.get("reason")) or message_text(attributes.get("host")) or "")
+        # Per certificate and reason; an endpoint event is per host and a consumer event per resource, so each stale
+        # host and each pinned resource is heard of.
+        where = attributes.get("reason") or attributes.get("host") or attributes.get("consumerId")
+        key = (name, certificate, message_text(where) or "")
         if not self._reserve(key):
             log.info("Notification of %s for %s skipped: already sent within the hour", name, certificate)
             return Delivery(delivered=False, skipped=True, problem="already notified within the hour")

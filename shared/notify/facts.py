@@ -21,6 +21,7 @@ SOURCE_LABELS = {
     Source.APPVIEWX: "AppViewX",
     Source.ENDPOINT: "endpoint check",
     Source.KEYVAULT: "Key Vault event (not renewed by this app)",
+    Source.DISCOVERY: "consumer discovery (Azure Resource Graph)",
 }
 MAX_TEXT = 1500  # a message's longest text value; Slack allows 2,000 per field, Teams cards stay readable
 UNKNOWN_CERTIFICATE = "(not identified)"
@@ -49,6 +50,10 @@ class MessageFacts:
     host: str | None = None  # CertificateNotDeployed: the endpoint, what it serves and what it should serve
     served_thumbprint: str | None = None
     expected_thumbprint: str | None = None
+    consumer_id: str | None = None  # CertificateConsumerPinned / Stale: the Azure resource and what it uses
+    consumer_type: str | None = None
+    pinned_version: str | None = None
+    current_version: str | None = None
 
     @classmethod
     def of(cls, event: str, attributes: dict[str, Any]) -> MessageFacts:
@@ -65,6 +70,10 @@ class MessageFacts:
             host=message_text(attributes.get("host")),
             served_thumbprint=message_text(attributes.get("servedThumbprint")),
             expected_thumbprint=message_text(attributes.get("expectedThumbprint")),
+            consumer_id=message_text(attributes.get("consumerId")),
+            consumer_type=message_text(attributes.get("consumerType")),
+            pinned_version=message_text(attributes.get("pinnedVersion")),
+            current_version=message_text(attributes.get("currentVersion")),
         )
 
     @property
@@ -83,6 +92,10 @@ class MessageFacts:
             return f"Certificate expired: {self.certificate}"
         if self.event == Event.NOT_DEPLOYED:
             return f"Certificate not deployed: {self.certificate} on {self.host or '?'}"
+        if self.event == Event.CONSUMER_PINNED:
+            return f"Certificate consumer pinned to an old version: {self.certificate}"
+        if self.event == Event.CONSUMER_STALE:
+            return f"Certificate consumer still uses the old certificate: {self.certificate}"
         return f"Certificate renewal failed: {self.certificate}"
 
     @property
@@ -98,7 +111,22 @@ class MessageFacts:
                 f"{self.host or '?'} still serves another certificate than the current version of {self.certificate} "
                 f"in Key Vault; the one it serves expires in {left} day(s), on {self.expiry_date or '?'}."
             )
+        if self.event in (Event.CONSUMER_PINNED, Event.CONSUMER_STALE):
+            return self._consumer_summary()
         return f"{self.certificate} ({self.source_label}) was not renewed: {self.reason or 'UNKNOWN'}."
+
+    def _consumer_summary(self) -> str:
+        consumer = f"{self.consumer_type or 'A resource'} {self.consumer_id or '?'}"
+        if self.event == Event.CONSUMER_PINNED:
+            left = "an unknown number of" if self.days_left is None else str(self.days_left)
+            return (
+                f"{consumer} references version {self.pinned_version or '?'} of {self.certificate}, not the current "
+                f"{self.current_version or '?'}: it never moves to a renewal; the pinned one expires in {left} day(s)."
+            )
+        return (
+            f"{consumer} still uses {self.served_thumbprint or '?'} a day after {self.certificate} was renewed "
+            f"(current: {self.expected_thumbprint or '?'})."
+        )
 
     def escaped(self, escape: Callable[[str], str]) -> MessageFacts:
         """The same facts with every caller- or upstream-supplied text passed through `escape`."""
@@ -122,6 +150,16 @@ class MessageFacts:
                 ("Serves", self.served_thumbprint),
                 ("Served one expires", self.expiry_date),
                 ("Days left", None if self.days_left is None else str(self.days_left)),
+                ("Key Vault's current", self.expected_thumbprint),
+            ]
+        elif self.event in (Event.CONSUMER_PINNED, Event.CONSUMER_STALE):
+            rows += [
+                ("Resource", self.consumer_id),
+                ("Type", self.consumer_type),
+                ("Pinned version", self.pinned_version),
+                ("Days left", None if self.days_left is None else str(self.days_left)),
+                ("Uses", self.served_thumbprint),
+                ("Current version", self.current_version),
                 ("Key Vault's current", self.expected_thumbprint),
             ]
         else:

@@ -146,6 +146,10 @@ def json_message(facts: MessageFacts) -> dict[str, Any]:
         "host": facts.host,
         "servedThumbprint": facts.served_thumbprint,
         "expectedThumbprint": facts.expected_thumbprint,
+        "consumerId": facts.consumer_id,
+        "consumerType": facts.consumer_type,
+        "pinnedVersion": facts.pinned_version,
+        "currentVersion": facts.current_version,
         "app": APP_NAME,
     }
 

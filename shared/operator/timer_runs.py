@@ -1,4 +1,5 @@
-"""`renew-rcl`, `verify-rcl`, `complete-pending`, `verify-endpoints`: one run of a timer function, now."""
+"""`renew-rcl`, `verify-rcl`, `complete-pending`, `verify-endpoints`, `discover-consumers`: one run of a timer function,
+now."""
 
 from __future__ import annotations
 

@@ -247,6 +247,10 @@ def test_plain_json() -> None:
         "host": None,
         "servedThumbprint": None,
         "expectedThumbprint": None,
+        "consumerId": None,
+        "consumerType": None,
+        "pinnedVersion": None,
+        "currentVersion": None,
         "app": "certrenew",
     }
     near = build_message("json", "CertificateNearExpiry", NEAR_ATTRIBUTES)

@@ -50,7 +50,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("azure",),  # Key Vault, Table storage, the managed identity
     ("security",),  # webhook security (its stores are tables)
     ("notify", "appviewx", "rcl", "endpoints"),  # the systems the app speaks to
-    ("vault",),  # the Key Vault event path renews through AppViewX
+    ("vault", "consumers"),  # the Key Vault event path renews through AppViewX; consumer discovery probes endpoints
     ("context",),
     ("renew_http", "renew_timer"),  # the triggers
     ("function_app",),

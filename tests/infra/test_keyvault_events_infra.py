@@ -35,6 +35,6 @@ def test_the_workbook_ships_its_queries_where_the_kql_check_reads_them() -> None
     content = json.loads((INFRA / "modules" / "workbook.json").read_text())
     titles = [i["content"].get("title", "") for i in content["items"] if i["type"] == 3]
     assert any("days left" in t for t in titles) and any("Pending" in t for t in titles)
-    assert any("by reason" in t for t in titles)
+    assert any("by reason" in t for t in titles) and any("pinned to an old version first" in t for t in titles)
     checked = [q for q in shipped_queries() if q.id.startswith("infra/modules/workbook.json")]
-    assert len(checked) == len(titles) == 4
+    assert len(checked) == len(titles) == 5

@@ -34,6 +34,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
         ["renew-avx"],
         ["complete-pending"],
         ["verify-endpoints"],
+        ["discover-consumers"],
         ["status"],
     ],
 )

@@ -51,6 +51,12 @@ def test_local_run_reports_the_whole_story() -> None:
     # Issue 14: Key Vault's near-expiry event for the certificate the webhook stored, delivered twice, renews once.
     assert "Key Vault event: CertificateNearExpiry for portal-contoso-com" in out and "delivered twice" in out
     assert "renewed 1 time(s) through AppViewX: new version " in out
+    # Issue 26: the Azure resources using the certificates, from the Resource Graph stand-in.
+    assert "4 consumer(s) in 6 resource(s): 1 pinned to an old version, 0 stale" in out
+    assert "pinned   store-contoso-com <- Microsoft.Network/applicationGateways/agw-store/sslCertificates/store" in out
+    assert "current  www-contoso-com <- Microsoft.Cdn/profiles/fd-web/secrets/www (follows latest)" in out
+    assert "waiting  store-contoso-com <- Microsoft.Web/sites/store-app (follows latest)" in out
+    assert "CertificateConsumerPinned x1" in out and "ConsumerDiscoveryCompleted x1" in out
     for sentinel in SENTINELS:
         assert sentinel not in out and sentinel not in result.stderr
 

@@ -9,6 +9,9 @@ Functions host would (so the telemetry exporter flushes when each exits):
   morning `verify_renewals`  which really renewed, which are pending, which expire soon
           `verify_endpoints` which certificate two TLS endpoints really serve: both certificates were renewed in
                              Key Vault, one endpoint picked the renewal up, the other still serves the old one
+          `discover_consumers` which Azure resources use those certificates (Resource Graph stand-in): an
+                             Application Gateway pinned to the old version, a versionless Front Door secret, an
+                             App Service site still bound to the old thumbprint (renewed too recently to be stale)
           `renew_http`       one AppViewX webhook renewal, stored in Key Vault
   then    `renew_queued`     one with `Prefer: respond-async`: 202 + Location, queued in Azurite, delivered from the
                              queue to the queue function as the Functions host does, then `renewed` on the status route
@@ -34,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from tests.standins import resourcegraph as rg
 from tests.standins.certs import issue_certificate
 from tests.standins.endpoints import TlsEndpoint
 from tests.standins.ingestion import IngestionStandIn
@@ -42,6 +46,7 @@ from tests.standins.stack import REPO_ROOT, SENTINELS, Azurite, StandIns, base_e
 DUE = ("contoso.com", "shop.contoso.com", "mail.contoso.com")
 # Key Vault certificates renewed a while ago, and whether the endpoint serving each has picked the renewal up.
 DEPLOYED = (("www-contoso-com", "www.contoso.com", True), ("store-contoso-com", "store.contoso.com", False))
+LOCAL_SUBSCRIPTION = "00000000-0000-4000-8000-00000000c0de"  # the subscription the Resource Graph stand-in serves
 
 
 def run_child(plan: list[dict[str, Any]], env: dict[str, str]) -> list[dict[str, Any]]:
@@ -87,6 +92,58 @@ def start_endpoints(standins: StandIns) -> tuple[list[TlsEndpoint], str]:
         endpoints.append(endpoint)
         checks.append({"certificate": name, "host": host, "address": endpoint.address})
     return endpoints, json.dumps(checks)
+
+
+def seed_consumers(standins: StandIns) -> None:
+    """The Azure resources that use the DEPLOYED certificates, as Resource Graph shows them."""
+    www, store = (standins.key_vault.certificates[name] for name, _, _ in DEPLOYED)
+    vault = rg.key_vault(LOCAL_SUBSCRIPTION, "kv-cr-local", standins.key_vault.url)
+    www_secret = rg.key_vault_secret_id(LOCAL_SUBSCRIPTION, "kv-cr-local", www[-1].name)
+    front_door = rg.front_door_secret(LOCAL_SUBSCRIPTION, "fd-web", "www", www_secret, version=None, use_latest=True)
+    pinned_uri = f"{standins.key_vault.url}/secrets/{store[0].name}/{store[0].version}"
+    standins.resource_graph.add(
+        vault,
+        rg.app_gateway(LOCAL_SUBSCRIPTION, "agw-store", {"store": pinned_uri}, {"store.contoso.com": "store"}),
+        front_door,
+        rg.front_door_domain(LOCAL_SUBSCRIPTION, "fd-web", "www", "www.contoso.com", front_door["id"]),
+        rg.web_certificate(
+            LOCAL_SUBSCRIPTION, "store-cert", vault["id"], store[0].name, store[-1].thumbprint, ["store.contoso.com"]
+        ),
+        rg.web_site(LOCAL_SUBSCRIPTION, "store-app", {"store.contoso.com": store[0].thumbprint}),
+    )
+
+
+def consumer_lines(ingestion: IngestionStandIn, settings: dict[str, str]) -> list[str]:
+    """What discover_consumers found: its events, and each certificate's consumers as the inventory shows them."""
+    from azure.data.tables import TableClient
+
+    from shared.consumers.store import ConsumerStore
+
+    events = ingestion.events()
+
+    def props(name: str) -> list[dict[str, Any]]:
+        return [{**e.get("properties", {}), **e.get("measurements", {})} for e in events if e.get("name") == name]
+
+    lines = ["Consumer discovery (which Azure resources use each certificate, from Resource Graph):"]
+    for p in props("ConsumerDiscoveryCompleted"):
+        lines.append(
+            f"  {float(p.get('consumers') or 0):g} consumer(s) in {float(p.get('rows') or 0):g} resource(s): "
+            f"{float(p.get('pinned') or 0):g} pinned to an old version, {float(p.get('stale') or 0):g} stale"
+        )
+    table = TableClient.from_connection_string(settings["AzureWebJobsStorage"], settings["CONSUMER_TABLE"])
+    with table:
+        for known in sorted(ConsumerStore(table).all().values(), key=lambda k: k.certificate):
+            for c in known.consumers:
+                version = f" {c['version'][:8]}..." if c.get("version") else ""
+                where = c["id"].split("/providers/")[-1]
+                lines.append(f"  - {c['status']:<8} {known.certificate} <- {where} (follows {c['follows']}{version})")
+    lines += [
+        f"  PINNED: {p.get('consumerId', '').split('/providers/')[-1]} uses version {str(p.get('pinnedVersion'))[:8]}... "
+        f"of {p.get('certificateName')}, not the current {str(p.get('currentVersion'))[:8]}... "
+        f"({float(p.get('daysLeft') or 0):g} day(s) left on the pinned one)"
+        for p in props("CertificateConsumerPinned")
+    ]
+    return lines
 
 
 def near_expiry_event(standins: StandIns, name: str, version: str) -> dict[str, Any]:
@@ -267,6 +324,9 @@ def stack_settings(
         # (the identity stand-in issues tokens for either client id).
         "AZURE_CLIENT_ID": "local-app-identity",
         "RCL_KEY_VAULT_CLIENT_ID": "local-rcl-key-vault-identity",
+        "CONSUMER_SUBSCRIPTIONS": LOCAL_SUBSCRIPTION,
+        "CONSUMER_DISCOVERY_SCHEDULE": "0 30 */6 * * *",
+        "CONSUMER_TABLE": "certconsumers",
     }
 
 
@@ -378,7 +438,10 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="certrenew-local-") as work:
         workdir = Path(work)
-        print("Starting the local stack (RCL, AppViewX, Key Vault, identity, App Insights ingestion, Azurite) ...")
+        print(
+            "Starting the local stack (RCL, AppViewX, Key Vault, Resource Graph, identity, App Insights ingestion, "
+            "Azurite) ..."
+        )
         standins = start_standins(workdir)
         ingestion = IngestionStandIn().start()
         azurite: Azurite | None = None
@@ -387,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
             azurite = Azurite.start(workdir, queues=True)  # tables, and the queues of asynchronous renewals
             item = seed(standins)
             endpoints, endpoint_checks = start_endpoints(standins)
+            seed_consumers(standins)
             settings = stack_settings(standins, azurite, ingestion, endpoint_checks)
             env = {
                 **{k: v for k, v in os.environ.items() if not k.startswith(("AVX_", "RCL_", "KEY_VAULT_"))},
@@ -399,11 +463,14 @@ def main(argv: list[str] | None = None) -> int:
             standins.rcl.complete_renewal(DUE[1], installed=False)
             print(
                 "Morning: verify_renewals checks what really renewed; verify_endpoints which certificate the "
-                "endpoints serve; a webhook renews through AppViewX ..."
+                "endpoints serve; discover_consumers which Azure resources use them; a webhook renews through "
+                "AppViewX ..."
             )
             plan = [
                 {"function": "verify_renewals"},
                 {"function": "verify_endpoints"},
+                # After the endpoint check: the discovered host names (contoso.com) must not be probed from here.
+                {"function": "discover_consumers"},
                 {"webhook": {"resourceId": item.resource_id}},
             ]
             outcomes = run_child(plan, env)
@@ -415,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
             while not ingestion.events() and time.monotonic() < deadline:
                 time.sleep(0.1)
             print()
-            print("\n".join(report(standins, ingestion, outcomes[-1]) + async_lines + event_lines))
+            lines = report(standins, ingestion, outcomes[-1]) + async_lines + event_lines
+            print("\n".join(lines + consumer_lines(ingestion, settings)))
             if args.json:
                 print(json.dumps(ingestion.events(), indent=2))
             webhook_ok = outcomes[-1].get("status") == 200

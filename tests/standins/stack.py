@@ -18,6 +18,7 @@ from tests.standins.avx import AvxStandIn
 from tests.standins.identity import IdentityStandIn
 from tests.standins.keyvault import KeyVaultStandIn
 from tests.standins.rcl import RclStandIn
+from tests.standins.resourcegraph import ResourceGraphStandIn
 from tests.standins.tls import TestCA, make_test_ca
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -43,10 +44,11 @@ class StandIns:
     key_vault: KeyVaultStandIn
     avx: AvxStandIn
     rcl: RclStandIn
+    resource_graph: ResourceGraphStandIn
     extra: list[Any] = field(default_factory=list)
 
     def all(self) -> list[Any]:
-        return [self.identity, self.key_vault, self.avx, self.rcl, *self.extra]
+        return [self.identity, self.key_vault, self.avx, self.rcl, self.resource_graph, *self.extra]
 
     def reset(self) -> None:
         self.identity.scripted.clear()
@@ -55,6 +57,7 @@ class StandIns:
         self.key_vault.reset_records()
         self.avx.reset()
         self.rcl.reset()
+        self.resource_graph.reset()
 
     def stop(self) -> None:
         for standin in self.all():
@@ -72,7 +75,11 @@ def start_standins(directory: Path) -> StandIns:
         expected_token=identity.token_for(RCL_RESOURCE),
         expected_key_vault_token=identity.token_for(KEY_VAULT_RESOURCE),
     ).start()
-    return StandIns(ca=ca, identity=identity, key_vault=key_vault, avx=avx, rcl=rcl)
+    resource_graph = ResourceGraphStandIn(ca.server_context(), expected_token="")
+    resource_graph.start()
+    # The token the managed identity issues for this Resource Manager (scope <url>/.default, resource <url>).
+    resource_graph.expected_token = identity.token_for(resource_graph.url)
+    return StandIns(ca=ca, identity=identity, key_vault=key_vault, avx=avx, rcl=rcl, resource_graph=resource_graph)
 
 
 def base_environment(standins: StandIns) -> dict[str, str]:
@@ -91,6 +98,8 @@ def base_environment(standins: StandIns) -> dict[str, str]:
         "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE": "false",
         "RCL_API_URL": f"{standins.rcl.url}/api/v2",
         "RCL_TIMEOUT_SECONDS": "10",
+        # Resource Graph's stand-in; discovery stays off until a test sets CONSUMER_SUBSCRIPTIONS.
+        "RESOURCE_MANAGER_URL": standins.resource_graph.url,
     }
 
 
