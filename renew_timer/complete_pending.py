@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 
 from renew_timer import scheduled_run
 from shared import context as app_context
+
+if TYPE_CHECKING:  # the AppViewX path is imported when the timer fires (cold start)
+    from shared.appviewx.completion import CompletionSummary
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.pending")
@@ -19,7 +23,19 @@ def complete_pending(timer: func.TimerRequest, context: func.Context) -> None:
     scheduled_run("complete_pending", timer, context, log, lambda _invocation_id, _late: _complete())
 
 
-def _complete() -> None:
+def complete_for_operator(context: func.Context, ignore_retry_delay: bool) -> CompletionSummary:
+    """The operator's run (`certrenew complete-pending [--now]`): the timer's work in the same invocation scope,
+    returning its summary for the operator's terminal."""
+    summaries: list[CompletionSummary] = []
+    timer = func.timer.TimerRequest(past_due=False)
+    scheduled_run(
+        "complete_pending", timer, context, log, lambda _id, _late: summaries.append(_complete(ignore_retry_delay))
+    )
+    return summaries[0]
+
+
+def _complete(ignore_retry_delay: bool = False) -> CompletionSummary:
+    """One completion run; `ignore_retry_delay` is the operator's `complete-pending --now`."""
     from shared.appviewx.completion import complete_pending as run_completion  # imported when the timer fires
 
     summary = run_completion(
@@ -28,11 +44,15 @@ def _complete() -> None:
         app_context.key_vault_store(),
         app_context.settings().webhook.pending_max_days,
         stores=app_context.key_vault_store,
+        ignore_retry_delay=ignore_retry_delay,
     )
     log.info(
-        "Pending AppViewX renewals: %d completed, %d to retry, %d given up, %d held by another run",
+        "Pending AppViewX renewals: %d completed, %d to retry, %d given up, %d held by another run, %d not yet due "
+        "(waiting out a retry delay, or on the renewal queue)",
         len(summary.completed),
         len(summary.retried),
         len(summary.failed),
         len(summary.skipped),
+        len(summary.not_due),
     )
+    return summary

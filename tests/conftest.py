@@ -23,6 +23,39 @@ from tests.standins.stack import (
     start_standins,
 )
 
+# What `bash dev.sh test --quick` leaves out (CI runs everything): the modules that go end to end through
+# subprocesses (the local stack, telemetry children), the load test, fault injection with its retries and timeouts,
+# fuzzing (each 5-80 s in all), and the single tests measured over 2 s (`pytest --durations=0`, two workers).
+SLOW_MODULES = frozenset(
+    {"test_localrun", "test_load", "test_faults", "test_openapi", "test_fuzz", "test_telemetry", "test_queue_host"}
+)
+SLOW_TESTS = frozenset(
+    {
+        "test_refused_requests_with_fresh_passwords_do_not_slow_later_renewals",
+        "test_trickling_tls_peers_neither_outlast_the_probe_deadline_nor_starve_other_endpoints",
+        "test_each_endpoint_is_reported_by_what_it_really_serves",
+        "test_identity_endpoint_failure_is_a_clear_error",
+        "test_identity_endpoint_failure_spends_no_rcl_call",
+        "test_every_shipped_query_is_valid_kql_against_the_application_insights_schema",
+        "test_key_vault_failure_is_kept_pending_with_the_avx_ids",
+        "test_idempotency_keys_are_per_caller",
+        "test_poison_after_avx_may_have_acted_hands_the_record_to_the_timer",
+        "test_old_rows_are_removed_in_bounded_batches_and_open_ones_never",
+        "test_a_list_of_thousands_of_certificates",
+        "test_a_trickling_avx_answer_ends_within_the_timeout_overall",
+        "test_rcl_headers_trickled_byte_by_byte_end_within_the_timeout_overall",
+        "test_avx_headers_trickled_byte_by_byte_end_within_the_timeout_overall",
+        "test_throttled_then_failing_then_delivered",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        name = getattr(item, "originalname", None) or item.name
+        if item.path.stem in SLOW_MODULES or name in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def standins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandIns]:

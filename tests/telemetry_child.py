@@ -5,6 +5,10 @@ stand-ins (and the Application Insights ingestion stand-in) run in the test proc
 settings (stand-in URLs, the test CA bundle, APPLICATIONINSIGHTS_CONNECTION_STRING); argv[1] is a JSON plan:
 
     [{"webhook": {...request body...}, "params": {...}},   # POST /api/certificates/renew
+     {"webhook": {...}, "prefer": "respond-async"},        # the same, its queue output written to the storage queue
+     {"queues": "drain"},                                  # deliver the queues to the queue functions until empty
+     {"status": "<pendingId>" or "last"},                  # GET /api/certificates/renew/{pendingId} ("last": the
+                                                           #   last 202 answer's)
      {"function": "<registered function name>"},          # a timer trigger, run once
      {"eventgrid": {"id", "eventType", "subject", "data"}},  # keyvault_events, one Event Grid event
      {"probe": "<marker>"}]                                 # deliberately leak every secret setting (guard test)
@@ -77,24 +81,63 @@ def _probe(marker: str) -> None:
         span.set_attribute("probe.note", f"{marker} {' '.join(secrets)}")
 
 
+def _webhook(functions: dict[str, Any], step: dict[str, Any], outcome: dict[str, Any]) -> None:
+    body = json.dumps(step["webhook"]).encode()
+    prefer = {"Prefer": step["prefer"]} if step.get("prefer") else {}
+    request = func.HttpRequest(
+        method="POST",
+        url="http://localhost:7071/api/certificates/renew",
+        headers={"Content-Type": "application/json", **prefer, **_signed_headers(body)},
+        params=step.get("params") or {},
+        route_params={},
+        body=body,
+    )
+    if not prefer:
+        response = _call(functions["renew_http"], "renew_http", request, outcome)
+    else:  # with the queue output binding the host passes, written to the storage queue when the call succeeds
+        from shared.operator.queue_host import QueueHost
+
+        queues = QueueHost(functions, FakeContext)
+        outputs = queues.outputs("renew_http")
+        context = FakeContext("renew_http")
+        outcome["invocationId"] = context.invocation_id
+        response = functions["renew_http"].get_user_function()(request, context, **outputs)
+        queues.write_outputs("renew_http", outputs)
+        outcome["location"] = response.headers.get("Location")
+    outcome.update(function="renew_http", status=response.status_code, body=response.get_body().decode())
+
+
+def _status(functions: dict[str, Any], pending_id: str, outcome: dict[str, Any]) -> None:
+    request = func.HttpRequest(
+        method="GET",
+        url=f"http://localhost:7071/api/certificates/renew/{pending_id}",
+        headers={},
+        params={},
+        route_params={"pendingId": pending_id},
+        body=b"",
+    )
+    response = _call(functions["renew_status"], "renew_status", request, outcome)
+    outcome.update(function="renew_status", status=response.status_code, body=response.get_body().decode())
+
+
 def run(plan: list[dict[str, Any]]) -> None:
     import function_app
 
     functions = {f.get_function_name(): f for f in function_app.app.get_functions()}
+    last_accepted = ""
     for index, step in enumerate(plan):
         outcome: dict[str, Any] = {"step": index}
         if "webhook" in step:
-            body = json.dumps(step["webhook"]).encode()
-            request = func.HttpRequest(
-                method="POST",
-                url="http://localhost:7071/api/certificates/renew",
-                headers={"Content-Type": "application/json", **_signed_headers(body)},
-                params=step.get("params") or {},
-                route_params={},
-                body=body,
-            )
-            response = _call(functions["renew_http"], "renew_http", request, outcome)
-            outcome.update(function="renew_http", status=response.status_code, body=response.get_body().decode())
+            _webhook(functions, step, outcome)
+            if outcome["status"] == 202:
+                last_accepted = json.loads(outcome["body"]).get("pendingId", "")
+        elif "queues" in step:
+            from shared.operator.queue_host import QueueHost
+
+            QueueHost(functions, FakeContext).drain()
+            outcome.update(function="queues")
+        elif "status" in step:
+            _status(functions, last_accepted if step["status"] == "last" else step["status"], outcome)
         elif "eventgrid" in step:
             spec = step["eventgrid"]
             event = func.EventGridEvent(

@@ -1,6 +1,6 @@
 // certrenew — resource-group scoped resources.
 //
-// Flex Consumption function app (Python 3.11) running as a user-assigned
+// Flex Consumption function app (Python 3.13) running as a user-assigned
 // managed identity, identity-based storage, RBAC-mode Key Vault with Key Vault
 // references for secrets, workspace-based Application Insights and log
 // alert rules on the app's custom events.
@@ -757,7 +757,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       }
       runtime: {
         name: 'python'
-        version: '3.11'
+        version: '3.13' // the newest GA Python on Flex Consumption; CI tests 3.13 and 3.11 (.ci/run)
       }
     }
   }

@@ -93,6 +93,7 @@ class CompletionSummary:
     failed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # held or changed by another run, or its claim failed
     unreadable: list[str] = field(default_factory=list)  # rows reported as unreadable in this pass
+    not_due: list[str] = field(default_factory=list)  # open, but waiting out a retry delay, on the queue or a lease
 
 
 def _in_its_vault(pipeline: Pipeline, record: PendingRecord) -> Pipeline | None:
@@ -112,35 +113,42 @@ def complete_pending(
     max_days: float,
     now: datetime | None = None,
     stores: Callable[[str], KeyVaultStore] | None = None,
+    ignore_retry_delay: bool = False,
 ) -> CompletionSummary:
-    """One pass over the open records that are due: each is claimed (ETag-conditional lease, stamped at claim time)
-    before any work, so concurrent runs never download or import the same record twice. An unreadable row is
-    reported once and skipped; a claim that fails skips its record, never the run. Each completes into its own
-    record's vault (`stores`: the pooled store of a listed vault by URL; `store` is the default vault's)."""
+    """One pass over the open records that are due (`ignore_retry_delay`: also those waiting out a retry delay, for
+    an operator who just approved a renewal; the others are counted as not due): each is claimed (ETag-conditional
+    lease, stamped at claim time) before any work, so concurrent runs never download or import the same record
+    twice. An unreadable row is reported once and skipped; a claim that fails skips its record, never the run. Each
+    completes into its own record's vault (`stores`: the pooled store of a listed vault by URL; `store` is the
+    default vault's)."""
     started = datetime.now(UTC)
     now = now or started
     clock = _run_clock(now, started)
     default = Pipeline(avx=avx, store=store, records=records, stores=stores)
-    summary = CompletionSummary()
-    rows = records.open_rows(now)
+    rows = records.open_rows(now, ignore_retry_delay)
+    summary = CompletionSummary(not_due=[r.pending_id for r in rows.waiting])
     for row_key in rows.unreported:
         _report_unreadable(records, row_key, now, summary)
     for candidate in rows.due:
         pipeline = _in_its_vault(default, candidate)
-        if pipeline is None:
-            summary.skipped.append(candidate.pending_id)
-            continue
-        claimed_at = clock()
-        try:
-            record = records.claim(candidate, pipeline.owner, claimed_at)
-        except StateStoreError as exc:
-            log.warning("Renewal %s could not be claimed (%s); tried again next run", candidate.pending_id, exc)
-            record = None
+        record = _claim(records, candidate, pipeline, clock(), ignore_retry_delay) if pipeline else None
         if record is None:
             summary.skipped.append(candidate.pending_id)
             continue
         _tally(summary, record, _complete_one(record, pipeline, max_days, now))  # backoff from the run's time
     return summary
+
+
+def _claim(
+    records: PendingStore, candidate: PendingRecord, pipeline: Pipeline, at: datetime, ignore_retry_delay: bool
+) -> PendingRecord | None:
+    """The record's lease for this run; None when another run holds or changed it, or the claim failed (tried again
+    next run)."""
+    try:
+        return records.claim(candidate, pipeline.owner, at, ignore_retry_delay)
+    except StateStoreError as exc:
+        log.warning("Renewal %s could not be claimed (%s); tried again next run", candidate.pending_id, exc)
+        return None
 
 
 def _run_clock(now: datetime, started: datetime) -> Callable[[], datetime]:

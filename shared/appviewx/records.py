@@ -73,10 +73,14 @@ def gives_up(created_at: datetime, now: datetime, max_days: float) -> bool:
     return now - created_at >= timedelta(days=max_days)
 
 
-def is_due(record: PendingRecord, now: datetime) -> bool:
-    """Open, its next try has come, and nobody holds a live lease on it."""
+def is_due(record: PendingRecord, now: datetime, ignore_retry_delay: bool = False) -> bool:
+    """Open, its next try has come, and nobody holds a live lease on it. `ignore_retry_delay` (the operator's
+    `complete-pending --now`): its retry delay need not have passed, unless it waits on the renewal queue (the queue
+    function settles it; the timer only after QUEUED_HOLD, when its message is lost)."""
     leased = record.lease_until is not None and record.lease_until > now
-    return record.state in OPEN_STATES and record.next_attempt_at <= now and not leased
+    if record.state not in OPEN_STATES or leased:
+        return False
+    return record.next_attempt_at <= now or (ignore_retry_delay and not record.is_queued)
 
 
 @dataclass(frozen=True)
@@ -271,14 +275,9 @@ def _from_entity(entity: Any) -> PendingRecord:
     return PendingRecord(pending_id=str(entity["RowKey"]), etag=metadata.get("etag"), **fields)  # type: ignore[arg-type]
 
 
-def _readable(entities: list[dict[str, Any]]) -> list[PendingRecord]:
-    """The rows that read as records; one row no version of the app wrote (an unknown state) is skipped with a
-    warning, so it cannot hide every other record from the status table or the inventory."""
-    return read_rows(entities)[0]
-
-
 def read_rows(entities: list[dict[str, Any]]) -> tuple[list[PendingRecord], list[str]]:
-    """The rows that read as records, and the keys of those that do not (each logged with why)."""
+    """The rows that read as records, and the keys of those that do not (each logged with why): one row no version of
+    the app wrote cannot hide every other record from completion, the status table or the inventory."""
     records, unreadable = [], []
     for entity in entities:
         try:
@@ -291,10 +290,12 @@ def read_rows(entities: list[dict[str, Any]]) -> tuple[list[PendingRecord], list
 
 @dataclass(frozen=True)
 class OpenRows:
-    """The open rows of one completion pass: the records due, and the unreadable rows not reported yet."""
+    """The open rows of one completion pass: the records due, the unreadable rows not reported yet, and the open
+    records not due (waiting out a retry delay, on the renewal queue, or leased by a run in progress)."""
 
     due: list[PendingRecord]
     unreported: list[str]
+    waiting: list[PendingRecord] = field(default_factory=list)
 
 
 # Set on an unreadable row once it was reported (merged in, nothing else of the row changes): reported once.
@@ -330,9 +331,11 @@ class PendingStore:
                 raise RecordTaken(record.pending_id) from None
         return replace(record, etag=metadata.get("etag"))
 
-    def claim(self, record: PendingRecord, owner: str, now: datetime) -> PendingRecord | None:
+    def claim(
+        self, record: PendingRecord, owner: str, now: datetime, ignore_retry_delay: bool = False
+    ) -> PendingRecord | None:
         """Take the record's lease, or None when another run changed or holds it."""
-        if not is_due(record, now):
+        if not is_due(record, now, ignore_retry_delay):
             return None
         try:
             return self.save(record.claimed(owner, now))
@@ -361,8 +364,10 @@ class PendingStore:
         """Open records whose next attempt has come and whose lease (if any) ran out (one query; the table is small)."""
         return self.open_rows(now).due
 
-    def open_rows(self, now: datetime) -> OpenRows:
-        """The due records, and the unreadable open rows not reported yet (one unreadable row never hides others)."""
+    def open_rows(self, now: datetime, ignore_retry_delay: bool = False) -> OpenRows:
+        """The due records (`ignore_retry_delay`: also those waiting out a retry delay, for an operator who just
+        approved a renewal), the open ones not due, and the unreadable open rows not reported yet (one unreadable row
+        never hides others). One query; the table of open records is small."""
         with storage_failure("The pending renewals could not be listed"):
             entities = list(
                 self.table.query_entities(
@@ -372,8 +377,10 @@ class PendingStore:
             )
         records, unreadable = read_rows(entities)
         reported = {str(e.get("RowKey"))[:64] for e in entities if e.get(UNREADABLE_REPORTED) is not None}
-        due = sorted((r for r in records if is_due(r, now)), key=lambda r: r.next_attempt_at)
-        return OpenRows(due, [key for key in unreadable if key not in reported])
+        ordered = sorted(records, key=lambda r: r.next_attempt_at)
+        due = [r for r in ordered if is_due(r, now, ignore_retry_delay)]
+        waiting = [r for r in ordered if not is_due(r, now, ignore_retry_delay)]
+        return OpenRows(due, [key for key in unreadable if key not in reported], waiting)
 
     def mark_reported(self, row_key: str, now: datetime) -> None:
         """Note on an unreadable row that it was reported (a merge of one property: the row is otherwise kept)."""
@@ -386,4 +393,4 @@ class PendingStore:
         """Every record, newest first (for the operator's status table)."""
         with storage_failure("The pending renewals could not be listed"):
             entities = list(self.table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION}))
-        return sorted(_readable(entities), key=lambda r: r.created_at, reverse=True)
+        return sorted(read_rows(entities)[0], key=lambda r: r.created_at, reverse=True)

@@ -6,8 +6,8 @@ auth levels), for operators without the Functions Core Tools:
   serve             the HTTP functions on a local port (for curl and Postman)
   renew-rcl         one nightly RCL renewal run, now
   verify-rcl        one follow-up check of RCL renewals, now
-  renew-avx FILE    one AppViewX webhook renewal from a JSON file
-  complete-pending  one run of the pending AppViewX completion
+  renew-avx FILE    one AppViewX webhook renewal from a JSON file (- reads standard input)
+  complete-pending  one run of the pending AppViewX completion (--now: also those waiting out a retry delay)
   status            recorded RCL renewals and AppViewX renewal records, as tables
   verify-endpoints  one endpoint check: does each endpoint in ENDPOINT_CHECKS serve Key Vault's current version?
   sweep             one run of the daily renewal sweep
@@ -40,7 +40,7 @@ from shared.operator.serve import serve as run_serve
 from shared.operator.status import status as show_status
 from shared.operator.sweep_commands import plan as show_plan
 from shared.operator.sweep_commands import renew as renew_certificate
-from shared.operator.timer_runs import run_timer
+from shared.operator.timer_runs import run_complete_pending, run_timer
 
 
 def _add_common_options(parser: argparse.ArgumentParser, *, on_command: bool) -> None:
@@ -57,11 +57,25 @@ def _add_common_options(parser: argparse.ArgumentParser, *, on_command: bool) ->
     )
 
 
+def _add_complete_pending(command: Any) -> None:
+    pending = command(
+        "complete-pending",
+        help="try the pending AppViewX renewals once, now",
+        description="Try the pending AppViewX renewals that are due once, now, and say how many were not due.",
+    )
+    pending.add_argument(
+        "--now",
+        action="store_true",
+        help="also try those still waiting out their retry delay (e.g. just approved in AppViewX); never a renewal "
+        "waiting on the renewal queue",
+    )
+    pending.set_defaults(run=lambda args: run_complete_pending(args.now))
+
+
 def _add_timer_commands(command: Any) -> None:
     for name, function, text in (
         ("renew-rcl", "renew_timer", "run the nightly RCL renewal once, now"),
         ("verify-rcl", "verify_renewals", "run the follow-up check of RCL renewals once, now"),
-        ("complete-pending", "complete_pending", "try the pending AppViewX renewals once, now"),
         ("verify-endpoints", "verify_endpoints", "check once, now, which certificate each endpoint serves"),
         ("discover-consumers", "discover_consumers", "find once, now, the Azure resources using each certificate"),
         ("sweep", "plan_renewals", "run the daily renewal sweep once, now"),
@@ -115,12 +129,14 @@ def build_parser(prog: str = "python -m shared") -> argparse.ArgumentParser:
 
     _add_timer_commands(command)
 
+    _add_complete_pending(command)
+
     renew = command(
         "renew-avx",
         help="renew one certificate through AppViewX from a JSON file",
         description="Send one webhook renewal (the JSON body the webhook takes) through the app.",
     )
-    renew.add_argument("file", help=f"JSON file with the request body, e.g. {REQUEST_EXAMPLE}")
+    renew.add_argument("file", help=f"JSON file with the request body (- reads standard input), e.g. {REQUEST_EXAMPLE}")
     renew.add_argument("--idempotency-key")
     renew.add_argument("--auto-approval", choices=("true", "false"))
     renew.set_defaults(run=lambda args: renew_avx(args.file, args.idempotency_key, args.auto_approval))

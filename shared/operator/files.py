@@ -14,19 +14,30 @@ LOCAL_STACK_SETTINGS = ".localstack/local.settings.json"
 
 def read_json_file(path: Path, what: str, remedy: str) -> Any:
     """A JSON document from `path`, or a CliMistake naming the file and what to do."""
+    return parse_json(read_file_bytes(path, what, remedy), f"{what} {path}", remedy)
+
+
+def read_file_bytes(path: Path, what: str, remedy: str) -> bytes:
+    """The file's bytes, read once (a pipe or a process substitution, /dev/fd/N, can be read only once)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_bytes()
     except FileNotFoundError:
         raise CliMistake(f"{what} {path} does not exist", remedy) from None
     except IsADirectoryError:
         raise CliMistake(f"{what} {path} is a folder, not a file", remedy) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise CliMistake(f"{what} {path} cannot be read ({type(exc).__name__})", remedy) from None
+
+
+def parse_json(data: bytes, where: str, remedy: str) -> Any:
+    """The JSON document in `data` (UTF-8), or a CliMistake naming `where` it came from and what to do."""
     try:
-        return json.loads(text)
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise CliMistake(f"{where} cannot be read ({type(exc).__name__})", remedy) from None
     except json.JSONDecodeError as exc:
-        where = f"line {exc.lineno}, column {exc.colno}: {exc.msg}"
-        raise CliMistake(f"{what} {path} is not valid JSON ({where})", remedy) from None
+        position = f"line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        raise CliMistake(f"{where} is not valid JSON ({position})", remedy) from None
 
 
 SETTINGS_REMEDY = (

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from shared.operator.local_host import LocalContext, registered_functions
 from shared.operator.outcomes import EXIT_OK, CliMistake, program_name
+from shared.operator.queue_host import QueueHost
 
 serve_log = logging.getLogger("certrenew.serve")
 
@@ -54,6 +55,7 @@ class FunctionsHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     routes: ClassVar[tuple[Route, ...]] = ()
     function_key: ClassVar[str] = ""
+    queues: ClassVar[QueueHost | None] = None  # the queue output bindings, as the host has them (None: no queues)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         # One line per served request; the path only (the query may carry the function key as ?code=).
@@ -111,7 +113,15 @@ class FunctionsHandler(BaseHTTPRequestHandler):
             route_params=params,
             body=body,
         )
-        response = route.function(request, LocalContext(route.name))
+        outputs = self.queues.outputs(route.name) if self.queues is not None else {}
+        response = route.function(request, LocalContext(route.name), **outputs)
+        if outputs and self.queues is not None:  # written once the invocation succeeded, as the host writes them
+            try:
+                self.queues.write_outputs(route.name, outputs)
+            except Exception as exc:  # the host fails the invocation: 500, and the record waits for the timer
+                serve_log.error("%s: writing its queue output failed (%s)", route.name, type(exc).__name__)
+                self._answer(500, b"", {})
+                return
         headers = dict(response.headers.items())
         headers.setdefault("Content-Type", response.mimetype or "application/json")
         self._answer(response.status_code, response.get_body(), headers)
@@ -124,18 +134,26 @@ class FunctionsHandler(BaseHTTPRequestHandler):
 
 
 def make_server(
-    host: str, port: int, function_key: str, functions: dict[str, Any] | None = None
+    host: str, port: int, function_key: str, functions: dict[str, Any] | None = None, queues: QueueHost | None = None
 ) -> ThreadingHTTPServer:
     routes = http_routes(functions or registered_functions())
     # A handler class per server: the server builds one handler per request from the class.
-    handler = type("Handler", (FunctionsHandler,), {"routes": tuple(routes), "function_key": function_key})
+    attributes = {"routes": tuple(routes), "function_key": function_key, "queues": queues}
+    handler = type("Handler", (FunctionsHandler,), attributes)
     return ThreadingHTTPServer((host, port), handler)
+
+
+def start_queue_host() -> QueueHost | None:
+    """The queue functions running in the background, and the queue output bindings of the served functions (None
+    when the storage account has no queues: respond-async is then served synchronously; the reason is logged)."""
+    return QueueHost.start(registered_functions(), LocalContext)
 
 
 def serve(host: str, port: int, given_key: str | None) -> int:
     """Serve until stopped, with the function key given (--key), else CERTRENEW_FUNCTION_KEY, else a random one."""
     key = given_key or os.environ.get("CERTRENEW_FUNCTION_KEY") or secrets.token_urlsafe(24)
     server = bind_server(host, port, key, f"{program_name()} serve --port {port + 1}")
+    queues = server.RequestHandlerClass.queues = start_queue_host()  # type: ignore[attr-defined]
     base = f"http://{host}:{server.server_address[1]}"
     print(f"Serving the app's HTTP functions on {base}/api/ (Ctrl+C stops)")
     for route in http_routes(registered_functions()):
@@ -147,7 +165,11 @@ def serve(host: str, port: int, given_key: str | None) -> int:
         + ("<from --key or CERTRENEW_FUNCTION_KEY>" if given_key or os.environ.get("CERTRENEW_FUNCTION_KEY") else key)
     )
     sys.stdout.flush()
-    serve_until_stopped(server)
+    try:
+        serve_until_stopped(server)
+    finally:
+        if queues is not None:
+            queues.stop()
     return EXIT_OK
 
 
@@ -174,11 +196,16 @@ def check_port_free(host: str, port: int, retry: str) -> None:
 
 
 def bind_server(
-    host: str, port: int, function_key: str, retry: str, functions: dict[str, Any] | None = None
+    host: str,
+    port: int,
+    function_key: str,
+    retry: str,
+    functions: dict[str, Any] | None = None,
+    queues: QueueHost | None = None,
 ) -> ThreadingHTTPServer:
     """`make_server`, with a busy port reported as a CliMistake that suggests `retry`."""
     try:
-        return make_server(host, port, function_key, functions)
+        return make_server(host, port, function_key, functions, queues)
     except OSError as exc:
         raise port_busy_mistake(host, port, exc, retry) from None
 

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from shared.operator.files import LOCAL_STACK_SETTINGS
-from shared.operator.outcomes import EXIT_FAILED, EXIT_OK, program_name
+from shared.operator.outcomes import EXIT_FAILED, EXIT_MISTAKE, EXIT_OK, program_name
 from shared.operator.words import INSTALLED_WORDS, clip, expiry_words, state_word, when
 
 
@@ -110,10 +110,11 @@ def local_table_endpoint(connection_string: str) -> str | None:
     return endpoint.rstrip("/") if host in ("127.0.0.1", "localhost", "::1") else None
 
 
-def _read_status_tables(settings_path: Path | None) -> tuple[list[dict[str, Any]], list[Any]] | None:
-    """The RCL renewal records and the AppViewX records; None after telling on stderr why they cannot be read."""
+def _read_status_tables(settings_path: Path | None) -> tuple[list[dict[str, Any]], list[Any]] | int:
+    """The RCL renewal records and the AppViewX records; else, after telling on stderr why they cannot be read, the
+    exit code: 2 for a mistake in how status was called (no settings, a setting wrong), 1 for storage failing."""
     from shared import context as app_context
-    from shared.core.errors import CertRenewError
+    from shared.core.errors import CertRenewError, SettingsError
 
     try:
         return app_context.renewal_state().all_records(), app_context.pending_store().all_records()
@@ -123,7 +124,7 @@ def _read_status_tables(settings_path: Path | None) -> tuple[list[dict[str, Any]
             f"Likely cause: {status_hint(exc, settings_path)}.",
             file=sys.stderr,
         )
-        return None
+        return EXIT_MISTAKE if isinstance(exc, SettingsError) else EXIT_FAILED
 
 
 def _print_rcl_renewals(rcl_records: Sequence[dict[str, Any]], now: datetime) -> None:
@@ -153,8 +154,8 @@ def status(settings_path: Path | None) -> int:
 
     now = datetime.now(UTC)
     tables = _read_status_tables(settings_path)
-    if tables is None:
-        return EXIT_FAILED
+    if isinstance(tables, int):
+        return tables
     rcl_records, pending_records = tables
     _print_rcl_renewals(rcl_records, now)
     names = pending_names(pending_records)

@@ -23,3 +23,28 @@ def run_timer(name: str) -> int:
         return EXIT_FAILED
     print(f"{name} finished.", file=sys.stderr)
     return EXIT_OK
+
+
+def run_complete_pending(now: bool) -> int:
+    """`complete-pending [--now]`: the timer's run in the same invocation scope, then its summary on one line;
+    `now` also tries the records waiting out their retry delay."""
+    from renew_timer.complete_pending import complete_for_operator
+    from shared.core.errors import CertRenewError
+
+    name = "complete_pending"
+    print(f"Running {name} now{' (--now: retry delays ignored)' if now else ''} ...", file=sys.stderr)
+    registered_functions()  # the app as the host loads it (telemetry, notifications)
+    try:
+        summary = complete_for_operator(LocalContext(name), ignore_retry_delay=now)
+    except CertRenewError as exc:
+        print(failure_line(exc.code, exc.message, exc.remediation), file=sys.stderr)
+        return EXIT_FAILED
+    waiting = f"{len(summary.not_due)} not yet due"
+    if summary.not_due and not now:
+        waiting += " (waiting out a retry delay, or on the renewal queue; --now tries those waiting out a delay)"
+    print(
+        f"{name} finished: {len(summary.completed)} completed, {len(summary.retried)} to retry, "
+        f"{len(summary.failed)} given up, {len(summary.skipped)} held by another run, {waiting}.",
+        file=sys.stderr,
+    )
+    return EXIT_OK

@@ -30,7 +30,18 @@ from tests.infra.bicep_text import (
 )
 
 CHECKER = ROOT / "tools" / "kql-check.js"
-SKIPPED_DIRS = {".git", ".venv", ".venv-checkov", ".venv-tools", "node_modules", ".localstack", ".pytest_cache"}
+# Also .venv-3.11, .venv-3.13 (`dev.sh --python`) and .venv-lock (`dev.sh lock`).
+SKIPPED_DIRS = {
+    ".git",
+    ".venv",
+    ".venv-checkov",
+    ".venv-tools",
+    ".venv-3.11",
+    ".venv-3.13",
+    ".venv-lock",
+    "node_modules",
+}
+SKIPPED_DIRS |= {".localstack", ".pytest_cache"}
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>```+|~~~+)[ \t]*(?:kusto|kql)\b[^\n]*\n(?P<body>.*?)^[ \t]*(?P=fence)[ \t]*$",
                    re.M | re.S | re.I)  # fmt: skip
 # Workbook parameters ({TimeRange}, {Name:label}) are substituted by the workbook before the query runs.

@@ -41,6 +41,13 @@ def test_local_run_reports_the_whole_story() -> None:
     assert "CertificateRenewalScheduled x3" in out and "RclRenewalRunCompleted x1" in out
     assert not re.search(r"T\d\d:\d\d:\d\d\.\d", out), "times are shown to the second"
     assert out.rstrip().endswith("Stopped everything this run started (the stand-ins and Azurite).")
+    # Issue 27: an asynchronous renewal, 202 + Location, delivered from Azurite's queue to renew_queued, renewed.
+    assert re.search(
+        r"asynchronous \(Prefer: respond-async\): HTTP 202, Location /api/certificates/renew/[0-9a-f]{32}", out
+    )
+    assert (
+        "renew_queued took it from the queue certificate-renewals: state renewed, stored in Key Vault: https://" in out
+    )
     # Issue 14: Key Vault's near-expiry event for the certificate the webhook stored, delivered twice, renews once.
     assert "Key Vault event: CertificateNearExpiry for portal-contoso-com" in out and "delivered twice" in out
     assert "renewed 1 time(s) through AppViewX: new version " in out
@@ -107,6 +114,11 @@ def test_serve_banner_commands_work_when_pasted_in_order() -> None:
         assert after["state"] != before["state"] and after["keyVaultCertificateId"].startswith("https://127.0.0.1:")
         assert after["keyVaultName"] == "manual-contoso-com"
 
+        (queued,) = [line.strip() for line in output if line.startswith("loc=$(")]
+        async_lines = run_banner_command(queued).splitlines()
+        assert re.fullmatch(r"Location: /api/certificates/renew/[0-9a-f]{32}", async_lines[0]), async_lines
+        assert json.loads(async_lines[1])["state"] in ("accepted", "renewed")  # renewed within seconds (queue polling)
+
         listed = {c["name"]: c for c in json.loads(run_banner_command(inventory))["certificates"]}
         assert listed["www-contoso-com"]["source"] == "appviewx" and listed["www-contoso-com"]["lastOutcome"], listed
         table = run_banner_command(status)
@@ -116,6 +128,19 @@ def test_serve_banner_commands_work_when_pasted_in_order() -> None:
         assert "*.contoso.com" in pending_table and "manual-contoso-com" in pending_table
         assert "resourceId" not in pending_table  # certificate names, not resourceIds
         assert requests.post(renew_by_id.split('"')[1].split("?")[0], timeout=10).status_code == 401
+        # The stack has the two identities Azure has (the app's, and RCL_KEY_VAULT_CLIENT_ID's for the Key Vault
+        # token RCL gets): an RCL command against it logs no warning about a shared identity.
+        rcl = subprocess.run(
+            status.replace(" status", " verify-rcl"),
+            shell=True,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert rcl.returncode == 0, rcl.stderr
+        assert "RCL_KEY_VAULT_CLIENT_ID" not in rcl.stderr and "WARNING" not in rcl.stderr, rcl.stderr
     finally:
         process.terminate()
         rest, _ = process.communicate(timeout=60)
@@ -126,6 +151,94 @@ def test_serve_banner_commands_work_when_pasted_in_order() -> None:
     assert "served: POST /api/certificates/renew -> 401" in log
     assert not [line for line in log.splitlines() if "served:" in line and "code=" in line]
     assert "Stopped everything this run started" in log
+    for sentinel in SENTINELS:
+        assert sentinel not in log
+
+
+def documented_async_example() -> str:
+    """The README's (or docs/') asynchronous example: POST with `Prefer: respond-async`, then poll `Location` (an
+    indented or fenced block: from its `loc=$(curl ...` line to the block's end)."""
+    for page in [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]:
+        lines = page.read_text().splitlines() if page.exists() else []
+        for start, line in enumerate(lines):
+            if "loc=$(curl" in line and "Prefer: respond-async" in line:
+                indent = len(line) - len(line.lstrip())
+                block = []
+                for following in lines[start:]:
+                    if not following.strip() or following.strip().startswith("```"):
+                        break
+                    block.append(following[indent:])
+                return "\n".join(block) + "\n"
+    raise AssertionError("no asynchronous example (curl with Prefer: respond-async, then a polling loop) in the docs")
+
+
+def start_serving(port: int, seconds: int = 150) -> tuple[subprocess.Popen[str], list[str]]:
+    """`bash dev.sh local --serve` on `port`, read up to the banner's last line."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.standins.localrun",
+            "--serve",
+            "--port",
+            str(port),
+            "--serve-seconds",
+            str(seconds),
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    assert process.stdout is not None
+    for line in process.stdout:
+        output.append(line)
+        if line.rstrip().endswith(" status") and "-m shared" in line:
+            return process, output
+    raise AssertionError("the local stack did not start serving:\n" + "".join(output))
+
+
+def test_documented_async_example_answers_202_and_polling_reaches_renewed_under_serve() -> None:
+    """Issue 27: under `--serve`, the documented async example gets 202 with Location, and its polling loop ends at
+    `renewed`: the local host delivers the renewal queue to `renew_queued` as the Functions host does."""
+    from tests.standins.localrun import LOCAL_KEY
+    from tests.standins.stack import free_port
+
+    port = free_port()
+    process, output = start_serving(port)
+    try:
+        example = documented_async_example()
+        base = f"http://127.0.0.1:{port}"
+        script = f"APP=127.0.0.1:{port}; KEY={LOCAL_KEY}\n" + example.replace("https://$APP", base).replace(
+            '"resourceId":"abc123"', '"resourceId":"www"'
+        )
+        headers = subprocess.run(
+            [
+                "bash",
+                "-c",
+                f"curl -si -X POST '{base}/api/certificates/renew?code={LOCAL_KEY}' "
+                "-H 'Prefer: respond-async' -H 'Content-Type: application/json' -d '{\"resourceId\":\"api\"}'",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        ).stdout
+        assert headers.startswith("HTTP/1.1 202"), headers
+        assert re.search(r"^Location: /api/certificates/renew/[0-9a-f]{32}\r?$", headers, re.M), headers
+        polled = subprocess.run(
+            ["bash", "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False
+        )
+        states = polled.stdout.split()
+        assert polled.returncode == 0 and states and states[-1] == "renewed", polled.stdout + polled.stderr
+        assert "Traceback" not in polled.stderr
+    finally:
+        process.terminate()
+        rest, _ = process.communicate(timeout=60)
+        output.append(rest)
+    log = "".join(output)
+    assert "served: POST /api/certificates/renew -> 202" in log, log[-3000:]
     for sentinel in SENTINELS:
         assert sentinel not in log
 

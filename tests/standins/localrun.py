@@ -13,6 +13,8 @@ Functions host would (so the telemetry exporter flushes when each exits):
                              Application Gateway pinned to the old version, a versionless Front Door secret, an
                              App Service site still bound to the old thumbprint (renewed too recently to be stale)
           `renew_http`       one AppViewX webhook renewal, stored in Key Vault
+  then    `renew_queued`     one with `Prefer: respond-async`: 202 + Location, queued in Azurite, delivered from the
+                             queue to the queue function as the Functions host does, then `renewed` on the status route
   later   `keyvault_events`  Key Vault's near-expiry event for that certificate, delivered twice (as Event Grid may):
                              renewed once through AppViewX, as a new version of the same Key Vault certificate
 
@@ -188,6 +190,32 @@ def send_near_expiry(standins: StandIns, env: dict[str, str], webhook: dict[str,
     return lines
 
 
+def async_renewal(standins: StandIns, env: dict[str, str]) -> list[str]:
+    """One webhook renewal with `Prefer: respond-async`: 202 and Location at once, the renewal queued in Azurite;
+    the local host then delivers the queue to `renew_queued` (as the Functions host does), and the status route
+    tells the outcome. Report lines of what happened."""
+    item = standins.avx.add_certificate("async.contoso.com")
+    plan = [
+        {"webhook": {"resourceId": item.resource_id}, "prefer": "respond-async"},
+        {"queues": "drain"},
+        {"status": "last"},
+    ]
+    accepted, _, status = run_child(plan, env)
+    lines = [
+        f"AppViewX webhook, asynchronous (Prefer: respond-async): HTTP {accepted.get('status')}, "
+        f"Location {accepted.get('location')}"
+    ]
+    record = json.loads(status.get("body") or "{}")
+    if record.get("state") == "renewed":
+        lines.append(
+            f"  renew_queued took it from the queue {env.get('RENEWAL_QUEUE')}: state renewed, stored in Key Vault: "
+            f"{record.get('keyVaultCertificateId')}"
+        )
+    else:
+        lines.append(f"  renew_queued: state {record.get('state')} {record.get('reason') or ''}".rstrip())
+    return lines
+
+
 def report(standins: StandIns, ingestion: IngestionStandIn, webhook: dict[str, Any]) -> list[str]:
     """What happened, in the words, times and rounding of `python -m shared status` (shared.operator.words)."""
     from shared.operator.words import INSTALLED_WORDS, clip, expiry_words, when
@@ -291,6 +319,11 @@ def stack_settings(
         "RENEWAL_WARNING_DAYS": "14",
         "ENDPOINT_CHECKS": endpoint_checks,
         "ENDPOINT_CHECK_SCHEDULE": "0 0 */6 * * *",
+        "RENEWAL_QUEUE": "certificate-renewals",  # Azurite's queue (the poison queue: certificate-renewals-poison)
+        # The two identities the Bicep deploys: the app's, and the Key-Vault-certificates-only one whose token RCL gets
+        # (the identity stand-in issues tokens for either client id).
+        "AZURE_CLIENT_ID": "local-app-identity",
+        "RCL_KEY_VAULT_CLIENT_ID": "local-rcl-key-vault-identity",
         "CONSUMER_SUBSCRIPTIONS": LOCAL_SUBSCRIPTION,
         "CONSUMER_DISCOVERY_SCHEDULE": "0 30 */6 * * *",
         "CONSUMER_TABLE": "certconsumers",
@@ -336,10 +369,12 @@ Try, in another terminal (each line is one command):
 # the waiting renewal of {MANUAL[1]}: its state, approve it in AppViewX, store it now, its state again
 curl -sS {status_url}
 {approve}
-{CLI} complete-pending
+{CLI} complete-pending --now
 curl -sS {status_url}
+# asynchronous (Prefer: respond-async): 202 + Location at once, renew_queued takes it from the queue, then its state
+loc=$({renew.replace("curl -sS ", "curl -sSi ")} -H 'Prefer: respond-async' -d '{{"resourceId": "api"}}' | tr -d '\\r' | sed -n 's/^Location: //p'); echo "Location: $loc"; sleep 3; curl -sS "{base}$loc?code={LOCAL_KEY}"
 # the vault's certificates with their source and last outcome (paged)
-curl -sS "{base}/api/certificates?code={LOCAL_KEY}&maxResults=5"
+curl -sS "{base}/api/certificates?code={LOCAL_KEY}&maxResults=10"
 # the recorded RCL renewals and the AppViewX renewals kept pending
 {CLI} status
 """
@@ -347,7 +382,7 @@ curl -sS "{base}/api/certificates?code={LOCAL_KEY}&maxResults=5"
 
 def serve(standins: StandIns, settings: dict[str, str], port: int, seconds: float | None) -> None:
     """Keep the stack up and serve the app's HTTP functions, as `python -m shared serve` does, for curl."""
-    from shared.operator.serve import bind_server, serve_until_stopped
+    from shared.operator.serve import bind_server, serve_until_stopped, start_queue_host
 
     for resource_id, common_name in (*SERVED_AVX, MANUAL):
         standins.avx.add_certificate(common_name, resource_id=resource_id)
@@ -361,7 +396,8 @@ def serve(standins: StandIns, settings: dict[str, str], port: int, seconds: floa
     # Only the stack's settings (their "secrets" are local sentinels), so the CLI reaches the same stack.
     SETTINGS_FILE.write_text(json.dumps({"IsEncrypted": False, "Values": served}, indent=2))
     os.environ.update(served)
-    server = bind_server("127.0.0.1", port, LOCAL_KEY, f"bash dev.sh local --serve --port {port + 1}")
+    queues = start_queue_host()  # renew_queued and renew_queued_poison, fed from Azurite's queues
+    server = bind_server("127.0.0.1", port, LOCAL_KEY, f"bash dev.sh local --serve --port {port + 1}", queues=queues)
     waiting = renew_in_process({"resourceId": MANUAL[0]}, {"autoApproval": "false"})
     served_log = logging.getLogger("certrenew.serve")  # one line per served request
     handler = logging.StreamHandler(sys.stdout)
@@ -372,7 +408,11 @@ def serve(standins: StandIns, settings: dict[str, str], port: int, seconds: floa
     base = f"http://127.0.0.1:{server.server_address[1]}"
     print(banner(base, standins, serial, str(waiting.get("pendingId"))), flush=True)
     # Returns on Ctrl+C or SIGTERM too, so Azurite and the stand-ins (stopped by the caller) never outlive the run.
-    serve_until_stopped(server, seconds)
+    try:
+        serve_until_stopped(server, seconds)
+    finally:
+        if queues is not None:
+            queues.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -407,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         azurite: Azurite | None = None
         endpoints: list[TlsEndpoint] = []
         try:
-            azurite = Azurite.start(workdir)
+            azurite = Azurite.start(workdir, queues=True)  # tables, and the queues of asynchronous renewals
             item = seed(standins)
             endpoints, endpoint_checks = start_endpoints(standins)
             seed_consumers(standins)
@@ -434,21 +474,24 @@ def main(argv: list[str] | None = None) -> int:
                 {"webhook": {"resourceId": item.resource_id}},
             ]
             outcomes = run_child(plan, env)
+            print("Then: a webhook renewal with Prefer: respond-async, delivered from the queue to renew_queued ...")
+            async_lines = async_renewal(standins, env)
             print("Later: Key Vault's near-expiry event for the certificate the webhook stored (delivered twice) ...")
             event_lines = send_near_expiry(standins, env, outcomes[-1])
             deadline = time.monotonic() + 5
             while not ingestion.events() and time.monotonic() < deadline:
                 time.sleep(0.1)
             print()
-            lines = report(standins, ingestion, outcomes[-1]) + event_lines + consumer_lines(ingestion, settings)
-            print("\n".join(lines))
+            lines = report(standins, ingestion, outcomes[-1]) + async_lines + event_lines
+            print("\n".join(lines + consumer_lines(ingestion, settings)))
             if args.json:
                 print(json.dumps(ingestion.events(), indent=2))
             webhook_ok = outcomes[-1].get("status") == 200
             if args.serve:
                 serve(standins, settings, args.port, args.serve_seconds)
             event_ok = any("renewed 1 time(s)" in line for line in event_lines)
-            return 0 if webhook_ok and event_ok and ingestion.events() else 1
+            async_ok = any("state renewed" in line for line in async_lines)
+            return 0 if webhook_ok and event_ok and async_ok and ingestion.events() else 1
         except CliMistake as exc:  # the port was taken while the run ran
             print(f"bash dev.sh local: {exc}", file=sys.stderr)
             return 2

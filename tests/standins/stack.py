@@ -121,39 +121,43 @@ def unreachable_storage() -> str:
 
 @dataclass
 class Azurite:
-    """Azurite's table service (npm package `azurite`), started on a free port for the tests or the local stack."""
+    """Azurite's table service (npm package `azurite`), and with `queues=True` its queue service too (the local stack's
+    asynchronous renewals), started on free ports for the tests or the local stack."""
 
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    queue_process: subprocess.Popen[bytes] | None = None
+    queue_port: int | None = None
 
     @property
     def connection_string(self) -> str:
+        queues = f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/{AZURITE_ACCOUNT};" if self.queue_port else ""
         return (
             f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-            f"TableEndpoint=http://127.0.0.1:{self.port}/{AZURITE_ACCOUNT};"
+            f"TableEndpoint=http://127.0.0.1:{self.port}/{AZURITE_ACCOUNT};{queues}"
         )
 
     @staticmethod
-    def executable() -> str:
-        local = REPO_ROOT / "node_modules" / ".bin" / "azurite-table"
+    def executable(service: str = "table") -> str:
+        local = REPO_ROOT / "node_modules" / ".bin" / f"azurite-{service}"
         if local.exists():
             return str(local)
-        found = shutil.which("azurite-table")
+        found = shutil.which(f"azurite-{service}")
         if found:
             return found
         raise RuntimeError("Azurite is not installed: run `npm ci` in the repository root (see docs/development.md)")
 
-    @classmethod
-    def start(cls, directory: Path, timeout: float = 30.0) -> Azurite:
+    @staticmethod
+    def _launch(directory: Path, service: str, timeout: float) -> tuple[subprocess.Popen[bytes], int, Path]:
         port = free_port()
-        log_path = directory / f"azurite-{uuid.uuid4().hex[:6]}.log"
+        log_path = directory / f"azurite-{service}-{uuid.uuid4().hex[:6]}.log"
         process = subprocess.Popen(
             [
-                cls.executable(),
-                "--tableHost",
+                Azurite.executable(service),
+                f"--{service}Host",
                 "127.0.0.1",
-                "--tablePort",
+                f"--{service}Port",
                 str(port),
                 "--inMemoryPersistence",
                 "--skipApiVersionCheck",
@@ -169,18 +173,33 @@ class Azurite:
                 raise RuntimeError(f"Azurite exited at start; see {log_path}: {log_path.read_text()[-500:]}")
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    return cls(process=process, port=port, log_path=log_path)
+                    return process, port, log_path
             except OSError:
                 time.sleep(0.1)
         process.kill()
         raise RuntimeError(f"Azurite did not start within {timeout:g} s; see {log_path}")
 
+    @classmethod
+    def start(cls, directory: Path, timeout: float = 30.0, *, queues: bool = False) -> Azurite:
+        process, port, log_path = cls._launch(directory, "table", timeout)
+        azurite = cls(process=process, port=port, log_path=log_path)
+        if queues:
+            try:
+                azurite.queue_process, azurite.queue_port, _ = cls._launch(directory, "queue", timeout)
+            except BaseException:
+                azurite.stop()
+                raise
+        return azurite
+
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        for process in (self.process, self.queue_process):
+            if process is None:
+                continue
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 class FakeContext:
