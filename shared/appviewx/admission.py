@@ -197,8 +197,14 @@ def run_admitted(
     Idempotency-Key."""
     claims, key, command = admitted.claims, admitted.key, admitted.command
     answer: WebhookAnswer | None = None
+    attached: list[str] = []  # the record the key was tied to, before AVX was called
+
+    def attach(pending_id: str) -> None:
+        attached.append(pending_id)
+        if claims is not None and key:
+            claims.attach(key, pending_id)
+
     try:
-        attach = (lambda pending_id: claims.attach(key, pending_id)) if claims is not None and key else None
         if admitted.respond_async and enqueue is not None:
             answer = _accept_async(admitted, services, enqueue, attach)
             return accepted_reply(answer.body) if answer.status == 202 else Reply(answer.status, answer.body)
@@ -209,9 +215,11 @@ def run_admitted(
         if claims is not None and key is not None:
             # Answers are replayed for 24 h. Once AVX may have acted the key stays claimed whatever the answer, so a
             # retry never renews again; only a failure that provably came before AVX (or AVX's refusal) frees it.
+            # A key tied to a record is never freed without an answer (the process is stopping): a retry after
+            # the claim went stale is answered from the record.
             if answer is not None and (answer.status < 500 or answer.avx_called):
                 claims.complete(key, answer.status, answer.body)
-            else:
+            elif answer is not None or not attached:
                 claims.release(key)
     return Reply(answer.status, answer.body)
 

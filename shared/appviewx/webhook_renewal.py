@@ -33,6 +33,10 @@ from shared.core.telemetry import emit_event
 
 log = logging.getLogger("certrenew.appviewx")
 
+# What is let through once AVX may have acted: the process is being stopped. Anything else (a native library's
+# panic, which derives from BaseException) keeps the record pending and the caller's Idempotency-Key claimed.
+STOPPING = (KeyboardInterrupt, SystemExit)
+
 
 @dataclass(frozen=True)
 class WebhookAnswer:
@@ -239,7 +243,9 @@ def renew_at_avx(hook: Webhook, record: PendingRecord) -> AvxRenewResult | Webho
         if avx_renew_outcome(exc) != AVX_OUTCOME_UNKNOWN:
             raise AvxDidNotRenew(exc) from None
         return hook.keep_pending(record, exc.code, exc.message, None)  # may have renewed: never sent again
-    except Exception as exc:  # AVX may have acted: keep it, never a bare 500
+    except BaseException as exc:  # AVX may have acted: keep it, never a bare 500
+        if isinstance(exc, STOPPING):
+            raise
         log.exception("Unexpected failure calling AppViewX for renewal %s", record.pending_id)
         return hook.keep_pending(record, "AVX_UNKNOWN_OUTCOME", f"unexpected {type(exc).__name__}", None)
 
@@ -248,7 +254,9 @@ def store_renew_answer(hook: Webhook, record: PendingRecord, result: AvxRenewRes
     """Store what AVX's renew answer carries; after AVX acted nothing may be lost."""
     try:
         return _store_answer(hook, record, result)
-    except Exception as exc:
+    except BaseException as exc:  # a native panic (pyo3's PanicException is a BaseException) included
+        if isinstance(exc, STOPPING):
+            raise
         log.exception("Unexpected failure storing renewal %s", record.pending_id)
         return hook.keep_pending(record, "STORE_UNKNOWN_OUTCOME", f"unexpected {type(exc).__name__}", result)
 
