@@ -88,8 +88,9 @@ class AvxRenewResult:
         return {"resourceId": self.resource_id, "requestId": self.request_id, "message": self.message}
 
 
-def parse_renew_answer(status: int, body: bytes) -> AvxRenewResult:
-    """Turn AVX's HTTP answer into a result, or raise the AvxError it stands for."""
+def parse_renew_answer(status: int, body: bytes, withheld: tuple[str | None, ...] = ()) -> AvxRenewResult:
+    """Turn AVX's HTTP answer into a result, or raise the AvxError it stands for (its message without `withheld`,
+    the secrets of the request it answers, nor any secret the redaction guard knows)."""
     try:
         document = json.loads(body.decode("utf-8")) if body else None
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -100,7 +101,7 @@ def parse_renew_answer(status: int, body: bytes) -> AvxRenewResult:
     message = optional_text(document.get("message")) if document else None
     if not 200 <= status < 300 or app_code:
         raise AvxError(
-            upstream_text(message) if message else f"AppViewX answered HTTP {status}",
+            upstream_text(message, withheld=withheld) if message else f"AppViewX answered HTTP {status}",
             code=app_code or "AVX_BAD_RESPONSE",
             http_status=status,
             remediation=REMEDIATION.get(app_code or ""),
@@ -344,7 +345,7 @@ class AvxClient:
             headers={"Content-Type": "application/json"},
             data=json.dumps(request.payload()),
         )
-        return parse_renew_answer(answer.status_code, answer.content)
+        return parse_renew_answer(answer.status_code, answer.content, withheld=(request.password,))
 
     def search(self, *, common_name: str | None = None, resource_id: str | None = None) -> list[AvxCertificateRecord]:
         """Certificates matching a common name or resource id, newest first."""
@@ -367,7 +368,7 @@ class AvxClient:
         }
         answer = self.call("POST", "/certificate/download/format", idempotent=True, json=body)
         if answer.status_code != 200:
-            parse_renew_answer(answer.status_code, answer.content)
+            parse_renew_answer(answer.status_code, answer.content, withheld=(password,))
         content_type = answer.headers.get("Content-Type", "")
         if "json" in content_type:
             # Some AVX versions wrap the file as base64 in {"response": ...}.

@@ -23,6 +23,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 
 from shared.azure.tables import storage_failure, update_mode
 from shared.core.errors import StateStoreError
+from shared.core.redaction import redact
 from shared.core.timestamps import iso_utc
 
 if TYPE_CHECKING:  # the table SDK is imported where it is used, to keep cold start short
@@ -223,7 +224,9 @@ class PendingRecord:
 
 
 def _short(message: str | None) -> str | None:
-    return message[:1000] if message else message
+    """A record's lastError: at most 1,000 characters, without any secret the redaction guard knows (the status
+    route shows it)."""
+    return redact(message[:1000]) if message else message
 
 
 def _to_entity(record: PendingRecord) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from azure.core.exceptions import (
 
 from shared.azure.identity import get_token
 from shared.core.errors import KeyVaultError
-from shared.core.outbound import new_session
+from shared.core.outbound import new_session, upstream_text
 from shared.core.settings import KEY_VAULT_SCOPE, KeyVaultSettings
 from shared.core.timestamps import iso_utc
 from shared.core.upstream import CONNECT_TIMEOUT_SECONDS
@@ -283,7 +283,8 @@ def _store_error(name: str, action: str, exc: Exception) -> KeyVaultError:
     else:
         reason = f"Key Vault answered {status}" + (f" {kv_code}" if kv_code else "")
     detail = getattr(error, "message", None) or ""
-    message = f"Could not {action} certificate {name!r}: {reason}" + (f" ({detail[:300]})" if detail else "")
+    detail = upstream_text(detail) if detail else ""
+    message = f"Could not {action} certificate {name!r}: {reason}" + (f" ({detail})" if detail else "")
     remediation = {
         401: "Check the app's managed identity.",
         403: "Grant the app's identity the Key Vault Certificates Officer role on the vault.",
