@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.appviewx.client import AvxCertificateRecord, AvxRenewResult
+from shared.appviewx.ownership import TARGET_NOT_OWNED, adopted, may_write, not_owned
 from shared.appviewx.records import PendingRecord, RenewalState
 from shared.appviewx.renewal_rules import (
     AVX_OUTCOME_UNKNOWN,
@@ -24,9 +25,7 @@ from shared.appviewx.renewal_rules import (
 from shared.appviewx.storing import AvxMaterial, NotStored, Pipeline, save_settled, settle_not_stored, store_avx_result
 from shared.appviewx.validation import RenewCommand, avx_error_answer, renewed_answer, unstorable
 from shared.azure.keyvault import b64decode_strict
-from shared.core.certificates import (
-    Storage,
-)
+from shared.core.certificates import Storage, derive_certificate_name
 from shared.core.errors import ApiError, AvxError, IdentityError, KeyVaultError
 from shared.core.events import Event, Source
 from shared.core.telemetry import emit_event
@@ -171,14 +170,37 @@ def prepare(command: RenewCommand, pipeline: Pipeline) -> Prepared | ApiError:
     rejection = unstorable(command, pending_exists)
     if rejection is not None:
         return rejection
+    replaced: AvxCertificateRecord | None = None
     if command.avx.resource_id and not command.avx.serial_number:
         # One search before the renew: what is replaced (common name, serial, validity), so completion can tell it
         # from its renewal whatever happens next.
         try:
-            return Prepared(current_certificate(avx.search(resource_id=command.avx.resource_id), None))
+            replaced = current_certificate(avx.search(resource_id=command.avx.resource_id), None)
         except AvxError as exc:
             return avx_error_answer(exc)
-    return Prepared()
+    return target_problem(command, pipeline, replaced) or Prepared(replaced)
+
+
+def target_problem(
+    command: RenewCommand, pipeline: Pipeline, replaced: AvxCertificateRecord | None = None
+) -> ApiError | None:
+    """409 TARGET_NOT_OWNED when the Key Vault name the renewal would write (known before AVX is called) holds a
+    certificate this app may not write (`shared.appviewx.ownership`): one Key Vault read, reused by the store. A
+    merge goes into a pending CSR (checked before merging); a name known only from AVX's answer is checked then."""
+    if command.storage is Storage.MERGE:
+        return None
+    common_name = command.avx.common_name or (replaced.common_name if replaced else None)
+    name = command.key_vault_name or (derive_certificate_name(common_name) if common_name else None)
+    if not name or adopted(name, pipeline.caller, pipeline.store.adoptable):
+        return None
+    try:
+        current = pipeline.store.current(name)
+    except KeyVaultError as exc:
+        return ApiError(502, "KEY_VAULT_UNAVAILABLE", exc.message + "; nothing was renewed.", exc.remediation)
+    pipeline.targets[name] = current
+    if current is not None and may_write(current, common_name, command.avx.resource_id) is False:
+        return not_owned(name, current, common_name, before_avx=True)
+    return None
 
 
 def record_fields(command: RenewCommand, replaced: AvxCertificateRecord | None = None) -> dict[str, Any]:
@@ -280,7 +302,7 @@ def _store_answer(hook: Webhook, record: PendingRecord, result: AvxRenewResult) 
         return WebhookAnswer(200, body, avx_called=True)
     if outcome.state is RenewalState.FAILED:
         error = ApiError(
-            502,
+            409 if outcome.code == TARGET_NOT_OWNED else 502,
             outcome.code or "AVX_BAD_RESPONSE",
             outcome.message or "AppViewX's result cannot be stored",
             outcome.remediation,

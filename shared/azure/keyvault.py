@@ -47,6 +47,7 @@ class StoredCertificate:
     subject: str
     # The version's tags (source=appviewx, avxResourceId, ...): read, never part of an answer (to_json leaves them out).
     tags: dict[str, str] = field(default_factory=dict, compare=False)
+    common_name: str | None = field(default=None, compare=False)  # of the version's certificate (ownership checks)
 
     def to_json(self) -> dict[str, str | None]:
         return {
@@ -73,6 +74,7 @@ class KeyVaultStore:
 
     def __init__(self, settings: KeyVaultSettings, credential: TokenCredential, **client_options: object) -> None:
         self.vault_url = settings.url
+        self.adoptable = settings.adoptable  # names renewals may write though this app did not store them
         options: dict[str, object] = {
             "verify_challenge_resource": settings.verify_challenge_resource,
             # azure-core's retry policy backs off exponentially and honours Retry-After on 429/503.
@@ -138,6 +140,26 @@ class KeyVaultStore:
         except (HttpResponseError, ServiceRequestError, ServiceResponseError, ClientAuthenticationError) as exc:
             raise _store_error(name, "read the pending operation of", exc) from None
         return bool(operation.csr) and (operation.status or "").lower() == "inprogress"
+
+    def pending_csr_common_name(self, name: str) -> str | None:
+        """The common name the CSR of `name`'s pending operation asks for (None: no pending CSR, or no name)."""
+        try:
+            operation = self._client.get_certificate_operation(name)
+        except ResourceNotFoundError:
+            return None
+        except (HttpResponseError, ServiceRequestError, ServiceResponseError, ClientAuthenticationError) as exc:
+            raise _store_error(name, "read the pending operation of", exc) from None
+        if not operation.csr:
+            return None
+        from cryptography import x509
+        from cryptography.x509.oid import NameOID
+
+        try:
+            names = x509.load_der_x509_csr(bytes(operation.csr)).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        except ValueError:
+            return None
+        value = names[0].value if names else None
+        return value.decode() if isinstance(value, bytes) else value
 
     def current(self, name: str) -> StoredCertificate | None:
         """The current (latest) version of certificate `name`, or None when the vault has no such certificate."""
@@ -209,11 +231,14 @@ class KeyVaultStore:
 
 def describe(certificate: KeyVaultCertificate) -> StoredCertificate:
     props = certificate.properties
-    subject = ""
+    subject, common_name = "", None
     if certificate.cer:
         from cryptography import x509
 
-        subject = x509.load_der_x509_certificate(bytes(certificate.cer)).subject.rfc4514_string()
+        from shared.core.certificates import common_name_of
+
+        loaded = x509.load_der_x509_certificate(bytes(certificate.cer))
+        subject, common_name = loaded.subject.rfc4514_string(), common_name_of(loaded)
     thumbprint = props.x509_thumbprint.hex().upper() if props.x509_thumbprint else ""
     return StoredCertificate(
         id=certificate.id or "",
@@ -224,6 +249,7 @@ def describe(certificate: KeyVaultCertificate) -> StoredCertificate:
         expires_on=props.expires_on,
         subject=subject,
         tags=dict(props.tags or {}),
+        common_name=common_name,
     )
 
 
