@@ -88,13 +88,43 @@ class AvxRenewResult:
         return {"resourceId": self.resource_id, "requestId": self.request_id, "message": self.message}
 
 
+# AVX's ids and names are short (a 24-character id, a host name): anything longer is not an id, and a record or tag
+# holding it could not be saved (a table property holds 64 KiB, a tag 256 characters).
+MAX_AVX_ID_LENGTH = 256
+MAX_AVX_NUMBER_LENGTH = 64  # an epoch in milliseconds has 13 digits; int() of thousands of digits raises
+
+
+def _bounded_number(text: str) -> float | int:
+    if len(text) > MAX_AVX_NUMBER_LENGTH:
+        raise ValueError("number too long")
+    return float(text) if any(c in text for c in ".eE") else int(text)
+
+
+def read_json(body: bytes) -> Any:
+    """AVX's JSON answer, or None when it is unreadable: not UTF-8 or JSON, nested too deep, or holding a number
+    longer than any AVX sends (each would otherwise escape as a bare error)."""
+    try:
+        return json.loads(body.decode("utf-8"), parse_int=_bounded_number, parse_float=_bounded_number)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+
+
+def bounded_id(value: Any, field_name: str) -> str | None:
+    """An id or name of AVX's answer, refused (AVX_BAD_RESPONSE) when longer than any real one."""
+    text = optional_text(value)
+    if text is not None and len(text) > MAX_AVX_ID_LENGTH:
+        raise AvxError(
+            f"AppViewX answered with a {field_name} of {len(text)} characters (at most {MAX_AVX_ID_LENGTH} are "
+            "accepted)",
+            code="AVX_BAD_RESPONSE",
+        )
+    return text
+
+
 def parse_renew_answer(status: int, body: bytes, withheld: tuple[str | None, ...] = ()) -> AvxRenewResult:
     """Turn AVX's HTTP answer into a result, or raise the AvxError it stands for (its message without `withheld`,
     the secrets of the request it answers, nor any secret the redaction guard knows)."""
-    try:
-        document = json.loads(body.decode("utf-8")) if body else None
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        document = None
+    document = read_json(body) if body else None
     if not isinstance(document, dict):
         document = None
     app_code = optional_text(document.get("appStatusCode")) if document else None
@@ -116,11 +146,20 @@ def parse_renew_answer(status: int, body: bytes, withheld: tuple[str | None, ...
     response = document.get("response")
     if not isinstance(response, dict):
         response = {}
+    try:
+        resource_id = bounded_id(response.get("resourceId"), "resourceId") or bounded_id(
+            response.get("newCertificateId"), "newCertificateId"
+        )
+        request_id = bounded_id(response.get("requestId"), "requestId")
+        certificate_name = bounded_id(response.get("certificateName"), "certificateName")
+    except AvxError as exc:
+        exc.http_status = status  # AVX answered 2xx: it may have renewed
+        raise
     return AvxRenewResult(
-        resource_id=optional_text(response.get("resourceId")) or optional_text(response.get("newCertificateId")),
-        request_id=optional_text(response.get("requestId")),
-        message=message,
-        certificate_name=optional_text(response.get("certificateName")),
+        resource_id=resource_id,
+        request_id=request_id,
+        message=upstream_text(message, withheld=withheld) if message else None,
+        certificate_name=certificate_name,
         certificate_content=optional_text(response.get("certificateContent")),
         private_key_content=optional_text(response.get("privateKeyContent")),
     )
@@ -140,9 +179,9 @@ class AvxCertificateRecord:
 
 def parse_search_answer(body: bytes) -> list[AvxCertificateRecord]:
     try:
-        document = json.loads(body.decode("utf-8"))
-        objects = document["response"]["response"]["objects"]
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        document = read_json(body)
+        objects = document["response"]["response"]["objects"]  # type: ignore[index]
+    except (KeyError, TypeError):
         raise AvxError(
             "AppViewX answered the certificate search with an unreadable body", code="AVX_BAD_RESPONSE"
         ) from None
@@ -158,8 +197,16 @@ def parse_search_answer(body: bytes) -> list[AvxCertificateRecord]:
             valid_from=optional_text(o.get("validFrom")),
         )
         for o in objects
-        if isinstance(o, dict)
+        if isinstance(o, dict) and _ids_fit(o)
     ]
+
+
+def _ids_fit(listed: dict[str, Any]) -> bool:
+    """A listed certificate whose ids are longer than any real one is not one AVX could mean: left out."""
+    return all(
+        len(optional_text(listed.get(name)) or "") <= MAX_AVX_ID_LENGTH
+        for name in ("resourceId", "_id", "commonName", "serialNumber")
+    )
 
 
 class _Auth:
@@ -194,10 +241,7 @@ class _Auth:
 
     def _login_call(self, path: str, **kwargs: object) -> dict[str, Any]:
         answer = self.client.call("POST", path, idempotent=True, authenticated=False, **kwargs)
-        try:
-            document = json.loads(answer.content.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            document = None
+        document = read_json(answer.content)
         if answer.status_code != 200 or not isinstance(document, dict):
             code = optional_text(document.get("appStatusCode")) if isinstance(document, dict) else None
             raise AvxError(
@@ -373,7 +417,7 @@ class AvxClient:
         if "json" in content_type:
             # Some AVX versions wrap the file as base64 in {"response": ...}.
             try:
-                wrapped = json.loads(answer.content.decode("utf-8")).get("response")
+                wrapped = read_json(answer.content).get("response")
                 return base64.b64decode(wrapped, validate=True)
             except (ValueError, AttributeError, TypeError):
                 raise AvxError("AppViewX's download answer is not a file", code="AVX_BAD_RESPONSE") from None

@@ -297,3 +297,30 @@ def test_a_stored_renewal_is_never_reported_pending_to_a_repeat(
     again = call_webhook({"resourceId": item.resource_id}, headers=headers)
     assert again[1]["status"] == "renewed", again
     assert len(standins.avx.renew_calls()) == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"response": {"response": {"objects": [{"n": ' + b"9" * 5000 + b"}]}}}", b"[" * 100_000],
+    ids=["5000-digit-integer", "deep-nesting"],
+)
+def test_an_unreadable_avx_search_answer_is_a_coded_error_not_a_bare_500(
+    standins: StandIns, call_webhook: Any, monkeypatch: pytest.MonkeyPatch, body: bytes
+) -> None:
+    item = standins.avx.add_certificate(_unique("search"))
+    monkeypatch.setattr(standins.avx, "_search", lambda request: Response(200, body, {"Content-Type": "application/json"}))
+    status, answer = call_webhook({"resourceId": item.resource_id})
+    assert status == 502 and answer["error"]["code"] == "AVX_BAD_RESPONSE", answer
+    assert standins.avx.renew_calls() == []
+
+
+def test_a_chain_of_thousands_of_certificates_is_refused_quickly() -> None:
+    import time
+
+    from shared.core.certificates import CertificateParseError, order_leaf_first
+
+    chain = [certs.issue_certificate("chain.contoso.com").certificate] * 7000
+    started = time.monotonic()
+    with pytest.raises(CertificateParseError):
+        order_leaf_first(chain)
+    assert time.monotonic() - started < 0.5
