@@ -19,7 +19,13 @@ from shared.appviewx import queue_message
 from shared.appviewx.queued import accept_queued
 from shared.appviewx.records import PendingStore
 from shared.appviewx.storing import Pipeline
-from shared.appviewx.validation import RenewCommand, check_body_size, parse_renew_request, unstorable
+from shared.appviewx.validation import (
+    QUERY_PARAMETERS,
+    RenewCommand,
+    check_body_size,
+    parse_renew_request,
+    unstorable,
+)
 from shared.appviewx.webhook_renewal import WebhookAnswer, pending_answer, renew_and_store
 from shared.core import redaction
 from shared.core.errors import ApiError, Rejected
@@ -127,7 +133,10 @@ def _claim(
         )
     key = idempotency.scoped_key(scope, key)  # keys are per caller: another caller's key is simply a different key
     claims = services.claims()
-    claim = claims.claim(key, idempotency.fingerprint(request.body, request.query))
+    # Only what the app reads makes two requests different: the function key (`code`), moved to a header after a
+    # rotation, or a cache-buster never turns a retry into "another request".
+    read = {name: value for name, value in request.query.items() if name in QUERY_PARAMETERS}
+    claim = claims.claim(key, idempotency.fingerprint(request.body, read))
     return claims, key, _repeat_answer(claim, request.invocation_id, services)
 
 

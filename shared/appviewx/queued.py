@@ -59,6 +59,19 @@ def accept_queued(command: RenewCommand, pipeline: Pipeline, *, idempotency_scop
     return pipeline.records.create(record)
 
 
+def differs_from_record(record: PendingRecord, command: RenewCommand) -> str | None:
+    """The first field in which a queue message's request differs from its record (None: it is the record's). A
+    common name or serial the message leaves out may have been filled in on the record by AVX's search."""
+    fields = record_fields(command)
+    for key in ("requested_resource_id", "key_vault_name", "storage"):
+        if fields[key] != getattr(record, key):
+            return key
+    for key in ("common_name", "serial_number"):
+        if fields[key] is not None and fields[key] != getattr(record, key):
+            return key
+    return None
+
+
 def _fail_queued(record: PendingRecord, error: ApiError, pipeline: Pipeline) -> QueuedOutcome:
     problem = NotStored(error.code, error.message, permanent=True, remediation=error.remediation)
     outcome = settle_not_stored(record, problem, pipeline)
@@ -82,6 +95,11 @@ def renew_queued(pending_id: str, command: RenewCommand, pipeline: Pipeline) -> 
     if record is None:
         log.error("Queued renewal %s has no record; nothing renewed", pending_id)
         return QueuedOutcome(SKIPPED, pending_id, "NOT_FOUND", "no renewal record has this id")
+    differs = differs_from_record(record, command)
+    if differs:
+        # Whoever can write to the queue cannot redirect a renewal: the record, written by the webhook, decides.
+        log.error("Queue message for renewal %s dropped: its %s differs from the record's", pending_id, differs)
+        return QueuedOutcome(SKIPPED, pending_id, "MESSAGE_MISMATCH", f"the message's {differs} is not the record's")
     claimed = records.claim_queued(record, pipeline.owner, datetime.now(UTC))
     if claimed is None and record.is_queued:
         # Still queued but held by another delivery: running, or dead before AVX (its lease runs out in 15 min).

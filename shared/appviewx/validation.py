@@ -24,6 +24,7 @@ from shared.core.errors import ApiError, AvxError, Rejected
 from shared.core.events import Source
 
 MAX_BODY_BYTES = 64 * 1024
+QUERY_PARAMETERS = ("autoApproval",)  # the only query parameter a renewal reads (the rest: function key, noise)
 MAX_FIELD_LENGTH = 1024
 MAX_NUMBER_LENGTH = 32  # no field the app reads is a number: anything longer is noise (or an attack on int())
 # Characters no identifier the webhook forwards may hold: C0/C1 controls, and the invisible direction marks and

@@ -324,3 +324,19 @@ def test_a_chain_of_thousands_of_certificates_is_refused_quickly() -> None:
     with pytest.raises(CertificateParseError):
         order_leaf_first(chain)
     assert time.monotonic() - started < 0.5
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"v": True, "pendingId": "a" * 32, "request": {"resourceId": "x"}},
+        {"v": 1.0, "pendingId": "a" * 32, "request": {"resourceId": "x"}},
+        {"v": 1, "pendingId": "a" * 32, "request": {"resourceId": "x"}, "oneTimePassword": "yes"},
+    ],
+    ids=["v-true", "v-float", "one-time-password-text"],
+)
+def test_queue_message_types_are_strict(message: dict[str, Any]) -> None:
+    from shared.appviewx.queue_message import BadQueueMessage, read_queue_message
+
+    with pytest.raises(BadQueueMessage):
+        read_queue_message(json.dumps(message))
