@@ -53,6 +53,7 @@ from shared.vault.event_decisions import (
     Owner,
     decide,
     is_our_vault,
+    near_expiry,
     parse_event,
     rcl_names,
     whole_days_left,
@@ -155,6 +156,17 @@ def _handle(event: CertificateEvent, deps: EventDependencies, invocation_id: str
             current.expires_on if current else None,
         )
         return "replaced"
+    if current is not None and not near_expiry(current, now):
+        log.warning(
+            "Key Vault event %s (%s): %s version %s expires %s, not within the near-expiry window; nothing renewed "
+            "or reported",
+            event.event_id,
+            event.event_type,
+            event.name,
+            current.version,
+            current.expires_on,
+        )
+        return "not near expiry"
     if decision.action is Action.REPORT_RCL:
         emit_event(event.app_event, {**base, "source": Source.RCL, "owner": Owner.RCL})
         log.info(

@@ -83,7 +83,12 @@ def renew_through_webhook(call_webhook: WebhookCaller, standins: StandIns) -> tu
     assert status == 200, body
     stored = standins.key_vault.latest(name)
     assert stored is not None and stored.tags and stored.tags["source"] == "appviewx"
-    return name, stored.version
+    # Time passes: its current version is 20 days from expiry when Key Vault's event arrives (the app reads the
+    # version's own expiry and renews nothing further from it).
+    now = datetime.now(UTC)
+    near = issue_certificate("portal.contoso.com", days=90, not_before=now - timedelta(days=70))
+    aged = standins.key_vault.seed(name, near.certificate, near.private_key, tags=dict(stored.tags))
+    return name, aged.version
 
 
 def test_avx_certificate_is_renewed_once_when_the_event_is_delivered_twice(
