@@ -17,7 +17,7 @@ from typing import Any
 
 from shared.appviewx import queue_message
 from shared.appviewx.queued import accept_queued
-from shared.appviewx.records import PendingStore
+from shared.appviewx.records import PendingRecord, PendingStore, RenewalState
 from shared.appviewx.storing import Pipeline
 from shared.appviewx.validation import (
     QUERY_PARAMETERS,
@@ -28,7 +28,7 @@ from shared.appviewx.validation import (
 )
 from shared.appviewx.webhook_renewal import WebhookAnswer, pending_answer, renew_and_store
 from shared.core import redaction
-from shared.core.errors import ApiError, Rejected
+from shared.core.errors import ApiError, Rejected, StateStoreError
 from shared.core.settings import WebhookSettings
 from shared.security import idempotency, signature
 from shared.security.callers import caller_of
@@ -145,6 +145,8 @@ def _repeat_answer(claim: idempotency.Claim, invocation_id: str | None, services
     if claim.outcome is idempotency.ClaimOutcome.REPLAY:
         if claim.status == 202 and (claim.body or {}).get("status") == "accepted":  # the first async answer
             return accepted_reply(claim.body or {})
+        if claim.status == 202 and (claim.body or {}).get("status") == "pending":
+            return _settled_since(claim.body or {}, invocation_id, services) or Reply(202, claim.body or {})
         return Reply(claim.status or 200, claim.body or {})
     if claim.outcome is idempotency.ClaimOutcome.RECORDED:
         # The first invocation died after AVX may have acted: answer from its record, never renew again.
@@ -152,7 +154,7 @@ def _repeat_answer(claim: idempotency.Claim, invocation_id: str | None, services
         if record is not None and record.is_queued:  # an asynchronous renewal: its first 202, from the record
             return accepted_reply(accepted_body(record.pending_id, invocation_id))
         if record is not None:
-            return Reply(202, pending_answer(record, invocation_id))
+            return record_reply(record, invocation_id)
         # The key is tied to a renewal that may have happened, but its record cannot be read: never renew without
         # holding the key (the claim stays, so no retry renews either until it expires after 24 h).
         raise Rejected(
@@ -178,6 +180,23 @@ def _repeat_answer(claim: idempotency.Claim, invocation_id: str | None, services
             )
         )
     return None
+
+
+def record_reply(record: PendingRecord, invocation_id: str | None) -> Reply:
+    """A repeat answered from the renewal record: 200 once it is stored, else 202 with its state and reason."""
+    return Reply(200 if record.state is RenewalState.RENEWED else 202, pending_answer(record, invocation_id))
+
+
+def _settled_since(body: dict[str, Any], invocation_id: str | None, services: AdmissionServices) -> Reply | None:
+    """A first answer of `pending` is replayed with the record's real state once the record moved on (stored by
+    the timer, or failed for good); None when it did not, or cannot be read now (the first answer then stands)."""
+    try:
+        record = services.records().get(str(body.get("pendingId") or ""))
+    except StateStoreError:
+        return None
+    if record is None or record.state in (RenewalState.PENDING, RenewalState.ACCEPTED):
+        return None
+    return record_reply(record, invocation_id)
 
 
 def _first_use_of_signature(

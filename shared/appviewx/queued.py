@@ -5,7 +5,7 @@ steps, and the poison handler that settles a message the host gave up on."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -100,6 +100,7 @@ def renew_queued(pending_id: str, command: RenewCommand, pipeline: Pipeline) -> 
         # Whoever can write to the queue cannot redirect a renewal: the record, written by the webhook, decides.
         log.error("Queue message for renewal %s dropped: its %s differs from the record's", pending_id, differs)
         return QueuedOutcome(SKIPPED, pending_id, "MESSAGE_MISMATCH", f"the message's {differs} is not the record's")
+    pipeline = replace(pipeline, caller=record.caller)  # the caller who asked, kept in the renewal's events
     claimed = records.claim_queued(record, pipeline.owner, datetime.now(UTC))
     if claimed is None and record.is_queued:
         # Still queued but held by another delivery: running, or dead before AVX (its lease runs out in 15 min).

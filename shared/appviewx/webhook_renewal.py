@@ -134,8 +134,11 @@ def pending_answer(record: PendingRecord, invocation_id: str | None) -> dict[str
     """The 202 body for a renewal that is not (yet) in Key Vault; also the answer to a repeat of a key whose first
     invocation died after AVX may have acted."""
     avx = {"resourceId": record.avx_resource_id, "requestId": record.avx_request_id, "message": None}
+    status = {RenewalState.FAILED: "failed", RenewalState.RENEWED: "renewed"}.get(record.state, "pending")
+    stored = {"id": record.key_vault_certificate_id, "name": record.key_vault_name}
     return {
-        "status": "pending" if record.state is not RenewalState.FAILED else "failed",
+        "status": status,
+        **({"keyVault": stored} if record.state is RenewalState.RENEWED else {}),
         "pendingId": record.pending_id,
         "reason": record.reason,
         "message": record.last_error,

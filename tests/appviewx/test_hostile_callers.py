@@ -286,7 +286,9 @@ def test_a_stored_renewal_is_never_reported_pending_to_a_repeat(
     standins: StandIns, call_webhook: Any, functions: dict[str, Any]
 ) -> None:
     item = standins.avx.add_certificate(_unique("replay"))
-    standins.key_vault.fail_next(10, Response.json({"error": {"code": "Throttled", "message": "x"}}, status=503))
+    standins.key_vault.fail_next(
+        10, Response.json({"error": {"code": "Throttled", "message": "x"}}, status=503), operation="import"
+    )
     headers = {"Idempotency-Key": f"replay-{uuid.uuid4().hex}"}
     first = call_webhook({"resourceId": item.resource_id}, headers=headers)
     assert first[0] == 202, first
@@ -340,3 +342,21 @@ def test_queue_message_types_are_strict(message: dict[str, Any]) -> None:
 
     with pytest.raises(BadQueueMessage):
         read_queue_message(json.dumps(message))
+
+
+def test_an_async_renewal_keeps_its_caller_in_its_events(
+    standins: StandIns, functions: dict[str, Any], app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.eventlog import recording
+
+    monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")
+    app_context.reset()
+    item = standins.avx.add_certificate(_unique("asynccaller"))
+    response, _, queue = post_async(
+        functions, {"resourceId": item.resource_id}, headers={"X-MS-CLIENT-PRINCIPAL-NAME": "cmdb-workflow"}
+    )
+    assert response.status_code == 202 and queue.value
+    with recording() as events:
+        deliver(functions, queue.value)
+    (renewed,) = events.named("CertificateRenewed")
+    assert renewed["caller"] == "cmdb-workflow"
