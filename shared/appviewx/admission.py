@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.appviewx import queue_message
+from shared.appviewx.client import total_deadline
 from shared.appviewx.queued import accept_queued
 from shared.appviewx.records import PendingRecord, PendingStore, RenewalState
 from shared.appviewx.storing import Pipeline
@@ -238,7 +239,8 @@ def run_admitted(
             return accepted_reply(answer.body) if answer.status == 202 else Reply(answer.status, answer.body)
         scope = idempotency.scope(key) if key else None
         pipeline = services.pipeline(admitted.caller, admitted.invocation_id)
-        answer = renew_and_store(command, pipeline, idempotency_scope=scope, on_record=attach)
+        with total_deadline():  # all AVX calls of a synchronous request end within Azure's 230 s, with margin
+            answer = renew_and_store(command, pipeline, idempotency_scope=scope, on_record=attach)
     finally:
         if claims is not None and key is not None:
             # Answers are replayed for 24 h. Once AVX may have acted the key stays claimed whatever the answer, so a

@@ -7,9 +7,12 @@ The password travels only in the `password` header; it is never part of a URL, a
 from __future__ import annotations
 
 import base64
+import contextvars
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -209,6 +212,24 @@ def _ids_fit(listed: dict[str, Any]) -> bool:
     )
 
 
+# Azure's front end ends an HTTP request after 230 s. A synchronous webhook call gives all its AVX calls together
+# (search, login, renew) at most this long, leaving the rest for Key Vault and the answer.
+SYNC_AVX_SECONDS = 200.0
+MIN_CALL_SECONDS = 1.0  # a call with less time left is not started
+_TOTAL_DEADLINE: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar("avx_total_deadline", default=None)
+
+
+@contextmanager
+def total_deadline(seconds: float | None = None) -> Iterator[None]:
+    """Every AVX call made within (on this thread or task) ends by one shared deadline, `seconds` (default
+    SYNC_AVX_SECONDS) from now."""
+    token = _TOTAL_DEADLINE.set(Deadline.after(SYNC_AVX_SECONDS if seconds is None else seconds))
+    try:
+        yield
+    finally:
+        _TOTAL_DEADLINE.reset(token)
+
+
 class _Auth:
     """How the app proves itself to AVX: password headers, a session id, or a service-account token."""
 
@@ -310,8 +331,9 @@ class AvxClient:
         url = f"{self.settings.api_url}{path}"
         query = {"gwsource": self.settings.gwsource, **(params or {})}
         policy = RetryPolicy() if idempotent else RetryPolicy(attempts=2)
-        # AVX_TIMEOUT_SECONDS bounds the whole call (retries, waits and reading the answer), not each read.
-        deadline = Deadline.after(self.settings.timeout_seconds)
+        # AVX_TIMEOUT_SECONDS bounds the whole call (retries, waits and reading the answer), not each read; within
+        # `total_deadline` (a synchronous webhook call), all the invocation's AVX calls share one deadline too.
+        deadline = self._deadline()
         for attempt in (1, 2):
             merged = self._headers(headers, authenticated)
             try:
@@ -335,6 +357,20 @@ class AvxClient:
                 continue
             return answer
         raise AssertionError("unreachable")
+
+    def _deadline(self) -> Deadline:
+        own = Deadline.after(self.settings.timeout_seconds)
+        shared = _TOTAL_DEADLINE.get()
+        if shared is None or shared.expires_at >= own.expires_at:
+            return own
+        if shared.left() < MIN_CALL_SECONDS:  # not sent: AVX cannot have acted
+            raise AvxError(
+                "The time for AppViewX calls of this request ran out before the next call; it was not sent",
+                code="AVX_TIMEOUT",
+                remediation="Retry later, or send the renewal with Prefer: respond-async.",
+                sent=False,
+            )
+        return shared
 
     def _headers(self, headers: dict[str, str] | None, authenticated: bool) -> dict[str, str]:
         merged = {"Accept": "application/json", **(headers or {})}

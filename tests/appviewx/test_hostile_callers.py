@@ -360,3 +360,32 @@ def test_an_async_renewal_keeps_its_caller_in_its_events(
         deliver(functions, queue.value)
     (renewed,) = events.named("CertificateRenewed")
     assert renewed["caller"] == "cmdb-workflow"
+
+
+def test_all_avx_calls_of_a_sync_request_share_one_deadline(
+    standins: StandIns, call_webhook: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Search and renew together end within the request's AVX time (in production 200 s, under Azure's 230 s cut),
+    not each within AVX_TIMEOUT_SECONDS."""
+    import time
+
+    monkeypatch.setenv("AVX_TIMEOUT_SECONDS", "2.5")
+    monkeypatch.setattr("shared.appviewx.client.SYNC_AVX_SECONDS", 3.0)
+    app_context.reset()
+    item = standins.avx.add_certificate(_unique("deadline"))
+    original_search = standins.avx._search
+
+    def slow_search(request: RecordedRequest) -> Response:
+        time.sleep(1.5)
+        return original_search(request)
+
+    monkeypatch.setattr(standins.avx, "_search", slow_search)
+    standins.avx.answer_delay = 2.0  # renewed, answered late
+    started = time.monotonic()
+    status, answer = call_webhook({"resourceId": item.resource_id})
+    elapsed = time.monotonic() - started
+    assert elapsed < 3.8, elapsed
+    if status == 504:  # no time left for the renew: not sent, nothing renewed
+        assert answer["error"]["code"] == "AVX_TIMEOUT" and standins.avx.renew_calls() == [], answer
+    else:  # the renew was cut at the shared deadline: AVX may have renewed, kept pending
+        assert status == 202 and answer["reason"] == "AVX_TIMEOUT", answer
