@@ -17,7 +17,13 @@ from shared.core.errors import ApiError, Rejected, SettingsError
 from shared.core.settings import EndpointCheck
 from shared.core.telemetry import invocation
 from shared.vault.event_decisions import rcl_names
-from shared.vault.inventory import DEFAULT_PAGE_SIZE, decode_continuation, inventory_page, last_outcomes
+from shared.vault.inventory import (
+    DEFAULT_PAGE_SIZE,
+    decode_continuation,
+    inventory_page,
+    last_outcomes,
+    with_backoff,
+)
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.inventory")
@@ -78,5 +84,6 @@ def _inventory(req: func.HttpRequest, invocation_id: str | None) -> func.HttpRes
         )
     except ForeignLink:
         raise _foreign_continuation() from None
+    with_backoff(page.certificates, app_context.renewal_failures().all())
     body = {"certificates": page.certificates, "continuation": page.continuation, "invocationId": invocation_id}
     return json_response(200, body)

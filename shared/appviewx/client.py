@@ -150,8 +150,8 @@ def parse_renew_answer(status: int, body: bytes, withheld: tuple[str | None, ...
     if not isinstance(response, dict):
         response = {}
     try:
-        resource_id = bounded_id(response.get("resourceId"), "resourceId") or bounded_id(
-            response.get("newCertificateId"), "newCertificateId"
+        resource_id = bounded_id(response.get("newCertificateId"), "newCertificateId") or bounded_id(
+            response.get("resourceId"), "resourceId"
         )
         request_id = bounded_id(response.get("requestId"), "requestId")
         certificate_name = bounded_id(response.get("certificateName"), "certificateName")
@@ -159,6 +159,8 @@ def parse_renew_answer(status: int, body: bytes, withheld: tuple[str | None, ...
         exc.http_status = status  # AVX answered 2xx: it may have renewed
         raise
     return AvxRenewResult(
+        # The record AVX created for the renewal (page: resourceId = newCertificateId); newCertificateId, when given,
+        # is unambiguous (an AVX that names the requested record under resourceId still names the new one there).
         resource_id=resource_id,
         request_id=request_id,
         message=upstream_text(message, withheld=withheld) if message else None,

@@ -81,7 +81,9 @@ def parse_adoptions(raw: str, problems: list[str], setting: str = "AVX_ADOPTABLE
             continue
         name, _, caller = (part.strip() for part in entry.partition("="))
         if not _KEY_VAULT_NAME.match(name):
-            problems.append(f"{setting}: entry {index + 1} must start with a Key Vault certificate name, got {name[:64]!r}")
+            problems.append(
+                f"{setting}: entry {index + 1} must start with a Key Vault certificate name, got {name[:64]!r}"
+            )
         elif "=" in entry and not 0 < len(caller) <= 256:
             problems.append(f"{setting}: entry {index + 1} names no caller after '=' (or one over 256 characters)")
         else:
@@ -181,6 +183,15 @@ class EndpointCheck:
     def address(self) -> str:
         host = f"[{self.address_host}]" if ":" in self.address_host else self.address_host
         return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """The daily renewal sweep (`plan_renewals`): when a certificate is due, and how much one run may renew."""
+
+    remaining_fraction: float
+    before_days: float | None
+    max_renewals: int
 
 
 @dataclass(frozen=True)
@@ -665,6 +676,20 @@ class Settings:
             return EndpointCheckSettings(endpoints=tuple(parse_endpoint_checks(raw, r.problems)))
 
         return self._group("endpoint check", build)
+
+    @property
+    def sweep(self) -> SweepSettings:
+        def build(r: _Reader) -> SweepSettings:
+            before_days = None
+            if r.raw("RENEW_BEFORE_DAYS"):
+                before_days = r.number("RENEW_BEFORE_DAYS", 30, float, maximum=3650)
+            return SweepSettings(
+                remaining_fraction=r.number("RENEW_AT_REMAINING_FRACTION", 1 / 3, float, maximum=0.95),
+                before_days=before_days,
+                max_renewals=r.number("RENEWAL_SWEEP_MAX_RENEWALS", 10, int, maximum=500),
+            )
+
+        return self._group("renewal sweep", build)
 
     @property
     def consumers(self) -> ConsumerSettings:

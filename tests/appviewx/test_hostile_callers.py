@@ -153,7 +153,13 @@ def test_a_webhook_never_writes_a_certificate_the_app_does_not_own(
     item = standins.avx.add_certificate("*.fabrikam.com")
     seeded = _seed(standins, "payments-contoso-com", "payments.contoso.com", tags)
 
-    status, answer = call_webhook({"resourceId": item.resource_id, "keyVaultCertificateName": "payments-contoso-com"})
+    status, answer = call_webhook(
+        {
+            "commonName": "*.fabrikam.com",
+            "serialNumber": item.serial_number,
+            "keyVaultCertificateName": "payments-contoso-com",
+        }
+    )
 
     assert status == 409, answer
     assert answer["error"]["code"] == "TARGET_NOT_OWNED"
@@ -161,6 +167,27 @@ def test_a_webhook_never_writes_a_certificate_the_app_does_not_own(
     assert standins.avx.renew_calls() == []  # refused before AVX
     latest = standins.key_vault.latest("payments-contoso-com")
     assert latest is not None and latest.version == seeded.version and latest.tags == tags
+
+
+def test_a_resource_id_only_renewal_into_another_common_names_certificate_is_refused_before_storing(
+    standins: StandIns, call_webhook: Any, functions: dict[str, Any]
+) -> None:
+    """By resourceId alone the common name is known only from AVX's answer (one AVX round trip, issue 22): this
+    app's certificate of another common name is refused then, and the vault is left as it was."""
+    item = standins.avx.add_certificate("*.fabrikam.com")
+    seeded = _seed(
+        standins, "payments-contoso-com", "payments.contoso.com", {"source": "appviewx", "avxResourceId": "x"}
+    )
+
+    status, answer = call_webhook({"resourceId": item.resource_id, "keyVaultCertificateName": "payments-contoso-com"})
+
+    assert status == 409 and answer["error"]["code"] == "TARGET_NOT_OWNED", answer
+    assert "source=appviewx" in answer["error"]["message"] and answer["error"]["pendingId"]
+    latest = standins.key_vault.latest("payments-contoso-com")
+    assert latest is not None and latest.version == seeded.version
+    assert status_of(functions, answer["error"]["pendingId"])["state"] == "failed"
+    run_complete_pending(functions)
+    assert standins.key_vault.latest("payments-contoso-com").version == seeded.version
 
 
 def test_a_certificate_the_app_stored_for_the_same_name_is_renewed_and_a_grant_allows_another(
@@ -184,7 +211,11 @@ def test_a_pending_csr_for_another_subject_is_never_merged_into(standins: StandI
     item = standins.avx.add_certificate("merge.contoso.com")
     standins.key_vault.create_pending("merge-target", "CN=other.contoso.com")
     status, answer = call_webhook(
-        {"resourceId": item.resource_id, "certificateFormat": {"format": "DER"}, "keyVaultCertificateName": "merge-target"}
+        {
+            "resourceId": item.resource_id,
+            "certificateFormat": {"format": "DER"},
+            "keyVaultCertificateName": "merge-target",
+        }
     )
     assert status == 409 and answer["error"]["code"] == "TARGET_NOT_OWNED", answer
     assert answer["error"]["pendingId"]  # AVX renewed: the record is settled (failed, with this reason)
@@ -310,7 +341,9 @@ def test_an_unreadable_avx_search_answer_is_a_coded_error_not_a_bare_500(
     standins: StandIns, call_webhook: Any, monkeypatch: pytest.MonkeyPatch, body: bytes
 ) -> None:
     item = standins.avx.add_certificate(_unique("search"))
-    monkeypatch.setattr(standins.avx, "_search", lambda request: Response(200, body, {"Content-Type": "application/json"}))
+    monkeypatch.setattr(
+        standins.avx, "_search", lambda request: Response(200, body, {"Content-Type": "application/json"})
+    )
     status, answer = call_webhook({"resourceId": item.resource_id})
     assert status == 502 and answer["error"]["code"] == "AVX_BAD_RESPONSE", answer
     assert standins.avx.renew_calls() == []
