@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.appviewx import queue_message
-from shared.appviewx.client import total_deadline
+from shared.appviewx.avx_deadline import total_deadline
 from shared.appviewx.queued import accept_queued
 from shared.appviewx.records import PendingRecord, PendingStore, RenewalState
 from shared.appviewx.storing import Pipeline

@@ -7,17 +7,16 @@ The password travels only in the `password` header; it is never part of a URL, a
 from __future__ import annotations
 
 import base64
-import contextvars
 import json
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from shared.appviewx.avx_deadline import call_deadline
+from shared.appviewx.avx_json import bounded_id, ids_fit, read_json
 from shared.core.errors import AvxError
-from shared.core.outbound import AnswerTooLarge, Deadline, RetryPolicy, never_sent, new_session, send, upstream_text
+from shared.core.outbound import AnswerTooLarge, RetryPolicy, never_sent, new_session, send, upstream_text
 from shared.core.settings import AvxSettings
 from shared.core.upstream import CONNECT_TIMEOUT_SECONDS, optional_text
 
@@ -89,39 +88,6 @@ class AvxRenewResult:
 
     def ids(self) -> dict[str, str | None]:
         return {"resourceId": self.resource_id, "requestId": self.request_id, "message": self.message}
-
-
-# AVX's ids and names are short (a 24-character id, a host name): anything longer is not an id, and a record or tag
-# holding it could not be saved (a table property holds 64 KiB, a tag 256 characters).
-MAX_AVX_ID_LENGTH = 256
-MAX_AVX_NUMBER_LENGTH = 64  # an epoch in milliseconds has 13 digits; int() of thousands of digits raises
-
-
-def _bounded_number(text: str) -> float | int:
-    if len(text) > MAX_AVX_NUMBER_LENGTH:
-        raise ValueError("number too long")
-    return float(text) if any(c in text for c in ".eE") else int(text)
-
-
-def read_json(body: bytes) -> Any:
-    """AVX's JSON answer, or None when it is unreadable: not UTF-8 or JSON, nested too deep, or holding a number
-    longer than any AVX sends (each would otherwise escape as a bare error)."""
-    try:
-        return json.loads(body.decode("utf-8"), parse_int=_bounded_number, parse_float=_bounded_number)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return None
-
-
-def bounded_id(value: Any, field_name: str) -> str | None:
-    """An id or name of AVX's answer, refused (AVX_BAD_RESPONSE) when longer than any real one."""
-    text = optional_text(value)
-    if text is not None and len(text) > MAX_AVX_ID_LENGTH:
-        raise AvxError(
-            f"AppViewX answered with a {field_name} of {len(text)} characters (at most {MAX_AVX_ID_LENGTH} are "
-            "accepted)",
-            code="AVX_BAD_RESPONSE",
-        )
-    return text
 
 
 def parse_renew_answer(status: int, body: bytes, withheld: tuple[str | None, ...] = ()) -> AvxRenewResult:
@@ -202,34 +168,8 @@ def parse_search_answer(body: bytes) -> list[AvxCertificateRecord]:
             valid_from=optional_text(o.get("validFrom")),
         )
         for o in objects
-        if isinstance(o, dict) and _ids_fit(o)
+        if isinstance(o, dict) and ids_fit(o)
     ]
-
-
-def _ids_fit(listed: dict[str, Any]) -> bool:
-    """A listed certificate whose ids are longer than any real one is not one AVX could mean: left out."""
-    return all(
-        len(optional_text(listed.get(name)) or "") <= MAX_AVX_ID_LENGTH
-        for name in ("resourceId", "_id", "commonName", "serialNumber")
-    )
-
-
-# Azure's front end ends an HTTP request after 230 s. A synchronous webhook call gives all its AVX calls together
-# (search, login, renew) at most this long, leaving the rest for Key Vault and the answer.
-SYNC_AVX_SECONDS = 200.0
-MIN_CALL_SECONDS = 1.0  # a call with less time left is not started
-_TOTAL_DEADLINE: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar("avx_total_deadline", default=None)
-
-
-@contextmanager
-def total_deadline(seconds: float | None = None) -> Iterator[None]:
-    """Every AVX call made within (on this thread or task) ends by one shared deadline, `seconds` (default
-    SYNC_AVX_SECONDS) from now."""
-    token = _TOTAL_DEADLINE.set(Deadline.after(SYNC_AVX_SECONDS if seconds is None else seconds))
-    try:
-        yield
-    finally:
-        _TOTAL_DEADLINE.reset(token)
 
 
 class _Auth:
@@ -335,7 +275,7 @@ class AvxClient:
         policy = RetryPolicy() if idempotent else RetryPolicy(attempts=2)
         # AVX_TIMEOUT_SECONDS bounds the whole call (retries, waits and reading the answer), not each read; within
         # `total_deadline` (a synchronous webhook call), all the invocation's AVX calls share one deadline too.
-        deadline = self._deadline()
+        deadline = call_deadline(self.settings.timeout_seconds)
         for attempt in (1, 2):
             merged = self._headers(headers, authenticated)
             try:
@@ -359,20 +299,6 @@ class AvxClient:
                 continue
             return answer
         raise AssertionError("unreachable")
-
-    def _deadline(self) -> Deadline:
-        own = Deadline.after(self.settings.timeout_seconds)
-        shared = _TOTAL_DEADLINE.get()
-        if shared is None or shared.expires_at >= own.expires_at:
-            return own
-        if shared.left() < MIN_CALL_SECONDS:  # not sent: AVX cannot have acted
-            raise AvxError(
-                "The time for AppViewX calls of this request ran out before the next call; it was not sent",
-                code="AVX_TIMEOUT",
-                remediation="Retry later, or send the renewal with Prefer: respond-async.",
-                sent=False,
-            )
-        return shared
 
     def _headers(self, headers: dict[str, str] | None, authenticated: bool) -> dict[str, str]:
         merged = {"Accept": "application/json", **(headers or {})}

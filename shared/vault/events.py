@@ -30,7 +30,7 @@ from shared.appviewx.records import PendingStore
 from shared.appviewx.storing import Pipeline
 from shared.appviewx.validation import RenewCommand
 from shared.appviewx.webhook_renewal import WebhookAnswer, renew_and_store
-from shared.azure.keyvault import KeyVaultStore
+from shared.azure.keyvault import KeyVaultStore, StoredCertificate
 from shared.core import redaction
 from shared.core.certificates import DEFAULT_FORMAT, generate_password
 from shared.core.errors import CertRenewError
@@ -163,16 +163,7 @@ def _handle(event: CertificateEvent, deps: EventDependencies, invocation_id: str
         )
         return "replaced"
     if current is not None and not near_expiry(current, now):
-        log.warning(
-            "Key Vault event %s (%s): %s version %s expires %s, not within the near-expiry window; nothing renewed "
-            "or reported",
-            event.event_id,
-            event.event_type,
-            event.name,
-            current.version,
-            current.expires_on,
-        )
-        return "not near expiry"
+        return _not_near_expiry(event, current)
     if decision.action is Action.REPORT_RCL:
         _report(event, {**base, "source": Source.RCL, "owner": Owner.RCL}, deps, now)
         log.info(
@@ -193,6 +184,20 @@ def _report(event: CertificateEvent, attributes: dict[str, Any], deps: EventDepe
         emit_event(event.app_event, attributes)
     elif not warn_version(deps.claims, deps.vault_url, step, attributes, now):
         log.info("Key Vault event %s: %s was warned at this step already", event.event_id, event.name)
+
+
+def _not_near_expiry(event: CertificateEvent, current: StoredCertificate) -> str:
+    """Key Vault's own record of the version says it is not near expiry: a stray or forged event does nothing."""
+    log.warning(
+        "Key Vault event %s (%s): %s version %s expires %s, not within the near-expiry window; nothing renewed or "
+        "reported",
+        event.event_id,
+        event.event_type,
+        event.name,
+        current.version,
+        current.expires_on,
+    )
+    return "not near expiry"
 
 
 def _renew(

@@ -408,7 +408,7 @@ def test_all_avx_calls_of_a_sync_request_share_one_deadline(
     from tests.standins.avx import page_error
 
     monkeypatch.setenv("AVX_TIMEOUT_SECONDS", "5")
-    monkeypatch.setattr("shared.appviewx.client.SYNC_AVX_SECONDS", 3.0)
+    monkeypatch.setattr("shared.appviewx.avx_deadline.SYNC_AVX_SECONDS", 3.0)
     app_context.reset()
     item = standins.avx.add_certificate(_unique("deadline"))
     refusal = page_error("CERT-VWF-0006")
