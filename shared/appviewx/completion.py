@@ -91,7 +91,9 @@ def complete_pending(
             continue
         try:
             outcome = complete_record(record, pipeline, max_days, now)
-        except Exception as exc:  # one bad record (a bug, garbage upstream) never stops the run: back it off
+        except BaseException as exc:  # one bad record (a bug, garbage upstream, a native panic) never stops the run
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
             log.exception("Unexpected failure completing renewal %s; it is tried again later", record.pending_id)
             problem = NotStored("COMPLETION_UNEXPECTED", f"unexpected {type(exc).__name__} while completing")
             try:

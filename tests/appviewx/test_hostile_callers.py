@@ -86,6 +86,12 @@ def test_a_base_exception_after_avx_answers_202_pending_and_the_retry_renews_not
     record = status_of(functions, first[1]["pendingId"])
     assert record["state"] == "pending", record
 
+    time_passes(20)
+    run_complete_pending(functions)  # the timer meets the same panic: the record is backed off, the run goes on
+    record = status_of(functions, first[1]["pendingId"])
+    assert record["state"] == "pending" and record["attempts"] >= 1, record
+    assert len(standins.avx.renew_calls()) == 1
+
 
 # -- 3. AVX's error text never carries the app's secrets to the caller ------------------------------------------------
 
