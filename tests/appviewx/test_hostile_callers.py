@@ -431,3 +431,29 @@ def test_all_avx_calls_of_a_sync_request_share_one_deadline(
     elapsed = time.monotonic() - started
     assert 400 <= status < 500 and answer["error"]["code"] == "CERT-VWF-0006", answer
     assert elapsed < 4.5, elapsed
+
+
+@pytest.mark.parametrize(
+    ("shape", "key_vault_requests"),
+    [("resourceId", 2), ("resourceId+name", 2), ("commonName+serial", 2)],
+)
+def test_key_vault_requests_of_a_warm_webhook_call(
+    standins: StandIns, call_webhook: Any, shape: str, key_vault_requests: int
+) -> None:
+    """Issue 28 counted 1 AVX + 1 Key Vault request per warm call; the ownership check adds one GET of the current
+    version: before AVX when the target name is known then (given, or derived from commonName; the store reuses it),
+    else before the import (the name derived from the renewed certificate could be anyone's)."""
+    warm = standins.avx.add_certificate(_unique("warm"))
+    assert call_webhook({"resourceId": warm.resource_id})[0] == 200  # token, challenge and connections are warm now
+    item = standins.avx.add_certificate(_unique("count"))
+    body: dict[str, Any] = {
+        "resourceId": {"resourceId": item.resource_id},
+        "resourceId+name": {"resourceId": item.resource_id, "keyVaultCertificateName": f"n-{uuid.uuid4().hex[:8]}"},
+        "commonName+serial": {"commonName": item.common_name, "serialNumber": item.serial_number},
+    }[shape]
+    standins.key_vault.reset_records()
+    standins.avx.reset_records()
+    status, answer = call_webhook(body)
+    assert status == 200, answer
+    assert len(standins.key_vault.received()) == key_vault_requests, standins.key_vault.received()
+    assert len(standins.avx.received()) == 1
