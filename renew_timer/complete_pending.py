@@ -8,7 +8,6 @@ import azure.functions as func
 
 from renew_timer import scheduled_run
 from shared import context as app_context
-from shared.appviewx.completion import complete_pending as run_completion
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.pending")
@@ -21,6 +20,8 @@ def complete_pending(timer: func.TimerRequest, context: func.Context) -> None:
 
 
 def _complete() -> None:
+    from shared.appviewx.completion import complete_pending as run_completion  # imported when the timer fires
+
     summary = run_completion(
         app_context.pending_store(),
         app_context.avx_client(),
