@@ -162,8 +162,6 @@ def _handle(event: CertificateEvent, deps: EventDependencies, invocation_id: str
             current.expires_on if current else None,
         )
         return "replaced"
-    if current is not None and not near_expiry(current, now):
-        return _not_near_expiry(event, current)
     if decision.action is Action.REPORT_RCL:
         _report(event, {**base, "source": Source.RCL, "owner": Owner.RCL}, deps, now)
         log.info(
@@ -173,6 +171,8 @@ def _handle(event: CertificateEvent, deps: EventDependencies, invocation_id: str
     if decision.action is Action.REPORT_UNMANAGED:
         _report(event, {**base, "owner": Owner.UNMANAGED}, deps, now)
         return "reported: unmanaged"
+    if current is not None and not near_expiry(current, now):
+        return _not_near_expiry(event, current)
     return _renew(event, decision, deps, invocation_id, now)
 
 
@@ -189,8 +189,7 @@ def _report(event: CertificateEvent, attributes: dict[str, Any], deps: EventDepe
 def _not_near_expiry(event: CertificateEvent, current: StoredCertificate) -> str:
     """Key Vault's own record of the version says it is not near expiry: a stray or forged event does nothing."""
     log.warning(
-        "Key Vault event %s (%s): %s version %s expires %s, not within the near-expiry window; nothing renewed or "
-        "reported",
+        "Key Vault event %s (%s): %s version %s expires %s, not within the near-expiry window; not renewed",
         event.event_id,
         event.event_type,
         event.name,
