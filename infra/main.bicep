@@ -133,6 +133,12 @@ param keyVaultCreateMode string = 'default'
 @description('KEY_VAULT_VERIFY_CHALLENGE_RESOURCE for the Key Vault SDK clients.')
 param keyVaultVerifyChallengeResource string = 'true'
 
+@description('Further vaults the app writes to, after its own (the default): a JSON array of { "name": "kv-prod-weu", "resourceGroup": "rg-sec" (default: this one), "subscriptionId": "..." (default: this one), "location": "westeurope" (for a new vault; default: the app\'s), "create": true (make it; default false: it exists) }. Each gets Key Vault Certificates Officer for the app\'s and RCL\'s identities, an Event Grid system topic and subscription, and a place in KEY_VAULT_URLS. Adding one: azd env set KEY_VAULT_EXTRA_VAULTS \'[...]\', then azd provision.')
+param additionalKeyVaults string = ''
+
+@description('KEY_VAULT_CALLERS: JSON object mapping a caller (App Service authentication principal id or name) to the vault names it may write to; callers not named may write to every vault.')
+param keyVaultCallers string = ''
+
 // ---------------------------------------------------------------------------
 // RCL Let's Encrypt service (nightly renewal path)
 // ---------------------------------------------------------------------------
@@ -281,7 +287,19 @@ resource rg 'Microsoft.Resources/resourceGroups@2022-09-01' = {
   tags: tags
 }
 
-var consumerSubscriptionIds = filter(map(split(consumerSubscriptions, ','), id => toLower(trim(id))), id => !empty(id))
+// Further vaults, each entry completed with its defaults: the app's subscription, resource group and region; existing.
+var extraKeyVaults = [for v in json(empty(trim(additionalKeyVaults)) ? '[]' : additionalKeyVaults): {
+  name: toLower(v.name)
+  subscriptionId: contains(v, 'subscriptionId') ? v.subscriptionId : subscription().subscriptionId
+  resourceGroup: contains(v, 'resourceGroup') ? v.resourceGroup : rg.name
+  location: contains(v, 'location') ? v.location : location
+  create: contains(v, 'create') ? bool(v.create) : false
+}]
+
+// Loops rather than map()/filter() lambdas: checkov's Bicep parser (pycep) cannot read lambdas, and a file it cannot
+// parse is a file it does not scan. No subscription: no entry; an empty entry (`a,,b`) is skipped by the module's condition.
+var consumerSubscriptionList = empty(trim(consumerSubscriptions)) ? [] : split(trim(consumerSubscriptions), ',')
+var consumerSubscriptionIds = [for id in consumerSubscriptionList: toLower(trim(id))]
 
 module resources './modules/resources.bicep' = {
   name: 'certrenew-resources'
@@ -332,18 +350,20 @@ module resources './modules/resources.bicep' = {
     renewAtRemainingFraction: renewAtRemainingFraction
     renewBeforeDays: renewBeforeDays
     renewalSweepMaxRenewals: renewalSweepMaxRenewals
-    consumerSubscriptions: join(consumerSubscriptionIds, ',')
+    consumerSubscriptions: consumerSubscriptions
     consumerDiscoverySchedule: consumerDiscoverySchedule
     consumerMaxPerRun: consumerMaxPerRun
     alertEmailAddress: alertEmailAddress
     alertActionGroupId: alertActionGroupId
     keyVaultEventsSubscription: keyVaultEventsSubscription
+    additionalKeyVaults: extraKeyVaults
+    keyVaultCallers: keyVaultCallers
   }
 }
 
 // Reader on each subscription discover_consumers queries (Azure Resource Graph shows only what the identity may read).
 module consumerReaders './modules/consumer-reader.bicep' = [
-  for id in consumerSubscriptionIds: {
+  for id in consumerSubscriptionIds: if (!empty(id)) {
     name: 'certrenew-consumer-reader-${uniqueString(id, environmentName)}'
     scope: subscription(id)
     params: {
@@ -363,4 +383,5 @@ output AZURE_MANAGED_IDENTITY_CLIENT_ID string = resources.outputs.identityClien
 output RCL_KEY_VAULT_CLIENT_ID string = resources.outputs.rclKeyVaultIdentityClientId
 output AZURE_KEY_VAULT_NAME string = resources.outputs.keyVaultName
 output KEY_VAULT_URL string = resources.outputs.keyVaultUrl
+output KEY_VAULT_URLS string = resources.outputs.keyVaultUrls
 output AZURE_STORAGE_ACCOUNT_NAME string = resources.outputs.storageAccountName

@@ -38,6 +38,7 @@ def _pipeline(caller: str | None, invocation_id: str | None) -> Pipeline:
         records=app_context.pending_store(),
         invocation_id=invocation_id,
         caller=caller,
+        stores=app_context.key_vault_store,
     )
 
 
@@ -52,6 +53,7 @@ def services() -> AdmissionServices:
         records=lambda: app_context.pending_store(),
         replays=lambda: app_context.signature_replays(),
         pipeline=_pipeline,
+        key_vaults=lambda: app_context.settings().key_vault,
     )
 
 

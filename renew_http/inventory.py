@@ -13,7 +13,7 @@ import azure.functions as func
 from renew_http.answers import answered, json_response
 from shared import context as app_context
 from shared.core.errors import ApiError, Rejected, SettingsError
-from shared.core.settings import EndpointCheck
+from shared.core.settings import EndpointCheck, Vault, VaultNotListed
 from shared.core.telemetry import invocation
 
 bp = func.Blueprint()
@@ -58,31 +58,50 @@ def certificate_inventory(req: func.HttpRequest, context: func.Context) -> func.
         return answered(lambda: _inventory(req, invocation_id), invocation_id, log, "Inventory failed")
 
 
+def _vaults(wanted: str | None) -> tuple[Vault, ...]:
+    """Every listed vault, or only the one `?vault=` names (its name or URL)."""
+    settings = app_context.settings().key_vault
+    if wanted is None:
+        return settings.all_vaults
+    try:
+        return (settings.vault(wanted),)
+    except VaultNotListed:
+        message = f"vault {wanted[:140]!r} is not one of the app's vaults ({settings.names()})"
+        raise Rejected(
+            ApiError(400, "KEY_VAULT_NOT_ALLOWED", message, "Name a listed vault, or leave vault out for all.")
+        ) from None
+
+
 def _inventory(req: func.HttpRequest, invocation_id: str | None) -> func.HttpResponse:
     from shared.azure.keyvault import ForeignLink
     from shared.vault.event_decisions import rcl_names
-    from shared.vault.inventory import decode_continuation, inventory_page, last_outcomes, with_backoff
+    from shared.vault.inventory import (
+        InventoryContext,
+        decode_continuation,
+        inventory_across,
+        last_outcomes,
+        with_backoff,
+    )
 
     page_size = _page_size(req.params.get("maxResults"))
+    vaults = _vaults(req.params.get("vault"))
     token = req.params.get("continuation")
-    next_link = decode_continuation(token) if token is not None else None
-    if token is not None and next_link is None:
+    position = decode_continuation(token) if token is not None else None
+    if token is not None and position is None:
         raise _foreign_continuation()
     rcl_rows = app_context.renewal_state().all_records()
-    outcomes = last_outcomes(app_context.pending_store().all_records(), rcl_rows)
+    default_url = app_context.settings().key_vault.url
+    shaping = InventoryContext(
+        rcl_names(str(r.get("certificateName") or "") for r in rcl_rows),
+        last_outcomes(app_context.pending_store().all_records(), rcl_rows, default_url),
+        _endpoints(),
+        datetime.now(UTC),
+        {name: known.consumers for name, known in app_context.known_consumers().items()},
+    )
     try:
-        page = inventory_page(
-            app_context.key_vault_store(),
-            page_size,
-            next_link,
-            rcl_names(str(r.get("certificateName") or "") for r in rcl_rows),
-            outcomes,
-            _endpoints(),
-            datetime.now(UTC),
-            {name: known.consumers for name, known in app_context.known_consumers().items()},
-        )
+        page = inventory_across(vaults, app_context.key_vault_store, page_size, position, shaping, default_url)
     except ForeignLink:
         raise _foreign_continuation() from None
-    with_backoff(page.certificates, app_context.renewal_failures().all())
+    with_backoff(page.certificates, app_context.renewal_failures(page.vault_url).all())
     body = {"certificates": page.certificates, "continuation": page.continuation, "invocationId": invocation_id}
     return json_response(200, body)

@@ -29,5 +29,9 @@ def _plan(invocation_id: str | None) -> func.HttpResponse:
     from shared.vault.plan_checks import plan_with_checks  # imported when the plan is first asked for
 
     now = datetime.now(UTC)
-    body = plan_with_checks(app_context.settings, app_context.sweep_dependencies, now)
+    body = plan_with_checks(app_context.settings, app_context.sweep_dependencies, now, _consumers)
     return json_response(200, {**body, "invocationId": invocation_id})
+
+
+def _consumers() -> dict[str, list[dict[str, object]]]:
+    return {name: known.consumers for name, known in app_context.known_consumers().items()}

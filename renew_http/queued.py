@@ -35,6 +35,7 @@ def _pipeline(invocation_id: str | None) -> Pipeline:
         store=app_context.key_vault_store(),
         records=app_context.pending_store(),
         invocation_id=invocation_id,
+        stores=app_context.key_vault_store,
     )
 
 
@@ -59,7 +60,9 @@ def renew_queued_message(msg: func.QueueMessage, context: func.Context) -> None:
             return
         redaction.register_secret(queued.command.avx.password)  # the one-time password of this delivery
         # RetryQueued and StateStoreError propagate: the host retries the message with its backoff (host.json).
-        _log_outcome(renew_queued(queued.pending_id, queued.command, _pipeline(invocation_id)))
+        expires = getattr(msg, "expiration_time", None)  # the queue's own expiry of this message
+        outcome = renew_queued(queued.pending_id, queued.command, _pipeline(invocation_id), message_expires_at=expires)
+        _log_outcome(outcome)
 
 
 @bp.function_name("renew_queued_poison")

@@ -27,6 +27,7 @@ def _complete() -> None:
         app_context.avx_client(),
         app_context.key_vault_store(),
         app_context.settings().webhook.pending_max_days,
+        stores=app_context.key_vault_store,
     )
     log.info(
         "Pending AppViewX renewals: %d completed, %d to retry, %d given up, %d held by another run",

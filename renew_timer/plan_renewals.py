@@ -1,4 +1,4 @@
-"""Timer trigger `plan_renewals` (`%RENEWAL_SWEEP_SCHEDULE%`, daily): the renewal sweep over the vault, so AppViewX
+"""Timer trigger `plan_renewals` (`%RENEWAL_SWEEP_SCHEDULE%`, daily): the renewal sweep over each listed vault, so AppViewX
 certificates renew on time without Event Grid and nothing expires unheard. Thin: the rules live in
 `shared.vault.renewal_plan`, the run in `shared.vault.sweep`."""
 
@@ -10,6 +10,7 @@ import azure.functions as func
 
 from renew_timer import scheduled_run
 from shared import context as app_context
+from shared.core.errors import CertRenewError
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.sweep")
@@ -21,9 +22,21 @@ def plan_renewals(timer: func.TimerRequest, context: func.Context) -> None:
     def work(invocation_id: str | None, _late: bool) -> None:
         from shared.vault.sweep import run_sweep  # imported when the timer fires, not at cold start
 
-        summary = run_sweep(app_context.sweep_dependencies(), invocation_id)
-        log.info(summary.line())
-        for failure in summary.failures:
-            log.warning("Renewal sweep: %s", failure)
+        vaults = [v.url for v in app_context.settings().key_vault.all_vaults]
+        problem: CertRenewError | None = None
+        for deps in app_context.sweep_dependencies().per_vault(vaults):
+            try:  # one vault that cannot be read does not stop the others' sweeps; the run still fails at the end
+                summary = run_sweep(deps, invocation_id)
+            except CertRenewError as exc:
+                if len(vaults) == 1:
+                    raise
+                log.error("Renewal sweep of %s failed: %s", deps.events.vault_url, exc.message)
+                problem = problem or exc
+                continue
+            log.info(summary.line())
+            for failure in summary.failures:
+                log.warning("Renewal sweep: %s", failure)
+        if problem is not None:
+            raise problem
 
     scheduled_run("plan_renewals", timer, context, log, work)

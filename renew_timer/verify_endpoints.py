@@ -31,5 +31,5 @@ def _check() -> None:
     if not endpoints:
         log.info("Endpoint check: ENDPOINT_CHECKS lists no endpoints and none were discovered; nothing to check")
         return
-    summary = check_endpoints(endpoints, app_context.key_vault_store())
+    summary = check_endpoints(endpoints, app_context.key_vault_store(), vaults=app_context.key_vault_store)
     log.info("\n".join(summary.lines()))

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.core.errors import CertRenewError
+from shared.core.errors import CertRenewError, SettingsError
 from shared.core.settings import Settings, load_settings, reset_settings
 
 if TYPE_CHECKING:  # the clients' modules (and the Azure SDK behind them) are imported when a client is first made:
@@ -63,15 +65,22 @@ def avx_client() -> AvxClient:
     return _cached("avx", build)
 
 
-def key_vault_store() -> KeyVaultStore:
+def key_vault_store(vault: str | None = None) -> KeyVaultStore:
+    """The pooled client of one listed vault (`vault`: its URL or name; None: the default vault). Every vault's
+    client shares the one managed identity credential: one token (audience https://vault.azure.net) serves them all.
+    Raises VaultNotListed for a vault that is not in KEY_VAULT_URLS."""
+    s = settings()
+    chosen = s.key_vault.vault(vault)
+    name = "keyvault" if chosen == s.key_vault.default else f"keyvault {chosen.host}"
+
     def build() -> KeyVaultStore:
         from shared.azure import identity
         from shared.azure.keyvault import KeyVaultStore
 
-        s = settings()
-        return KeyVaultStore(s.key_vault, identity.managed_identity(s.identity), pool_size=s.worker.pool_size)
+        credential = identity.managed_identity(s.identity)
+        return KeyVaultStore(s.key_vault, credential, pool_size=s.worker.pool_size, vault=chosen)
 
-    return _cached("keyvault", build)
+    return _cached(name, build)
 
 
 def _table(setting: str) -> Any:
@@ -110,13 +119,14 @@ def event_claims() -> EventClaims:
     return _cached("eventclaims", lambda: EventClaims(_table("idempotency_table")))
 
 
-def renewal_failures() -> RenewalFailureStore:
-    """Each certificate's failed renewals in a row (the renewal backoff), in the idempotency table."""
+def renewal_failures(vault_url: str | None = None) -> RenewalFailureStore:
+    """Each certificate's failed renewals in a row (the renewal backoff) of one vault (None: the default one), in the
+    idempotency table."""
     from shared.vault.renewal_failures import RenewalFailureStore
 
-    return _cached(
-        "renewalfailures", lambda: RenewalFailureStore(_table("idempotency_table"), settings().key_vault.url)
-    )
+    url = vault_url or settings().key_vault.url
+    name = "renewalfailures" if url == settings().key_vault.url else f"renewalfailures {url}"
+    return _cached(name, lambda: RenewalFailureStore(_table("idempotency_table"), url))
 
 
 def rcl_certificate_names() -> list[str]:
@@ -137,6 +147,9 @@ def event_dependencies() -> EventDependencies:
         avx=avx_client,
         rcl_certificate_names=rcl_certificate_names,
         failures=renewal_failures(),
+        vaults=settings().key_vault.all_vaults,
+        stores=key_vault_store,
+        failure_stores=renewal_failures,
     )
 
 
@@ -230,7 +243,22 @@ def rcl_dependencies() -> RclDependencies:
         rcl_credential=rcl_credential(),
         key_vault_credential=identity.key_vault_credential_for_rcl(s.identity),
         fresh_key_vault_credential=lambda: identity.new_key_vault_credential_for_rcl(s.identity),
+        locate=_rcl_locator(s),
     )
+
+
+def _rcl_locator(s: Settings) -> Callable[[str, datetime | None], str | None] | None:
+    """Where the morning check looks for RCL's renewed certificates: only with several vaults listed (with one, the
+    vault is the default one), and never at the cost of the RCL run when the Key Vault settings are wrong."""
+    from shared.vault.locate import vault_holding
+
+    try:
+        vaults = s.key_vault.all_vaults
+    except SettingsError:
+        return None
+    if len(vaults) < 2:
+        return None
+    return lambda name, expiry: vault_holding(name, expiry, vaults, lambda url, n: key_vault_store(url).current(n))
 
 
 def reset() -> None:

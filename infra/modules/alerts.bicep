@@ -24,7 +24,7 @@ resource renewalFailedAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' 
   kind: 'LogAlert'
   properties: {
     displayName: 'certrenew: certificate renewal failed'
-    description: 'Fires when any CertificateRenewalFailed custom event was recorded in the last 15 minutes. See customDimensions of the events for the certificate and the error.'
+    description: 'Fires, per vault, when any CertificateRenewalFailed custom event was recorded in the last 15 minutes. See customDimensions of the events for the certificate and the error.'
     severity: 1
     enabled: true
     scopes: [
@@ -39,7 +39,16 @@ resource renewalFailedAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' 
     criteria: {
       allOf: [
         {
-          query: 'customEvents | where name == "CertificateRenewalFailed"'
+          query: 'customEvents | where name == "CertificateRenewalFailed" | extend vault = tostring(customDimensions.vault)'
+          dimensions: [
+            {
+              name: 'vault'
+              operator: 'Include'
+              values: [
+                '*'
+              ]
+            }
+          ]
           timeAggregation: 'Count'
           operator: 'GreaterThan'
           threshold: 0
@@ -78,7 +87,16 @@ resource nearExpiryAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
     criteria: {
       allOf: [
         {
-          query: 'customEvents | where name == "CertificateNearExpiry"'
+          query: 'customEvents | where name == "CertificateNearExpiry" | extend vault = tostring(customDimensions.vault)'
+          dimensions: [
+            {
+              name: 'vault'
+              operator: 'Include'
+              values: [
+                '*'
+              ]
+            }
+          ]
           timeAggregation: 'Count'
           operator: 'GreaterThan'
           threshold: 0
@@ -118,7 +136,16 @@ resource notDeployedAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = 
     criteria: {
       allOf: [
         {
-          query: 'customEvents | where name == "CertificateNotDeployed" | extend certificate = tostring(customDimensions.certificateName), endpointHost = tostring(customDimensions.host), daysLeft = toint(customMeasurements.daysLeft) | project timestamp, certificate, endpointHost, daysLeft'
+          query: 'customEvents | where name == "CertificateNotDeployed" | extend certificate = tostring(customDimensions.certificateName), endpointHost = tostring(customDimensions.host), daysLeft = toint(customMeasurements.daysLeft) | extend vault = tostring(customDimensions.vault) | project timestamp, vault, certificate, endpointHost, daysLeft'
+          dimensions: [
+            {
+              name: 'vault'
+              operator: 'Include'
+              values: [
+                '*'
+              ]
+            }
+          ]
           timeAggregation: 'Count'
           operator: 'GreaterThan'
           threshold: 0

@@ -83,6 +83,13 @@ param alertActionGroupId string
 ])
 param keyVaultEventsSubscription string
 
+// Further vaults the app writes to (after its own, the default): { name, subscriptionId, resourceGroup, location,
+// create } (main.bicep fills in the defaults). Each gets Certificates Officer for the app and RCL's identity, its system topic and subscription.
+param additionalKeyVaults array = []
+
+@description('KEY_VAULT_CALLERS: JSON object, caller principal id or name -> the vault names it may write to.')
+param keyVaultCallers string = ''
+
 // ---------------------------------------------------------------------------
 // Names
 // ---------------------------------------------------------------------------
@@ -103,6 +110,11 @@ var roleStorageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 var roleStorageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 var roleKeyVaultCertificatesOfficer = 'a4417e6f-fecd-4de8-b567-7b0420556985'
 var roleKeyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
+var roleStorageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+var deadLetterContainerName = 'keyvault-events-deadletter'
+// The app's own vault first (the default), then the further ones, by their DNS names in this cloud.
+var extraKeyVaultUrls = [for v in additionalKeyVaults: 'https://${v.name}${environment().suffixes.keyvaultDns}/']
+var keyVaultUrls = join(concat([keyVault.properties.vaultUri], extraKeyVaultUrls), ',')
 
 // Key Vault secret names (Key Vault allows letters, digits and dashes only).
 var secretNameAvxPassword = 'AVX-PASSWORD'
@@ -560,6 +572,14 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           value: keyVault.properties.vaultUri
         }
         {
+          name: 'KEY_VAULT_URLS'
+          value: keyVaultUrls
+        }
+        {
+          name: 'KEY_VAULT_CALLERS'
+          value: keyVaultCallers
+        }
+        {
           name: 'KEY_VAULT_VERIFY_CHALLENGE_RESOURCE'
           value: keyVaultVerifyChallengeResource
         }
@@ -783,6 +803,64 @@ module keyVaultEvents './keyvault-events.bicep' = {
   ]
 }
 
+// ---------------------------------------------------------------------------
+// Further vaults (KEY_VAULT_URLS after the app's own): roles, system topic,
+// dead-letter writer here, event subscription once keyvault_events exists
+// ---------------------------------------------------------------------------
+
+module extraVaults './keyvault-extra.bicep' = [
+  for v in additionalKeyVaults: {
+    name: 'certrenew-vault-${v.name}'
+    scope: resourceGroup(v.subscriptionId, v.resourceGroup)
+    params: {
+      location: v.location
+      tags: tags
+      keyVaultName: v.name
+      create: v.create
+      keyVaultCreateMode: keyVaultCreateMode
+      appPrincipalId: identity.properties.principalId
+      rclPrincipalId: rclKeyVaultIdentity.properties.principalId
+    }
+  }
+]
+
+resource deadLetterBlobs 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: deadLetterContainerName
+}
+
+// Each further vault's topic writes undeliverable events to the app's dead-letter container only.
+resource extraDeadLetterWriters 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
+  for (v, i) in additionalKeyVaults: {
+    name: guid(storage.id, deadLetterContainerName, v.name, roleStorageBlobDataContributor)
+    scope: deadLetterBlobs
+    properties: {
+      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleStorageBlobDataContributor)
+      principalId: extraVaults[i].outputs.systemTopicPrincipalId
+      principalType: 'ServicePrincipal'
+    }
+    dependsOn: [
+      keyVaultEvents
+    ]
+  }
+]
+
+module extraVaultEvents './keyvault-extra-events.bicep' = [
+  for (v, i) in additionalKeyVaults: if (keyVaultEventsSubscription == 'true') {
+    name: 'certrenew-vault-events-${v.name}'
+    scope: resourceGroup(v.subscriptionId, v.resourceGroup)
+    params: {
+      systemTopicName: extraVaults[i].outputs.systemTopicName
+      functionAppId: functionApp.id
+      storageAccountId: storage.id
+      deadLetterContainerName: deadLetterContainerName
+    }
+    dependsOn: [
+      extraDeadLetterWriters
+    ]
+  }
+]
+
 module workbook './workbook.bicep' = {
   name: 'certrenew-workbook'
   params: {
@@ -799,4 +877,5 @@ output identityPrincipalId string = identity.properties.principalId
 output rclKeyVaultIdentityClientId string = rclKeyVaultIdentity.properties.clientId
 output keyVaultName string = keyVault.name
 output keyVaultUrl string = keyVault.properties.vaultUri
+output keyVaultUrls string = keyVaultUrls
 output storageAccountName string = storage.name

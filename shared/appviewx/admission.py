@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shared.appviewx import queue_message
@@ -27,12 +27,12 @@ from shared.appviewx.validation import (
     parse_renew_request,
     unstorable,
 )
-from shared.appviewx.webhook_renewal import WebhookAnswer, pending_answer, renew_and_store
+from shared.appviewx.webhook_renewal import WebhookAnswer, pending_answer, renew_and_store, tie_to_caller
 from shared.core import redaction
 from shared.core.errors import ApiError, Rejected, StateStoreError
-from shared.core.settings import WebhookSettings
+from shared.core.settings import KeyVaultSettings, VaultNotListed, WebhookSettings
 from shared.security import idempotency, signature
-from shared.security.callers import caller_of
+from shared.security.callers import Caller, caller_of
 from shared.security.replay import SignatureReplayStore
 
 log = logging.getLogger("certrenew.http")
@@ -58,6 +58,7 @@ class AdmissionServices:
     records: Callable[[], PendingStore]
     replays: Callable[[], SignatureReplayStore]
     pipeline: Callable[[str | None, str | None], Pipeline]  # (caller, invocation id)
+    key_vaults: Callable[[], KeyVaultSettings] | None = None  # the listed vaults; None: the request's vault unchecked
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,8 @@ def _admit(request: WebhookRequest, services: AdmissionServices) -> Admitted | R
     if parsed.password_generated:
         redaction.register_secret(parsed.avx.password)
     caller = caller_of(headers, webhook.app_service_auth)
-    claims, key, early = _claim(request, caller.scope, services)
+    parsed, vault_scope = _target_vault(parsed, caller, services)
+    claims, key, early = _claim(request, caller.scope + vault_scope, services)
     if early is not None:
         return early
     if webhook.hmac_secret:  # after the key's claim, so a repeat with the same Idempotency-Key gets the first answer
@@ -112,6 +114,39 @@ def _admit(request: WebhookRequest, services: AdmissionServices) -> Admitted | R
     # RFC 7240: a preference, not a demand; outside the host (no queue binding) the request is served synchronously.
     respond_async = request.can_queue and queue_message.prefers_async(headers.get("Prefer"))
     return Admitted(parsed, caller.name, request.invocation_id, respond_async, claims, key)
+
+
+def _target_vault(command: RenewCommand, caller: Caller, services: AdmissionServices) -> tuple[RenewCommand, str]:
+    """The command aimed at a listed vault (its `keyVault` resolved to the vault's URL), and what the vault adds to
+    the Idempotency-Key's scope (nothing for the default vault, so one-vault keys stay as they were). A vault not
+    listed is a 400, a vault the caller is not allowed a 403: before anything is claimed or called."""
+    if services.key_vaults is None:
+        return command, ""
+    vaults = services.key_vaults()
+    try:
+        vault = vaults.vault(command.key_vault)
+    except VaultNotListed:
+        raise Rejected(
+            ApiError(
+                400,
+                "KEY_VAULT_NOT_ALLOWED",
+                f"keyVault {command.key_vault!r:.140} is not one of the app's vaults ({vaults.names()})",
+                "Name one of the listed vaults (its URL as listed in KEY_VAULT_URLS, or its name), or leave keyVault "
+                "out for the default vault; nothing was renewed.",
+            )
+        ) from None
+    allowed = vaults.allowed_for(caller.scope.removeprefix("principal:"), caller.name)
+    if caller.scope != "anonymous" and allowed is not None and vault.url not in allowed:
+        raise Rejected(
+            ApiError(
+                403,
+                "KEY_VAULT_FORBIDDEN",
+                f"This caller may not write to vault {vault.name!r}",
+                "Ask for a vault KEY_VAULT_CALLERS allows this caller, or have it allowed; nothing was renewed.",
+            )
+        )
+    scope = "" if vault == vaults.default else f"\nvault:{vault.host}"
+    return replace(command, key_vault=vault.url), scope
 
 
 def _claim(
@@ -227,11 +262,12 @@ def run_admitted(
     claims, key, command = admitted.claims, admitted.key, admitted.command
     answer: WebhookAnswer | None = None
     attached: list[str] = []  # the record the key was tied to, before AVX was called
+    stopping = False  # the process is being stopped (KeyboardInterrupt, SystemExit)
 
     def attach(pending_id: str) -> None:
-        attached.append(pending_id)
         if claims is not None and key:
             claims.attach(key, pending_id)
+        attached.append(pending_id)  # tied (a failed tie raises: AVX is then never called, the key is freed)
 
     try:
         if admitted.respond_async and enqueue is not None:
@@ -241,15 +277,19 @@ def run_admitted(
         pipeline = services.pipeline(admitted.caller, admitted.invocation_id)
         with total_deadline():  # all AVX calls of a synchronous request end within Azure's 230 s, with margin
             answer = renew_and_store(command, pipeline, idempotency_scope=scope, on_record=attach)
+    except (KeyboardInterrupt, SystemExit):
+        stopping = True
+        raise
     finally:
         if claims is not None and key is not None:
             # Answers are replayed for 24 h. Once AVX may have acted the key stays claimed whatever the answer, so a
             # retry never renews again; only a failure that provably came before AVX (or AVX's refusal) frees it.
-            # A key tied to a record is never freed without an answer (the process is stopping): a retry after
-            # the claim went stale is answered from the record.
+            # Every other failure after AVX may have acted is answered inside renew_and_store, so one that escapes
+            # came before AVX. Only when the process is stopping may AVX have acted unanswered: a key tied to a
+            # record then stays claimed, and a retry after the claim went stale is answered from the record.
             if answer is not None and (answer.status < 500 or answer.avx_called):
                 claims.complete(key, answer.status, answer.body)
-            elif answer is not None or not attached:
+            elif not (stopping and attached):
                 claims.release(key)
     return Reply(answer.status, answer.body)
 
@@ -275,8 +315,7 @@ def _accept_async(
     # (this invocation dies after answering, or its completion is lost), a retry after the claim went stale replays
     # this 202 from the record instead of queueing the renewal again. Should the invocation die before its message
     # is written, the record ends failed QUEUE_MESSAGE_LOST (visible on the status route): never renewed twice.
-    if on_record is not None:
-        on_record(record.pending_id)
+    tie_to_caller(record, pipeline, on_record)  # failing: the record ends NOT_SENT, nothing is queued
     enqueue(queue_message.queue_message(record.pending_id, command))
     log.info("Renewal %s accepted and queued", record.pending_id)
     body = accepted_body(record.pending_id, invocation_id)

@@ -63,6 +63,7 @@ def queue_message(pending_id: str, command: RenewCommand) -> str:
         "serialNumber": request.serial_number,
         "workflowType": request.workflow_type,
         "keyVaultCertificateName": command.key_vault_name,
+        "keyVault": command.key_vault,
         "certificateFormat": {"format": request.format},
     }
     message: dict[str, Any] = {

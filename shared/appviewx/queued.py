@@ -72,6 +72,15 @@ def differs_from_record(record: PendingRecord, command: RenewCommand) -> str | N
     return None
 
 
+def _redirected(record: PendingRecord, command: RenewCommand) -> QueuedOutcome | None:
+    """Whoever can write to the queue cannot redirect a renewal: the record, written by the webhook, decides."""
+    differs = differs_from_record(record, command)
+    if differs is None:
+        return None
+    log.error("Queue message for renewal %s dropped: its %s differs from the record's", record.pending_id, differs)
+    return QueuedOutcome(SKIPPED, record.pending_id, "MESSAGE_MISMATCH", f"the message's {differs} is not the record's")
+
+
 def _fail_queued(record: PendingRecord, error: ApiError, pipeline: Pipeline) -> QueuedOutcome:
     problem = NotStored(error.code, error.message, permanent=True, remediation=error.remediation)
     outcome = settle_not_stored(record, problem, pipeline)
@@ -84,22 +93,23 @@ def _requeue(record: PendingRecord, code: str, message: str, pipeline: Pipeline)
     return RetryQueued(code, message)
 
 
-def renew_queued(pending_id: str, command: RenewCommand, pipeline: Pipeline) -> QueuedOutcome:
+def renew_queued(
+    pending_id: str, command: RenewCommand, pipeline: Pipeline, *, message_expires_at: datetime | None = None
+) -> QueuedOutcome:
     """One delivery of a queued renewal: the same checks, AVX call and Key Vault pipeline as the webhook.
 
     The record is claimed first (ETag-conditional lease), so a message delivered twice, or to two instances at once,
     renews once; a record no longer queued is never renewed again. Raises RetryQueued (the queue retries) for a
-    failure that provably came before AVX acted; StateStoreError when the table is unreachable."""
+    failure that provably came before AVX acted; StateStoreError when the table is unreachable. A late message is
+    honoured while its record is queued; `message_expires_at` (the queue's own expiry of this message) is kept on the
+    record for the lost-message rule."""
     records = pipeline.records
     record = records.get(pending_id)
     if record is None:
         log.error("Queued renewal %s has no record; nothing renewed", pending_id)
         return QueuedOutcome(SKIPPED, pending_id, "NOT_FOUND", "no renewal record has this id")
-    differs = differs_from_record(record, command)
-    if differs:
-        # Whoever can write to the queue cannot redirect a renewal: the record, written by the webhook, decides.
-        log.error("Queue message for renewal %s dropped: its %s differs from the record's", pending_id, differs)
-        return QueuedOutcome(SKIPPED, pending_id, "MESSAGE_MISMATCH", f"the message's {differs} is not the record's")
+    if (redirected := _redirected(record, command)) is not None:
+        return redirected
     pipeline = replace(pipeline, caller=record.caller)  # the caller who asked, kept in the renewal's events
     claimed = records.claim_queued(record, pipeline.owner, datetime.now(UTC))
     if claimed is None and record.is_queued:
@@ -116,7 +126,9 @@ def renew_queued(pending_id: str, command: RenewCommand, pipeline: Pipeline) -> 
             record.reason,
         )
         return QueuedOutcome(SKIPPED, pending_id, record.reason, f"record is {record.state}")
-    hook = Webhook(command, pipeline)
+    if message_expires_at is not None:  # saved with the record's next write (requeued, or sent to AVX)
+        claimed = replace(claimed, queue_expires_at=message_expires_at)
+    command, pipeline, hook = _in_its_vault(record, command, pipeline)
     rejection = prepare(command, pipeline)
     if rejection is not None:
         if rejection.status >= 500:
@@ -134,6 +146,15 @@ def renew_queued(pending_id: str, command: RenewCommand, pipeline: Pipeline) -> 
         return _fail_queued(record, avx_error_answer(refused.error), pipeline)
     answer = result if isinstance(result, WebhookAnswer) else store_renew_answer(hook, record, result)
     return _answer_outcome(answer, pending_id)
+
+
+def _in_its_vault(
+    record: PendingRecord, command: RenewCommand, pipeline: Pipeline
+) -> tuple[RenewCommand, Pipeline, Webhook]:
+    """The renewal aimed at the vault the record was accepted for (what the stored record says, not the message)."""
+    command = replace(command, key_vault=record.key_vault_url or command.key_vault)
+    pipeline = pipeline.for_vault(command.key_vault)
+    return command, pipeline, Webhook(command, pipeline)
 
 
 def _answer_outcome(answer: WebhookAnswer, pending_id: str) -> QueuedOutcome:
@@ -159,6 +180,7 @@ def settle_poisoned(pending_id: str, pipeline: Pipeline, now: datetime | None = 
     if record.state is not RenewalState.ACCEPTED or leased:
         # settled, or an invocation holds it now (its lease expiry hands it to the timer if it dies)
         return QueuedOutcome(SKIPPED, pending_id, record.reason, f"record is {record.state}")
+    pipeline = pipeline.for_vault(record.key_vault_url)
     message = record.last_error or "the renewal could not be processed"
     if record.is_queued:  # AVX was never called
         problem = NotStored(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -63,9 +64,23 @@ class Pipeline:
     invocation_id: str | None = None
     caller: str | None = None
     owner: str = field(default_factory=lambda: uuid.uuid4().hex)  # lease owner of this run
-    # Current versions read before AVX was called (the ownership check), by name: the store reuses the read once
-    # instead of asking Key Vault again.
-    targets: dict[str, StoredCertificate | None] = field(default_factory=dict, compare=False, repr=False)
+    # Current versions read before AVX was called (the ownership check), by (vault URL, name): the store reuses the
+    # read once instead of asking Key Vault again.
+    targets: dict[tuple[str, str], StoredCertificate | None] = field(default_factory=dict, compare=False, repr=False)
+    # The pooled store of another listed vault, by URL (None: only `store`, the default vault, is known here).
+    stores: Callable[[str], KeyVaultStore] | None = None
+
+    @property
+    def vault_name(self) -> str | None:
+        """The name of the vault this pipeline writes to (every event it emits carries it)."""
+        vault = getattr(self.store, "vault", None)
+        return getattr(vault, "name", None)
+
+    def for_vault(self, vault_url: str | None) -> Pipeline:
+        """This pipeline writing to `vault_url` (a listed vault's URL; None: the vault of `store`)."""
+        if vault_url is None or self.stores is None or vault_url == self.store.vault_url:
+            return self
+        return replace(self, store=self.stores(vault_url))
 
 
 @dataclass(frozen=True)
@@ -167,7 +182,8 @@ def _check_target(name: str, leaf: x509.Certificate, pipeline: Pipeline, *, merg
     elif adopted(name, pipeline.caller, pipeline.store.adoptable):
         return
     else:
-        current = pipeline.targets.pop(name) if name in pipeline.targets else pipeline.store.current(name)
+        key = (pipeline.store.vault_url, name)
+        current = pipeline.targets.pop(key) if key in pipeline.targets else pipeline.store.current(name)
         allowed = may_write(current, common_name)
         problem = None if allowed or current is None else not_owned(name, current, common_name, before_avx=False)
     if problem is not None:
@@ -234,6 +250,7 @@ def settle_renewed(
             "avxRequestId": material.avx_request_id or record.avx_request_id,
             "pendingId": record.pending_id,
             "caller": pipeline.caller,
+            "vault": pipeline.vault_name,
         },
     )
     log.info("Stored renewed certificate %s version %s (renewal %s)", stored.name, stored.version, record.pending_id)
@@ -276,6 +293,7 @@ def settle_not_stored(
                 "message": message,
                 "avxResourceId": record.avx_resource_id,
                 "caller": pipeline.caller,
+                "vault": pipeline.vault_name,
             },
         )
     return Outcome(updated.state, saved, None, problem.code, problem.message, problem.remediation)

@@ -44,6 +44,9 @@ class RenewCommand:
     # True when the PFX password is the app's own one-time password (never a caller's value): only such a password
     # may be registered with the redaction guard.
     password_generated: bool = False
+    # The target vault: the request's `keyVault` (a listed URL or a unique name) until admission resolves it to the
+    # listed vault's URL; None is the default vault.
+    key_vault: str | None = None
 
     @property
     def storage(self) -> Storage:
@@ -222,6 +225,7 @@ def parse_renew_request(body: bytes, query: Mapping[str, str]) -> RenewCommand:
     serial_number = _optional_string(document, "serialNumber")
     workflow_type = _optional_string(document, "workflowType")
     key_vault_name = _optional_string(document, "keyVaultCertificateName")
+    key_vault = _optional_string(document, "keyVault")
     fmt, password = _certificate_format(document)
     auto_approval = _auto_approval(document, query)
 
@@ -244,6 +248,7 @@ def parse_renew_request(body: bytes, query: Mapping[str, str]) -> RenewCommand:
         key_vault_name=key_vault_name,
         auto_approval=auto_approval,
         password_generated=password_generated,
+        key_vault=key_vault,
     )
 
 

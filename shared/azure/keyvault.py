@@ -25,7 +25,7 @@ from shared.azure.identity import get_token
 from shared.core.errors import KeyVaultError
 from shared.core.outbound import new_session, upstream_text
 from shared.core.pacing import WindowLimit, WindowLimiter
-from shared.core.settings import KEY_VAULT_SCOPE, WORKER_DEFAULT_MAX_THREADS, KeyVaultSettings
+from shared.core.settings import KEY_VAULT_SCOPE, WORKER_DEFAULT_MAX_THREADS, KeyVaultSettings, Vault
 from shared.core.timestamps import iso_utc
 from shared.core.upstream import CONNECT_TIMEOUT_SECONDS
 
@@ -73,9 +73,11 @@ class StoredCertificate:
     # The version's tags (source=appviewx, avxResourceId, ...): read, never part of an answer (to_json leaves them out).
     tags: dict[str, str] = field(default_factory=dict, compare=False)
     common_name: str | None = field(default=None, compare=False)  # of the version's certificate (ownership checks)
+    vault_url: str | None = field(default=None, compare=False)  # the listed vault it is in
 
     def to_json(self) -> dict[str, str | None]:
         return {
+            "vaultUrl": self.vault_url,
             "id": self.id,
             "name": self.name,
             "version": self.version,
@@ -93,7 +95,7 @@ def clean_tags(tags: dict[str, str | None]) -> dict[str, str]:
 
 
 class KeyVaultStore:
-    """The vault the app stores renewed certificates in."""
+    """One vault the app stores renewed certificates in (the default one unless `vault` names another)."""
 
     READ_TIMEOUT_SECONDS = 60
 
@@ -102,9 +104,12 @@ class KeyVaultStore:
         settings: KeyVaultSettings,
         credential: TokenCredential,
         pool_size: int = WORKER_DEFAULT_MAX_THREADS,
+        *,
+        vault: Vault | None = None,
         **client_options: object,
     ) -> None:
-        self.vault_url = settings.url
+        self.vault = vault or settings.default
+        self.vault_url = self.vault.url
         self.adoptable = settings.adoptable  # names renewals may write though this app did not store them
         options: dict[str, object] = {
             "verify_challenge_resource": settings.verify_challenge_resource,
@@ -129,8 +134,8 @@ class KeyVaultStore:
                 read_timeout=self.READ_TIMEOUT_SECONDS,
             ),
         )
-        self._client = CertificateClient(vault_url=settings.url, credential=credential, **options)
-        self._writes = write_limiter(settings.url)
+        self._client = CertificateClient(vault_url=self.vault_url, credential=credential, **options)
+        self._writes = write_limiter(self.vault_url)  # Key Vault's limits are per vault
 
     def close(self) -> None:
         self._client.close()
@@ -212,7 +217,7 @@ class KeyVaultStore:
             error = _store_error(name, "read", exc)
             error.code = "KEY_VAULT_UNAVAILABLE"  # a read, not a store: nothing was changed
             raise error from None
-        return describe(certificate)
+        return describe(certificate, self.vault_url)
 
     def list_page(self, page_size: int, next_link: str | None = None) -> CertificatePage:
         """One page of the vault's certificates (`list_properties_of_certificates`, Key Vault's own paging): the
@@ -262,10 +267,10 @@ class KeyVaultStore:
             certificate = operation()  # type: ignore[operator]
         except (AzureError, ValueError) as exc:  # ValueError: an answer that is not the JSON Key Vault sends
             raise _store_error(name, action, exc) from None
-        return describe(certificate)
+        return describe(certificate, self.vault_url)
 
 
-def describe(certificate: KeyVaultCertificate) -> StoredCertificate:
+def describe(certificate: KeyVaultCertificate, vault_url: str | None = None) -> StoredCertificate:
     props = certificate.properties
     subject, common_name = "", None
     if certificate.cer:
@@ -286,6 +291,7 @@ def describe(certificate: KeyVaultCertificate) -> StoredCertificate:
         subject=subject,
         tags=dict(props.tags or {}),
         common_name=common_name,
+        vault_url=vault_url,
     )
 
 

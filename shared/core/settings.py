@@ -14,7 +14,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -67,10 +67,81 @@ MAX_ADOPTIONS = 100
 
 
 @dataclass(frozen=True)
-class KeyVaultSettings:
+class Vault:
+    """One vault the app may write to: its URL (as listed) and its name (the first label of its host)."""
+
     url: str
+    name: str
+
+    @classmethod
+    def of(cls, url: str) -> Vault:
+        url = url.rstrip("/")
+        return cls(url=url, name=vault_name_of(url))
+
+    @property
+    def host(self) -> str:
+        """Scheme-less host and port (`kv.vault.azure.net`, `127.0.0.1:8443`): what tells two vaults apart."""
+        return urlsplit(self.url).netloc.lower()
+
+
+def vault_name_of(url: str) -> str:
+    """The vault's name: the first label of its host (`kv-prod-weu` of https://kv-prod-weu.vault.azure.net)."""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
+    return host.split(".")[0].lower()
+
+
+class VaultNotListed(LookupError):
+    """A vault named (by URL or name) that is not one of the app's vaults."""
+
+
+@dataclass(frozen=True)
+class KeyVaultSettings:
+    url: str  # the default vault's (the first of KEY_VAULT_URLS, or KEY_VAULT_URL)
     verify_challenge_resource: bool
+    vaults: tuple[Vault, ...] = ()  # every vault the app may write to, the default first; () means (url,)
+    # Callers limited to some vaults (KEY_VAULT_CALLERS): principal id or name -> vault URLs it may write to.
+    caller_vaults: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Certificates AppViewX renewals may write though this app did not store them (AVX_ADOPTABLE_CERTIFICATES).
     adoptable: tuple[Adoption, ...] = ()
+
+    @property
+    def all_vaults(self) -> tuple[Vault, ...]:
+        return self.vaults or (Vault.of(self.url),)
+
+    @property
+    def default(self) -> Vault:
+        return self.all_vaults[0]
+
+    def names(self) -> str:
+        return ", ".join(v.name for v in self.all_vaults)
+
+    def vault(self, ref: str | None) -> Vault:
+        """The vault `ref` names: None is the default; a URL as listed (case and a trailing / aside) or a name that is
+        unique in the list. Raises VaultNotListed otherwise."""
+        if ref is None or not ref.strip():
+            return self.default
+        text = ref.strip().rstrip("/").lower()
+        if "://" in text:
+            found = [v for v in self.all_vaults if v.url.lower() == text]
+        else:
+            found = [v for v in self.all_vaults if v.name == text]
+        if len(found) != 1:
+            raise VaultNotListed(ref)
+        return found[0]
+
+    def by_host(self, host: str) -> Vault | None:
+        """The listed vault whose host (and port) is `host`, or None."""
+        return next((v for v in self.all_vaults if v.host == host.lower()), None)
+
+    def allowed_for(self, *callers: str | None) -> tuple[str, ...] | None:
+        """The vault URLs a caller (principal id, then name) is limited to; None when it is not limited."""
+        for caller in callers:
+            if caller and caller in self.caller_vaults:
+                return self.caller_vaults[caller]
+        return None
 
 
 def parse_adoptions(raw: str, problems: list[str], setting: str = "AVX_ADOPTABLE_CERTIFICATES") -> tuple[Adoption, ...]:
@@ -188,7 +259,7 @@ class NotifySettings:
 
 
 MAX_ENDPOINT_CHECKS = 500  # each endpoint costs up to a few seconds; the timer has 10 minutes on Flex Consumption
-ENDPOINT_CHECK_KEYS = ("certificate", "host", "address")
+ENDPOINT_CHECK_KEYS = ("certificate", "host", "address", "vault")
 _KEY_VAULT_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
 _DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
@@ -201,6 +272,7 @@ class EndpointCheck:
     host: str  # the DNS name clients use: sent as SNI
     address_host: str  # where to connect: a host name or an IP address
     port: int
+    vault: str | None = None  # the URL of the listed vault the certificate is in; None: the default vault
 
     @property
     def address(self) -> str:
@@ -312,7 +384,7 @@ def _endpoint_check(entry: dict[str, object], label: str, problems: list[str]) -
     host = entry.get("host")
     unknown = sorted(str(k) for k in entry if k not in ENDPOINT_CHECK_KEYS)
     if unknown:
-        problems.append(f"{label}: unknown field(s) {', '.join(unknown)}; use certificate, host, address")
+        problems.append(f"{label}: unknown field(s) {', '.join(unknown)}; use certificate, host, address, vault")
     certificate = entry.get("certificate")
     if not isinstance(certificate, str) or not certificate.strip():
         problems.append(f"{label}: certificate (the Key Vault certificate name) is required")
@@ -338,7 +410,26 @@ def _endpoint_check(entry: dict[str, object], label: str, problems: list[str]) -
     return EndpointCheck(certificate=str(certificate).strip(), host=name, address_host=address_host, port=port)
 
 
-def parse_endpoint_checks(raw: str, problems: list[str], setting: str = "ENDPOINT_CHECKS") -> list[EndpointCheck]:
+def _in_vault(
+    check: EndpointCheck, value: object, vaults: KeyVaultSettings | None, label: str, problems: list[str]
+) -> EndpointCheck | None:
+    """The check with its `vault` (a listed vault's name or URL) resolved to the vault's URL; None after a problem."""
+    if value is None:
+        return check
+    if not isinstance(value, str) or vaults is None:
+        problems.append(f"{label}: vault must be the name or URL of one of KEY_VAULT_URLS")
+        return None
+    try:
+        vault = vaults.vault(value)
+    except VaultNotListed:
+        problems.append(f"{label}: vault {value[:140]!r} is not one of the app's vaults ({vaults.names()})")
+        return None
+    return replace(check, vault=None if vault == vaults.default else vault.url)
+
+
+def parse_endpoint_checks(
+    raw: str, problems: list[str], setting: str = "ENDPOINT_CHECKS", vaults: KeyVaultSettings | None = None
+) -> list[EndpointCheck]:
     """The endpoints of `ENDPOINT_CHECKS`; each problem names the entry (index and host) and is added to `problems`."""
     try:
         document = json.loads(raw)
@@ -352,7 +443,7 @@ def parse_endpoint_checks(raw: str, problems: list[str], setting: str = "ENDPOIN
         problems.append(f"{setting} lists {len(document)} endpoints; at most {MAX_ENDPOINT_CHECKS} are checked")
         return []
     checks: list[EndpointCheck] = []
-    seen: dict[tuple[str, str, str], int] = {}
+    seen: dict[tuple[str, str, str, str], int] = {}
     for index, entry in enumerate(document):
         if not isinstance(entry, dict):
             problems.append(f"{setting}[{index}] must be an object with certificate, host and optional address")
@@ -360,15 +451,86 @@ def parse_endpoint_checks(raw: str, problems: list[str], setting: str = "ENDPOIN
         host = entry.get("host")
         label = f"{setting}[{index}]" + (f" (host {host!r})" if isinstance(host, str) and host.strip() else "")
         check = _endpoint_check(entry, label, problems)
+        if check is not None:
+            check = _in_vault(check, entry.get("vault"), vaults, label, problems)
         if check is None:
             continue
-        key = (check.certificate, check.host, check.address)
+        key = (check.certificate, check.host, check.address, check.vault or "")
         if key in seen:
             problems.append(f"{label}: the same endpoint as {setting}[{seen[key]}]")
             continue
         seen[key] = index
         checks.append(check)
     return checks
+
+
+MAX_KEY_VAULTS = 50
+
+
+def _key_vaults(r: _Reader) -> tuple[Vault, ...]:
+    """KEY_VAULT_URLS (comma-separated, the first the default), or KEY_VAULT_URL alone as a one-vault list."""
+    listed = r.text("KEY_VAULT_URLS")
+    if not listed:
+        single = r.url("KEY_VAULT_URL", required=True, https=True)
+        return (Vault.of(single),) if single else ()
+    vaults: list[Vault] = []
+    for index, entry in enumerate(part.strip() for part in listed.split(",")):
+        if not entry:
+            continue
+        label = f"KEY_VAULT_URLS entry {index + 1}"
+        entry_reader = _Reader({label: entry})  # validated exactly as KEY_VAULT_URL is
+        url = entry_reader.url(label, https=True)
+        if entry_reader.problems:
+            r.problems.extend(entry_reader.problems)
+            continue
+        vault = Vault.of(url or entry)
+        same = next((v for v in vaults if v.host == vault.host), None)
+        if same is not None:
+            r.problems.append(f"{label} ({entry!r}) is a duplicate of {same.url!r}: list each vault once")
+            continue
+        vaults.append(vault)
+    if not vaults and not r.problems:
+        r.problems.append("KEY_VAULT_URLS is set but lists no vault")
+    if len(vaults) > MAX_KEY_VAULTS:
+        r.problems.append(f"KEY_VAULT_URLS lists {len(vaults)} vaults; at most {MAX_KEY_VAULTS}")
+    single = r.url("KEY_VAULT_URL", https=True)
+    if single and vaults and Vault.of(single).host != vaults[0].host:
+        r.problems.append(
+            f"KEY_VAULT_URL ({single!r}) must be the first entry of KEY_VAULT_URLS (the default vault), or be removed"
+        )
+    return tuple(vaults)
+
+
+def parse_caller_vaults(raw: str, vaults: tuple[Vault, ...], problems: list[str]) -> dict[str, tuple[str, ...]]:
+    """KEY_VAULT_CALLERS: a JSON object, caller (App Service authentication principal id or name) -> the vault names
+    or URLs it may write to. Callers not named may write to every listed vault."""
+    setting = "KEY_VAULT_CALLERS"
+    if not raw:
+        return {}
+    try:
+        document = json.loads(raw)
+    except ValueError as exc:
+        problems.append(f"{setting} must be a JSON object, but it is not valid JSON ({exc.msg})")
+        return {}
+    if not isinstance(document, dict):
+        problems.append(
+            f"{setting} must be a JSON object (caller -> list of vault names), got {type(document).__name__}"
+        )
+        return {}
+    lookup = KeyVaultSettings(url=vaults[0].url if vaults else "", verify_challenge_resource=True, vaults=vaults)
+    found: dict[str, tuple[str, ...]] = {}
+    for caller, names in document.items():
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            problems.append(f"{setting}[{caller!r}] must be a list of vault names or URLs")
+            continue
+        urls: list[str] = []
+        for name in names:
+            try:
+                urls.append(lookup.vault(name).url)
+            except VaultNotListed:
+                problems.append(f"{setting}[{caller!r}]: {name!r} is not one of the vaults ({lookup.names()})")
+        found[str(caller)] = tuple(urls)
+    return found
 
 
 _T = TypeVar("_T")
@@ -522,7 +684,7 @@ class Settings:
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = dict(env)
         self._cache: dict[str, object] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a group may read another (endpoint checks name vaults)
 
     def _group(self, name: str, build: Callable[[_Reader], _T]) -> _T:
         with self._lock:
@@ -561,9 +723,12 @@ class Settings:
     @property
     def key_vault(self) -> KeyVaultSettings:
         def build(r: _Reader) -> KeyVaultSettings:
+            vaults = _key_vaults(r)
             return KeyVaultSettings(
-                url=r.url("KEY_VAULT_URL", required=True, https=True) or "",
+                url=vaults[0].url if vaults else "",
                 verify_challenge_resource=r.flag("KEY_VAULT_VERIFY_CHALLENGE_RESOURCE", True),
+                vaults=vaults,
+                caller_vaults=parse_caller_vaults(r.text("KEY_VAULT_CALLERS") or "", vaults, r.problems),
                 adoptable=parse_adoptions(r.text("AVX_ADOPTABLE_CERTIFICATES") or "", r.problems),
             )
 
@@ -705,7 +870,8 @@ class Settings:
             raw = r.text("ENDPOINT_CHECKS")
             if raw is None:
                 return EndpointCheckSettings()
-            return EndpointCheckSettings(endpoints=tuple(parse_endpoint_checks(raw, r.problems)))
+            vaults = self.key_vault if '"vault"' in raw else None  # only then: a one-vault check needs no vault list
+            return EndpointCheckSettings(endpoints=tuple(parse_endpoint_checks(raw, r.problems, vaults=vaults)))
 
         return self._group("endpoint check", build)
 

@@ -97,11 +97,26 @@ def remove_event_sink(sink: EventSink) -> None:
 
 
 def event_attributes(name: Event, properties: dict[str, Any]) -> dict[str, Any]:
-    """The event's attributes: None values left out, dates as ISO 8601 UTC, the invocation id added."""
+    """The event's attributes: None values left out, dates as ISO 8601 UTC, the invocation id added, and `vault` (the
+    name of the vault it is about; the default vault's when the event does not name it; left out when the event says
+    None: a vault that cannot be told)."""
     attributes: dict[str, Any] = {"invocationId": current_invocation_id()}
     for key, value in properties.items():
         attributes[key] = iso_utc(value) if isinstance(value, datetime) else value
+    if "vault" not in attributes:
+        attributes["vault"] = default_vault_name()
     return {k: v for k, v in attributes.items() if v is not None}
+
+
+def default_vault_name() -> str | None:
+    """The default vault's name (KEY_VAULT_URLS' first), or None while the Key Vault settings are wrong."""
+    from shared.core.errors import CertRenewError
+    from shared.core.settings import load_settings
+
+    try:
+        return load_settings().key_vault.default.name or None
+    except CertRenewError:
+        return None
 
 
 def emit_event(name: Event, properties: dict[str, Any]) -> None:

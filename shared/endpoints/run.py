@@ -17,7 +17,7 @@ from typing import Protocol, TypeVar
 
 from shared.azure.keyvault import StoredCertificate
 from shared.core.errors import CertRenewError
-from shared.core.settings import EndpointCheck
+from shared.core.settings import EndpointCheck, vault_name_of
 from shared.core.telemetry import emit_event
 from shared.endpoints.decisions import (
     KEY_VAULT_UNAVAILABLE,
@@ -69,16 +69,20 @@ def check_endpoints(
     probe_seconds: float = TIMEOUT_SECONDS,
     grace_seconds: float = GRACE_SECONDS,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    vaults: Callable[[str], CurrentCertificates] | None = None,
 ) -> EndpointCheckSummary:
-    """Check every endpoint, emit one event each, and return the summary (in the configured order)."""
-    names = sorted({c.certificate for c in checks})
+    """Check every endpoint, emit one event each, and return the summary (in the configured order). A check naming
+    a vault is compared with that vault's certificate (`vaults`: a listed vault's store by URL); others with
+    `key_vault`'s (the default vault)."""
+    names = sorted({(c.vault or "", c.certificate) for c in checks})
     # Queued probes start only when a worker is free: the bound allows for every round of MAX_PARALLEL.
     rounds = max(1, math.ceil((len(checks) + len(names)) / max_parallel))
     bound = min(rounds * (probe_seconds + grace_seconds), max_run_seconds)
     executor = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="endpoint-check")
     try:
-        expected_futures: dict[str, Future[ExpectedCertificate | Problem]] = {
-            name: executor.submit(_expected, key_vault, name) for name in names
+        expected_futures: dict[tuple[str, str], Future[ExpectedCertificate | Problem]] = {
+            (vault, name): executor.submit(_expected, vaults(vault) if vault and vaults else key_vault, name)
+            for vault, name in names
         }
         served_futures: list[Future[ServedCertificate | Problem]] = [executor.submit(probe, c) for c in checks]
         wait([*expected_futures.values(), *served_futures], timeout=bound)
@@ -93,10 +97,10 @@ def check_endpoints(
     results: list[EndpointResult] = []
     for check, future in zip(checks, served_futures, strict=True):
         late = Problem(TIMEOUT, f"{check.host} at {check.address}: not checked within the run's limit of {bound:g} s")
-        result = decide(check, _outcome(future, late), expected[check.certificate], now())
+        result = decide(check, _outcome(future, late), expected[(check.vault or "", check.certificate)], now())
         results.append(result)
         name, properties = result.event()
-        emit_event(name, properties)
+        emit_event(name, {**properties, "vault": vault_name_of(check.vault)} if check.vault else properties)
     return EndpointCheckSummary(tuple(results))
 
 

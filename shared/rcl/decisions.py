@@ -48,6 +48,8 @@ class Verdict:
     new_expiry: datetime | None = None
     reason: str | None = None
     message: str | None = None
+    # The name of the listed vault the renewed certificate was found in; "" looked for but not told; None not looked.
+    vault: str | None = None
 
     @property
     def closes(self) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeVar
 
 from azure.core.credentials import TokenCredential
@@ -35,6 +36,8 @@ class RclDependencies:
     key_vault_credential: TokenCredential
     # A credential with an empty cache, for a Key Vault token fresher than the cached one.
     fresh_key_vault_credential: Callable[[], TokenCredential] | None = None
+    # (certificate name, RCL's new expiry) -> the name of the listed vault it was found in; None with one vault.
+    locate: Callable[[str, datetime | None], str | None] | None = None
 
 
 def call_within_budget(

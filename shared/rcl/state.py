@@ -106,6 +106,7 @@ def closing_entity(verdict: Verdict, closed_at: datetime) -> dict[str, Any]:
         "newExpiryDate": verdict.new_expiry,
         "reason": verdict.reason,
         "message": verdict.message[:1000] if verdict.message else None,
+        "vault": verdict.vault or None,
     }
     return {k: v for k, v in entity.items() if v is not None}
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from shared.azure.identity import get_token
@@ -137,6 +137,7 @@ def _verify(
                 ),
             },
         )
+    verdicts = _located(verdicts, deps)
     deps.state.close_verdicts(verdicts, moment)  # before the events: a failed write is retried by the next check
     for verdict in verdicts:
         _emit_verdict(verdict)
@@ -215,9 +216,22 @@ def _resolve_unknown(
     )
 
 
+def _located(verdicts: list[Verdict], deps: RclDependencies) -> list[Verdict]:
+    """Each renewed verdict with the vault its certificate was found in (several vaults listed only)."""
+    if deps.locate is None:
+        return verdicts
+    renewed = (Outcome.RENEWED, Outcome.NOT_INSTALLED)
+    return [
+        replace(v, vault=deps.locate(v.record.certificate_name, v.new_expiry) or "") if v.outcome in renewed else v
+        for v in verdicts
+    ]
+
+
 def _emit_verdict(verdict: Verdict) -> None:
     record = verdict.record
     common = {"source": Source.RCL, "certificateName": record.certificate_name, "certificateId": record.certificate_id}
+    if verdict.vault is not None:  # looked for: the vault's name, or None (not told) rather than the default's
+        common["vault"] = verdict.vault or None
     if verdict.outcome is Outcome.RENEWED or (verdict.outcome is Outcome.NOT_INSTALLED and record.renewed_at is None):
         emit_event(Event.RENEWED, {**common, "expiryDate": verdict.new_expiry, "installed": verdict.installed})
     elif verdict.outcome is Outcome.NOT_INSTALLED:

@@ -31,6 +31,7 @@ STATUS_FIELDS = (
     "lastError",
     "keyVaultCertificateId",
     "keyVaultName",
+    "keyVaultUrl",
     "avxResourceId",
     "avxRequestId",
     "requestedResourceId",  # which certificate was asked for: what the caller itself sent, nothing of who sent it

@@ -9,9 +9,10 @@ and `Microsoft.KeyVault.CertificateExpired`, with data `Id` (the version's URL),
 from __future__ import annotations
 
 import enum
+import ipaddress
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 from shared.azure.keyvault import StoredCertificate
 from shared.core.certificates import derive_certificate_name
 from shared.core.events import Event, Source
+from shared.core.settings import Vault
 from shared.core.timestamps import utc
 
 NEAR_EXPIRY_TYPE = "Microsoft.KeyVault.CertificateNearExpiry"
@@ -101,6 +103,41 @@ def parse_event(event_id: str, event_type: str, data: object) -> CertificateEven
         not_before=_epoch(data, "NBF"),
         expires_on=_epoch(data, "EXP"),
     )
+
+
+def vault_of_event(event: CertificateEvent, vaults: Sequence[Vault]) -> tuple[Vault | None, str]:
+    """The listed vault the event is about, or None and why not. `Id`'s scheme, host and port pick the vault; its
+    `VaultName` must then be that vault's name (where the host is a name: an IP address names no vault). Without
+    `Id`, the `VaultName` must name exactly one listed vault."""
+    if event.object_url is not None:
+        parts = urlsplit(event.object_url)
+        found = next(
+            (v for v in vaults if v.host == parts.netloc.lower() and urlsplit(v.url).scheme == parts.scheme), None
+        )
+        if found is None:
+            return None, f"its vault {parts.netloc[:120]!r} is not one of KEY_VAULT_URLS"
+        if (
+            event.vault_name
+            and not _is_ip(urlsplit(found.url).hostname or "")
+            and event.vault_name.lower() != found.name
+        ):
+            return (
+                None,
+                f"its VaultName {event.vault_name[:64]!r} is not the name of the vault in its Id ({found.name})",
+            )
+        return found, ""
+    named = [v for v in vaults if v.name == event.vault_name.lower()]
+    if len(named) != 1:
+        return None, f"its VaultName {event.vault_name[:64]!r} names no single vault of KEY_VAULT_URLS"
+    return named[0], ""
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def is_our_vault(event: CertificateEvent, vault_url: str) -> bool:

@@ -20,7 +20,8 @@ renew was sent) releases the claims and raises, so Event Grid redelivers with ba
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,6 +36,7 @@ from shared.core import redaction
 from shared.core.certificates import DEFAULT_FORMAT, generate_password
 from shared.core.errors import CertRenewError
 from shared.core.events import Event, Source
+from shared.core.settings import Vault, vault_name_of
 from shared.core.telemetry import emit_event
 from shared.vault.event_claims import (
     EVENT_PARTITION,
@@ -53,15 +55,16 @@ from shared.vault.event_decisions import (
     Malformed,
     Owner,
     decide,
-    is_our_vault,
     near_expiry,
     parse_event,
     rcl_names,
+    vault_of_event,
     whole_days_left,
 )
 from shared.vault.ladder import warn_version
 from shared.vault.renewal_failures import RenewalFailureStore
 from shared.vault.renewal_plan import EXPIRED_STEP, ladder_step
+from shared.vault.version_retry import backoff_passed, failures_of, report_expired, settle_failed_record
 
 log = logging.getLogger("certrenew.keyvault-events")
 CALLER = "keyvault-events"  # the renewal record's caller: this path, not a person
@@ -83,6 +86,28 @@ class EventDependencies:
     avx: Any  # () -> AvxClient
     rcl_certificate_names: Any  # () -> Iterable[str]: the names in RCL's renewal records
     failures: RenewalFailureStore | None = None  # the certificates' renewal backoff (the sweep reads it)
+    # Every listed vault (KEY_VAULT_URLS; () means only vault_url's) and the pooled store of one by URL.
+    vaults: Sequence[Vault] = field(default_factory=tuple)
+    stores: Callable[[str], KeyVaultStore] | None = None
+    failure_stores: Callable[[str], RenewalFailureStore] | None = None  # a listed vault's backoff rows, by URL
+
+    @property
+    def vault_name(self) -> str:
+        return vault_name_of(self.vault_url)
+
+    def for_vault(self, vault_url: str) -> EventDependencies:
+        """These dependencies aimed at another listed vault (by URL)."""
+        if vault_url == self.vault_url or self.stores is None:
+            return self
+        failures = self.failure_stores(vault_url) if self.failure_stores is not None else None
+        return replace(self, vault_url=vault_url, store=self.stores(vault_url), failures=failures)
+
+    def for_event(self, event: CertificateEvent) -> tuple[EventDependencies | None, str]:
+        """These dependencies aimed at the listed vault the event came from, or None and why it is not one."""
+        vault, why = vault_of_event(event, self.vaults or (Vault.of(self.vault_url),))
+        if vault is None:
+            return None, why
+        return self.for_vault(vault.url), ""
 
 
 def handle_event(
@@ -105,14 +130,11 @@ def handle_event(
     except Malformed as problem:
         log.warning("Key Vault event %s (%s) dropped: %s", event_id, event_type, problem)
         return "ignored: malformed"
-    if not is_our_vault(event, deps.vault_url):
-        log.info(
-            "Key Vault event %s for vault %s ignored: the app's vault is KEY_VAULT_URL %s",
-            event_id,
-            event.vault_name,
-            deps.vault_url,
-        )
+    aimed, why = deps.for_event(event)
+    if aimed is None:
+        log.warning("Key Vault event %s (%s) dropped: %s", event_id, event.vault_name[:64], why)
         return "ignored: other vault"
+    deps = aimed
 
     claim = deps.claims.claim(EVENT_PARTITION, event_key(event_id), {"certificate": event.name}, now)
     if claim.outcome is ClaimOutcome.DONE:
@@ -146,6 +168,7 @@ def _handle(event: CertificateEvent, deps: EventDependencies, invocation_id: str
         "expiryDate": (current.expires_on if current else None) or event.expires_on,
         "daysLeft": days,
         "eventId": event.event_id,
+        "vault": deps.vault_name,
     }
     if decision.action is Action.GONE:
         log.info(
@@ -210,7 +233,18 @@ def _renew(
         label=f"Key Vault event {event.event_id}",
         detail={"eventId": event.event_id},
     )
-    return renew_version(renewal, deps, invocation_id, now)
+    if event.app_event is not Event.EXPIRED:
+        return renew_version(renewal, deps, invocation_id, now)
+    # Still the current version when it expired: its renewal did not land. Reported whatever this delivery does,
+    # with the last failure's reason (read before a retry that may reset it, or after one that counted it).
+    before = failures_of(deps.failures, event.name)
+    try:
+        return renew_version(renewal, deps, invocation_id, now)
+    finally:
+        known = before or failures_of(deps.failures, event.name)
+        report_expired(
+            event.name, renewal.version, event.expires_on, event.event_id, renewal.avx_resource_id, known, now
+        )
 
 
 @dataclass(frozen=True)
@@ -263,11 +297,20 @@ def renew_version(renewal: VersionRenewal, deps: EventDependencies, invocation_i
 def _claim_version(renewal: VersionRenewal, key: str, deps: EventDependencies, now: datetime) -> Claim:
     detail = {"certificate": renewal.name, **renewal.detail}
     claim = deps.claims.claim(VERSION_PARTITION, key, detail, now)
-    if claim.outcome is ClaimOutcome.DONE and claim.retryable and renewal.retry_refused:
-        # AppViewX refused the last renewal of this version (nothing renewed): the caller waited out its backoff.
+    if settle_failed_record(claim, key, renewal.name, deps.claims, deps.records, deps.failures):
+        claim = deps.claims.claim(VERSION_PARTITION, key, detail, now)  # its renewal record ended failed
+    if claim.outcome is ClaimOutcome.DONE and claim.retryable and _may_retry(renewal, deps, now):
+        # AppViewX refused the last renewal of this version (nothing renewed): the caller waited out its backoff,
+        # or (a Key Vault event) the certificate's backoff has passed.
         deps.claims.release(VERSION_PARTITION, key)
         claim = deps.claims.claim(VERSION_PARTITION, key, detail, now)
     return claim
+
+
+def _may_retry(renewal: VersionRenewal, deps: EventDependencies, now: datetime) -> bool:
+    if renewal.retry_refused:
+        return True
+    return deps.failures is not None and backoff_passed(failures_of(deps.failures, renewal.name), now)
 
 
 def _renew_claimed(
@@ -278,10 +321,15 @@ def _renew_claimed(
         records: PendingStore = deps.records()
         avx: AvxClient = deps.avx()
         pipeline = Pipeline(
-            avx=avx, store=deps.store, records=records, invocation_id=invocation_id, caller=renewal.caller
+            avx=avx,
+            store=deps.store,
+            records=records,
+            invocation_id=invocation_id,
+            caller=renewal.caller,
+            stores=deps.stores,
         )
         answer = renew_and_store(
-            _renew_command(renewal),
+            replace(_renew_command(renewal), key_vault=deps.vault_url),
             pipeline,
             on_record=lambda pending_id: deps.claims.attach(VERSION_PARTITION, key, pending_id),
         )

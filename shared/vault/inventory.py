@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from shared.appviewx.records import PendingRecord
-from shared.azure.keyvault import LIST_PAGE_MAX, KeyVaultStore, ListedCertificate
+from shared.azure.keyvault import LIST_PAGE_MAX, ForeignLink, KeyVaultStore, ListedCertificate, is_vault_list_link
 from shared.core.certificates import derive_certificate_name
 from shared.core.events import Source
-from shared.core.settings import EndpointCheck
+from shared.core.settings import EndpointCheck, Vault
 from shared.core.timestamps import iso_utc, utc
 from shared.vault.event_decisions import Owner, owner_of, whole_days_left
 from shared.vault.renewal_plan import RenewalFailures
@@ -58,14 +58,25 @@ def _later(found: dict[str, LastOutcome], name: str, outcome: LastOutcome) -> No
         found[key] = outcome
 
 
-def last_outcomes(pending: Iterable[PendingRecord], rcl_rows: Iterable[Mapping[str, Any]]) -> dict[str, LastOutcome]:
-    """The newest outcome per Key Vault name (lower-case) from the AppViewX renewal records and RCL's records (whose
-    names RCL writes as `contoso.com`, stored in Key Vault as `contoso-com`)."""
+def outcome_key(name: str, vault_url: str | None = None) -> str:
+    """Where `last_outcomes` files a certificate: its lower-case name, prefixed by its vault's URL unless the vault is
+    the default one (None)."""
+    return f"{vault_url.lower()} {name.lower()}" if vault_url else name.lower()
+
+
+def last_outcomes(
+    pending: Iterable[PendingRecord], rcl_rows: Iterable[Mapping[str, Any]], default_vault_url: str | None = None
+) -> dict[str, LastOutcome]:
+    """The newest outcome per Key Vault name (`outcome_key`) from the AppViewX renewal records and RCL's records
+    (whose names RCL writes as `contoso.com`, stored in Key Vault as `contoso-com`; RCL's are filed under the
+    default vault)."""
     found: dict[str, LastOutcome] = {}
     for record in pending:
         if record.key_vault_name:
             at = record.completed_at or record.created_at
-            _later(found, record.key_vault_name, LastOutcome(record.state, at, record.reason, Source.APPVIEWX))
+            vault = None if record.key_vault_url in (None, default_vault_url) else record.key_vault_url
+            key = outcome_key(record.key_vault_name, vault)
+            _later(found, key, LastOutcome(record.state, at, record.reason, Source.APPVIEWX))
     for row in rcl_rows:
         name = derive_certificate_name(str(row.get("certificateName") or ""))
         at = row.get("closedAt") or row.get("scheduledAt")
@@ -111,6 +122,7 @@ def inventory_entry(
 class InventoryPage:
     certificates: list[dict[str, Any]]
     continuation: str | None
+    vault_url: str | None = None  # the vault the page's certificates are in (None: the default vault)
 
 
 def inventory_page(
@@ -131,6 +143,75 @@ def inventory_page(
         page = store.list_page(page_size, page.next_link)
     entries = [inventory_entry(c, rcl_managed, outcomes, endpoints, now, consumers) for c in page.certificates]
     return InventoryPage(entries, encode_continuation(page.next_link))
+
+
+# -- across vaults ---------------------------------------------------------------------------------------------------
+# A continuation is Key Vault's nextLink (the listed vault it is a list link of says which vault), or, when one vault
+# is done and the next is to start, START + that vault's URL. With one vault it is exactly Key Vault's nextLink.
+START = "vault:"
+
+
+@dataclass(frozen=True)
+class InventoryContext:
+    """What every entry is shaped with, whatever vault it is in."""
+
+    rcl_managed: set[str]
+    outcomes: Mapping[str, LastOutcome]
+    endpoints: Sequence[EndpointCheck]
+    now: datetime
+    consumers: Mapping[str, Sequence[dict[str, Any]]] | None = None
+
+
+def _position(vaults: Sequence[Vault], continuation: str | None) -> tuple[int, str | None]:
+    """(index of the vault, Key Vault nextLink or None for its first page); ForeignLink for anything else."""
+    if continuation is None:
+        return 0, None
+    for index, vault in enumerate(vaults):
+        if continuation == START + vault.url:
+            return index, None
+        if is_vault_list_link(vault.url, continuation):
+            return index, continuation
+    raise ForeignLink("the continuation is not a certificate list link of a listed vault")
+
+
+def _following(vaults: Sequence[Vault], index: int, next_link: str | None) -> str | None:
+    if next_link:
+        return next_link
+    return START + vaults[index + 1].url if index + 1 < len(vaults) else None
+
+
+def inventory_across(
+    vaults: Sequence[Vault],
+    stores: Callable[[str], KeyVaultStore],
+    page_size: int,
+    continuation: str | None,
+    shaping: InventoryContext,
+    default_vault_url: str | None = None,
+) -> InventoryPage:
+    """One page of the inventory over `vaults` in order (one vault's page at a time; the continuation moves on to the
+    next vault when one is done). Raises KeyVaultError, or ForeignLink for a continuation of no listed vault."""
+    index, next_link = _position(vaults, continuation)
+    for _ in range(MAX_EMPTY_PAGES):
+        vault = vaults[index]
+        page = stores(vault.url).list_page(page_size, next_link)
+        following = _following(vaults, index, page.next_link)
+        if page.certificates or following is None:
+            break
+        index, next_link = _position(vaults, following)
+    default = vault.url == default_vault_url or default_vault_url is None
+    prefix = outcome_key("", None if default else vault.url)
+    outcomes = {k[len(prefix) :]: v for k, v in shaping.outcomes.items() if k.startswith(prefix)}
+    endpoints = [
+        e for e in shaping.endpoints if (e.vault or default_vault_url) == vault.url or (default and not e.vault)
+    ]
+    entries = [
+        {
+            **inventory_entry(c, shaping.rcl_managed, outcomes, endpoints, shaping.now, shaping.consumers),
+            "vault": vault.name,
+        }
+        for c in page.certificates
+    ]
+    return InventoryPage(entries, encode_continuation(following), vault.url)
 
 
 def with_backoff(entries: list[dict[str, Any]], failures: Mapping[str, RenewalFailures]) -> list[dict[str, Any]]:

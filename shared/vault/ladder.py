@@ -61,5 +61,6 @@ def warn_once(deps: Any, item: PlannedCertificate, reason: str, now: datetime) -
         "daysLeft": whole_days_left(item.expires_on, now),
         "owner": Owner(item.owner),
         "reason": reason,
+        "vault": deps.vault_name,
     }
     return warn_version(deps.claims, deps.vault_url, step, attributes, now)

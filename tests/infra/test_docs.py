@@ -231,6 +231,9 @@ def bicep_role_assignments() -> set[tuple[str, str, str]]:
             if path.name == "consumer-reader.bicep":
                 found.add(consumer_reader_assignment(assignment.body))
                 continue
+            if path.name == "keyvault-extra.bicep" or assignment.symbol == "extraDeadLetterWriters":
+                found.add(extra_vault_assignment(assignment.body))
+                continue
             principal = re.search(r"principalId:\s*(\w+)\.", assignment.body)
             role = re.search(r"roleDefinitions',\s*role(\w+)\)", assignment.body)
             scope = re.search(r"^\s*scope:\s*(\w+)\s*$", assignment.body, re.M)
@@ -250,6 +253,23 @@ def consumer_reader_assignment(body: str) -> tuple[str, str, str]:
     role = re.search(r"roleDefinitions',\s*role(\w+)\)", body)
     assert role and "targetScope = 'subscription'" in (INFRA / "modules" / "consumer-reader.bicep").read_text()
     return ("id-certrenew-<token>", role.group(1), "CONSUMER_SUBSCRIPTIONS")
+
+
+def extra_vault_assignment(body: str) -> tuple[str, str, str]:
+    """The roles of each further vault (KEY_VAULT_EXTRA_VAULTS, issue 25): principals and scopes come from the loop in
+    resources.bicep, which passes the app's and RCL's identities to keyvault-extra.bicep."""
+    resources_text = (INFRA / "modules" / "resources.bicep").read_text(encoding="utf-8")
+    assert "appPrincipalId: identity.properties.principalId" in resources_text
+    assert "rclPrincipalId: rclKeyVaultIdentity.properties.principalId" in resources_text
+    role = re.search(r"roleDefinitions',\s*role(\w+)\)", body)
+    assert role
+    words = re.sub(r"(?<!^)(?=[A-Z])", " ", role.group(1))
+    if "extraVaults[i].outputs.systemTopicPrincipalId" in body:
+        return ("evgt-<vault>", words, "keyvault-events-deadletter")
+    principal = {"appPrincipalId": "id-certrenew-<token>", "rclPrincipalId": "id-certrenew-rclkv-<token>"}
+    found = re.search(r"principalId:\s*(\w+)\s*$", body, re.M)
+    assert found and found.group(1) in principal and re.search(r"^\s*scope:\s*vault\s*$", body, re.M)
+    return (principal[found.group(1)], words, "KEY_VAULT_EXTRA_VAULTS")
 
 
 def test_the_role_assignments_table_is_what_the_bicep_deploys() -> None:

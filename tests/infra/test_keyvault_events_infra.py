@@ -11,7 +11,8 @@ from tests.infra.test_kql import shipped_queries
 
 
 def one(type_name: str):  # type: ignore[no-untyped-def]
-    (found,) = [r for path in bicep_files() for r in resources(path, type_name)]
+    """The app's own vault's (further vaults, issue 25, have theirs in keyvault-extra*.bicep)."""
+    (found,) = [r for path in bicep_files() if "extra" not in path.name for r in resources(path, type_name)]
     return found
 
 

@@ -441,6 +441,14 @@ class KeyVaultStandIn(StandIn):
             self._parse_pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
     # -- test controls ---------------------------------------------------------------------------------------
+    # The host name the vault answers as (its ids, nextLinks): a second vault on `localhost` is another host than the
+    # first on 127.0.0.1, with its own name (the first label of the host), as two real vaults are.
+    public_host = "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.public_host}:{self.port}"
+
     @property
     def vault_url(self) -> str:
         return self.url

@@ -8,6 +8,7 @@ import http.client
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
@@ -21,6 +22,7 @@ class _Fault:
     remaining: int
     response: Response
     kind: str | None
+    match: Callable[[RecordedRequest], bool] | None = None
 
 
 class CountingProxy(StandIn):
@@ -35,16 +37,23 @@ class CountingProxy(StandIn):
         self.upstream_seconds: Counter[str] = Counter()  # time Azurite took, by request kind
         self._faults: list[_Fault] = []
 
-    def fail_next(self, count: int, response: Response, kind: str | None = None) -> None:
-        """Answer the next `count` requests of `kind` (batch, query, read, write, table; None: any) with `response`
-        instead of forwarding them."""
+    def fail_next(
+        self,
+        count: int,
+        response: Response,
+        kind: str | None = None,
+        match: Callable[[RecordedRequest], bool] | None = None,
+    ) -> None:
+        """Answer the next `count` requests of `kind` (batch, query, read, write, table; None: any) for which
+        `match` (if given) is true with `response` instead of forwarding them."""
         with self.lock:
-            self._faults.append(_Fault(count, response, kind))
+            self._faults.append(_Fault(count, response, kind, match))
 
     def _fault_for(self, request: RecordedRequest) -> Response | None:
         with self.lock:
             for fault in self._faults:
-                if fault.remaining > 0 and fault.kind in (None, kind_of(request)):
+                matches = fault.match is None or fault.match(request)
+                if fault.remaining > 0 and fault.kind in (None, kind_of(request)) and matches:
                     fault.remaining -= 1
                     return fault.response
         return None
