@@ -72,6 +72,11 @@ def differs_from_record(record: PendingRecord, command: RenewCommand) -> str | N
     return None
 
 
+def _no_record(pending_id: str) -> QueuedOutcome:
+    log.error("Queued renewal %s has no record; nothing renewed", pending_id)
+    return QueuedOutcome(SKIPPED, pending_id, "NOT_FOUND", "no renewal record has this id")
+
+
 def _redirected(record: PendingRecord, command: RenewCommand) -> QueuedOutcome | None:
     """Whoever can write to the queue cannot redirect a renewal: the record, written by the webhook, decides."""
     differs = differs_from_record(record, command)
@@ -105,12 +110,8 @@ def renew_queued(
     record for the lost-message rule."""
     records = pipeline.records
     record = records.get(pending_id)
-    if record is None:
-        log.error("Queued renewal %s has no record; nothing renewed", pending_id)
-        return QueuedOutcome(SKIPPED, pending_id, "NOT_FOUND", "no renewal record has this id")
-    if (redirected := _redirected(record, command)) is not None:
-        return redirected
-    pipeline = replace(pipeline, caller=record.caller)  # the caller who asked, kept in the renewal's events
+    if record is None or (redirected := _redirected(record, command)) is not None:  # the record decides
+        return _no_record(pending_id) if record is None else redirected
     claimed = records.claim_queued(record, pipeline.owner, datetime.now(UTC))
     if claimed is None and record.is_queued:
         # Still queued but held by another delivery: running, or dead before AVX (its lease runs out in 15 min).
@@ -153,7 +154,8 @@ def _in_its_vault(
 ) -> tuple[RenewCommand, Pipeline, Webhook]:
     """The renewal aimed at the vault the record was accepted for (what the stored record says, not the message)."""
     command = replace(command, key_vault=record.key_vault_url or command.key_vault)
-    pipeline = pipeline.for_vault(command.key_vault)
+    # the caller who asked, kept in the renewal's events
+    pipeline = replace(pipeline.for_vault(command.key_vault), caller=record.caller)
     return command, pipeline, Webhook(command, pipeline)
 
 

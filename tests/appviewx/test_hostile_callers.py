@@ -457,3 +457,14 @@ def test_key_vault_requests_of_a_warm_webhook_call(
     assert status == 200, answer
     assert len(standins.key_vault.received()) == key_vault_requests, standins.key_vault.received()
     assert len(standins.avx.received()) == 1
+
+
+def test_adoptable_certificates_are_validated_naming_the_setting() -> None:
+    from shared.core.errors import SettingsError
+    from shared.core.settings import Adoption, Settings
+
+    env = {"KEY_VAULT_URL": "https://kv.vault.azure.net", "AVX_ADOPTABLE_CERTIFICATES": "shop, legacy=ops@contoso.com"}
+    assert Settings(env).key_vault.adoptable == (Adoption("shop"), Adoption("legacy", "ops@contoso.com"))
+    for bad in ("bad name!", "shop=", "shop=" + "x" * 300):
+        with pytest.raises(SettingsError, match="AVX_ADOPTABLE_CERTIFICATES"):
+            _ = Settings({**env, "AVX_ADOPTABLE_CERTIFICATES": bad}).key_vault
