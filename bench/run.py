@@ -287,8 +287,9 @@ def cold_start(stack: Stack, section: Section, counts: Section) -> None:
     counts.add(
         f"per process start ({COLD_CALLS} calls): AVX / Key Vault requests, max",
         f"{worst['avx']:.0f} / {worst['kv']:.0f}",
-        f"{COLD_CALLS} / {COLD_CALLS + 1} (the renew per call; one import per call + the challenge)",
-        worst["avx"] == COLD_CALLS and worst["kv"] == COLD_CALLS + 1,
+        f"{COLD_CALLS} / {2 * COLD_CALLS + 1} (the renew per call; the owner read and the import per call + the "
+        "challenge)",
+        worst["avx"] == COLD_CALLS and worst["kv"] == 2 * COLD_CALLS + 1,
     )
     import_diagnosis(stack, section)
     section.notes.append(
@@ -443,7 +444,9 @@ def warm_calls(stack: Stack, webhook: Webhook, section: Section, counts: Section
     counts.add(
         f"per warm webhook call by resourceId (mean of {COUNTED_CALLS}): AVX requests", f"{avx:g}", "1", avx == 1
     )
-    counts.add("per warm webhook call by resourceId: Key Vault requests", f"{kv:g}", "1", kv == 1)
+    # Key Vault: the import and one GET of the target's current version (issue 29: a renewal writes only a
+    # certificate it owns; the read is made once, before AVX when the name is known then, and reused by the store).
+    counts.add("per warm webhook call by resourceId: Key Vault requests", f"{kv:g}", "2", kv == 2)
     standins.avx.reset_records()
     standins.key_vault.reset_records()
     for i in range(COUNTED_CALLS):
@@ -457,8 +460,8 @@ def warm_calls(stack: Stack, webhook: Webhook, section: Section, counts: Section
     counts.add(
         "per warm webhook call by commonName + serialNumber: Key Vault requests",
         f"{by_name_kv:g}",
-        "1",
-        by_name_kv == 1,
+        "2",
+        by_name_kv == 2,
     )
     counts.add("per warm webhook call: identity token requests", f"{identity:g}", "0", identity == 0)
     counts.add(

@@ -103,6 +103,9 @@ param avxSyncTtlSeconds string = '300'
 @description('AppViewX HTTP timeout in seconds (AVX_TIMEOUT_SECONDS).')
 param avxTimeoutSeconds string = '200'
 
+@description('Comma-separated Key Vault certificate names AppViewX renewals may write although the app did not store their current version (AVX_ADOPTABLE_CERTIFICATES): name, or name=principal for one caller. Empty: only new names and certificates the app stored from AppViewX for the same common name.')
+param avxAdoptableCertificates string = ''
+
 @description('Optional path, on the Function App\'s file system, of a PEM file with the CA certificates that verify the AppViewX TLS certificate (AVX_CA_BUNDLE), for example a file shipped in the app package (/home/site/wwwroot/avx-ca.pem). A path, not the PEM text. Empty = system trust store.')
 param avxCaBundle string = ''
 
@@ -313,6 +316,7 @@ module resources './modules/resources.bicep' = {
     avxGwSource: avxGwSource
     avxSyncTtlSeconds: avxSyncTtlSeconds
     avxTimeoutSeconds: avxTimeoutSeconds
+    avxAdoptableCertificates: avxAdoptableCertificates
     avxCaBundle: avxCaBundle
     avxAuthMode: avxAuthMode
     avxClientId: avxClientId

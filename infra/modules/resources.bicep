@@ -23,6 +23,7 @@ param avxPassword string
 param avxGwSource string
 param avxSyncTtlSeconds string
 param avxTimeoutSeconds string
+param avxAdoptableCertificates string
 param avxCaBundle string
 param avxAuthMode string
 param avxClientId string
@@ -544,6 +545,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'AVX_TIMEOUT_SECONDS'
           value: avxTimeoutSeconds
+        }
+        {
+          name: 'AVX_ADOPTABLE_CERTIFICATES'
+          value: avxAdoptableCertificates
         }
         {
           name: 'AVX_CA_BUNDLE'

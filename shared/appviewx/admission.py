@@ -16,13 +16,20 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shared.appviewx import queue_message
+from shared.appviewx.avx_deadline import total_deadline
 from shared.appviewx.queued import accept_queued
-from shared.appviewx.records import PendingStore
+from shared.appviewx.records import PendingRecord, PendingStore, RenewalState
 from shared.appviewx.storing import Pipeline
-from shared.appviewx.validation import RenewCommand, check_body_size, parse_renew_request, unstorable
+from shared.appviewx.validation import (
+    QUERY_PARAMETERS,
+    RenewCommand,
+    check_body_size,
+    parse_renew_request,
+    unstorable,
+)
 from shared.appviewx.webhook_renewal import WebhookAnswer, pending_answer, renew_and_store, tie_to_caller
 from shared.core import redaction
-from shared.core.errors import ApiError, Rejected
+from shared.core.errors import ApiError, Rejected, StateStoreError
 from shared.core.settings import KeyVaultSettings, VaultNotListed, WebhookSettings
 from shared.security import idempotency, signature
 from shared.security.callers import Caller, caller_of
@@ -162,7 +169,10 @@ def _claim(
         )
     key = idempotency.scoped_key(scope, key)  # keys are per caller: another caller's key is simply a different key
     claims = services.claims()
-    claim = claims.claim(key, idempotency.fingerprint(request.body, request.query))
+    # Only what the app reads makes two requests different: the function key (`code`), moved to a header after a
+    # rotation, or a cache-buster never turns a retry into "another request".
+    read = {name: value for name, value in request.query.items() if name in QUERY_PARAMETERS}
+    claim = claims.claim(key, idempotency.fingerprint(request.body, read))
     return claims, key, _repeat_answer(claim, request.invocation_id, services)
 
 
@@ -171,6 +181,8 @@ def _repeat_answer(claim: idempotency.Claim, invocation_id: str | None, services
     if claim.outcome is idempotency.ClaimOutcome.REPLAY:
         if claim.status == 202 and (claim.body or {}).get("status") == "accepted":  # the first async answer
             return accepted_reply(claim.body or {})
+        if claim.status == 202 and (claim.body or {}).get("status") == "pending":
+            return _settled_since(claim.body or {}, invocation_id, services) or Reply(202, claim.body or {})
         return Reply(claim.status or 200, claim.body or {})
     if claim.outcome is idempotency.ClaimOutcome.RECORDED:
         # The first invocation died after AVX may have acted: answer from its record, never renew again.
@@ -178,7 +190,7 @@ def _repeat_answer(claim: idempotency.Claim, invocation_id: str | None, services
         if record is not None and record.is_queued:  # an asynchronous renewal: its first 202, from the record
             return accepted_reply(accepted_body(record.pending_id, invocation_id))
         if record is not None:
-            return Reply(202, pending_answer(record, invocation_id))
+            return record_reply(record, invocation_id)
         # The key is tied to a renewal that may have happened, but its record cannot be read: never renew without
         # holding the key (the claim stays, so no retry renews either until it expires after 24 h).
         raise Rejected(
@@ -204,6 +216,23 @@ def _repeat_answer(claim: idempotency.Claim, invocation_id: str | None, services
             )
         )
     return None
+
+
+def record_reply(record: PendingRecord, invocation_id: str | None) -> Reply:
+    """A repeat answered from the renewal record: 200 once it is stored, else 202 with its state and reason."""
+    return Reply(200 if record.state is RenewalState.RENEWED else 202, pending_answer(record, invocation_id))
+
+
+def _settled_since(body: dict[str, Any], invocation_id: str | None, services: AdmissionServices) -> Reply | None:
+    """A first answer of `pending` is replayed with the record's real state once the record moved on (stored by
+    the timer, or failed for good); None when it did not, or cannot be read now (the first answer then stands)."""
+    try:
+        record = services.records().get(str(body.get("pendingId") or ""))
+    except StateStoreError:
+        return None
+    if record is None or record.state in (RenewalState.PENDING, RenewalState.ACCEPTED):
+        return None
+    return record_reply(record, invocation_id)
 
 
 def _first_use_of_signature(
@@ -232,21 +261,35 @@ def run_admitted(
     Idempotency-Key."""
     claims, key, command = admitted.claims, admitted.key, admitted.command
     answer: WebhookAnswer | None = None
+    attached: list[str] = []  # the record the key was tied to, before AVX was called
+    stopping = False  # the process is being stopped (KeyboardInterrupt, SystemExit)
+
+    def attach(pending_id: str) -> None:
+        if claims is not None and key:
+            claims.attach(key, pending_id)
+        attached.append(pending_id)  # tied (a failed tie raises: AVX is then never called, the key is freed)
+
     try:
-        attach = (lambda pending_id: claims.attach(key, pending_id)) if claims is not None and key else None
         if admitted.respond_async and enqueue is not None:
             answer = _accept_async(admitted, services, enqueue, attach)
             return accepted_reply(answer.body) if answer.status == 202 else Reply(answer.status, answer.body)
         scope = idempotency.scope(key) if key else None
         pipeline = services.pipeline(admitted.caller, admitted.invocation_id)
-        answer = renew_and_store(command, pipeline, idempotency_scope=scope, on_record=attach)
+        with total_deadline():  # all AVX calls of a synchronous request end within Azure's 230 s, with margin
+            answer = renew_and_store(command, pipeline, idempotency_scope=scope, on_record=attach)
+    except (KeyboardInterrupt, SystemExit):
+        stopping = True
+        raise
     finally:
         if claims is not None and key is not None:
             # Answers are replayed for 24 h. Once AVX may have acted the key stays claimed whatever the answer, so a
             # retry never renews again; only a failure that provably came before AVX (or AVX's refusal) frees it.
+            # Every other failure after AVX may have acted is answered inside renew_and_store, so one that escapes
+            # came before AVX. Only when the process is stopping may AVX have acted unanswered: a key tied to a
+            # record then stays claimed, and a retry after the claim went stale is answered from the record.
             if answer is not None and (answer.status < 500 or answer.avx_called):
                 claims.complete(key, answer.status, answer.body)
-            else:
+            elif not (stopping and attached):
                 claims.release(key)
     return Reply(answer.status, answer.body)
 

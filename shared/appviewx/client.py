@@ -13,8 +13,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from shared.appviewx.avx_deadline import call_deadline
+from shared.appviewx.avx_json import bounded_id, ids_fit, read_json
 from shared.core.errors import AvxError
-from shared.core.outbound import AnswerTooLarge, Deadline, RetryPolicy, never_sent, new_session, send, upstream_text
+from shared.core.outbound import AnswerTooLarge, RetryPolicy, never_sent, new_session, send, upstream_text
 from shared.core.settings import AvxSettings
 from shared.core.upstream import CONNECT_TIMEOUT_SECONDS, optional_text
 
@@ -88,19 +90,17 @@ class AvxRenewResult:
         return {"resourceId": self.resource_id, "requestId": self.request_id, "message": self.message}
 
 
-def parse_renew_answer(status: int, body: bytes) -> AvxRenewResult:
-    """Turn AVX's HTTP answer into a result, or raise the AvxError it stands for."""
-    try:
-        document = json.loads(body.decode("utf-8")) if body else None
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        document = None
+def parse_renew_answer(status: int, body: bytes, withheld: tuple[str | None, ...] = ()) -> AvxRenewResult:
+    """Turn AVX's HTTP answer into a result, or raise the AvxError it stands for (its message without `withheld`,
+    the secrets of the request it answers, nor any secret the redaction guard knows)."""
+    document = read_json(body) if body else None
     if not isinstance(document, dict):
         document = None
     app_code = optional_text(document.get("appStatusCode")) if document else None
     message = optional_text(document.get("message")) if document else None
     if not 200 <= status < 300 or app_code:
         raise AvxError(
-            upstream_text(message) if message else f"AppViewX answered HTTP {status}",
+            upstream_text(message, withheld=withheld) if message else f"AppViewX answered HTTP {status}",
             code=app_code or "AVX_BAD_RESPONSE",
             http_status=status,
             remediation=REMEDIATION.get(app_code or ""),
@@ -115,13 +115,22 @@ def parse_renew_answer(status: int, body: bytes) -> AvxRenewResult:
     response = document.get("response")
     if not isinstance(response, dict):
         response = {}
+    try:
+        resource_id = bounded_id(response.get("newCertificateId"), "newCertificateId") or bounded_id(
+            response.get("resourceId"), "resourceId"
+        )
+        request_id = bounded_id(response.get("requestId"), "requestId")
+        certificate_name = bounded_id(response.get("certificateName"), "certificateName")
+    except AvxError as exc:
+        exc.http_status = status  # AVX answered 2xx: it may have renewed
+        raise
     return AvxRenewResult(
         # The record AVX created for the renewal (page: resourceId = newCertificateId); newCertificateId, when given,
         # is unambiguous (an AVX that names the requested record under resourceId still names the new one there).
-        resource_id=optional_text(response.get("newCertificateId")) or optional_text(response.get("resourceId")),
-        request_id=optional_text(response.get("requestId")),
-        message=message,
-        certificate_name=optional_text(response.get("certificateName")),
+        resource_id=resource_id,
+        request_id=request_id,
+        message=upstream_text(message, withheld=withheld) if message else None,
+        certificate_name=certificate_name,
         certificate_content=optional_text(response.get("certificateContent")),
         private_key_content=optional_text(response.get("privateKeyContent")),
     )
@@ -141,9 +150,9 @@ class AvxCertificateRecord:
 
 def parse_search_answer(body: bytes) -> list[AvxCertificateRecord]:
     try:
-        document = json.loads(body.decode("utf-8"))
-        objects = document["response"]["response"]["objects"]
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        document = read_json(body)
+        objects = document["response"]["response"]["objects"]  # type: ignore[index]
+    except (KeyError, TypeError):
         raise AvxError(
             "AppViewX answered the certificate search with an unreadable body", code="AVX_BAD_RESPONSE"
         ) from None
@@ -159,7 +168,7 @@ def parse_search_answer(body: bytes) -> list[AvxCertificateRecord]:
             valid_from=optional_text(o.get("validFrom")),
         )
         for o in objects
-        if isinstance(o, dict)
+        if isinstance(o, dict) and ids_fit(o)
     ]
 
 
@@ -195,10 +204,7 @@ class _Auth:
 
     def _login_call(self, path: str, **kwargs: object) -> dict[str, Any]:
         answer = self.client.call("POST", path, idempotent=True, authenticated=False, **kwargs)
-        try:
-            document = json.loads(answer.content.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            document = None
+        document = read_json(answer.content)
         if answer.status_code != 200 or not isinstance(document, dict):
             code = optional_text(document.get("appStatusCode")) if isinstance(document, dict) else None
             raise AvxError(
@@ -267,8 +273,9 @@ class AvxClient:
         url = f"{self.settings.api_url}{path}"
         query = {"gwsource": self.settings.gwsource, **(params or {})}
         policy = RetryPolicy() if idempotent else RetryPolicy(attempts=2)
-        # AVX_TIMEOUT_SECONDS bounds the whole call (retries, waits and reading the answer), not each read.
-        deadline = Deadline.after(self.settings.timeout_seconds)
+        # AVX_TIMEOUT_SECONDS bounds the whole call (retries, waits and reading the answer), not each read; within
+        # `total_deadline` (a synchronous webhook call), all the invocation's AVX calls share one deadline too.
+        deadline = call_deadline(self.settings.timeout_seconds)
         for attempt in (1, 2):
             merged = self._headers(headers, authenticated)
             try:
@@ -346,7 +353,7 @@ class AvxClient:
             headers={"Content-Type": "application/json"},
             data=json.dumps(request.payload()),
         )
-        return parse_renew_answer(answer.status_code, answer.content)
+        return parse_renew_answer(answer.status_code, answer.content, withheld=(request.password,))
 
     def search(self, *, common_name: str | None = None, resource_id: str | None = None) -> list[AvxCertificateRecord]:
         """Certificates matching a common name or resource id, newest first."""
@@ -369,12 +376,12 @@ class AvxClient:
         }
         answer = self.call("POST", "/certificate/download/format", idempotent=True, json=body)
         if answer.status_code != 200:
-            parse_renew_answer(answer.status_code, answer.content)
+            parse_renew_answer(answer.status_code, answer.content, withheld=(password,))
         content_type = answer.headers.get("Content-Type", "")
         if "json" in content_type:
             # Some AVX versions wrap the file as base64 in {"response": ...}.
             try:
-                wrapped = json.loads(answer.content.decode("utf-8")).get("response")
+                wrapped = read_json(answer.content).get("response")
                 return base64.b64decode(wrapped, validate=True)
             except (ValueError, AttributeError, TypeError):
                 raise AvxError("AppViewX's download answer is not a file", code="AVX_BAD_RESPONSE") from None

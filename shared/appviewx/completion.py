@@ -173,7 +173,9 @@ def _report_unreadable(records: PendingStore, row_key: str, now: datetime, summa
 def _complete_one(record: PendingRecord, pipeline: Pipeline, max_days: float, now: datetime) -> Outcome | None:
     try:
         return complete_record(record, pipeline, max_days, now)
-    except Exception as exc:  # one bad record (a bug, garbage upstream) never stops the run: back it off
+    except BaseException as exc:  # one bad record (a bug, garbage upstream, a native panic) never stops the run
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
         log.exception("Unexpected failure completing renewal %s; it is tried again later", record.pending_id)
         problem = NotStored("COMPLETION_UNEXPECTED", f"unexpected {type(exc).__name__} while completing")
         try:

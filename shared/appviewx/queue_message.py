@@ -77,15 +77,28 @@ def queue_message(pending_id: str, command: RenewCommand) -> str:
     return json.dumps(message, separators=(",", ":"))
 
 
+MAX_INTEGER_DIGITS = 16  # the message's only integer is its version
+
+
+def _short_int(text: str) -> int:
+    # int() of a 5,000-digit literal raises ValueError (past Python's 4,300-digit limit) after quadratic work
+    if len(text) > MAX_INTEGER_DIGITS:
+        raise ValueError("integer too long")
+    return int(text)
+
+
 def read_queue_message(body: bytes | str) -> QueuedRenewal:
     """The renewal a delivered message asks for, validated exactly as the webhook validates a request, with a fresh
     one-time password where the request had one (or its format needs one)."""
     try:
-        message = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise BadQueueMessage("the message is not JSON") from None
-    if not isinstance(message, dict) or message.get("v") != MESSAGE_VERSION:
+        message = json.loads(body, parse_int=_short_int)
+    except (UnicodeDecodeError, ValueError, RecursionError):  # ValueError: not JSON, or a number too long
+        raise BadQueueMessage("the message is not JSON this app writes") from None
+    # `type(...) is int`: True == 1 in Python, and a message of another writer is refused whole.
+    if not isinstance(message, dict) or type(message.get("v")) is not int or message["v"] != MESSAGE_VERSION:
         raise BadQueueMessage("the message is not a renewal message of this app")
+    if not isinstance(message.get("oneTimePassword", False), bool):
+        raise BadQueueMessage("the message's oneTimePassword is not true or false")
     pending_id, request = message.get("pendingId"), message.get("request")
     if not isinstance(pending_id, str) or not PENDING_ID.match(pending_id) or not isinstance(request, dict):
         raise BadQueueMessage("the message names no pendingId or request")

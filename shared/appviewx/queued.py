@@ -59,6 +59,33 @@ def accept_queued(command: RenewCommand, pipeline: Pipeline, *, idempotency_scop
     return pipeline.records.create(record)
 
 
+def differs_from_record(record: PendingRecord, command: RenewCommand) -> str | None:
+    """The first field in which a queue message's request differs from its record (None: it is the record's). A
+    common name or serial the message leaves out may have been filled in on the record by AVX's search."""
+    fields = record_fields(command)
+    for key in ("requested_resource_id", "key_vault_name", "storage"):
+        if fields[key] != getattr(record, key):
+            return key
+    for key in ("common_name", "serial_number"):
+        if fields[key] is not None and fields[key] != getattr(record, key):
+            return key
+    return None
+
+
+def _no_record(pending_id: str) -> QueuedOutcome:
+    log.error("Queued renewal %s has no record; nothing renewed", pending_id)
+    return QueuedOutcome(SKIPPED, pending_id, "NOT_FOUND", "no renewal record has this id")
+
+
+def _redirected(record: PendingRecord, command: RenewCommand) -> QueuedOutcome | None:
+    """Whoever can write to the queue cannot redirect a renewal: the record, written by the webhook, decides."""
+    differs = differs_from_record(record, command)
+    if differs is None:
+        return None
+    log.error("Queue message for renewal %s dropped: its %s differs from the record's", record.pending_id, differs)
+    return QueuedOutcome(SKIPPED, record.pending_id, "MESSAGE_MISMATCH", f"the message's {differs} is not the record's")
+
+
 def _fail_queued(record: PendingRecord, error: ApiError, pipeline: Pipeline) -> QueuedOutcome:
     problem = NotStored(error.code, error.message, permanent=True, remediation=error.remediation)
     outcome = settle_not_stored(record, problem, pipeline)
@@ -83,9 +110,8 @@ def renew_queued(
     record for the lost-message rule."""
     records = pipeline.records
     record = records.get(pending_id)
-    if record is None:
-        log.error("Queued renewal %s has no record; nothing renewed", pending_id)
-        return QueuedOutcome(SKIPPED, pending_id, "NOT_FOUND", "no renewal record has this id")
+    if record is None or (redirected := _redirected(record, command)) is not None:  # the record decides
+        return _no_record(pending_id) if record is None else redirected
     claimed = records.claim_queued(record, pipeline.owner, datetime.now(UTC))
     if claimed is None and record.is_queued:
         # Still queued but held by another delivery: running, or dead before AVX (its lease runs out in 15 min).
@@ -128,7 +154,8 @@ def _in_its_vault(
 ) -> tuple[RenewCommand, Pipeline, Webhook]:
     """The renewal aimed at the vault the record was accepted for (what the stored record says, not the message)."""
     command = replace(command, key_vault=record.key_vault_url or command.key_vault)
-    pipeline = pipeline.for_vault(command.key_vault)
+    # the caller who asked, kept in the renewal's events
+    pipeline = replace(pipeline.for_vault(command.key_vault), caller=record.caller)
     return command, pipeline, Webhook(command, pipeline)
 
 

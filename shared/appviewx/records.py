@@ -28,6 +28,7 @@ from shared.appviewx.record_fields import (  # re-exported: the record's states 
 )
 from shared.azure.tables import storage_failure, update_mode
 from shared.core.errors import StateStoreError
+from shared.core.redaction import redact
 from shared.core.timestamps import iso_utc
 
 if TYPE_CHECKING:  # the table SDK is imported where it is used, to keep cold start short
@@ -251,7 +252,9 @@ class PendingRecord:
 
 
 def _short(message: str | None) -> str | None:
-    return message[:1000] if message else message
+    """A record's lastError: at most 1,000 characters, without any secret the redaction guard knows (the status
+    route shows it)."""
+    return redact(message[:1000]) if message else message
 
 
 def _to_entity(record: PendingRecord) -> dict[str, Any]:

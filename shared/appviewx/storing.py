@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from shared.appviewx.client import AvxClient, AvxRenewResult
+from shared.appviewx.ownership import adopted, csr_mismatch, may_write, not_owned
 from shared.appviewx.records import PendingRecord, PendingStore, RecordTaken, RenewalState
 from shared.appviewx.renewal_rules import certificate_label
 from shared.appviewx.validation import certificate_tags
@@ -63,6 +64,9 @@ class Pipeline:
     invocation_id: str | None = None
     caller: str | None = None
     owner: str = field(default_factory=lambda: uuid.uuid4().hex)  # lease owner of this run
+    # Current versions read before AVX was called (the ownership check), by (vault URL, name): the store reuses the
+    # read once instead of asking Key Vault again.
+    targets: dict[tuple[str, str], StoredCertificate | None] = field(default_factory=dict, compare=False, repr=False)
     # The pooled store of another listed vault, by URL (None: only `store`, the default vault, is known here).
     stores: Callable[[str], KeyVaultStore] | None = None
 
@@ -121,21 +125,24 @@ def store_avx_result(
     problems: those leave the record pending (first try when `max_days` is None, else a backed-off retry that gives
     up after `max_days`) or, when storing is impossible for good, failed."""
     try:
-        stored = _store(record, material, pipeline.store)
+        stored = _store(record, material, pipeline)
     except NotStored as problem:
         return settle_not_stored(record, problem, pipeline, max_days=max_days, now=now)
     return settle_renewed(record, stored, material, pipeline, now=now)
 
 
-def _store(record: PendingRecord, material: AvxMaterial, store: KeyVaultStore) -> StoredCertificate:
+def _store(record: PendingRecord, material: AvxMaterial, pipeline: Pipeline) -> StoredCertificate:
+    store = pipeline.store
     try:
         if material.storage is Storage.IMPORT_PFX:
             leaf = leaf_of_pfx(material.content, material.password)
             name = _name_for(record, leaf, material)
+            _check_target(name, leaf, pipeline, merge=False)
             return store.import_pfx(name, material.content, material.password, _tags(record, material, leaf))
         certificates = order_leaf_first(parse_certificates(material.content))
         leaf = certificates[0]
         name = _name_for(record, leaf, material)
+        _check_target(name, leaf, pipeline, merge=not (material.storage is Storage.IMPORT_PEM and material.private_key))
         if material.storage is Storage.IMPORT_PEM and material.private_key:
             bundle = pem_bundle_with_pkcs8_key(certificates, material.private_key, material.password)
             return store.import_pem(name, bundle, _tags(record, material, leaf))
@@ -163,6 +170,24 @@ def _store(record: PendingRecord, material: AvxMaterial, store: KeyVaultStore) -
             f"AppViewX renewed the certificate but it could not be stored: {exc.message}",
             remediation=exc.remediation,
         ) from None
+
+
+def _check_target(name: str, leaf: x509.Certificate, pipeline: Pipeline, *, merge: bool) -> None:
+    """Raise NotStored (TARGET_NOT_OWNED, for good) unless a new version of `leaf` may be written to `name`
+    (`shared.appviewx.ownership`); a merge goes only into a pending CSR of the leaf's common name."""
+    common_name = common_name_of(leaf)
+    if merge:
+        csr_common_name = pipeline.store.pending_csr_common_name(name)
+        problem = csr_mismatch(name, csr_common_name, common_name) if csr_common_name is not None else None
+    elif adopted(name, pipeline.caller, pipeline.store.adoptable):
+        return
+    else:
+        key = (pipeline.store.vault_url, name)
+        current = pipeline.targets.pop(key) if key in pipeline.targets else pipeline.store.current(name)
+        allowed = may_write(current, common_name)
+        problem = None if allowed or current is None else not_owned(name, current, common_name, before_avx=False)
+    if problem is not None:
+        raise NotStored(problem.code, problem.message, permanent=True, remediation=problem.remediation)
 
 
 def _name_for(record: PendingRecord, leaf: x509.Certificate, material: AvxMaterial) -> str:

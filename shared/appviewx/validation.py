@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +24,14 @@ from shared.core.errors import ApiError, AvxError, Rejected
 from shared.core.events import Source
 
 MAX_BODY_BYTES = 64 * 1024
+QUERY_PARAMETERS = ("autoApproval",)  # the only query parameter a renewal reads (the rest: function key, noise)
 MAX_FIELD_LENGTH = 1024
 MAX_NUMBER_LENGTH = 32  # no field the app reads is a number: anything longer is noise (or an attack on int())
+# Characters no identifier the webhook forwards may hold: C0/C1 controls, and the invisible direction marks and
+# overrides that make a name read differently from what it is (U+200E/F, U+202A-E, U+2066-9). A password may hold
+# any printable character, but never a control character (a NUL reaches the PFX loader's native code).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_INVISIBLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 @dataclass(frozen=True)
@@ -62,10 +69,35 @@ def _optional_string(body: Mapping[str, Any], name: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise Rejected(_invalid(f"{name} must be a string"))
+    _no_hidden_characters(name, value, _INVISIBLE)
     value = value.strip()
     if len(value) > MAX_FIELD_LENGTH:
         raise Rejected(_invalid(f"{name} must be at most {MAX_FIELD_LENGTH} characters"))
     return value or None
+
+
+def _no_hidden_characters(name: str, value: str, forbidden: re.Pattern[str]) -> None:
+    found = forbidden.search(value)
+    if found is not None:
+        raise Rejected(
+            _invalid(f"{name} holds a control or direction character (U+{ord(found.group()):04X}), which is refused")
+        )
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different: with two `resourceId`s, which one AVX (or a proxy in between)
+    reads is anybody's guess."""
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise Rejected(_invalid(f"The request body gives {clean_key(key)} more than once"))
+        document[key] = value
+    return document
+
+
+def clean_key(key: str) -> str:
+    """A key of the caller's body, safe to quote in an answer (short, no control characters)."""
+    return json.dumps(_INVISIBLE.sub("?", key[:64]))
 
 
 def _number(text: str) -> float:
@@ -117,7 +149,13 @@ def check_body_size(body: bytes) -> None:
 def _json_object(body: bytes) -> dict[str, Any]:
     """The body as a JSON object; numbers and constants pass `_number` and `_no_constant` on the way."""
     try:
-        document = json.loads(body.decode("utf-8"), parse_int=_number, parse_float=_number, parse_constant=_no_constant)
+        document = json.loads(
+            body.decode("utf-8"),
+            parse_int=_number,
+            parse_float=_number,
+            parse_constant=_no_constant,
+            object_pairs_hook=_unique_keys,
+        )
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValueError):
         raise Rejected(_invalid("The request body must be a JSON object")) from None
     if not isinstance(document, dict):
@@ -138,6 +176,8 @@ def _certificate_format(document: Mapping[str, Any]) -> tuple[str, str | None]:
         raise Rejected(_invalid("certificateFormat.password must be a string"))
     if password is not None and len(password) > MAX_FIELD_LENGTH:
         raise Rejected(_invalid(f"certificateFormat.password must be at most {MAX_FIELD_LENGTH} characters"))
+    if password is not None:
+        _no_hidden_characters("certificateFormat.password", password, _CONTROL)
     return fmt, password or None
 
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.appviewx.client import AvxRenewResult
+from shared.appviewx.ownership import TARGET_NOT_OWNED, adopted, may_write, not_owned
 from shared.appviewx.records import NOT_SENT, PendingRecord, RecordTaken, RenewalState
 from shared.appviewx.renewal_finder import learn_replaced
 from shared.appviewx.renewal_rules import (
@@ -26,14 +27,16 @@ from shared.appviewx.renewal_rules import (
 from shared.appviewx.storing import AvxMaterial, NotStored, Pipeline, save_settled, settle_not_stored, store_avx_result
 from shared.appviewx.validation import RenewCommand, avx_error_answer, renewed_answer, unstorable
 from shared.azure.keyvault import b64decode_strict
-from shared.core.certificates import (
-    Storage,
-)
+from shared.core.certificates import Storage
 from shared.core.errors import ApiError, AvxError, IdentityError, KeyVaultError, StateStoreError
 from shared.core.events import Event, Source
 from shared.core.telemetry import emit_event
 
 log = logging.getLogger("certrenew.appviewx")
+
+# What is let through once AVX may have acted: the process is being stopped. Anything else (a native library's
+# panic, which derives from BaseException) keeps the record pending and the caller's Idempotency-Key claimed.
+STOPPING = (KeyboardInterrupt, SystemExit)
 
 
 @dataclass(frozen=True)
@@ -138,8 +141,11 @@ def pending_answer(record: PendingRecord, invocation_id: str | None) -> dict[str
     """The 202 body for a renewal that is not (yet) in Key Vault; also the answer to a repeat of a key whose first
     invocation died after AVX may have acted."""
     avx = {"resourceId": record.avx_resource_id, "requestId": record.avx_request_id, "message": None}
+    status = {RenewalState.FAILED: "failed", RenewalState.RENEWED: "renewed"}.get(record.state, "pending")
+    stored = {"id": record.key_vault_certificate_id, "name": record.key_vault_name}
     return {
-        "status": "pending" if record.state is not RenewalState.FAILED else "failed",
+        "status": status,
+        **({"keyVault": stored} if record.state is RenewalState.RENEWED else {}),
         "pendingId": record.pending_id,
         "reason": record.reason,
         "message": record.last_error,
@@ -164,7 +170,28 @@ def prepare(command: RenewCommand, pipeline: Pipeline) -> ApiError | None:
             pending_exists = store.has_pending_csr(target)
         except KeyVaultError as exc:
             return ApiError(502, "KEY_VAULT_UNAVAILABLE", exc.message + "; nothing was renewed.", exc.remediation)
-    return unstorable(command, pending_exists)
+    return unstorable(command, pending_exists) or target_problem(command, pipeline)
+
+
+def target_problem(command: RenewCommand, pipeline: Pipeline) -> ApiError | None:
+    """409 TARGET_NOT_OWNED when the Key Vault name the renewal would write (known before AVX is called) holds a
+    certificate this app may not write (`shared.appviewx.ownership`): one Key Vault read, reused by the store. A
+    merge goes into a pending CSR (checked before merging); a name known only from AVX's answer, or this app's
+    certificate asked for by resourceId alone, is checked against the renewed certificate before storing."""
+    if command.storage is Storage.MERGE:
+        return None
+    common_name = command.avx.common_name
+    name = command.target_name()
+    if not name or adopted(name, pipeline.caller, pipeline.store.adoptable):
+        return None
+    try:
+        current = pipeline.store.current(name)
+    except KeyVaultError as exc:
+        return ApiError(502, "KEY_VAULT_UNAVAILABLE", exc.message + "; nothing was renewed.", exc.remediation)
+    pipeline.targets[(pipeline.store.vault_url, name)] = current
+    if current is not None and may_write(current, common_name, command.avx.resource_id) is False:
+        return not_owned(name, current, common_name, before_avx=True)
+    return None
 
 
 def record_fields(command: RenewCommand) -> dict[str, Any]:
@@ -271,7 +298,9 @@ def renew_at_avx(hook: Webhook, record: PendingRecord) -> AvxRenewResult | Webho
         if avx_renew_outcome(exc) != AVX_OUTCOME_UNKNOWN:
             raise AvxDidNotRenew(exc) from None
         return hook.keep_pending(record, exc.code, exc.message, None)  # may have renewed: never sent again
-    except Exception as exc:  # AVX may have acted: keep it, never a bare 500
+    except BaseException as exc:  # AVX may have acted: keep it, never a bare 500
+        if isinstance(exc, STOPPING):
+            raise
         log.exception("Unexpected failure calling AppViewX for renewal %s", record.pending_id)
         return hook.keep_pending(record, "AVX_UNKNOWN_OUTCOME", f"unexpected {type(exc).__name__}", None)
 
@@ -280,7 +309,9 @@ def store_renew_answer(hook: Webhook, record: PendingRecord, result: AvxRenewRes
     """Store what AVX's renew answer carries; after AVX acted nothing may be lost."""
     try:
         return _store_answer(hook, record, result)
-    except Exception as exc:
+    except BaseException as exc:  # a native panic (pyo3's PanicException is a BaseException) included
+        if isinstance(exc, STOPPING):
+            raise
         log.exception("Unexpected failure storing renewal %s", record.pending_id)
         return hook.keep_pending(record, "STORE_UNKNOWN_OUTCOME", f"unexpected {type(exc).__name__}", result)
 
@@ -304,7 +335,7 @@ def _store_answer(hook: Webhook, record: PendingRecord, result: AvxRenewResult) 
         return WebhookAnswer(200, body, avx_called=True)
     if outcome.state is RenewalState.FAILED:
         error = ApiError(
-            502,
+            409 if outcome.code == TARGET_NOT_OWNED else 502,
             outcome.code or "AVX_BAD_RESPONSE",
             outcome.message or "AppViewX's result cannot be stored",
             outcome.remediation,

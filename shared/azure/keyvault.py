@@ -23,7 +23,7 @@ from azure.core.exceptions import (
 
 from shared.azure.identity import get_token
 from shared.core.errors import KeyVaultError
-from shared.core.outbound import new_session
+from shared.core.outbound import new_session, upstream_text
 from shared.core.pacing import WindowLimit, WindowLimiter
 from shared.core.settings import KEY_VAULT_SCOPE, WORKER_DEFAULT_MAX_THREADS, KeyVaultSettings, Vault
 from shared.core.timestamps import iso_utc
@@ -72,6 +72,7 @@ class StoredCertificate:
     subject: str
     # The version's tags (source=appviewx, avxResourceId, ...): read, never part of an answer (to_json leaves them out).
     tags: dict[str, str] = field(default_factory=dict, compare=False)
+    common_name: str | None = field(default=None, compare=False)  # of the version's certificate (ownership checks)
     vault_url: str | None = field(default=None, compare=False)  # the listed vault it is in
 
     def to_json(self) -> dict[str, str | None]:
@@ -109,6 +110,7 @@ class KeyVaultStore:
     ) -> None:
         self.vault = vault or settings.default
         self.vault_url = self.vault.url
+        self.adoptable = settings.adoptable  # names renewals may write though this app did not store them
         options: dict[str, object] = {
             "verify_challenge_resource": settings.verify_challenge_resource,
             # azure-core's retry policy backs off exponentially and honours Retry-After on 429/503.
@@ -177,6 +179,26 @@ class KeyVaultStore:
         except (HttpResponseError, ServiceRequestError, ServiceResponseError, ClientAuthenticationError) as exc:
             raise _store_error(name, "read the pending operation of", exc) from None
         return bool(operation.csr) and (operation.status or "").lower() == "inprogress"
+
+    def pending_csr_common_name(self, name: str) -> str | None:
+        """The common name the CSR of `name`'s pending operation asks for (None: no pending CSR, or no name)."""
+        try:
+            operation = self._client.get_certificate_operation(name)
+        except ResourceNotFoundError:
+            return None
+        except (HttpResponseError, ServiceRequestError, ServiceResponseError, ClientAuthenticationError) as exc:
+            raise _store_error(name, "read the pending operation of", exc) from None
+        if not operation.csr:
+            return None
+        from cryptography import x509
+        from cryptography.x509.oid import NameOID
+
+        try:
+            names = x509.load_der_x509_csr(bytes(operation.csr)).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        except ValueError:
+            return None
+        value = names[0].value if names else None
+        return value.decode() if isinstance(value, bytes) else value
 
     def current(self, name: str) -> StoredCertificate | None:
         """The current (latest) version of certificate `name`, or None when the vault has no such certificate."""
@@ -250,11 +272,14 @@ class KeyVaultStore:
 
 def describe(certificate: KeyVaultCertificate, vault_url: str | None = None) -> StoredCertificate:
     props = certificate.properties
-    subject = ""
+    subject, common_name = "", None
     if certificate.cer:
         from cryptography import x509
 
-        subject = x509.load_der_x509_certificate(bytes(certificate.cer)).subject.rfc4514_string()
+        from shared.core.certificates import common_name_of
+
+        loaded = x509.load_der_x509_certificate(bytes(certificate.cer))
+        subject, common_name = loaded.subject.rfc4514_string(), common_name_of(loaded)
     thumbprint = props.x509_thumbprint.hex().upper() if props.x509_thumbprint else ""
     return StoredCertificate(
         id=certificate.id or "",
@@ -265,6 +290,7 @@ def describe(certificate: KeyVaultCertificate, vault_url: str | None = None) -> 
         expires_on=props.expires_on,
         subject=subject,
         tags=dict(props.tags or {}),
+        common_name=common_name,
         vault_url=vault_url,
     )
 
@@ -326,7 +352,8 @@ def _store_error(name: str, action: str, exc: Exception) -> KeyVaultError:
     else:
         reason = f"Key Vault answered {status}" + (f" {kv_code}" if kv_code else "")
     detail = getattr(error, "message", None) or ""
-    message = f"Could not {action} certificate {name!r}: {reason}" + (f" ({detail[:300]})" if detail else "")
+    detail = upstream_text(detail) if detail else ""
+    message = f"Could not {action} certificate {name!r}: {reason}" + (f" ({detail})" if detail else "")
     remediation = {
         401: "Check the app's managed identity.",
         403: "Grant the app's identity the Key Vault Certificates Officer role on the vault.",

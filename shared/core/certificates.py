@@ -161,10 +161,24 @@ def parse_certificates(content: bytes) -> list[x509.Certificate]:
     raise CertificateParseError("the content is not a certificate in PEM, DER or PKCS#7 form")
 
 
+# A leaf, its intermediates and a root: a few. A chain longer than this is not a chain (7,000 certificates fit under
+# the answer cap, and ordering them cost seconds of CPU).
+MAX_CHAIN_CERTIFICATES = 32
+
+
 def order_leaf_first(certificates: list[x509.Certificate]) -> list[x509.Certificate]:
-    """Put the end-entity certificate (the one that issued none of the others) first; PKCS#7 carries no order."""
+    """Put the end-entity certificate (the one that issued none of the others) first; PKCS#7 carries no order.
+    Raises CertificateParseError for more than MAX_CHAIN_CERTIFICATES certificates; linear in their number."""
+    if len(certificates) > MAX_CHAIN_CERTIFICATES:
+        raise CertificateParseError(
+            f"the content holds {len(certificates)} certificates; a chain has at most {MAX_CHAIN_CERTIFICATES}"
+        )
+    issuers = {}
+    for certificate in certificates:
+        issuers.setdefault(certificate.issuer.public_bytes(), []).append(certificate)
     for candidate in certificates:
-        if not any(other is not candidate and other.issuer == candidate.subject for other in certificates):
+        issued = issuers.get(candidate.subject.public_bytes(), [])
+        if not any(other is not candidate for other in issued):
             return [candidate] + [c for c in certificates if c is not candidate]
     return certificates
 

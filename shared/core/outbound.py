@@ -26,7 +26,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -44,6 +44,7 @@ _CONTENT_LENGTH = re.compile(r"[0-9]{1,30}(?:[ \t]*,[ \t]*[0-9]{1,30})*")
 _READ_CHUNK = 64 * 1024
 # Upstream text echoed to a caller or a log line: at most this long, one line, no control characters.
 UPSTREAM_TEXT_LIMIT = 300
+_SECRET_MARGIN = 2048  # redacted before the cut, so a secret across it is never left half-shown
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069]+")
 
 
@@ -72,10 +73,17 @@ class AnswerTooLarge(Exception):
         self.declared = declared
 
 
-def upstream_text(value: object, limit: int = UPSTREAM_TEXT_LIMIT) -> str:
-    """Text an upstream sent, made safe to echo: control and invisible formatting characters become spaces,
-    whitespace runs collapse to one, and it is cut to `limit` characters (a log line or answer stays one line)."""
+def upstream_text(value: object, limit: int = UPSTREAM_TEXT_LIMIT, withheld: Iterable[str | None] = ()) -> str:
+    """Text an upstream sent, made safe to echo: the secrets of the request it answers (`withheld`, e.g. the PFX
+    password AVX's validation error quotes) and every secret the redaction guard knows (the app's credentials,
+    one-time passwords, tokens, secret-shaped text) replaced by a marker; control and invisible formatting
+    characters become spaces, whitespace runs collapse to one, and it is cut to `limit` characters (a log line or
+    answer stays one line). Done where the text becomes an error message, so answers, records' lastError, events
+    and notifications never carry it, not only log lines."""
+    from shared.core.redaction import redact, withhold
+
     text = value if isinstance(value, str) else str(value)
+    text = redact(withhold(text[: limit * 4 + _SECRET_MARGIN], withheld))
     text = " ".join(_CONTROL.sub(" ", text[: limit * 4]).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

@@ -128,6 +128,16 @@ def redact(text: str) -> str:
     return redact_shapes(text)
 
 
+def withhold(text: str, secrets: Iterable[str | None]) -> str:
+    """`text` with these secrets (in every form the guard knows) replaced by a marker: for a value that is never
+    registered (a caller's PFX password) where an upstream's answer to the request that carried it is kept."""
+    for secret in secrets:
+        if secret and len(secret) >= MIN_SECRET_LENGTH:
+            for variant in sorted(set(_variants(secret)), key=len, reverse=True):
+                text = text.replace(variant, REDACTED)
+    return text
+
+
 def redact_value(value: Any) -> Any:
     """Strings redacted; lists, tuples and mappings redacted inside; numbers, booleans and None kept."""
     if isinstance(value, str):

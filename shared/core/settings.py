@@ -55,6 +55,18 @@ class AvxSettings:
 
 
 @dataclass(frozen=True)
+class Adoption:
+    """A Key Vault certificate AppViewX renewals may write although this app did not store its current version
+    (AVX_ADOPTABLE_CERTIFICATES): for every caller, or only for one (an App Service authentication principal name)."""
+
+    name: str
+    caller: str | None = None
+
+
+MAX_ADOPTIONS = 100
+
+
+@dataclass(frozen=True)
 class Vault:
     """One vault the app may write to: its URL (as listed) and its name (the first label of its host)."""
 
@@ -92,6 +104,8 @@ class KeyVaultSettings:
     vaults: tuple[Vault, ...] = ()  # every vault the app may write to, the default first; () means (url,)
     # Callers limited to some vaults (KEY_VAULT_CALLERS): principal id or name -> vault URLs it may write to.
     caller_vaults: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Certificates AppViewX renewals may write though this app did not store them (AVX_ADOPTABLE_CERTIFICATES).
+    adoptable: tuple[Adoption, ...] = ()
 
     @property
     def all_vaults(self) -> tuple[Vault, ...]:
@@ -128,6 +142,26 @@ class KeyVaultSettings:
             if caller and caller in self.caller_vaults:
                 return self.caller_vaults[caller]
         return None
+
+
+def parse_adoptions(raw: str, problems: list[str], setting: str = "AVX_ADOPTABLE_CERTIFICATES") -> tuple[Adoption, ...]:
+    """Comma-separated `name` (any caller) or `name=principal` entries; each bad entry named in `problems`."""
+    found: list[Adoption] = []
+    for index, entry in enumerate(part.strip() for part in raw.split(",")):
+        if not entry:
+            continue
+        name, _, caller = (part.strip() for part in entry.partition("="))
+        if not _KEY_VAULT_NAME.match(name):
+            problems.append(
+                f"{setting}: entry {index + 1} must start with a Key Vault certificate name, got {name[:64]!r}"
+            )
+        elif "=" in entry and not 0 < len(caller) <= 256:
+            problems.append(f"{setting}: entry {index + 1} names no caller after '=' (or one over 256 characters)")
+        else:
+            found.append(Adoption(name, caller or None))
+    if len(found) > MAX_ADOPTIONS:
+        problems.append(f"{setting} lists {len(found)} certificates; at most {MAX_ADOPTIONS} are allowed")
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -695,6 +729,7 @@ class Settings:
                 verify_challenge_resource=r.flag("KEY_VAULT_VERIFY_CHALLENGE_RESOURCE", True),
                 vaults=vaults,
                 caller_vaults=parse_caller_vaults(r.text("KEY_VAULT_CALLERS") or "", vaults, r.problems),
+                adoptable=parse_adoptions(r.text("AVX_ADOPTABLE_CERTIFICATES") or "", r.problems),
             )
 
         return self._group("Key Vault", build)

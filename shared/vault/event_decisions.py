@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -206,6 +206,16 @@ def decide(event: CertificateEvent, current: StoredCertificate | None, rcl_manag
     if owner is Owner.RCL:
         return Decision(Action.REPORT_RCL, current.version)
     return Decision(Action.REPORT_UNMANAGED, current.version)
+
+
+# Key Vault sends CertificateNearExpiry 30 days before a version expires (fixed; NOTES.md). A day of slack covers
+# clocks and delivery delays; a version further from its expiry is not renewed, whatever the event's data says.
+NEAR_EXPIRY_WINDOW = timedelta(days=31)
+
+
+def near_expiry(current: StoredCertificate, now: datetime) -> bool:
+    """The current version's own expiry (read from Key Vault) is within the near-expiry window (or past)."""
+    return current.expires_on is not None and utc(current.expires_on) - utc(now) <= NEAR_EXPIRY_WINDOW
 
 
 def whole_days_left(expires: datetime | None, now: datetime) -> int | None:

@@ -31,7 +31,7 @@ from shared.appviewx.records import PendingStore
 from shared.appviewx.storing import Pipeline
 from shared.appviewx.validation import RenewCommand
 from shared.appviewx.webhook_renewal import WebhookAnswer, renew_and_store
-from shared.azure.keyvault import KeyVaultStore
+from shared.azure.keyvault import KeyVaultStore, StoredCertificate
 from shared.core import redaction
 from shared.core.certificates import DEFAULT_FORMAT, generate_password
 from shared.core.errors import CertRenewError
@@ -55,6 +55,7 @@ from shared.vault.event_decisions import (
     Malformed,
     Owner,
     decide,
+    near_expiry,
     parse_event,
     rcl_names,
     vault_of_event,
@@ -193,6 +194,8 @@ def _handle(event: CertificateEvent, deps: EventDependencies, invocation_id: str
     if decision.action is Action.REPORT_UNMANAGED:
         _report(event, {**base, "owner": Owner.UNMANAGED}, deps, now)
         return "reported: unmanaged"
+    if current is not None and not near_expiry(current, now):
+        return _not_near_expiry(event, current)
     return _renew(event, decision, deps, invocation_id, now)
 
 
@@ -204,6 +207,19 @@ def _report(event: CertificateEvent, attributes: dict[str, Any], deps: EventDepe
         emit_event(event.app_event, attributes)
     elif not warn_version(deps.claims, deps.vault_url, step, attributes, now):
         log.info("Key Vault event %s: %s was warned at this step already", event.event_id, event.name)
+
+
+def _not_near_expiry(event: CertificateEvent, current: StoredCertificate) -> str:
+    """Key Vault's own record of the version says it is not near expiry: a stray or forged event does nothing."""
+    log.warning(
+        "Key Vault event %s (%s): %s version %s expires %s, not within the near-expiry window; not renewed",
+        event.event_id,
+        event.event_type,
+        event.name,
+        current.version,
+        current.expires_on,
+    )
+    return "not near expiry"
 
 
 def _renew(

@@ -221,6 +221,9 @@ def test_the_next_renewal_from_a_near_expiry_event_renews_the_record_avx_now_hol
     (first,) = item.renewals
     stored = standins.key_vault.latest("chain-contoso-com")
     assert stored is not None and stored.tags is not None and stored.tags["avxResourceId"] == first.resource_id
+    # Time passes: the version is 20 days from expiry when Key Vault's event comes (issue 29: its own expiry decides).
+    near = certs.issue_certificate("chain.contoso.com", not_before=datetime.now(UTC) - timedelta(days=70))
+    stored = standins.key_vault.seed("chain-contoso-com", near.certificate, near.private_key, tags=dict(stored.tags))
 
     deliver_event(functions, key_vault_event(standins, "chain-contoso-com", stored.version))
     assert standins.avx.renew_calls()[-1].json()["resourceId"] == first.resource_id

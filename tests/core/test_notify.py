@@ -657,7 +657,9 @@ def test_caller_markdown_is_escaped_in_the_card(
 ) -> None:
     notifications("teams")
     standins.avx.script(page_error("OPEN_WORK_ORDERS_FOUND"))
-    resource = "[re-authenticate here](https://evil.example/login)\r\n**urgent**\x1b[0m"
+    # Control characters in a resourceId are refused at the door since issue 29 (400): markdown still reaches AVX.
+    assert call_webhook({"resourceId": "x\r\n**urgent**\x1b[0m"})[0] == 400
+    resource = "[re-authenticate here](https://evil.example/login) **urgent**"
     assert call_webhook({"resourceId": resource})[0] == 417
     (message,) = clean_receiver.messages()
     text = json.dumps(message)

@@ -83,7 +83,12 @@ def renew_through_webhook(call_webhook: WebhookCaller, standins: StandIns) -> tu
     assert status == 200, body
     stored = standins.key_vault.latest(name)
     assert stored is not None and stored.tags and stored.tags["source"] == "appviewx"
-    return name, stored.version
+    # Time passes: its current version is 20 days from expiry when Key Vault's event arrives (the app reads the
+    # version's own expiry and renews nothing further from it).
+    now = datetime.now(UTC)
+    near = issue_certificate("portal.contoso.com", days=90, not_before=now - timedelta(days=70))
+    aged = standins.key_vault.seed(name, near.certificate, near.private_key, tags=dict(stored.tags))
+    return name, aged.version
 
 
 def test_avx_certificate_is_renewed_once_when_the_event_is_delivered_twice(
@@ -291,3 +296,23 @@ def test_a_claim_is_taken_over_only_when_its_run_died_before_avx() -> None:
     assert claim_decision({"state": "running", "createdAt": now}, now) is ClaimOutcome.HELD
     assert claim_decision({"state": "running", "createdAt": stale, "pendingId": "ab"}, now) is ClaimOutcome.HELD
     assert claim_decision({"state": "running", "createdAt": stale}, now) is ClaimOutcome.NEW
+
+
+def test_an_event_for_a_certificate_far_from_expiry_renews_nothing(
+    functions: dict[str, Any], call_webhook: WebhookCaller, standins: StandIns, events: Events
+) -> None:
+    """Issue 29: the current version's own expiry (from Key Vault, not the event's data) decides."""
+    resource_id = f"far{uuid.uuid4().hex[:6]}"
+    standins.avx.add_certificate("far.contoso.com", resource_id=resource_id)
+    name = f"far-contoso-com-{uuid.uuid4().hex[:6]}"
+    status, body = call_webhook({"resourceId": resource_id, "keyVaultCertificateName": name})
+    assert status == 200, body
+    stored = standins.key_vault.latest(name)
+    assert stored is not None and stored.certificate.not_valid_after_utc - datetime.now(UTC) > timedelta(days=88)
+    renewals_before = len(standins.avx.renew_calls())
+
+    deliver(functions, key_vault_event(standins, name, stored.version, expires=datetime.now(UTC) + timedelta(days=2)))
+
+    assert len(standins.avx.renew_calls()) == renewals_before
+    latest = standins.key_vault.latest(name)
+    assert latest is not None and latest.version == stored.version

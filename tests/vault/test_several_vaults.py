@@ -171,6 +171,9 @@ def test_an_event_from_the_second_vault_renews_into_it(
     assert status == 200, answer
     stored = two_vaults.latest("evented-contoso-com")
     assert stored is not None
+    # Time passes: the version is 20 days from expiry (issue 29: its own expiry decides whether an event renews).
+    near = issue_certificate("evented.contoso.com", not_before=datetime.now(UTC) - timedelta(days=70))
+    stored = two_vaults.seed("evented-contoso-com", near.certificate, near.private_key, tags=dict(stored.tags or {}))
     renewals = len(standins.avx.renew_calls())
 
     # The VaultName does not match the Id's vault: dropped with a warning.
