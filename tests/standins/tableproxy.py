@@ -21,6 +21,7 @@ class _Fault:
     remaining: int
     response: Response
     kind: str | None
+    skip: int = 0  # requests of `kind` forwarded before the fault starts
 
 
 class CountingProxy(StandIn):
@@ -35,16 +36,19 @@ class CountingProxy(StandIn):
         self.upstream_seconds: Counter[str] = Counter()  # time Azurite took, by request kind
         self._faults: list[_Fault] = []
 
-    def fail_next(self, count: int, response: Response, kind: str | None = None) -> None:
+    def fail_next(self, count: int, response: Response, kind: str | None = None, *, after: int = 0) -> None:
         """Answer the next `count` requests of `kind` (batch, query, read, write, table; None: any) with `response`
-        instead of forwarding them."""
+        instead of forwarding them; with `after`, that many requests of `kind` are forwarded first."""
         with self.lock:
-            self._faults.append(_Fault(count, response, kind))
+            self._faults.append(_Fault(count, response, kind, after))
 
     def _fault_for(self, request: RecordedRequest) -> Response | None:
         with self.lock:
             for fault in self._faults:
                 if fault.remaining > 0 and fault.kind in (None, kind_of(request)):
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        return None
                     fault.remaining -= 1
                     return fault.response
         return None
