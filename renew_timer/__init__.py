@@ -12,6 +12,7 @@ import azure.functions as func
 from shared import context as app_context
 from shared.core.errors import CertRenewError
 from shared.core.telemetry import invocation
+from shared.notify.install import flush_notification_digest
 from shared.rcl.runs import run_renewal
 from shared.rcl.verification import run_verification
 
@@ -40,6 +41,8 @@ def scheduled_run(
         except Exception as exc:
             log_failure(logger, name, exc)
             raise
+        finally:
+            flush_notification_digest()  # a finished notification-budget window's digest, when one is due
 
 
 def log_failure(logger: logging.Logger, name: str, exc: Exception) -> None:

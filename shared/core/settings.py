@@ -129,6 +129,7 @@ class NotifySettings:
     # A webhook URL carries its authorization (Logic Apps / Power Automate `sig=`, Slack's path): never shown.
     webhook_url: str | None = field(default=None, repr=False)
     format: str | None = None  # teams | slack | json; None: chosen from the URL's host (shared.notify.formats)
+    budget_per_window: int = 20  # messages per 10 minutes, all instances together (shared.notify.budget)
 
 
 MAX_ENDPOINT_CHECKS = 500  # each endpoint costs up to a few seconds; the timer has 10 minutes on Flex Consumption
@@ -620,7 +621,8 @@ class Settings:
             fmt = (r.text("NOTIFY_FORMAT") or "").lower() or None
             if fmt is not None and fmt not in NOTIFY_FORMATS:
                 r.problems.append(f"NOTIFY_FORMAT must be one of {', '.join(NOTIFY_FORMATS)}, got {fmt!r}")
-            return NotifySettings(webhook_url=url, format=fmt)
+            budget = r.number("NOTIFY_BUDGET_PER_10_MINUTES", 20, int, minimum=0, maximum=1000)
+            return NotifySettings(webhook_url=url, format=fmt, budget_per_window=budget)
 
         return self._group("notify", build)
 

@@ -26,11 +26,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from shared.core.events import Event
 from shared.core.outbound import AnswerTooLarge, Deadline, RetryPolicy, new_session, send
+from shared.core.telemetry import emit_event
+from shared.notify.budget import Digest, NotificationBudget, held_back_kql
 from shared.notify.facts import UNKNOWN_CERTIFICATE, message_text
 from shared.notify.formats import APP_NAME, build_message
 
@@ -105,6 +108,9 @@ class Notifier:
     _quiet_until: float = field(default=0.0, init=False, repr=False)
     dedup_seconds: float = DEDUP_SECONDS
     _sent: OrderedDict[tuple[str, str, str], float] = field(default_factory=OrderedDict, init=False, repr=False)
+    # The global bound: NOTIFY_BUDGET_PER_10_MINUTES messages per window, per instance and shared in the table.
+    budget: NotificationBudget = field(default_factory=NotificationBudget, repr=False)
+    wall_clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC), repr=False)
 
     def _reserve(self, key: tuple[str, str, str]) -> bool:
         """Claim the right to send `key` now: False when it was sent (or is being sent) within the window."""
@@ -155,6 +161,15 @@ class Notifier:
         if not self._reserve(key):
             log.info("Notification of %s for %s skipped: already sent within the hour", name, certificate)
             return Delivery(delivered=False, skipped=True, problem="already notified within the hour")
+        self.flush_digest()
+        if not self.budget.take(self.wall_clock()):
+            log.info(
+                "Notification of %s for %s held back: %d messages per 10 minutes were sent already",
+                name,
+                certificate,
+                self.budget.limit,
+            )
+            return Delivery(delivered=False, skipped=True, problem="held back by the notification budget")
         delivery = self.deliver(build_message(self.format, name, attributes))
         if not delivery.delivered:
             self._unreserve(key)  # a failed delivery may be tried again (after the cooldown)
@@ -169,6 +184,22 @@ class Notifier:
                 certificate,
                 self.target,
                 delivery.problem,
+            )
+        return delivery
+
+    def flush_digest(self) -> list[Delivery]:
+        """Send the digest of each window that is over and held messages back (once across instances)."""
+        return [self._send_digest(digest) for digest in self.budget.due_digests(self.wall_clock())]
+
+    def _send_digest(self, digest: Digest) -> Delivery:
+        attributes = digest_attributes(digest, self.budget.limit)
+        emit_event(Event.NOTIFICATIONS_HELD, attributes)
+        delivery = self.deliver(build_message(self.format, Event.NOTIFICATIONS_HELD, attributes))
+        if delivery.delivered:
+            log.info("Notification digest (%d held back) sent to %s", digest.held, self.target)
+        else:
+            log.warning(
+                "Notification digest (%d held back) to %s failed: %s", digest.held, self.target, delivery.problem
             )
         return delivery
 
@@ -205,3 +236,17 @@ class Notifier:
 
     def close(self) -> None:
         self.session.close()
+
+
+def digest_attributes(digest: Digest, limit: int) -> dict[str, Any]:
+    """What the digest says: how many were held back in which window, and the KQL that lists them."""
+    window = f"{digest.start:%Y-%m-%d %H:%M}-{digest.end:%H:%M} UTC"
+    return {
+        "reason": "NOTIFY_BUDGET",
+        "heldBack": digest.held,
+        "windowStart": digest.start,
+        "message": (
+            f"{digest.held} notification(s) held back in {window}: the budget is {limit} messages per 10 minutes. "
+            f"Every one is in Application Insights: {held_back_kql(digest.start, digest.end, NOTIFIED_EVENTS)}"
+        ),
+    }
