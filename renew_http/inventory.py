@@ -16,8 +16,7 @@ from shared.azure.keyvault import LIST_PAGE_MAX, ForeignLink
 from shared.core.errors import ApiError, Rejected, SettingsError
 from shared.core.settings import EndpointCheck
 from shared.core.telemetry import invocation
-from shared.vault.event_decisions import rcl_names
-from shared.vault.inventory import DEFAULT_PAGE_SIZE, decode_continuation, inventory_page, last_outcomes
+from shared.vault.inventory import DEFAULT_PAGE_SIZE, decode_continuation, inventory_page, rcl_managed_of
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.inventory")
@@ -63,14 +62,13 @@ def _inventory(req: func.HttpRequest, invocation_id: str | None) -> func.HttpRes
     next_link = decode_continuation(token) if token is not None else None
     if token is not None and next_link is None:
         raise _foreign_continuation()
-    rcl_rows = app_context.renewal_state().all_records()
-    outcomes = last_outcomes(app_context.pending_store().all_records(), rcl_rows)
+    outcomes = app_context.last_outcomes().read()  # one row per certificate, never the history
     try:
         page = inventory_page(
             app_context.key_vault_store(),
             page_size,
             next_link,
-            rcl_names(str(r.get("certificateName") or "") for r in rcl_rows),
+            rcl_managed_of(outcomes),
             outcomes,
             _endpoints(),
             datetime.now(UTC),

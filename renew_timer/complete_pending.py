@@ -1,14 +1,18 @@
-"""Timer trigger `complete_pending`: stores what AppViewX renewed but the webhook could not store yet."""
+"""Timer trigger `complete_pending`: stores what AppViewX renewed but the webhook could not store yet, then does the
+bounded housekeeping (retention, expired keys and claims, the last-outcome backfill: `shared.vault.housekeeping`)."""
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 import azure.functions as func
 
 from renew_timer import scheduled_run
 from shared import context as app_context
 from shared.appviewx.completion import complete_pending as run_completion
+from shared.core.errors import CertRenewError
+from shared.vault.housekeeping import HousekeepingStores, tidy
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.pending")
@@ -17,7 +21,11 @@ log = logging.getLogger("certrenew.pending")
 @bp.function_name("complete_pending")
 @bp.timer_trigger(schedule="%PENDING_RETRY_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
 def complete_pending(timer: func.TimerRequest, context: func.Context) -> None:
-    scheduled_run("complete_pending", timer, context, log, lambda _invocation_id, _late: _complete())
+    def work(_invocation_id: str | None, _late: bool) -> None:
+        _complete()
+        _housekeeping()
+
+    scheduled_run("complete_pending", timer, context, log, work)
 
 
 def _complete() -> None:
@@ -34,3 +42,20 @@ def _complete() -> None:
         len(summary.failed),
         len(summary.skipped),
     )
+
+
+def _housekeeping() -> None:
+    try:
+        stores = HousekeepingStores(
+            records=app_context.pending_store(),
+            idempotency=app_context.idempotency_store(),
+            signatures=app_context.signature_replays(),
+            claims=app_context.event_claims(),
+            outcomes=app_context.last_outcomes(),
+            rcl=app_context.renewal_state(),
+        )
+    except CertRenewError as exc:  # housekeeping never fails the completion run
+        log.warning("Housekeeping skipped: %s", exc.message)
+        return
+    settings = app_context.settings().webhook
+    log.info(tidy(stores, datetime.now(UTC), settings.record_retention_days).line())

@@ -16,6 +16,7 @@ from shared.appviewx.client import AvxClient
 from shared.appviewx.records import PendingStore
 from shared.azure import identity
 from shared.azure.keyvault import KeyVaultStore
+from shared.azure.last_outcomes import LastOutcomes
 from shared.azure.resourcegraph import ResourceGraph
 from shared.azure.tables import open_table
 from shared.consumers.run import DiscoveryDependencies
@@ -68,8 +69,22 @@ def _table(setting: str) -> Any:
     return open_table(storage, name, credential)
 
 
+def last_outcomes() -> LastOutcomes:
+    """Each certificate's last renewal outcome in the app's vault (rows in the pending table; the inventory reads
+    them, both renewal paths write them)."""
+    return _cached("outcomes", lambda: LastOutcomes(_table("pending_table"), settings().key_vault.url))
+
+
+def _outcomes_or_none() -> LastOutcomes | None:
+    try:
+        return last_outcomes()
+    except CertRenewError as exc:  # the records are the truth; the inventory's view waits for the settings
+        log.warning("Last outcomes not kept: %s", exc.message)
+        return None
+
+
 def pending_store() -> PendingStore:
-    return _cached("pending", lambda: PendingStore(_table("pending_table")))
+    return _cached("pending", lambda: PendingStore(_table("pending_table"), _outcomes_or_none()))
 
 
 def idempotency_store() -> IdempotencyStore:
@@ -126,7 +141,7 @@ def rcl_client() -> RclClient:
 
 
 def renewal_state() -> RenewalStateStore:
-    return _cached("renewalstate", lambda: RenewalStateStore(_table("renewal_table")))
+    return _cached("renewalstate", lambda: RenewalStateStore(_table("renewal_table"), _outcomes_or_none()))
 
 
 def rcl_credential() -> TokenCredential:

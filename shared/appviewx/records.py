@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
-from shared.azure.tables import storage_failure, update_mode
+from shared.azure.last_outcomes import LastOutcome, LastOutcomes
+from shared.azure.tables import delete_where, storage_failure, update_mode
 from shared.core.errors import StateStoreError
+from shared.core.events import Source
 from shared.core.timestamps import iso_utc
 
 if TYPE_CHECKING:  # the table SDK is imported where it is used, to keep cold start short
@@ -246,7 +248,7 @@ def _from_entity(entity: Any) -> PendingRecord:
     return PendingRecord(pending_id=entity["RowKey"], etag=metadata.get("etag"), **fields)  # type: ignore[arg-type]
 
 
-def _readable(entities: list[dict[str, Any]]) -> list[PendingRecord]:
+def readable(entities: list[dict[str, Any]]) -> list[PendingRecord]:
     """The rows that read as records; one row no version of the app wrote (an unknown state) is skipped with a
     warning, so it cannot hide every other record from the status table or the inventory."""
     records = []
@@ -258,9 +260,24 @@ def _readable(entities: list[dict[str, Any]]) -> list[PendingRecord]:
     return records
 
 
+def last_outcome_of(record: PendingRecord) -> LastOutcome:
+    return LastOutcome(record.state.value, record.completed_at or record.created_at, record.reason, Source.APPVIEWX)
+
+
+def shows_outcome(record: PendingRecord) -> bool:
+    """A saved record the inventory's last outcome follows: settled (renewed, failed) or left pending for the next
+    run — not a write-ahead or a claim (a lease being taken)."""
+    if not record.key_vault_name:
+        return False
+    return record.state in (RenewalState.RENEWED, RenewalState.FAILED) or (
+        record.state is RenewalState.PENDING and record.lease_until is None
+    )
+
+
 class PendingStore:
-    def __init__(self, table: TableClient) -> None:
+    def __init__(self, table: TableClient, outcomes: LastOutcomes | None = None) -> None:
         self.table = table
+        self.outcomes = outcomes  # each certificate's last outcome (shared.azure.last_outcomes), when kept
 
     def create(self, record: PendingRecord) -> PendingRecord:
         """Insert a new record (the write-ahead before AVX is called)."""
@@ -285,6 +302,8 @@ class PendingStore:
                     metadata = self.table.upsert_entity(_to_entity(record), mode=update_mode("replace"))
             except (ResourceModifiedError, ResourceNotFoundError, ResourceExistsError):
                 raise RecordTaken(record.pending_id) from None
+        if self.outcomes is not None and shows_outcome(record):
+            self.outcomes.record(record.key_vault_name or "", last_outcome_of(record))
         return replace(record, etag=metadata.get("etag"))
 
     def claim(self, record: PendingRecord, owner: str, now: datetime) -> PendingRecord | None:
@@ -328,4 +347,16 @@ class PendingStore:
         """Every record, newest first (for the operator's status table)."""
         with storage_failure("The pending renewals could not be listed"):
             entities = list(self.table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION}))
-        return sorted(_readable(entities), key=lambda r: r.created_at, reverse=True)
+        return sorted(readable(entities), key=lambda r: r.created_at, reverse=True)
+
+    def remove_settled_before(self, cutoff: datetime, limit: int) -> int:
+        """Remove at most `limit` renewed or failed records settled before `cutoff`; open records never."""
+        settled = {RenewalState.RENEWED.value, RenewalState.FAILED.value, *LEGACY_STATES}
+        return delete_where(
+            self.table,
+            "PartitionKey eq @pk and completed_at lt @cutoff",
+            {"pk": PARTITION, "cutoff": cutoff},
+            limit,
+            keep=lambda row: str(row.get("state") or "") not in settled,
+            select=("state",),
+        )

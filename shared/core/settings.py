@@ -111,6 +111,8 @@ class StorageSettings:
 class WebhookSettings:
     hmac_secret: str | None = field(default=None, repr=False)
     pending_max_days: float = 7.0
+    # Settled AppViewX renewal records (renewed/failed) and Key Vault version claims older than this are removed.
+    record_retention_days: float = 400.0
     require_signature: bool = False
     # App Service authentication (Easy Auth) fronts the app: only then are X-MS-CLIENT-PRINCIPAL-* headers its own.
     app_service_auth: bool = False
@@ -587,9 +589,17 @@ class Settings:
                 r.problems.append("WEBHOOK_REQUIRE_SIGNATURE is true but WEBHOOK_HMAC_SECRET is not set")
             # Set by the platform when App Service authentication is on ("True"/"False").
             easy_auth = r.env.get("WEBSITE_AUTH_ENABLED", "").strip().lower() == "true"
+            pending_max_days = r.number("PENDING_MAX_DAYS", 7, float, maximum=365)
+            retention = r.number("RENEWAL_RECORD_RETENTION_DAYS", 400, float, minimum=1, maximum=3650)
+            if retention <= pending_max_days:
+                r.problems.append(
+                    f"RENEWAL_RECORD_RETENTION_DAYS must be more than PENDING_MAX_DAYS ({pending_max_days:g}), "
+                    f"got {retention:g}"
+                )
             return WebhookSettings(
                 hmac_secret=secret,
-                pending_max_days=r.number("PENDING_MAX_DAYS", 7, float, maximum=365),
+                pending_max_days=pending_max_days,
+                record_retention_days=retention,
                 require_signature=require,
                 app_service_auth=easy_auth,
             )
@@ -621,7 +631,7 @@ class Settings:
             fmt = (r.text("NOTIFY_FORMAT") or "").lower() or None
             if fmt is not None and fmt not in NOTIFY_FORMATS:
                 r.problems.append(f"NOTIFY_FORMAT must be one of {', '.join(NOTIFY_FORMATS)}, got {fmt!r}")
-            budget = r.number("NOTIFY_BUDGET_PER_10_MINUTES", 20, int, minimum=0, maximum=1000)
+            budget = r.number("NOTIFY_BUDGET", 20, int, minimum=0, maximum=1000)
             return NotifySettings(webhook_url=url, format=fmt, budget_per_window=budget)
 
         return self._group("notify", build)

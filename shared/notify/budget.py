@@ -1,4 +1,4 @@
-"""The global notification budget: at most `limit` messages per 10-minute window (NOTIFY_BUDGET_PER_10_MINUTES).
+"""The global notification budget: at most `limit` messages per 10-minute window (NOTIFY_BUDGET).
 
 Counted twice: in this process (so the bound holds when the table cannot be reached) and in one table row per window
 shared by every instance (partition `notifybudget` of the idempotency table, ETag-conditional increments), so N
@@ -198,3 +198,11 @@ class NotificationBudget:
         except TABLE_ERRORS:
             return None
         return 0
+
+
+def purge_budget_rows(table: TableClient, now: datetime, limit: int) -> int:
+    """Remove at most `limit` budget rows of windows over a day old (housekeeping)."""
+    from shared.azure.tables import delete_where
+
+    cutoff = window_key(window_start(now - timedelta(days=1)))
+    return delete_where(table, "PartitionKey eq @pk and RowKey lt @key", {"pk": PARTITION, "key": cutoff}, limit)

@@ -108,7 +108,7 @@ class Notifier:
     _quiet_until: float = field(default=0.0, init=False, repr=False)
     dedup_seconds: float = DEDUP_SECONDS
     _sent: OrderedDict[tuple[str, str, str], float] = field(default_factory=OrderedDict, init=False, repr=False)
-    # The global bound: NOTIFY_BUDGET_PER_10_MINUTES messages per window, per instance and shared in the table.
+    # The global bound: NOTIFY_BUDGET messages per window, per instance and shared in the table.
     budget: NotificationBudget = field(default_factory=NotificationBudget, repr=False)
     wall_clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC), repr=False)
 

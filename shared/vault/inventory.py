@@ -4,37 +4,29 @@ outcome the app recorded for it.
 One page of the answer is one page of Key Vault's own list (`list_properties_of_certificates`, at most 25 per page);
 the continuation handed to the caller is Key Vault's nextLink, base64url-encoded and accepted back only when it is a
 list link of the app's vault (otherwise a caller could point the app's bearer token at another host). The shaping is
-pure (`inventory_entry`, `last_outcomes`); the records are read once per request.
+pure (`inventory_entry`); each certificate's last outcome is its row in `shared.azure.last_outcomes` (one partition
+query per request, one row per certificate: the cost does not grow with the renewal history).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared.appviewx.records import PendingRecord
 from shared.azure.keyvault import LIST_PAGE_MAX, KeyVaultStore, ListedCertificate
-from shared.core.certificates import derive_certificate_name
+from shared.azure.last_outcomes import LastOutcome
 from shared.core.events import Source
 from shared.core.settings import EndpointCheck
-from shared.core.timestamps import iso_utc, utc
+from shared.core.timestamps import iso_utc
 from shared.vault.event_decisions import owner_of, whole_days_left
 
 DEFAULT_PAGE_SIZE = LIST_PAGE_MAX
 MAX_CONTINUATION = 4096  # characters of the encoded token
 MAX_EMPTY_PAGES = 5  # Key Vault may answer an empty page with a nextLink; follow a few before answering
-
-
-@dataclass(frozen=True)
-class LastOutcome:
-    state: str  # renewed, failed, pending, accepted (AppViewX records); scheduled, renewed, failed (RCL records)
-    at: datetime
-    reason: str | None
-    path: Source  # APPVIEWX | RCL: which records said so
 
 
 def encode_continuation(next_link: str | None) -> str | None:
@@ -51,26 +43,9 @@ def decode_continuation(token: str) -> str | None:
         return None
 
 
-def _later(found: dict[str, LastOutcome], name: str, outcome: LastOutcome) -> None:
-    key = name.lower()
-    if key not in found or outcome.at > found[key].at:
-        found[key] = outcome
-
-
-def last_outcomes(pending: Iterable[PendingRecord], rcl_rows: Iterable[Mapping[str, Any]]) -> dict[str, LastOutcome]:
-    """The newest outcome per Key Vault name (lower-case) from the AppViewX renewal records and RCL's records (whose
-    names RCL writes as `contoso.com`, stored in Key Vault as `contoso-com`)."""
-    found: dict[str, LastOutcome] = {}
-    for record in pending:
-        if record.key_vault_name:
-            at = record.completed_at or record.created_at
-            _later(found, record.key_vault_name, LastOutcome(record.state, at, record.reason, Source.APPVIEWX))
-    for row in rcl_rows:
-        name = derive_certificate_name(str(row.get("certificateName") or ""))
-        at = row.get("closedAt") or row.get("scheduledAt")
-        if name and isinstance(at, datetime):
-            _later(found, name, LastOutcome(str(row.get("state") or ""), utc(at), row.get("reason"), Source.RCL))
-    return found
+def rcl_managed_of(outcomes: Mapping[str, LastOutcome]) -> set[str]:
+    """The certificates RCL renews: those whose last outcome came from RCL's records."""
+    return {name for name, outcome in outcomes.items() if outcome.source == Source.RCL}
 
 
 def inventory_entry(

@@ -1,4 +1,4 @@
-"""The global notification budget: at most NOTIFY_BUDGET_PER_10_MINUTES messages per 10-minute window, per instance
+"""The global notification budget: at most NOTIFY_BUDGET messages per 10-minute window, per instance
 and shared by every instance through the table; the rest are held back and one digest says how many, with the KQL to
 see them. The renewal events themselves are never held back (they are telemetry)."""
 
@@ -48,7 +48,7 @@ def budget_env(
     receiver.reset()
     monkeypatch.setenv("NOTIFY_WEBHOOK_URL", receiver.webhook_url())
     monkeypatch.setenv("NOTIFY_FORMAT", "json")
-    monkeypatch.setenv("NOTIFY_BUDGET_PER_10_MINUTES", str(BUDGET))
+    monkeypatch.setenv("NOTIFY_BUDGET", str(BUDGET))
     app_context.reset()
     uninstall_notifications()
     yield receiver
