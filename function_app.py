@@ -8,11 +8,13 @@ import azure.functions as func
 
 from renew_http import bp as renew_http_blueprint
 from renew_http.inventory import bp as inventory_blueprint
+from renew_http.plan import bp as plan_blueprint
 from renew_http.queued import bp as renew_queue_blueprint
 from renew_timer import bp as renew_timer_blueprint
 from renew_timer.complete_pending import bp as complete_pending_blueprint
 from renew_timer.discover_consumers import bp as discover_consumers_blueprint
 from renew_timer.keyvault_events import bp as keyvault_events_blueprint
+from renew_timer.plan_renewals import bp as plan_renewals_blueprint
 from renew_timer.verify_endpoints import bp as verify_endpoints_blueprint
 from shared.core.settings import load_settings
 from shared.core.telemetry import configure_telemetry
@@ -31,4 +33,6 @@ app.register_functions(complete_pending_blueprint)
 app.register_functions(verify_endpoints_blueprint)
 app.register_functions(keyvault_events_blueprint)
 app.register_functions(inventory_blueprint)
+app.register_functions(plan_blueprint)
+app.register_functions(plan_renewals_blueprint)
 app.register_functions(discover_consumers_blueprint)

@@ -49,7 +49,7 @@ MARKER = "BENCH-STORM "
 # the app no longer has is skipped and reported as not timed).
 TIMED_CALLS = {
     "AVX renew (incl. AVX's 3 s)": "shared.appviewx.client:AvxClient.renew",
-    "AVX search (before the renew)": "shared.appviewx.client:AvxClient.search",
+    "AVX search (pending and completion paths only)": "shared.appviewx.client:AvxClient.search",
     "open the PFX (leaf_of_pfx, RSA key check)": "shared.appviewx.storing:leaf_of_pfx",
     "Key Vault import (incl. 429 waits)": "shared.azure.keyvault:KeyVaultStore.import_pfx",
     "record read": "shared.appviewx.records:PendingStore.get",

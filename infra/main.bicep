@@ -217,8 +217,23 @@ param endpointChecks string = '[]'
 param endpointCheckSchedule string = '0 0 */6 * * *'
 
 // ---------------------------------------------------------------------------
-// Certificate consumers (Azure Resource Graph)
+// Daily renewal sweep (plan_renewals)
 // ---------------------------------------------------------------------------
+
+@description('NCRONTAB (UTC) schedule of the daily renewal sweep plan_renewals (RENEWAL_SWEEP_SCHEDULE).')
+param renewalSweepSchedule string = '0 30 4 * * *'
+
+@description('A certificate is due for renewal when less than this share of its lifetime is left (RENEW_AT_REMAINING_FRACTION; at least 0.5 for lifetimes under 10 days).')
+param renewAtRemainingFraction string = '0.3333'
+
+@description('Also due when fewer than this many days are left (RENEW_BEFORE_DAYS); empty: by lifetime only.')
+param renewBeforeDays string = ''
+
+@description('At most this many renewals per sweep, the most urgent first (RENEWAL_SWEEP_MAX_RENEWALS).')
+param renewalSweepMaxRenewals string = '10'
+
+// ---------------------------------------------------------------------------
+// Certificate consumers (Azure Resource Graph)
 
 @description('Comma-separated subscription ids whose resources discover_consumers looks through (CONSUMER_SUBSCRIPTIONS); the app\'s identity gets Reader on each, nothing more. Empty: discovery is off.')
 param consumerSubscriptions string = ''
@@ -309,6 +324,10 @@ module resources './modules/resources.bicep' = {
     notifyFormat: notifyFormat
     endpointChecks: endpointChecks
     endpointCheckSchedule: endpointCheckSchedule
+    renewalSweepSchedule: renewalSweepSchedule
+    renewAtRemainingFraction: renewAtRemainingFraction
+    renewBeforeDays: renewBeforeDays
+    renewalSweepMaxRenewals: renewalSweepMaxRenewals
     consumerSubscriptions: join(consumerSubscriptionIds, ',')
     consumerDiscoverySchedule: consumerDiscoverySchedule
     consumerMaxPerRun: consumerMaxPerRun

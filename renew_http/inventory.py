@@ -16,7 +16,13 @@ from shared.azure.keyvault import LIST_PAGE_MAX, ForeignLink
 from shared.core.errors import ApiError, Rejected, SettingsError
 from shared.core.settings import EndpointCheck
 from shared.core.telemetry import invocation
-from shared.vault.inventory import DEFAULT_PAGE_SIZE, decode_continuation, inventory_page, rcl_managed_of
+from shared.vault.inventory import (
+    DEFAULT_PAGE_SIZE,
+    decode_continuation,
+    inventory_page,
+    rcl_managed_of,
+    with_backoff,
+)
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.inventory")
@@ -76,5 +82,6 @@ def _inventory(req: func.HttpRequest, invocation_id: str | None) -> func.HttpRes
         )
     except ForeignLink:
         raise _foreign_continuation() from None
+    with_backoff(page.certificates, app_context.renewal_failures().all())
     body = {"certificates": page.certificates, "continuation": page.continuation, "invocationId": invocation_id}
     return json_response(200, body)

@@ -12,14 +12,10 @@ from renew_timer import log_failure
 from shared import context as app_context
 from shared.core.errors import CertRenewError
 from shared.core.telemetry import invocation
-from shared.vault.events import EventDependencies, RetryLater, handle_event
+from shared.vault.events import RetryLater, handle_event
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.keyvault-events")
-
-
-def _rcl_certificate_names() -> list[str]:
-    return [str(r.get("certificateName") or "") for r in app_context.renewal_state().all_records()]
 
 
 @bp.function_name("keyvault_events")
@@ -28,14 +24,7 @@ def keyvault_events(event: func.EventGridEvent, context: func.Context) -> None:
     invocation_id = getattr(context, "invocation_id", None)
     with invocation(invocation_id, context):
         try:
-            deps = EventDependencies(
-                vault_url=app_context.settings().key_vault.url,
-                store=app_context.key_vault_store(),
-                claims=app_context.event_claims(),
-                records=app_context.pending_store,
-                avx=app_context.avx_client,
-                rcl_certificate_names=_rcl_certificate_names,
-            )
+            deps = app_context.event_dependencies()
             outcome = handle_event(event.id, event.event_type, event.get_json(), deps, invocation_id)
         except RetryLater as exc:
             log.error("keyvault_events: %s", exc)

@@ -29,6 +29,10 @@ from shared.rcl.state import RenewalStateStore
 from shared.security.idempotency import IdempotencyStore
 from shared.security.replay import SignatureReplayStore
 from shared.vault.event_claims import EventClaims
+from shared.vault.events import EventDependencies
+from shared.vault.renewal_failures import RenewalFailureStore
+from shared.vault.renewal_plan import RenewalWindow
+from shared.vault.sweep import SweepDependencies
 
 log = logging.getLogger("certrenew.consumers")
 _lock = threading.RLock()
@@ -98,6 +102,41 @@ def signature_replays() -> SignatureReplayStore:
 def event_claims() -> EventClaims:
     """Key Vault event claims, in the idempotency table (partitions apart from the webhook's keys)."""
     return _cached("eventclaims", lambda: EventClaims(_table("idempotency_table")))
+
+
+def renewal_failures() -> RenewalFailureStore:
+    """Each certificate's failed renewals in a row (the renewal backoff), in the idempotency table."""
+    return _cached(
+        "renewalfailures", lambda: RenewalFailureStore(_table("idempotency_table"), settings().key_vault.url)
+    )
+
+
+def rcl_certificate_names() -> list[str]:
+    """The names in RCL's renewal records (who RCL renews)."""
+    return [str(r.get("certificateName") or "") for r in renewal_state().all_records()]
+
+
+def event_dependencies() -> EventDependencies:
+    """What renewing or reporting a Key Vault certificate version needs (the event path, the sweep, the CLI); AVX
+    and the records are made only when a renewal is due."""
+    return EventDependencies(
+        vault_url=settings().key_vault.url,
+        store=key_vault_store(),
+        claims=event_claims(),
+        records=pending_store,
+        avx=avx_client,
+        rcl_certificate_names=rcl_certificate_names,
+        failures=renewal_failures(),
+    )
+
+
+def sweep_dependencies() -> SweepDependencies:
+    sweep = settings().sweep  # validated first: a settings problem is named before anything is opened
+    return SweepDependencies(
+        events=event_dependencies(),
+        window=RenewalWindow(sweep.remaining_fraction, sweep.before_days),
+        max_renewals=sweep.max_renewals,
+    )
 
 
 def resource_graph() -> ResourceGraph:

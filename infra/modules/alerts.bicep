@@ -218,7 +218,49 @@ resource verifyCheckAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = 
   }
 }
 
+// The daily renewal sweep (plan_renewals) ends every run with one RenewalSweepCompleted event. None in the last 26
+// hours means no certificate is being renewed on time by the sweep and the expiry ladder is silent: this rule fires.
+// `summarize` without `by` answers one row even when no event exists, so a missing sweep is caught.
+resource sweepMissingAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: '${namePrefix}-renewal-sweep-missing'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'certrenew: daily renewal sweep missing'
+    description: 'Fires when no RenewalSweepCompleted event arrived in the last 26 hours: the daily renewal sweep (plan_renewals) did not run or did not finish, so certificates may expire unrenewed and unreported. Look for plan_renewals failures in the function logs.'
+    severity: 1
+    enabled: true
+    scopes: [
+      appInsightsId
+    ]
+    evaluationFrequency: 'PT6H'
+    windowSize: 'P2D'
+    autoMitigate: false
+    // As above: not validated on deploy (a new component's schema is not queryable yet); checked offline.
+    skipQueryValidation: true
+    criteria: {
+      allOf: [
+        {
+          query: 'customEvents | where timestamp > ago(26h) and name == "RenewalSweepCompleted" | summarize runs = count() | where runs == 0'
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: actionGroupIds
+    }
+  }
+}
+
 output renewalFailedAlertId string = renewalFailedAlert.id
 output nearExpiryAlertId string = nearExpiryAlert.id
 output notDeployedAlertId string = notDeployedAlert.id
 output verifyCheckAlertId string = verifyCheckAlert.id
+output sweepMissingAlertId string = sweepMissingAlert.id

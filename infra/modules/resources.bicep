@@ -58,6 +58,10 @@ param notifyWebhookUrl string
 param notifyFormat string
 param endpointChecks string
 param endpointCheckSchedule string
+param renewalSweepSchedule string
+param renewAtRemainingFraction string
+param renewBeforeDays string
+param renewalSweepMaxRenewals string
 param consumerSubscriptions string
 param consumerDiscoverySchedule string
 param consumerMaxPerRun string
@@ -676,6 +680,23 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'ENDPOINT_CHECK_SCHEDULE'
           value: endpointCheckSchedule
+        }
+        // --- daily renewal sweep ---------------------------------------------
+        {
+          name: 'RENEWAL_SWEEP_SCHEDULE'
+          value: renewalSweepSchedule
+        }
+        {
+          name: 'RENEW_AT_REMAINING_FRACTION'
+          value: renewAtRemainingFraction
+        }
+        {
+          name: 'RENEW_BEFORE_DAYS'
+          value: renewBeforeDays
+        }
+        {
+          name: 'RENEWAL_SWEEP_MAX_RENEWALS'
+          value: renewalSweepMaxRenewals
         }
         // --- certificate consumers (Azure Resource Graph) -----------------------
         {

@@ -116,7 +116,9 @@ def parse_renew_answer(status: int, body: bytes) -> AvxRenewResult:
     if not isinstance(response, dict):
         response = {}
     return AvxRenewResult(
-        resource_id=optional_text(response.get("resourceId")) or optional_text(response.get("newCertificateId")),
+        # The record AVX created for the renewal (page: resourceId = newCertificateId); newCertificateId, when given,
+        # is unambiguous (an AVX that names the requested record under resourceId still names the new one there).
+        resource_id=optional_text(response.get("newCertificateId")) or optional_text(response.get("resourceId")),
         request_id=optional_text(response.get("requestId")),
         message=message,
         certificate_name=optional_text(response.get("certificateName")),

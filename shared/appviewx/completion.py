@@ -1,5 +1,6 @@
-"""Completion of open renewal records (the timer): find what AVX renewed for a record (never renewing again),
-download it and store it through `storing.store_avx_result`; records are claimed with an ETag-conditional lease."""
+"""Completion of open renewal records (the timer): find what AVX renewed for a record (never renewing again), under
+whichever record AVX filed it (`renewal_finder`), download it and store it through `storing.store_avx_result`;
+records are claimed with an ETag-conditional lease."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ from datetime import UTC, datetime
 
 from shared.appviewx.client import AvxCertificateRecord, AvxClient
 from shared.appviewx.records import PendingRecord, PendingStore, RenewalState
-from shared.appviewx.renewal_rules import choose_renewal, current_certificate
+from shared.appviewx.renewal_finder import RenewalNotFound, find_renewed
 from shared.appviewx.storing import (
     AvxMaterial,
-    NotReadyYet,
     NotStored,
     Outcome,
     Pipeline,
@@ -30,27 +30,6 @@ from shared.core.errors import CertRenewError
 log = logging.getLogger("certrenew.appviewx")
 
 # -- completion (the timer; later the queue and Event Grid paths) ---------------------------------------------------
-
-
-def find_renewed(record: PendingRecord, avx: AvxClient) -> AvxCertificateRecord:
-    """The certificate AVX renewed for the record (raises NotReadyYet while AVX does not list it)."""
-    common_name = record.common_name
-    if not common_name and record.requested_resource_id:  # records written before the pre-renew search existed
-        known = current_certificate(avx.search(resource_id=record.requested_resource_id), record.serial_number)
-        common_name = known.common_name if known else None
-    if not common_name:
-        raise NotReadyYet("AppViewX does not list the certificate that was renewed")
-    choice = choose_renewal(record, avx.search(common_name=common_name))
-    if choice.ambiguous:  # never guess between twins: an operator tells which (or renews by resourceId)
-        raise NotStored(
-            "AVX_RENEWAL_AMBIGUOUS",
-            f"ambiguous: AppViewX lists renewals of {common_name} under several resources "
-            f"({', '.join(choice.ambiguous)}) and none is known to be this renewal's; nothing is stored",
-            remediation="Check in AppViewX which certificate was renewed; renew by resourceId to avoid this.",
-        )
-    if choice.found is None:
-        raise NotReadyYet(f"AppViewX lists no renewal of {common_name} yet")
-    return choice.found
 
 
 def download_renewed(record: PendingRecord, found: AvxCertificateRecord, avx: AvxClient) -> AvxMaterial:
@@ -77,9 +56,12 @@ def complete_record(record: PendingRecord, pipeline: Pipeline, max_days: float, 
         )
         return settle_not_stored(record, lost, pipeline, now=now)
     try:
-        material = download_renewed(record, find_renewed(record, pipeline.avx), pipeline.avx)
-    except NotStored as problem:
-        return settle_not_stored(record, problem, pipeline, max_days=max_days, now=now)
+        # Under whichever record AVX filed the renewal (a new one); `record` learns what it replaces meanwhile.
+        found, record = find_renewed(record, pipeline.avx)
+        material = download_renewed(record, found, pipeline.avx)
+    except RenewalNotFound as missing:
+        problem = NotStored(missing.code, missing.message, remediation=missing.remediation)
+        return settle_not_stored(missing.record, problem, pipeline, max_days=max_days, now=now)
     except CertRenewError as exc:
         problem = NotStored(exc.code, exc.message)
         return settle_not_stored(record, problem, pipeline, max_days=max_days, now=now)

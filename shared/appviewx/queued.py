@@ -98,13 +98,13 @@ def renew_queued(pending_id: str, command: RenewCommand, pipeline: Pipeline) -> 
         )
         return QueuedOutcome(SKIPPED, pending_id, record.reason, f"record is {record.state}")
     hook = Webhook(command, pipeline)
-    prepared = prepare(command, pipeline)
-    if isinstance(prepared, ApiError):
-        if prepared.status >= 500:
-            raise _requeue(claimed, prepared.code, prepared.message, pipeline)
-        return _fail_queued(claimed, prepared, pipeline)
+    rejection = prepare(command, pipeline)
+    if rejection is not None:
+        if rejection.status >= 500:
+            raise _requeue(claimed, rejection.code, rejection.message, pipeline)
+        return _fail_queued(claimed, rejection, pipeline)
     try:  # from here AVX may act: an ordinary write-ahead record, completed by the timer if this run dies
-        record = records.save(claimed.calling_avx(datetime.now(UTC), **record_fields(command, prepared.replaced)))
+        record = records.save(claimed.calling_avx(datetime.now(UTC), **record_fields(command)))
     except RecordTaken:
         return QueuedOutcome(SKIPPED, pending_id, "TAKEN", "record changed by another run")
     try:

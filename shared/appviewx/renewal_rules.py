@@ -1,10 +1,15 @@
 """The pure rules of an AppViewX renewal (no I/O): which certificate AVX lists is the renewal of a record, which one a
-renewal replaces, the one name its events carry, and what a failed renew call says about whether AVX acted."""
+renewal replaces, the one name its events carry, and what a failed renew call says about whether AVX acted.
+
+AppViewX files every renewal under a NEW certificate record (issue 22; the renew page: response.resourceId is
+"Identifier of the certificate record that has been created"), so the renewal is looked for under any record:
+`named_record`/`renewal_in_named` when AVX's answer named it, else `choose_renewal` (same common name, another serial,
+issued after the request, under exactly one record). `renewal_finder.py` does the AVX reads around them."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from shared.appviewx.client import AvxCertificateRecord
@@ -13,7 +18,7 @@ from shared.core.certificates import derive_certificate_name
 from shared.core.errors import AvxError
 
 REVOKED_STATES = ("revoked", "expired", "rejected", "failed", "cancelled", "canceled")
-# CAs may backdate a new certificate's notBefore (Let's Encrypt: 1 h); used only when the replaced validity is unknown.
+# CAs backdate a new certificate's notBefore (Let's Encrypt 1 h, AD CS 10 min): "issued after the request" allows it.
 BACKDATE_ALLOWANCE = timedelta(hours=2)
 # The longest AVX date text read (ISO 8601 with fractions and zone is ~35); epoch seconds or milliseconds: 1-20 digits.
 MAX_AVX_TIME_CHARS = 64
@@ -45,70 +50,73 @@ def parse_avx_time(value: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _later(candidate: datetime | None, replaced: datetime | None) -> bool:
-    return candidate is not None and replaced is not None and candidate > replaced
+def named_record(record: PendingRecord) -> str | None:
+    """The record AVX's renew answer named, when it is not the requested one: the new record AVX created."""
+    named = record.avx_resource_id
+    return named if named and named != record.requested_resource_id else None
 
 
-def known_resources(record: PendingRecord, replaced: AvxCertificateRecord | None) -> frozenset[str]:
-    """The AVX resource the renewal is of, as far as known: the id AVX's renew answer named, the requested
-    resourceId, the replaced certificate's listing. Empty when none is known (a commonName + serialNumber request
-    AVX never answered, whose replaced certificate AVX no longer lists)."""
-    ids = (record.avx_resource_id, record.requested_resource_id, replaced.resource_id if replaced else None)
-    return frozenset(i for i in ids if i)
-
-
-def is_renewal_of(
-    record: PendingRecord, candidate: AvxCertificateRecord, replaced: AvxCertificateRecord | None
-) -> bool:
-    """A listed certificate is the renewal only if it is of the record's AVX resource (when known: never a twin, another
-    AVX certificate of the same common name), has the record's common name, a serial other than the replaced one's,
-    and a validity that starts or ends later than the replaced one's (so older history never qualifies)."""
-    if (candidate.status or "").lower() in REVOKED_STATES:
+def is_candidate(record: PendingRecord, listed: AvxCertificateRecord) -> bool:
+    """Not revoked, a serial other than the replaced one, and (when known) the replaced certificate's common name."""
+    if (listed.status or "").lower() in REVOKED_STATES:
         return False
-    resources = known_resources(record, replaced)
-    if resources and candidate.resource_id not in resources:
-        return False
-    serial = normalise_serial(candidate.serial_number)
+    serial = normalise_serial(listed.serial_number)
     if serial is None or serial == normalise_serial(record.serial_number):
         return False
-    if record.common_name and (candidate.common_name or "").lower() != record.common_name.lower():
-        return False
-    starts, ends = parse_avx_time(candidate.valid_from), parse_avx_time(candidate.valid_to)
-    replaced_from = parse_avx_time(record.replaced_valid_from or (replaced.valid_from if replaced else None))
-    replaced_to = parse_avx_time(record.replaced_valid_to or (replaced.valid_to if replaced else None))
-    if replaced_from or replaced_to:
-        return _later(starts, replaced_from) or _later(ends, replaced_to)
-    # Nothing known of the replaced certificate's validity: only one issued after the request can be its renewal.
+    return not record.common_name or (listed.common_name or "").lower() == record.common_name.lower()
+
+
+def holds_replaced(record: PendingRecord, listed: list[AvxCertificateRecord]) -> bool:
+    """The listing is the renewed record's: it lists the replaced serial."""
+    replaced = normalise_serial(record.serial_number)
+    return replaced is not None and any(normalise_serial(c.serial_number) == replaced for c in listed)
+
+
+def _valid_to(listed: AvxCertificateRecord) -> datetime:
+    return parse_avx_time(listed.valid_to) or datetime.min.replace(tzinfo=UTC)
+
+
+def renewal_in_named(record: PendingRecord, listed: list[AvxCertificateRecord]) -> AvxCertificateRecord | None:
+    """The renewal in the named record's listing (the one valid longest), or None while it lists none."""
+    renewals = sorted((c for c in listed if is_candidate(record, c)), key=_valid_to, reverse=True)
+    return renewals[0] if renewals else None
+
+
+def issued_after_request(record: PendingRecord, starts: datetime | None) -> bool:
     return starts is not None and starts >= record.created_at - BACKDATE_ALLOWANCE
 
 
 @dataclass(frozen=True)
 class RenewalChoice:
-    """Which listed certificate is the record's renewal: `found`, or none yet; `ambiguous` names the AVX resources
-    that each list a renewal when none of them is known to be the record's (nothing is picked then)."""
+    """The renewal among the listed certificates: `found`, or none yet; `ambiguous` names the records that each
+    hold a qualifying certificate (nothing is picked then)."""
 
     found: AvxCertificateRecord | None
     ambiguous: tuple[str, ...] = ()
 
 
-def choose_renewal(record: PendingRecord, candidates: list[AvxCertificateRecord]) -> RenewalChoice:
-    """The certificate AVX renewed for this record, among the renewals `is_renewal_of` accepts: the one valid
-    longest. When the record's AVX resource is unknown and renewals of several resources qualify, none is chosen."""
-    replaced_serial = normalise_serial(record.serial_number)
-    replaced = next((c for c in candidates if normalise_serial(c.serial_number) == replaced_serial), None)
-    if replaced_serial is None and not (record.replaced_valid_from or record.replaced_valid_to):
-        return RenewalChoice(None)  # nothing tells the renewal from the certificate it replaces
-    renewals = [c for c in candidates if is_renewal_of(record, c, replaced)]
-    resources = {c.resource_id or "" for c in renewals}
-    if not known_resources(record, replaced) and len(resources) > 1:
-        return RenewalChoice(None, tuple(sorted(resources)))
-    renewals.sort(key=lambda c: parse_avx_time(c.valid_to) or datetime.min.replace(tzinfo=UTC), reverse=True)
+def choose_renewal(record: PendingRecord, dated: list[tuple[AvxCertificateRecord, datetime | None]]) -> RenewalChoice:
+    """Among (listing, issued-at) pairs, the certificate that renews the record's: a candidate issued after the
+    request, under exactly one record (the one valid longest there)."""
+    renewals = [c for c, starts in dated if is_candidate(record, c) and issued_after_request(record, starts)]
+    resources = sorted({c.resource_id or "" for c in renewals})
+    if len(resources) > 1:
+        return RenewalChoice(None, tuple(resources))
+    renewals.sort(key=_valid_to, reverse=True)
     return RenewalChoice(renewals[0] if renewals else None)
 
 
-def choose_renewed(record: PendingRecord, candidates: list[AvxCertificateRecord]) -> AvxCertificateRecord | None:
-    """The certificate AVX renewed for this record, or None when AVX does not list it (yet) or it is ambiguous."""
-    return choose_renewal(record, candidates).found
+def knowing_replaced(record: PendingRecord, replaced: AvxCertificateRecord | None) -> PendingRecord:
+    """The record, with what it did not know of the replaced certificate filled in from its listing."""
+    if replaced is None:
+        return record
+    return replace(
+        record,
+        common_name=record.common_name or replaced.common_name,
+        serial_number=record.serial_number or replaced.serial_number,
+        replaced_valid_from=record.replaced_valid_from or replaced.valid_from,
+        replaced_valid_to=record.replaced_valid_to or replaced.valid_to,
+    )
 
 
 def current_certificate(listed: list[AvxCertificateRecord], serial: str | None) -> AvxCertificateRecord | None:

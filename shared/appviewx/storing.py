@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -221,7 +221,9 @@ def settle_renewed(
     now: datetime | None = None,
 ) -> Outcome:
     now = now or datetime.now(UTC)
-    saved = save_settled(pipeline, record.renewed(stored.id, stored.name, now))
+    # The record names the AVX record that now holds the certificate (each AVX renewal is a new record).
+    holder = replace(record, avx_resource_id=material.avx_resource_id or record.avx_resource_id)
+    saved = save_settled(pipeline, holder.renewed(stored.id, stored.name, now))
     emit_event(
         Event.RENEWED,
         {

@@ -1,6 +1,8 @@
 """The webhook's renew-and-store (`renew_and_store`; the queue worker runs the same steps): checks that the result can be
-stored, learns what is being replaced, writes the renewal record (`accepted`) *before* AVX is called, asks AVX to renew,
-and stores the result through `storing.store_avx_result`.
+stored, writes the renewal record (`accepted`) *before* AVX is called, asks AVX to renew (the one AVX round trip of a
+call, for both request shapes), and stores the result through `storing.store_avx_result`. AVX files the renewal under a
+new record (its answer's resourceId); what completion needs of the replaced certificate is read from the renewed
+record, which AVX keeps, only when a renewal goes pending or is refused (`renewal_finder.learn_replaced`).
 
 Once AVX may have acted, nothing is lost: any problem leaves the record `pending` (answered 202 with its
 `pendingId`); a result Key Vault can never hold ends `failed` with its reason and a coded error naming the AVX ids."""
@@ -13,13 +15,13 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.appviewx.client import AvxCertificateRecord, AvxRenewResult
+from shared.appviewx.client import AvxRenewResult
 from shared.appviewx.records import PendingRecord, RenewalState
+from shared.appviewx.renewal_finder import learn_replaced
 from shared.appviewx.renewal_rules import (
     AVX_OUTCOME_UNKNOWN,
     avx_renew_outcome,
     certificate_label,
-    current_certificate,
 )
 from shared.appviewx.storing import AvxMaterial, NotStored, Pipeline, save_settled, settle_not_stored, store_avx_result
 from shared.appviewx.validation import RenewCommand, avx_error_answer, renewed_answer, unstorable
@@ -103,11 +105,12 @@ class Webhook:
         return WebhookAnswer(error.status, error.body(self.pipeline.invocation_id), avx_called)
 
     def pending(self, record: PendingRecord, result: AvxRenewResult | None) -> WebhookAnswer:
+        named = record if result is None else learn_replaced(record, self.pipeline.avx)  # no-op once known
         emit_event(
             Event.RENEWAL_PENDING,
             {
                 "source": Source.APPVIEWX,
-                "certificateName": self.name_hint(record),
+                "certificateName": self.name_hint(named),
                 "pendingId": record.pending_id,
                 "reason": record.reason,
                 "message": record.last_error,
@@ -123,6 +126,8 @@ class Webhook:
     def keep_pending(
         self, record: PendingRecord, code: str, message: str, result: AvxRenewResult | None
     ) -> WebhookAnswer:
+        if result is not None:  # AVX answered: read what is replaced now, kept with the record for completion
+            record = learn_replaced(record, self.pipeline.avx)
         outcome = settle_not_stored(record, NotStored(code, message), self.pipeline)
         return self.pending(outcome.record, result)
 
@@ -141,18 +146,11 @@ def pending_answer(record: PendingRecord, invocation_id: str | None) -> dict[str
     }
 
 
-@dataclass(frozen=True)
-class Prepared:
-    """What is known before AVX is called: the certificate being replaced (resourceId-only requests)."""
-
-    replaced: AvxCertificateRecord | None = None
-
-
-def prepare(command: RenewCommand, pipeline: Pipeline) -> Prepared | ApiError:
-    """Everything checked before AVX is asked to renew: the Key Vault token, that the result can be stored, and (for
-    a resourceId-only request) one AVX search for what is replaced. An ApiError means nothing was renewed; a 5xx one
-    is worth retrying, a 4xx one is not."""
-    avx, store = pipeline.avx, pipeline.store
+def prepare(command: RenewCommand, pipeline: Pipeline) -> ApiError | None:
+    """Everything checked before AVX is asked to renew: the Key Vault token and that the result can be stored (no AVX
+    call: the renew is the call's one AVX round trip). An ApiError means nothing was renewed; a 5xx one is worth
+    retrying, a 4xx one is not."""
+    store = pipeline.store
     target = command.target_name()
     try:
         store.ensure_token()
@@ -164,30 +162,26 @@ def prepare(command: RenewCommand, pipeline: Pipeline) -> Prepared | ApiError:
             pending_exists = store.has_pending_csr(target)
         except KeyVaultError as exc:
             return ApiError(502, "KEY_VAULT_UNAVAILABLE", exc.message + "; nothing was renewed.", exc.remediation)
-    rejection = unstorable(command, pending_exists)
-    if rejection is not None:
-        return rejection
-    if command.avx.resource_id and not command.avx.serial_number:
-        # One search before the renew: what is replaced (common name, serial, validity), so completion can tell it
-        # from its renewal whatever happens next.
-        try:
-            return Prepared(current_certificate(avx.search(resource_id=command.avx.resource_id), None))
-        except AvxError as exc:
-            return avx_error_answer(exc)
-    return Prepared()
+    return unstorable(command, pending_exists)
 
 
-def record_fields(command: RenewCommand, replaced: AvxCertificateRecord | None = None) -> dict[str, Any]:
-    """What a renewal record knows of its request (and of the certificate it replaces, once searched)."""
+def record_fields(command: RenewCommand) -> dict[str, Any]:
+    """What a renewal record knows of its request (the replaced certificate's common name and serial, when the
+    request named them; a resourceId-only request learns them if it goes pending)."""
     return {
         "storage": "merge" if command.storage is Storage.MERGE else "import",
         "requested_resource_id": command.avx.resource_id,
-        "common_name": command.avx.common_name or (replaced.common_name if replaced else None),
-        "serial_number": command.avx.serial_number or (replaced.serial_number if replaced else None),
-        "replaced_valid_from": replaced.valid_from if replaced else None,
-        "replaced_valid_to": replaced.valid_to if replaced else None,
+        "common_name": command.avx.common_name,
+        "serial_number": command.avx.serial_number,
         "key_vault_name": command.target_name() if command.storage is Storage.MERGE else command.key_vault_name,
     }
+
+
+def answered_refusal(error: AvxError) -> bool:
+    """AVX answered and refused this request itself (not the app's account, not overload): worth one search to name
+    the certificate in the failure event."""
+    status = error.http_status
+    return status is not None and status not in (401, 403, 429, 503)
 
 
 class AvxDidNotRenew(Exception):
@@ -209,15 +203,15 @@ def renew_and_store(
     is called (`on_record(pending_id)` ties the caller's Idempotency-Key to it); after AVX may have acted the answer
     is 200 (stored), 202 (pending) or a coded error carrying the AVX ids and the pendingId — never a bare 500."""
     hook = Webhook(command, pipeline)
-    prepared = prepare(command, pipeline)
-    if isinstance(prepared, ApiError):
-        return hook.failed(prepared)
+    rejection = prepare(command, pipeline)
+    if rejection is not None:
+        return hook.failed(rejection)
     record = PendingRecord.accepted(
         datetime.now(UTC),
         pipeline.invocation_id or pipeline.owner,
         caller=pipeline.caller,
         idempotency_scope=idempotency_scope,
-        **record_fields(command, prepared.replaced),
+        **record_fields(command),
     )
     record = pipeline.records.create(record)  # StateStoreError: 503, nothing renewed
     if on_record is not None:
@@ -225,6 +219,8 @@ def renew_and_store(
     try:
         result = renew_at_avx(hook, record)
     except AvxDidNotRenew as refused:
+        if answered_refusal(refused.error):
+            record = learn_replaced(record, pipeline.avx)  # names the certificate in the failure event
         save_settled(pipeline, record.failed(refused.error.code, refused.error.message, datetime.now(UTC)))
         return hook.failed(avx_error_answer(refused.error), record=record)
     return result if isinstance(result, WebhookAnswer) else store_renew_answer(hook, record, result)

@@ -189,6 +189,7 @@ class KeyVaultStore:
                 expires_on=p.expires_on,
                 enabled=p.enabled,
                 tags=dict(p.tags or {}),
+                version=p.version or "",
             )
             for p in items
         ]
@@ -237,6 +238,7 @@ class ListedCertificate:
     expires_on: datetime | None
     enabled: bool | None
     tags: dict[str, str]
+    version: str = ""  # the current version's id ("" when Key Vault gave none)
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,12 @@ class Event(StrEnum):
     RENEWAL_PENDING = "CertificateRenewalPending"
     RENEWAL_FAILED = "CertificateRenewalFailed"
     NEAR_EXPIRY = "CertificateNearExpiry"
-    EXPIRED = "CertificateExpired"  # Key Vault's expired event for a certificate nobody renews
+    EXPIRED = "CertificateExpired"  # a certificate not renewed in time has expired (Key Vault event, sweep)
     DEPLOYED = "CertificateDeployed"  # an endpoint serves Key Vault's current version
     NOT_DEPLOYED = "CertificateNotDeployed"  # an endpoint still serves another certificate
     ENDPOINT_CHECK_FAILED = "EndpointCheckFailed"  # an endpoint or its Key Vault certificate could not be read
+    RENEWAL_SWEEP_COMPLETED = "RenewalSweepCompleted"  # end of a daily renewal sweep (plan_renewals), with counts
+    RENEWAL_SWEEP_DEFERRED = "RenewalSweepDeferred"  # the sweep reached RENEWAL_SWEEP_MAX_RENEWALS: the rest wait
     CONSUMER_PINNED = "CertificateConsumerPinned"  # an Azure resource references an old version of a certificate
     CONSUMER_STALE = "CertificateConsumerStale"  # a versionless consumer still uses the old one a day after renewal
     CONSUMER_DISCOVERY_LIMITED = "ConsumerDiscoveryLimited"  # a discovery run stopped at CONSUMER_MAX_PER_RUN
@@ -40,4 +42,5 @@ class Source(StrEnum):
     APPVIEWX = "appviewx"
     ENDPOINT = "endpoint"  # the endpoint check
     KEYVAULT = "keyvault"  # a Key Vault event about a certificate nobody renews
+    SWEEP = "sweep"  # the daily renewal sweep (plan_renewals) and its expiry ladder
     DISCOVERY = "discovery"  # the discovery of the Azure resources that use a certificate (Resource Graph)

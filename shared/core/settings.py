@@ -156,6 +156,15 @@ class EndpointCheck:
 
 
 @dataclass(frozen=True)
+class SweepSettings:
+    """The daily renewal sweep (`plan_renewals`): when a certificate is due, and how much one run may renew."""
+
+    remaining_fraction: float
+    before_days: float | None
+    max_renewals: int
+
+
+@dataclass(frozen=True)
 class EndpointCheckSettings:
     endpoints: tuple[EndpointCheck, ...] = ()
 
@@ -645,6 +654,20 @@ class Settings:
             return EndpointCheckSettings(endpoints=tuple(parse_endpoint_checks(raw, r.problems)))
 
         return self._group("endpoint check", build)
+
+    @property
+    def sweep(self) -> SweepSettings:
+        def build(r: _Reader) -> SweepSettings:
+            before_days = None
+            if r.raw("RENEW_BEFORE_DAYS"):
+                before_days = r.number("RENEW_BEFORE_DAYS", 30, float, maximum=3650)
+            return SweepSettings(
+                remaining_fraction=r.number("RENEW_AT_REMAINING_FRACTION", 1 / 3, float, maximum=0.95),
+                before_days=before_days,
+                max_renewals=r.number("RENEWAL_SWEEP_MAX_RENEWALS", 10, int, maximum=500),
+            )
+
+        return self._group("renewal sweep", build)
 
     @property
     def consumers(self) -> ConsumerSettings:

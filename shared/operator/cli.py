@@ -10,11 +10,14 @@ auth levels), for operators without the Functions Core Tools:
   complete-pending  one run of the pending AppViewX completion
   status            recorded RCL renewals and AppViewX renewal records, as tables
   verify-endpoints  one endpoint check: does each endpoint in ENDPOINT_CHECKS serve Key Vault's current version?
+  sweep             one run of the daily renewal sweep
+  plan              what the next sweep will do with each certificate, and why
+  renew NAME        renew one AppViewX certificate of the vault now (--force: even in backoff)
   discover-consumers  one consumer discovery: which Azure resources use the vault's certificates (Resource Graph)?
 
 This module is the argument parsing and `main`; what each command does lives beside it, one module per command
-group: `serve.py`, `timer_runs.py` (renew-rcl, verify-rcl, complete-pending, verify-endpoints, discover-consumers),
-`avx_renewal.py` (renew-avx) and `status.py`.
+group: `serve.py`, `timer_runs.py` (renew-rcl, verify-rcl, complete-pending, verify-endpoints, discover-consumers,
+sweep), `avx_renewal.py` (renew-avx), `sweep_commands.py` (plan, renew) and `status.py`.
 
 Settings come from the environment, or from a local.settings.json file (--settings, before or after the command)
 whose "Values" win over the environment for the names it sets (so a shell's REQUESTS_CA_BUNDLE cannot hide the
@@ -35,6 +38,8 @@ from shared.operator.files import load_settings_file
 from shared.operator.outcomes import EXIT_FAILED, EXIT_MISTAKE, CliMistake, failure_line, program_name
 from shared.operator.serve import serve as run_serve
 from shared.operator.status import status as show_status
+from shared.operator.sweep_commands import plan as show_plan
+from shared.operator.sweep_commands import renew as renew_certificate
 from shared.operator.timer_runs import run_timer
 
 
@@ -50,6 +55,39 @@ def _add_common_options(parser: argparse.ArgumentParser, *, on_command: bool) ->
     parser.add_argument(
         "-v", "--verbose", action="store_true", default=argparse.SUPPRESS if on_command else False, help="log at DEBUG"
     )
+
+
+def _add_timer_commands(command: Any) -> None:
+    for name, function, text in (
+        ("renew-rcl", "renew_timer", "run the nightly RCL renewal once, now"),
+        ("verify-rcl", "verify_renewals", "run the follow-up check of RCL renewals once, now"),
+        ("complete-pending", "complete_pending", "try the pending AppViewX renewals once, now"),
+        ("verify-endpoints", "verify_endpoints", "check once, now, which certificate each endpoint serves"),
+        ("discover-consumers", "discover_consumers", "find once, now, the Azure resources using each certificate"),
+        ("sweep", "plan_renewals", "run the daily renewal sweep once, now"),
+    ):
+        sub = command(name, help=text, description=text[0].upper() + text[1:] + ".")
+        sub.set_defaults(run=lambda _args, f=function: run_timer(f))
+
+
+def _add_sweep_commands(command: Any) -> None:
+    plan = command(
+        "plan",
+        help="show what the next renewal sweep will do with each certificate, and why",
+        description="Show the renewal plan (GET /api/certificates/plan): per certificate what the next sweep does, "
+        "by which path and why, and the checks that would stop it. Exits 1 when a check fails.",
+    )
+    plan.set_defaults(run=lambda _args: show_plan())
+
+    renew_one = command(
+        "renew",
+        help="renew one Key Vault certificate through AppViewX now",
+        description="Renew one certificate the app stored from AppViewX now, through the sweep's path (one renewal "
+        "per version whichever path asks). A certificate in renewal backoff needs --force.",
+    )
+    renew_one.add_argument("name", help="the Key Vault certificate's name")
+    renew_one.add_argument("--force", action="store_true", help="renew even while the certificate is in backoff")
+    renew_one.set_defaults(run=lambda args: renew_certificate(args.name, args.force))
 
 
 def build_parser(prog: str = "python -m shared") -> argparse.ArgumentParser:
@@ -75,15 +113,7 @@ def build_parser(prog: str = "python -m shared") -> argparse.ArgumentParser:
     )
     serve.set_defaults(run=lambda args: run_serve(args.host, args.port, args.key))
 
-    for name, function, text in (
-        ("renew-rcl", "renew_timer", "run the nightly RCL renewal once, now"),
-        ("verify-rcl", "verify_renewals", "run the follow-up check of RCL renewals once, now"),
-        ("complete-pending", "complete_pending", "try the pending AppViewX renewals once, now"),
-        ("verify-endpoints", "verify_endpoints", "check once, now, which certificate each endpoint serves"),
-        ("discover-consumers", "discover_consumers", "find once, now, the Azure resources using each certificate"),
-    ):
-        sub = command(name, help=text, description=text[0].upper() + text[1:] + ".")
-        sub.set_defaults(run=lambda _args, f=function: run_timer(f))
+    _add_timer_commands(command)
 
     renew = command(
         "renew-avx",
@@ -94,6 +124,8 @@ def build_parser(prog: str = "python -m shared") -> argparse.ArgumentParser:
     renew.add_argument("--idempotency-key")
     renew.add_argument("--auto-approval", choices=("true", "false"))
     renew.set_defaults(run=lambda args: renew_avx(args.file, args.idempotency_key, args.auto_approval))
+
+    _add_sweep_commands(command)
 
     status = command(
         "status",

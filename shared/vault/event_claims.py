@@ -53,6 +53,7 @@ class Claim:
     outcome: ClaimOutcome
     pending_id: str | None = None  # the renewal record a version claim is tied to
     result: str | None = None  # what the earlier run recorded
+    retryable: bool = False  # the earlier run's renewal was refused before anything was renewed
 
 
 def version_key(vault_host: str, name: str, version: str) -> str:
@@ -108,7 +109,9 @@ class EventClaims:
         existing = row.existing
         if existing is None:  # another run took it over (or released it) meanwhile
             return Claim(ClaimOutcome.HELD)
-        return Claim(decide(existing, now), existing.get("pendingId"), existing.get("result"))
+        return Claim(
+            decide(existing, now), existing.get("pendingId"), existing.get("result"), existing.get("retryable") is True
+        )
 
     def attach(self, partition: str, key: str, pending_id: str) -> None:
         """Tie a version claim to its renewal record, before AVX is called (raises: AVX must not be called then)."""
@@ -117,13 +120,14 @@ class EventClaims:
                 {"PartitionKey": partition, "RowKey": key, "pendingId": pending_id}, mode=update_mode("merge")
             )
 
-    def finish(self, partition: str, key: str, result: str) -> None:
-        """Mark the claim done with what happened; a lost update only means a later event finds it `running`."""
+    def finish(self, partition: str, key: str, result: str, *, retryable: bool = False) -> None:
+        """Mark the claim done with what happened (`retryable`: nothing was renewed, a later attempt may try again
+        after its backoff); a lost update only means a later event finds it `running`."""
+        entity = {"PartitionKey": partition, "RowKey": key, "state": ClaimState.DONE, "result": result[:256]}
+        if retryable:
+            entity["retryable"] = True
         try:
-            self.table.update_entity(
-                {"PartitionKey": partition, "RowKey": key, "state": ClaimState.DONE, "result": result[:256]},
-                mode=update_mode("merge"),
-            )
+            self.table.update_entity(entity, mode=update_mode("merge"))
         except TABLE_ERRORS:
             pass
 

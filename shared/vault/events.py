@@ -20,7 +20,7 @@ renew was sent) releases the claims and raises, so Event Grid redelivers with ba
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,11 +34,12 @@ from shared.azure.keyvault import KeyVaultStore
 from shared.core import redaction
 from shared.core.certificates import DEFAULT_FORMAT, generate_password
 from shared.core.errors import CertRenewError
-from shared.core.events import Source
+from shared.core.events import Event, Source
 from shared.core.telemetry import emit_event
 from shared.vault.event_claims import (
     EVENT_PARTITION,
     VERSION_PARTITION,
+    Claim,
     ClaimOutcome,
     EventClaims,
     event_key,
@@ -57,9 +58,13 @@ from shared.vault.event_decisions import (
     rcl_names,
     whole_days_left,
 )
+from shared.vault.ladder import warn_version
+from shared.vault.renewal_failures import RenewalFailureStore
+from shared.vault.renewal_plan import EXPIRED_STEP, ladder_step
 
 log = logging.getLogger("certrenew.keyvault-events")
 CALLER = "keyvault-events"  # the renewal record's caller: this path, not a person
+ALREADY_CLAIMED = "renewal already claimed"
 
 
 class RetryLater(Exception):
@@ -76,6 +81,7 @@ class EventDependencies:
     records: Any  # () -> PendingStore
     avx: Any  # () -> AvxClient
     rcl_certificate_names: Any  # () -> Iterable[str]: the names in RCL's renewal records
+    failures: RenewalFailureStore | None = None  # the certificates' renewal backoff (the sweep reads it)
 
 
 def handle_event(
@@ -156,75 +162,153 @@ def _handle(event: CertificateEvent, deps: EventDependencies, invocation_id: str
         )
         return "replaced"
     if decision.action is Action.REPORT_RCL:
-        emit_event(event.app_event, {**base, "source": Source.RCL, "owner": Owner.RCL})
+        _report(event, {**base, "source": Source.RCL, "owner": Owner.RCL}, deps, now)
         log.info(
             "Key Vault event %s: %s is renewed by RCL's own night; reported, RCL not called", event.event_id, event.name
         )
         return "reported: rcl"
     if decision.action is Action.REPORT_UNMANAGED:
-        emit_event(event.app_event, {**base, "owner": Owner.UNMANAGED})
+        _report(event, {**base, "owner": Owner.UNMANAGED}, deps, now)
         return "reported: unmanaged"
     return _renew(event, decision, deps, invocation_id, now)
+
+
+def _report(event: CertificateEvent, attributes: dict[str, Any], deps: EventDependencies, now: datetime) -> None:
+    """Report a certificate the app does not renew itself, as a step of the expiry ladder: the daily sweep and this
+    event share one warning per version and step."""
+    step = EXPIRED_STEP if event.app_event is Event.EXPIRED else ladder_step(attributes.get("expiryDate"), now)
+    if step is None:  # more than 30 days left by Key Vault's current expiry: report as Key Vault said
+        emit_event(event.app_event, attributes)
+    elif not warn_version(deps.claims, deps.vault_url, step, attributes, now):
+        log.info("Key Vault event %s: %s was warned at this step already", event.event_id, event.name)
 
 
 def _renew(
     event: CertificateEvent, decision: Decision, deps: EventDependencies, invocation_id: str | None, now: datetime
 ) -> str:
-    vault_host = urlsplit(deps.vault_url).netloc
-    key = version_key(vault_host, event.name, decision.version or event.version)
-    claim = deps.claims.claim(VERSION_PARTITION, key, {"certificate": event.name, "eventId": event.event_id}, now)
+    renewal = VersionRenewal(
+        name=event.name,
+        version=decision.version or event.version,
+        avx_resource_id=decision.avx_resource_id,
+        caller=f"{CALLER} {event.event_id}",
+        label=f"Key Vault event {event.event_id}",
+        detail={"eventId": event.event_id},
+    )
+    return renew_version(renewal, deps, invocation_id, now)
+
+
+@dataclass(frozen=True)
+class VersionRenewal:
+    """A renewal of one Key Vault certificate version through AppViewX, by whichever path asks for it (a Key Vault
+    event, the daily sweep, an operator): all of them share the version's claim, so each version renews once."""
+
+    name: str
+    version: str
+    avx_resource_id: str | None
+    caller: str  # the renewal record's caller: the path (and event), never a person
+    label: str  # for log lines: "Key Vault event <id>", "renewal sweep"
+    detail: dict[str, str] = field(default_factory=dict)
+    retry_refused: bool = False  # a version AppViewX refused to renew (nothing renewed) may be tried again
+
+
+def renew_version(renewal: VersionRenewal, deps: EventDependencies, invocation_id: str | None, now: datetime) -> str:
+    """Renew `renewal`'s version once across paths, deliveries and instances; returns what happened. Raises
+    RetryLater when nothing was renewed and another attempt may work (another run holds the version, or AVX, Key
+    Vault or the identity could not be reached before the renew was sent)."""
+    key = version_key(urlsplit(deps.vault_url).netloc, renewal.name, renewal.version)
+    claim = _claim_version(renewal, key, deps, now)
     if claim.outcome is ClaimOutcome.HELD and not claim.pending_id:
         # Held by a run that has not reached AVX yet (or died before): nothing is renewed yet, so Event Grid must
         # redeliver; a claim tied to a renewal record is owned by that record (complete_pending), never renewed again.
-        raise RetryLater(f"{event.name} version {decision.version} is being renewed by another delivery")
+        raise RetryLater(f"{renewal.name} version {renewal.version} is being renewed by another delivery")
     if claim.outcome is not ClaimOutcome.NEW:
         log.info(
-            "Key Vault event %s: %s version %s is renewed (or being renewed) already%s; not renewed again",
-            event.event_id,
-            event.name,
-            decision.version,
+            "%s: %s version %s is renewed (or being renewed) already%s; not renewed again",
+            renewal.label,
+            renewal.name,
+            renewal.version,
             f" (renewal record {claim.pending_id})" if claim.pending_id else "",
         )
-        return "renewal already claimed"
-    command = _renew_command(event, decision)
+        return ALREADY_CLAIMED
+    answer = _renew_claimed(renewal, key, deps, invocation_id)
+    body = answer.body
+    refused = answer.status >= 400 and not answer.avx_called
+    if answer.status >= 500 and not answer.avx_called:
+        code = (body.get("error") or {}).get("code")
+        _note_failure(deps, renewal.name, str(code), now)
+        raise RetryLater(f"{renewal.name} was not renewed ({code}); it will be tried again")
+    result = _result(answer)
+    deps.claims.finish(VERSION_PARTITION, key, result, retryable=refused)
+    _note_outcome(deps, renewal.name, answer, now)
+    log.info("%s: %s version %s -> %s", renewal.label, renewal.name, renewal.version, result)
+    return result
+
+
+def _claim_version(renewal: VersionRenewal, key: str, deps: EventDependencies, now: datetime) -> Claim:
+    detail = {"certificate": renewal.name, **renewal.detail}
+    claim = deps.claims.claim(VERSION_PARTITION, key, detail, now)
+    if claim.outcome is ClaimOutcome.DONE and claim.retryable and renewal.retry_refused:
+        # AppViewX refused the last renewal of this version (nothing renewed): the caller waited out its backoff.
+        deps.claims.release(VERSION_PARTITION, key)
+        claim = deps.claims.claim(VERSION_PARTITION, key, detail, now)
+    return claim
+
+
+def _renew_claimed(
+    renewal: VersionRenewal, key: str, deps: EventDependencies, invocation_id: str | None
+) -> WebhookAnswer:
     answer: WebhookAnswer | None = None
     try:
         records: PendingStore = deps.records()
         avx: AvxClient = deps.avx()
         pipeline = Pipeline(
-            avx=avx, store=deps.store, records=records, invocation_id=invocation_id, caller=f"{CALLER} {event.event_id}"
+            avx=avx, store=deps.store, records=records, invocation_id=invocation_id, caller=renewal.caller
         )
         answer = renew_and_store(
-            command, pipeline, on_record=lambda pending_id: deps.claims.attach(VERSION_PARTITION, key, pending_id)
+            _renew_command(renewal),
+            pipeline,
+            on_record=lambda pending_id: deps.claims.attach(VERSION_PARTITION, key, pending_id),
         )
     finally:
         if answer is None or (answer.status >= 500 and not answer.avx_called):
             deps.claims.release(VERSION_PARTITION, key)  # nothing was renewed: a redelivery may try again
-    body = answer.body
-    if answer.status >= 500 and not answer.avx_called:
-        code = (body.get("error") or {}).get("code")
-        raise RetryLater(f"{event.name} was not renewed ({code}); Event Grid will deliver the event again")
-    result = _result(answer)
-    deps.claims.finish(VERSION_PARTITION, key, result)
-    log.info("Key Vault event %s: %s version %s -> %s", event.event_id, event.name, decision.version, result)
-    return result
+    return answer
 
 
-def _renew_command(event: CertificateEvent, decision: Decision) -> RenewCommand:
+def _note_failure(deps: EventDependencies, name: str, reason: str, now: datetime) -> None:
+    if deps.failures is None:
+        return
+    try:
+        deps.failures.failed(name, reason, now)
+    except CertRenewError as exc:  # the renewal's own outcome stands; only its backoff is shorter
+        log.warning("The renewal backoff of %s could not be recorded: %s", name, exc.message)
+
+
+def _note_outcome(deps: EventDependencies, name: str, answer: WebhookAnswer, now: datetime) -> None:
+    """The certificate's backoff: a success resets it, a failure extends it (a pending renewal changes nothing)."""
+    if deps.failures is None:
+        return
+    if answer.status == 200:
+        deps.failures.succeeded(name)  # never raises: a lost reset only delays the next renewal by its backoff
+    elif answer.status >= 400:
+        _note_failure(deps, name, str((answer.body.get("error") or {}).get("code")), now)
+
+
+def _renew_command(renewal: VersionRenewal) -> RenewCommand:
     """Renew the AVX certificate named in the tags as a new version of the same Key Vault certificate (PFX with a
     one-time password that never shows in logs or telemetry)."""
     password = generate_password()
     redaction.register_secret(password)
     return RenewCommand(
         avx=AvxRenewRequest(
-            resource_id=decision.avx_resource_id,
+            resource_id=renewal.avx_resource_id,
             common_name=None,
             serial_number=None,
             format=DEFAULT_FORMAT,
             password=password,
             workflow_type=None,
         ),
-        key_vault_name=event.name,
+        key_vault_name=renewal.name,
         auto_approval=None,
     )
 

@@ -22,7 +22,8 @@ from shared.azure.last_outcomes import LastOutcome
 from shared.core.events import Source
 from shared.core.settings import EndpointCheck
 from shared.core.timestamps import iso_utc
-from shared.vault.event_decisions import owner_of, whole_days_left
+from shared.vault.event_decisions import Owner, owner_of, whole_days_left
+from shared.vault.renewal_plan import RenewalFailures
 
 DEFAULT_PAGE_SIZE = LIST_PAGE_MAX
 MAX_CONTINUATION = 4096  # characters of the encoded token
@@ -57,13 +58,16 @@ def inventory_entry(
     consumers: Mapping[str, Sequence[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     outcome = outcomes.get(certificate.name.lower())
+    owner = owner_of(certificate.tags, certificate.name, rcl_managed)
     return {
         "name": certificate.name,
         "expiresOn": iso_utc(certificate.expires_on),
         "daysLeft": whole_days_left(certificate.expires_on, now),
         "thumbprint": certificate.thumbprint or None,
         "enabled": certificate.enabled,
-        "source": owner_of(certificate.tags, certificate.name, rcl_managed),
+        "source": owner,
+        # Who renews it in AppViewX: the record AVX now holds (each renewal is a new record; the tags follow it).
+        "avxResourceId": certificate.tags.get("avxResourceId") if owner is Owner.APPVIEWX else None,
         "lastOutcome": outcome.state if outcome else None,
         "lastOutcomeReason": outcome.reason if outcome else None,
         "lastOutcomeAt": iso_utc(outcome.at) if outcome else None,
@@ -102,3 +106,16 @@ def inventory_page(
         page = store.list_page(page_size, page.next_link)
     entries = [inventory_entry(c, rcl_managed, outcomes, endpoints, now, consumers) for c in page.certificates]
     return InventoryPage(entries, encode_continuation(page.next_link))
+
+
+def with_backoff(entries: list[dict[str, Any]], failures: Mapping[str, RenewalFailures]) -> list[dict[str, Any]]:
+    """Each entry with its renewal backoff (`renewalBackoff`: failures in a row, when the next try may start, the
+    last reason), or None when its last renewal did not fail."""
+    for entry in entries:
+        found = failures.get(str(entry.get("name") or "").lower())
+        entry["renewalBackoff"] = (
+            {"failures": found.count, "retryAt": iso_utc(found.retry_at), "lastReason": found.last_reason}
+            if found
+            else None
+        )
+    return entries

@@ -21,18 +21,13 @@ import pytest
 
 from shared import context as app_context
 from shared.appviewx import completion as avx_completion
-from shared.appviewx.client import AvxCertificateRecord
 from shared.appviewx.queued import RetryQueued
-from shared.appviewx.records import LEASE, PendingRecord
+from shared.appviewx.records import LEASE
 from shared.appviewx.renewal_rules import (
     AVX_BUSY,
     AVX_OUTCOME_UNKNOWN,
     AVX_REFUSED,
-    RenewalChoice,
     avx_renew_outcome,
-    choose_renewal,
-    choose_renewed,
-    is_renewal_of,
     parse_avx_time,
 )
 from shared.azure.tables import update_mode
@@ -80,9 +75,9 @@ def test_manual_approval_never_stores_a_certificate_of_another_avx_resource_with
         {"commonName": common_name, "serialNumber": mine.serial_number}, params={"autoApproval": "false"}
     )
     assert status == 202, answer
-    assert answer["avx"]["resourceId"] == mine.resource_id  # AVX named the resource it renews
+    assert answer["avx"]["resourceId"] == mine.renewals[0].resource_id  # AVX named the record it creates
 
-    standins.avx._issue(other)  # meanwhile the other certificate is renewed (outside this app)
+    standins.avx.renew_outside(other.resource_id)  # meanwhile the other certificate is renewed (outside this app)
     run_complete_pending(functions)  # before anyone approved this renewal
     assert standins.key_vault.latest(name) is None, "another resource's certificate was stored as this renewal"
     assert status_of(functions, answer["pendingId"])["state"] == "pending"
@@ -94,43 +89,8 @@ def test_manual_approval_never_stores_a_certificate_of_another_avx_resource_with
     assert status_of(functions, answer["pendingId"])["state"] == "renewed"
 
 
-def _listed(resource_id: str | None, serial: str, start: datetime) -> AvxCertificateRecord:
-    end = start + timedelta(days=90)
-    return AvxCertificateRecord(resource_id, "twin.example", serial, "Active", end.isoformat(), start.isoformat())
-
-
-def test_a_twin_of_a_known_resource_is_never_the_renewal() -> None:
-    now = datetime.now(UTC)
-    mine_old, twin_old = (
-        _listed("mine", "0A", now - timedelta(days=30)),
-        _listed("twin", "0B", now - timedelta(days=30)),
-    )
-    twin_new, mine_new = _listed("twin", "1B", now), _listed("mine", "1A", now - timedelta(minutes=5))
-    listing = [twin_new, mine_new, mine_old, twin_old]
-    base = {"reason": "AVX_NO_CERTIFICATE", "storage": "import", "common_name": "twin.example"}
-    # Known from AVX's renew answer, from the requested resourceId, or from the replaced certificate's listing.
-    for known in ({"avx_resource_id": "mine"}, {"requested_resource_id": "mine"}, {"serial_number": "0a"}):
-        record = PendingRecord.new(now - timedelta(hours=1), **{"serial_number": "0A", **base, **known})
-        assert choose_renewal(record, listing) == RenewalChoice(mine_new), known
-        assert choose_renewal(record, [twin_new, mine_old, twin_old]) == RenewalChoice(None), known  # not yet
-        assert not is_renewal_of(record, twin_new, mine_old)
-
-
-def test_renewals_of_several_resources_with_none_known_stay_pending_as_ambiguous() -> None:
-    now = datetime.now(UTC)
-    # The replaced certificate is no longer listed and AVX never named its resource (the answer was lost).
-    record = PendingRecord.new(
-        now - timedelta(hours=1),
-        reason="AVX_TIMEOUT",
-        storage="import",
-        common_name="twin.example",
-        serial_number="0A",
-        replaced_valid_to=(now + timedelta(days=60)).isoformat(),
-    )
-    mine_new, twin_new = _listed("mine", "1A", now), _listed("twin", "1B", now)
-    assert choose_renewal(record, [mine_new, twin_new]) == RenewalChoice(None, ("mine", "twin"))
-    assert choose_renewed(record, [mine_new, twin_new]) is None
-    assert choose_renewal(record, [mine_new]) == RenewalChoice(mine_new)  # one resource: it is the renewal
+# The pure rules that tell a renewal from a twin (issue 22: under any record, issued after the request) are tested in
+# test_renewal_finder.py.
 
 
 def test_complete_pending_keeps_an_ambiguous_renewal_pending_and_says_why(
@@ -144,9 +104,10 @@ def test_complete_pending_keeps_an_ambiguous_renewal_pending_and_says_why(
     standins.avx.script(Response(drop=True))
     status, answer = call_webhook({"commonName": common_name, "serialNumber": mine.serial_number})
     assert status == 202 and answer["avx"] is None, answer
-    mine.original = None  # AVX no longer lists the replaced certificate: nothing ties a renewal to this record
-    standins.avx._issue(mine)
-    standins.avx._issue(other)
+    # AVX renewed it (a new record), and meanwhile another team renewed the twin: two renewals of the name, issued
+    # after the request, under different records
+    standins.avx.renew_outside(mine.resource_id)
+    standins.avx.renew_outside(other.resource_id)
     time_passes(20)
     run_complete_pending(functions)
     record = status_of(functions, answer["pendingId"])

@@ -119,7 +119,7 @@ def test_unusable_content_is_pending_completed_later_and_never_renewed_twice(
     status, answer = call_webhook({"resourceId": item.resource_id}, headers=headers)
     assert status == 202, answer
     assert answer["status"] == "pending" and answer["reason"] == "AVX_BAD_RESPONSE"
-    assert answer["avx"]["resourceId"] == item.resource_id
+    assert answer["avx"]["resourceId"] == item.renewals[-1].resource_id  # the new record (page 188)
 
     again = call_webhook({"resourceId": item.resource_id}, headers=headers)
     assert again == (202, answer)  # replayed: same pendingId, AVX not asked again
@@ -147,7 +147,7 @@ def test_ed25519_key_is_a_coded_error_with_the_avx_ids_and_a_failed_record(
     assert status == 502, answer
     error = answer["error"]
     assert error["code"] == "UNSUPPORTED_KEY_TYPE" and "Ed25519" in error["message"]
-    assert error["avx"]["resourceId"] == item.resource_id and error["avx"]["requestId"].startswith("REQ")
+    assert error["avx"]["resourceId"] == item.renewals[-1].resource_id and error["avx"]["requestId"].startswith("REQ")
     record = status_of(functions, error["pendingId"])
     assert record["state"] == "failed" and record["reason"] == "UNSUPPORTED_KEY_TYPE"
 
@@ -259,44 +259,8 @@ def test_two_concurrent_completion_runs_store_each_record_once(
         assert status_of(functions, pending_id)["state"] == "renewed"
 
 
-# -- round trips ---------------------------------------------------------------------------------------------------
-
-
-def test_resource_id_request_costs_one_search_before_the_renew(standins: StandIns, call_webhook: Any) -> None:
-    item = standins.avx.add_certificate("trips.contoso.com")
-    assert call_webhook({"resourceId": item.resource_id})[0] == 200
-    assert [r.path.rsplit("/", 1)[-1] for r in standins.avx.requests] == ["search", "renew"]
-    assert standins.avx.requests[0].json()["input"] == {"resourceId": item.resource_id}
-
-    standins.avx.reset_records()
-    other = standins.avx.add_certificate("trips2.contoso.com")
-    body = {"commonName": other.common_name, "serialNumber": other.serial_number}
-    assert call_webhook(body)[0] == 200
-    assert [r.path.rsplit("/", 1)[-1] for r in standins.avx.requests] == ["renew"]  # the request names the serial
-
-
-def test_serials_compare_normalised_and_history_never_qualifies() -> None:
-    from datetime import UTC
-
-    from shared.appviewx.client import AvxCertificateRecord
-    from shared.appviewx.records import PendingRecord
-    from shared.appviewx.renewal_rules import choose_renewed, normalise_serial
-
-    assert normalise_serial("00:0a:Bc") == normalise_serial("ABC") == normalise_serial(" 0abc ") == "ABC"
-    now = datetime.now(UTC)
-    record = PendingRecord.new(
-        now, reason="AVX_NO_CERTIFICATE", storage="import", common_name="a.example", serial_number="0A:BC"
-    )
-
-    def listed(serial: str, start_days: int) -> AvxCertificateRecord:
-        start = now + timedelta(days=start_days)
-        return AvxCertificateRecord(
-            "r1", "a.example", serial, "Active", (start + timedelta(days=90)).isoformat(), start.isoformat()
-        )
-
-    current, older, newer = listed("abc", -30), listed("99", -90), listed("1234", 0)
-    assert choose_renewed(record, [current, older]) is None  # the replaced one (other spelling) and history
-    assert choose_renewed(record, [older, current, newer]) == newer
+# Round trips (one AVX request per call, both shapes) and the rules of which listed certificate is the renewal:
+# test_avx_new_records.py and test_renewal_finder.py (issue 22).
 
 
 # -- issue 18, finding 12: one certificate keeps one name across its AppViewX events ---------------------------------

@@ -99,9 +99,9 @@ def test_key_vault_faults_become_pending(
     item = standins.avx.add_certificate(f"kv-{fault}.contoso.com")
     status, answer = timed(call_webhook, {"resourceId": item.resource_id})
     assert status == 202, answer
-    assert answer["reason"] == "KEY_VAULT_STORE_FAILED" and answer["avx"]["resourceId"] == item.resource_id
+    assert answer["reason"] == "KEY_VAULT_STORE_FAILED" and answer["avx"]["resourceId"] == item.renewals[-1].resource_id
     record = app_context.pending_store().get(answer["pendingId"])
-    assert record is not None and record.avx_resource_id == item.resource_id
+    assert record is not None and record.avx_resource_id == item.renewals[-1].resource_id
 
 
 def test_key_vault_throttling_is_retried_with_retry_after(standins: StandIns, call_webhook: Any) -> None:

@@ -79,13 +79,13 @@ def test_key_vault_down_then_back_is_completed_by_the_timer(
         standins.key_vault.start(port)
     assert status == 202, answer
     assert answer["status"] == "pending" and answer["reason"] == "KEY_VAULT_STORE_FAILED"
-    assert answer["avx"]["resourceId"] == item.resource_id
+    assert answer["avx"]["resourceId"] == item.renewals[-1].resource_id  # the new record (page 188)
     pending_id = answer["pendingId"]
 
     code, record = status_of(functions, pending_id)
     assert code == 200
     assert record["state"] == "pending" and record["attempts"] == 0
-    assert record["avxResourceId"] == item.resource_id and record["reason"] == "KEY_VAULT_STORE_FAILED"
+    assert record["avxResourceId"] == item.renewals[-1].resource_id and record["reason"] == "KEY_VAULT_STORE_FAILED"
     assert "certificateContent" not in json.dumps(record) and "password" not in json.dumps(record).lower()
 
     renewed_before = len(item.renewals)

@@ -39,12 +39,13 @@ def test_pfx_renewal_lands_in_key_vault_with_tags(standins: StandIns, call_webho
     assert vault["thumbprint"] == certs.thumbprint_hex(renewed.certificate)
     assert vault["subject"] == "CN=www.contoso.com"
     assert vault["expiresOn"].endswith("Z") and vault["notBefore"].endswith("Z")
-    assert answer["avx"]["resourceId"] == item.resource_id
+    # AVX files the renewal under a new record (page 188, 332-336); the answer and the tags name it
+    assert answer["avx"]["resourceId"] == renewed.resource_id != item.resource_id
     assert answer["avx"]["requestId"].startswith("REQ")
     assert answer["invocationId"] == call_webhook.last_context.invocation_id
     assert stored.tags == {
         "source": "appviewx",
-        "avxResourceId": item.resource_id,
+        "avxResourceId": renewed.resource_id,
         "avxRequestId": answer["avx"]["requestId"],
         "serialNumber": format(renewed.certificate.serial_number, "X"),
     }
@@ -120,7 +121,7 @@ def test_pem_without_key_and_no_pending_operation_is_kept_pending(standins: Stan
     status, answer = call_webhook({"resourceId": item.resource_id, "certificateFormat": {"format": "PEM"}})
     assert status == 202
     assert answer["status"] == "pending" and answer["reason"] == "KEY_VAULT_STORE_FAILED"
-    assert answer["avx"]["resourceId"] == item.resource_id
+    assert answer["avx"]["resourceId"] == item.renewals[-1].resource_id  # the new record (page 188)
     assert standins.key_vault.latest("nokey-contoso-com") is None
 
 
@@ -177,7 +178,7 @@ def test_manual_approval_without_certificate_is_kept_pending(standins: StandIns,
     assert status == 202
     assert answer["status"] == "pending" and answer["reason"] == "AVX_NO_CERTIFICATE"
     assert re.fullmatch(r"[0-9a-f]{32}", answer["pendingId"])
-    assert answer["avx"]["resourceId"] == item.resource_id
+    assert answer["avx"]["resourceId"] == item.renewals[-1].resource_id  # the new record (page 188)
     assert standins.avx.renew_calls()[0].query_one("autoApproval") == "false"
 
 
@@ -341,7 +342,7 @@ def test_key_vault_failure_is_kept_pending_with_the_avx_ids(
     status, answer = call_webhook({"resourceId": item.resource_id})
     assert status == 202
     assert answer["reason"] == "KEY_VAULT_STORE_FAILED"
-    assert answer["avx"]["resourceId"] == item.resource_id
+    assert answer["avx"]["resourceId"] == item.renewals[-1].resource_id  # the new record (page 188)
     assert answer["avx"]["requestId"].startswith("REQ")
 
 

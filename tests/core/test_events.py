@@ -21,6 +21,7 @@ EVENT_NAMES = {e.value for e in Event}
 TYPED_EXPRESSIONS = {
     ("shared/vault/events.py", "event.app_event"),  # CertificateEvent.app_event: a value of HANDLED_TYPES
     ("shared/endpoints/run.py", "name"),  # from EndpointResult.event(), typed tuple[Event, ...]
+    ("shared/vault/ladder.py", "Event.EXPIRED if step == EXPIRED_STEP else Event.NEAR_EXPIRY"),  # both members
     ("shared/consumers/run.py", "name"),  # from shared.consumers.decisions, typed tuple[Event, ...]
 }
 

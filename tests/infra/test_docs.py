@@ -193,7 +193,7 @@ def test_the_alert_rules_table_is_what_the_bicep_deploys() -> None:
     rows = table(DEPLOY.read_text(encoding="utf-8"), "Alert rules")
     documented = {first_code(r[0]).removeprefix("…-"): (r[1], r[2], r[3]) for r in rows}
     deployed = bicep_alerts()
-    assert len(deployed) == 5 and set(documented) == set(deployed)
+    assert len(deployed) == 6 and set(documented) == set(deployed)
     for suffix, (severity, frequency, event) in deployed.items():
         assert documented[suffix][:2] == (severity, frequency), suffix
         assert f"`{event}`" in documented[suffix][2], suffix

@@ -1,0 +1,222 @@
+"""Issue 31: the daily renewal sweep `plan_renewals`, driven through `function_app.app` with Event Grid absent: the
+timer function as the host calls it, the real CertificateClient over HTTPS against the Key Vault stand-in, the AVX
+stand-in and Azurite. The plan route and the inventory show what it decided."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from shared.core.events import Event
+from tests.eventlog import Events, recording
+from tests.standins.base import Response
+from tests.standins.certs import issue_certificate
+from tests.standins.stack import FakeContext, StandIns
+from tests.vault.test_keyvault_events import deliver, key_vault_event
+
+pytestmark = pytest.mark.usefixtures("app_env")
+
+
+@pytest.fixture(autouse=True)
+def empty_vault(standins: StandIns) -> None:
+    """The sweep looks at every certificate of the vault: start each test with none (other tests' stay otherwise)."""
+    with standins.key_vault.lock:
+        standins.key_vault.certificates.clear()
+        standins.key_vault.pending.clear()
+
+
+@pytest.fixture
+def events() -> Iterator[Events]:
+    with recording() as recorder:
+        yield recorder
+
+
+def sweep(functions: dict[str, Any]) -> None:
+    timer = func.timer.TimerRequest(past_due=False)
+    functions["plan_renewals"].get_user_function()(timer, FakeContext("plan_renewals"))
+
+
+def get_json(functions: dict[str, Any], name: str, route: str) -> dict[str, Any]:
+    request = func.HttpRequest(method="GET", url=f"http://localhost:7071/api/{route}", headers={}, params={}, body=b"")
+    response = functions[name].get_user_function()(request, FakeContext(name))
+    assert response.status_code == 200, response.get_body()
+    return json.loads(response.get_body())
+
+
+def plan_of(functions: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    body = get_json(functions, "renewal_plan", "certificates/plan")
+    return {c["name"]: c for c in body["certificates"]}
+
+
+def avx_certificate(standins: StandIns, *, days: int, days_left: float) -> tuple[str, str]:
+    """A certificate the app stored from AppViewX earlier (its tags) whose current version has `days_left` of
+    `days`: its Key Vault name and version."""
+    resource_id = f"res{uuid.uuid4().hex[:8]}"
+    common_name = f"app{uuid.uuid4().hex[:6]}.contoso.com"
+    standins.avx.add_certificate(common_name, resource_id=resource_id)
+    issued = issue_certificate(
+        common_name, days=days, not_before=datetime.now(UTC) - timedelta(days=days) + timedelta(days=days_left)
+    )
+    name = common_name.replace(".", "-")
+    stored = standins.key_vault.seed(
+        name, issued.certificate, issued.private_key, tags={"source": "appviewx", "avxResourceId": resource_id}
+    )
+    return name, stored.version
+
+
+def unmanaged_certificate(standins: StandIns, *, days: int, days_left: float) -> tuple[str, str]:
+    common_name = f"legacy{uuid.uuid4().hex[:6]}.fabrikam.com"
+    issued = issue_certificate(
+        common_name, days=days, not_before=datetime.now(UTC) - timedelta(days=days) + timedelta(days=days_left)
+    )
+    name = common_name.replace(".", "-")
+    return name, standins.key_vault.seed(name, issued.certificate, issued.private_key, tags={"team": "x"}).version
+
+
+def test_a_due_avx_certificate_is_renewed_once_by_the_sweep_and_not_again_by_an_event(
+    functions: dict[str, Any], standins: StandIns, events: Events
+) -> None:
+    name, old_version = avx_certificate(standins, days=90, days_left=20)
+    assert plan_of(functions)[name]["action"] == "renew"
+
+    sweep(functions)
+    assert len(standins.avx.renew_calls()) == 1
+    renewed = standins.key_vault.latest(name)
+    assert renewed is not None and renewed.version != old_version
+    assert renewed.tags and renewed.tags["source"] == "appviewx"
+    (done,) = events.named("CertificateRenewed")
+    assert done["certificateName"] == name and done["caller"] == "renewal-sweep"
+
+    sweep(functions)  # the next day: the new version is not due
+    deliver(functions, key_vault_event(standins, name, old_version))  # Event Grid, late, for the replaced version
+    assert len(standins.avx.renew_calls()) == 1
+    assert plan_of(functions)[name]["action"] == "wait"
+    (completed, _) = events.named("RenewalSweepCompleted")
+    assert completed["renewed"] == 1 and completed["source"] == "sweep"
+
+
+def test_the_sweep_and_an_event_for_the_same_version_renew_once(functions: dict[str, Any], standins: StandIns) -> None:
+    name, version = avx_certificate(standins, days=90, days_left=20)
+    deliver(functions, key_vault_event(standins, name, version))
+    sweep(functions)
+    assert len(standins.avx.renew_calls()) == 1
+
+
+def test_certificates_not_due_are_left_alone_and_a_six_day_certificate_renews_at_half(
+    functions: dict[str, Any], standins: StandIns
+) -> None:
+    fresh, _ = avx_certificate(standins, days=90, days_left=80)
+    short, short_version = avx_certificate(standins, days=6, days_left=2)
+    plan = plan_of(functions)
+    assert plan[fresh]["action"] == "wait" and plan[fresh]["reason"].startswith("not due until")
+    assert plan[short]["action"] == "renew"
+
+    sweep(functions)
+    assert len(standins.avx.renew_calls()) == 1
+    renewed = standins.key_vault.latest(short)
+    assert renewed is not None and renewed.version != short_version
+    assert len(standins.key_vault.certificates[fresh]) == 1
+
+
+def test_an_unmanaged_certificate_gets_one_warning_per_step_and_version(
+    functions: dict[str, Any], standins: StandIns, events: Events
+) -> None:
+    name, version = unmanaged_certificate(standins, days=90, days_left=6)
+    for _ in range(3):
+        sweep(functions)
+    warnings = [e for e in events.named("CertificateNearExpiry") if e["certificateName"] == name]
+    assert len(warnings) == 1
+    (warning,) = warnings
+    assert warning["ladderStep"] == 7 and warning["owner"] == "unmanaged" and warning["reason"] == "NOT_MANAGED"
+    assert warning["keyVaultVersion"] == version and warning["source"] == "sweep"
+    assert not standins.avx.renew_calls()
+    assert plan_of(functions)[name]["action"] == "report"
+
+
+def test_a_failed_renewal_backs_off_and_force_overrides(
+    functions: dict[str, Any], standins: StandIns, events: Events, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shared.operator.cli import main
+
+    name, version = avx_certificate(standins, days=90, days_left=5)
+    body = {
+        "response": None,
+        "message": "Since requested certificate's work order is in progress, cannot initiate another action",
+        "appStatusCode": "OPEN_WORK_ORDERS_FOUND",
+    }
+    standins.avx.script(Response(417, json.dumps(body).encode(), {"Content-Type": "application/json"}))
+    sweep(functions)
+    assert len(standins.avx.renew_calls()) == 1
+    assert standins.key_vault.latest(name).version == version  # type: ignore[union-attr]
+    planned = plan_of(functions)[name]
+    assert planned["action"] == "backoff" and planned["failures"] == 1
+    assert planned["lastFailureReason"] == "OPEN_WORK_ORDERS_FOUND" and planned["retryAt"]
+    (warning,) = [e for e in events.named("CertificateNearExpiry") if e["certificateName"] == name]
+    assert warning["owner"] == "appviewx" and warning["reason"] == "OPEN_WORK_ORDERS_FOUND"
+
+    sweep(functions)  # within the backoff: AVX is not asked again
+    assert len(standins.avx.renew_calls()) == 1
+    inventory = get_json(functions, "certificate_inventory", "certificates")
+    (entry,) = [c for c in inventory["certificates"] if c["name"] == name]
+    assert entry["renewalBackoff"]["failures"] == 1
+
+    # The operator's `renew NAME` refuses while in backoff; --force renews now, and a success resets the backoff.
+    assert main(["renew", name]) == 2
+    assert "add --force" in capsys.readouterr().err
+    assert main(["renew", name, "--force"]) == 0
+    assert f"{name}: renewed" in capsys.readouterr().out
+    assert len(standins.avx.renew_calls()) == 2
+    assert plan_of(functions)[name]["failures"] == 0
+    assert main(["plan"]) == 0
+    out = capsys.readouterr().out
+    assert name in out and "ok      key-vault:" in out
+
+
+def test_the_limit_defers_the_rest_with_an_event(
+    functions: dict[str, Any], standins: StandIns, events: Events, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared import context as app_context
+
+    monkeypatch.setenv("RENEWAL_SWEEP_MAX_RENEWALS", "1")
+    app_context.reset()
+    urgent, _ = avx_certificate(standins, days=90, days_left=3)
+    later, _ = avx_certificate(standins, days=90, days_left=15)
+    sweep(functions)
+    assert len(standins.avx.renew_calls()) == 1
+    assert len(standins.key_vault.certificates[urgent]) == 2  # the most urgent first
+    (deferred,) = events.named("RenewalSweepDeferred")
+    assert deferred["deferred"] == 1 and deferred["maxRenewals"] == 1
+    sweep(functions)  # the next run takes the rest
+    assert len(standins.key_vault.certificates[later]) == 2
+
+
+def test_the_plan_names_each_case_and_its_checks(functions: dict[str, Any], standins: StandIns) -> None:
+    avx_due, _ = avx_certificate(standins, days=90, days_left=20)
+    unmanaged, _ = unmanaged_certificate(standins, days=90, days_left=60)
+    body = get_json(functions, "renewal_plan", "certificates/plan")
+    by_name = {c["name"]: c for c in body["certificates"]}
+    assert by_name[avx_due]["action"] == "renew" and "AppViewX" in by_name[avx_due]["reason"]
+    assert by_name[unmanaged]["action"] == "report" and "nobody renews it" in by_name[unmanaged]["reason"]
+    assert {c["name"]: c["ok"] for c in body["checks"]} == {
+        "appviewx-settings": True,
+        "tables": True,
+        "key-vault": True,
+    }
+    assert body["ready"] is True
+    assert Event.RENEWAL_SWEEP_COMPLETED == "RenewalSweepCompleted"
+
+
+def test_a_key_vault_event_and_the_sweep_share_one_warning_per_step(
+    functions: dict[str, Any], standins: StandIns, events: Events
+) -> None:
+    name, version = unmanaged_certificate(standins, days=90, days_left=25)
+    deliver(functions, key_vault_event(standins, name, version, expires=datetime.now(UTC) + timedelta(days=25)))
+    sweep(functions)
+    warnings = [e for e in events.named("CertificateNearExpiry") if e["certificateName"] == name]
+    assert len(warnings) == 1 and warnings[0]["ladderStep"] == 30 and warnings[0]["owner"] == "unmanaged"
