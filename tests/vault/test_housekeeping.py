@@ -124,7 +124,7 @@ def test_the_inventory_reads_last_outcome_rows_never_the_history(
     assert shown["rows-contoso-com"]["lastOutcome"] == "renewed"
     filters = [" ".join(r.query.get("$filter", [])) for r in table_proxy.requests]
     assert not any("'avx'" in f or "'rcl'" in f for f in filters), filters  # no history partition is read
-    assert table_proxy.counts()["query"] == 1
+    assert table_proxy.counts()["query"] <= 2  # the last-outcome rows, and the sweep's backoff rows (per certificate)
 
 
 def test_records_written_before_are_backfilled_once(
