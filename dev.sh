@@ -18,6 +18,8 @@ usage: bash dev.sh COMMAND [ARGS...]
   test [PYTEST ARGS]    run the test suite (what CI runs)
   lint                  ruff check and format check
   bench [ARGS]          the benchmark (figures, not pass/fail)
+  chaos [N] [STEPS]     the fault campaign over N seeds (default 10) of STEPS steps each (default 40), printing each
+                        seed's faults and invariants (CI runs a short fixed seed set in the test suite)
   help                  this text
 
 The operator CLI: .venv/bin/certrenew --help (or .venv/bin/python -m shared --help).
@@ -73,6 +75,8 @@ case "$cmd" in
   test) setup; exec .venv/bin/python -m pytest "$@" ;;
   lint) setup; .venv/bin/ruff check . && .venv/bin/ruff format --check . ;;
   bench) setup; exec .venv/bin/python -m bench "$@" ;;
+  chaos) setup; CHAOS_SEEDS=${1:-10} CHAOS_STEPS=${2:-40} exec .venv/bin/python -m pytest tests/chaos -q -s \
+      --show-capture=no -o log_cli=false "${@:3}" ;;
   setup) setup; echo "setup: done (.venv, .venv/bin/certrenew, Azurite)." ;;
   help | -h | --help) usage ;;
   *) echo "dev.sh: unknown command '$cmd'" >&2; usage >&2; exit 2 ;;

@@ -100,6 +100,7 @@ class Webhook:
                 "message": error.message,
                 "httpStatus": error.status,
                 "caller": self.pipeline.caller,
+                "pendingId": record.pending_id if record is not None else None,  # the record it failed, when written
             },
         )
         return WebhookAnswer(error.status, error.body(self.pipeline.invocation_id), avx_called)
