@@ -45,10 +45,10 @@ from tests.standins.stack import REPO_ROOT, SENTINELS, FakeContext, StandIns
 from tests.standins.tableproxy import CountingProxy
 
 # Fault kinds a defect fixed by another issue still breaks an invariant with; not injected until it is merged.
-# Issue 30: on_record failing leaves an orphan write-ahead record that completion imports as if AVX acted; AVX's 417
-# on a near-expiry renewal leaves the version claimed for good; a queue message delayed past 2 h is failed as lost;
-# one malformed open row stops every completion run.
-DEFERRED_KINDS: frozenset[str] = frozenset({"on-record-failing", "delayed-queue", "malformed-row"})
+# Issue 30 (item 4): one malformed open row makes every complete_pending run raise (TypeError comparing its dates),
+# so every other open record stays open past its deadline and renewals AVX made never reach Key Vault (seen with
+# seeds 1000, 1002 and 1004 of `CHAOS_ALL_KINDS=1 bash dev.sh chaos 5 40`). The lead empties this after issue 30.
+DEFERRED_KINDS: frozenset[str] = frozenset({"malformed-row"})
 
 FAULT_KINDS = (
     "avx-timeout",
@@ -135,6 +135,7 @@ class Campaign:
     later: list[Callable[[], None]] = field(default_factory=list)  # delayed deliveries, run in the settle phase
     items: list[AvxCertificate] = field(default_factory=list)
     answers: list[str] = field(default_factory=list)  # every answer body, for the sentinel check
+    settle_errors: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)  # the schedule: which operation, which fault, in which order
@@ -149,7 +150,7 @@ class Campaign:
         for _ in range(self.steps):
             operation = self.rng.choices(OPERATIONS, OPERATION_WEIGHTS)[0]
             fault = self.rng.choice(self.kinds) if self.rng.random() < self.fault_share else None
-            if fault in ONLY_WITH and operation != ONLY_WITH[fault] or (fault == "worker-killed" and kills <= 0):
+            if (fault in ONLY_WITH and operation != ONLY_WITH[fault]) or (fault == "worker-killed" and kills <= 0):
                 fault = None  # a fault of another path's step is not injected (nor counted)
             kills -= fault == "worker-killed"
             planned.append((operation, fault))
@@ -276,17 +277,19 @@ class Campaign:
         if queue.value is None:
             return
         message = queue.value
-        if fault == "delayed-queue":
-            self.later.append(lambda: self._deliver(message, delay_hours=3))
+        if fault == "delayed-queue":  # arrives 3 h late; the completion timer ran meanwhile
+            self.later.append(lambda: self._deliver(message, delay_hours=3, timer_between=True))
             return
         self._arm(fault)
         self._deliver(message)
         if fault == "duplicate-queue":
             self._deliver(message)
 
-    def _deliver(self, body: str, delay_hours: float = 0) -> None:
+    def _deliver(self, body: str, delay_hours: float = 0, timer_between: bool = False) -> None:
         if delay_hours:
             time_passes(delay_hours * 60)
+        if timer_between:
+            self._timer("complete_pending")
         message = func.QueueMessage(id=uuid.uuid4().hex, body=body.encode(), pop_receipt="receipt")
         try:
             self.functions["renew_queued"].get_user_function()(message, FakeContext("renew_queued"))
@@ -367,11 +370,12 @@ class Campaign:
             delivery()
         records, avx, vault = app_context.pending_store(), app_context.avx_client(), app_context.key_vault_store()
         max_days = app_context.settings().webhook.pending_max_days
-        for minutes in (20, 60, 24 * 60):  # leases run out, backoffs come due
+        for minutes in (20, 60, 24 * 60, (max_days + 1) * 24 * 60):  # leases run out, backoffs and deadlines pass
             time_passes(minutes)
-            complete_pending(records, avx, vault, max_days)
-        time_passes((max_days + 1) * 24 * 60)  # every deadline has passed
-        complete_pending(records, avx, vault, max_days)
+            try:
+                complete_pending(records, avx, vault, max_days)
+            except Exception as exc:  # reported as what it is: a completion run that could not finish
+                self.settle_errors.append(f"complete_pending raised {type(exc).__name__}")
         self._timer("complete_pending")
 
     # -- invariants ----------------------------------------------------------------------------------------------------
@@ -402,9 +406,7 @@ class Campaign:
     def _open_alerted_resource_ids(self) -> set[str]:
         pending_events = {a.get("pendingId") for n, a in self.events if n == "CertificateRenewalPending"}
         return {
-            str(r.avx_resource_id)
-            for r in app_context.pending_store().all_records()
-            if r.state in OPEN_STATES and r.pending_id in pending_events
+            str(r.avx_resource_id) for r in records_read() if r.state in OPEN_STATES and r.pending_id in pending_events
         }
 
     def _only_avx_renewals(self) -> str:
@@ -424,8 +426,8 @@ class Campaign:
 
     def _no_stuck_record(self) -> str:
         failed_events = {a.get("pendingId") for n, a in self.events if n == "CertificateRenewalFailed"}
-        wrong = []
-        for record in app_context.pending_store().all_records():
+        wrong = list(self.settle_errors)
+        for record in records_read():
             if record.state in OPEN_STATES:
                 wrong.append(f"{record.pending_id} still {record.state} ({record.reason})")
             elif record.state is RenewalState.FAILED and record.pending_id not in failed_events:
@@ -436,6 +438,21 @@ class Campaign:
         texts = [*self.answers, *(b.decode(errors="replace") for b in self.receiver.bodies())]
         leaked = [s for s in SENTINELS if any(s in t for t in texts)]
         return "held" if not leaked else f"BROKEN: {len(leaked)} sentinel(s) shown"
+
+
+def records_read() -> list[Any]:
+    """Every readable renewal record; a malformed row (one of the injected faults) is skipped, not fatal here."""
+    from shared.appviewx.records import _from_entity
+
+    found = []
+    for entity in app_context.pending_store().table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION}):
+        try:
+            record = _from_entity(entity)
+        except Exception:
+            continue
+        if isinstance(record.created_at, datetime):
+            found.append(record)
+    return found
 
 
 def renewals_of(item: AvxCertificate) -> list[AvxCertificate]:
