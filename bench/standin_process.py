@@ -56,19 +56,23 @@ def _operations(standins: Any) -> dict[str, Any]:
     def add_certificates(prefix: str, count: int) -> list[str]:
         return [standins.avx.add_certificate(f"{prefix}{i}.contoso.com").resource_id for i in range(count)]
 
-    def storm(avx_delay: float, kv_rate: int, window: float, retry_after: int) -> None:
+    def storm(avx_delay: float, kv_limit: int, window: float, retry_after: int) -> None:
         """Records cleared, AVX slow and Key Vault throttled: the conditions of a storm."""
         standins.avx.reset_records()
         standins.key_vault.reset_records()  # also lifts an earlier throttle
         with standins.key_vault.lock:
             standins.key_vault.throttled_count = 0
         standins.avx.renew_delay = avx_delay
-        standins.key_vault.throttle(kv_rate, window_seconds=window, retry_after=retry_after)
+        standins.key_vault.throttle(kv_limit, window_seconds=window, retry_after=retry_after)
+        # Key Vault parses imports side by side on its own servers; here in processes (as many as the cores), not
+        # one after another behind this interpreter's lock (KeyVaultStandIn.parse_in_processes).
+        standins.key_vault.parse_in_processes(os.cpu_count() or 1)
         for values in spent.values():
             values.clear()
 
     def calm() -> None:
         standins.key_vault.throttle(None)
+        standins.key_vault.parse_in_processes(None)
         standins.avx.renew_delay = 0.0
 
     def counts(resource_ids: list[str], names: list[str]) -> dict[str, Any]:

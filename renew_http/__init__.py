@@ -11,22 +11,27 @@ Thin: admission and its run live in `shared.appviewx.admission`, the status answ
 
 from __future__ import annotations
 
+import functools
 import logging
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 
 from renew_http.answers import answered, json_response
 from shared import context as app_context
-from shared.appviewx import admission
-from shared.appviewx.renewal_status import renewal_status
-from shared.appviewx.storing import Pipeline
 from shared.core.telemetry import invocation
+
+if TYPE_CHECKING:  # the AppViewX path (and the Azure SDK behind it) is imported by the first call, not at cold start
+    from shared.appviewx.admission import AdmissionServices
+    from shared.appviewx.storing import Pipeline
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.http")
 
 
 def _pipeline(caller: str | None, invocation_id: str | None) -> Pipeline:
+    from shared.appviewx.storing import Pipeline
+
     return Pipeline(
         avx=app_context.avx_client(),
         store=app_context.key_vault_store(),
@@ -36,13 +41,18 @@ def _pipeline(caller: str | None, invocation_id: str | None) -> Pipeline:
     )
 
 
-SERVICES = admission.AdmissionServices(  # looked up at each use: tests and the host reset the app's context
-    webhook=lambda: app_context.settings().webhook,
-    claims=lambda: app_context.idempotency_store(),
-    records=lambda: app_context.pending_store(),
-    replays=lambda: app_context.signature_replays(),
-    pipeline=_pipeline,
-)
+@functools.cache
+def services() -> AdmissionServices:
+    """Where admission reaches the app's stores, looked up at each use: tests and the host reset the app's context."""
+    from shared.appviewx.admission import AdmissionServices
+
+    return AdmissionServices(
+        webhook=lambda: app_context.settings().webhook,
+        claims=lambda: app_context.idempotency_store(),
+        records=lambda: app_context.pending_store(),
+        replays=lambda: app_context.signature_replays(),
+        pipeline=_pipeline,
+    )
 
 
 @bp.function_name("renew_http")
@@ -59,13 +69,15 @@ def renew_http(
 
 
 def _renew(req: func.HttpRequest, invocation_id: str | None, renewals: func.Out[str] | None) -> func.HttpResponse:
+    from shared.appviewx import admission
+
     request = admission.WebhookRequest(
         req.get_body() or b"", req.headers, dict(req.params), invocation_id, renewals is not None
     )
-    admitted = admission.admit(request, SERVICES)
+    admitted = admission.admit(request, services())
     if isinstance(admitted, admission.Reply):  # refused, or a repeat answered from its first answer or record
         return json_response(admitted.status, admitted.body, admitted.headers)
-    reply = admission.run_admitted(admitted, SERVICES, renewals.set if renewals is not None else None)
+    reply = admission.run_admitted(admitted, services(), renewals.set if renewals is not None else None)
     return json_response(reply.status, reply.body, reply.headers)
 
 
@@ -78,5 +90,7 @@ def renew_status(req: func.HttpRequest, context: func.Context) -> func.HttpRespo
 
 
 def _status(pending_id: str, invocation_id: str | None) -> func.HttpResponse:
-    body, headers = renewal_status(pending_id, SERVICES.records, invocation_id)
+    from shared.appviewx.renewal_status import renewal_status
+
+    body, headers = renewal_status(pending_id, services().records, invocation_id)
     return json_response(200, body, headers)

@@ -12,23 +12,19 @@ import azure.functions as func
 
 from renew_http.answers import answered, json_response
 from shared import context as app_context
-from shared.azure.keyvault import LIST_PAGE_MAX, ForeignLink
 from shared.core.errors import ApiError, Rejected, SettingsError
 from shared.core.settings import EndpointCheck
 from shared.core.telemetry import invocation
-from shared.vault.inventory import (
-    DEFAULT_PAGE_SIZE,
-    decode_continuation,
-    inventory_page,
-    rcl_managed_of,
-    with_backoff,
-)
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.inventory")
 
 
 def _page_size(raw: str | None) -> int:
+    # Imported when the inventory is first asked for (with the Key Vault SDK behind them): not at cold start.
+    from shared.azure.keyvault import LIST_PAGE_MAX
+    from shared.vault.inventory import DEFAULT_PAGE_SIZE
+
     if raw is None:
         return DEFAULT_PAGE_SIZE
     text = raw.strip()
@@ -63,6 +59,9 @@ def certificate_inventory(req: func.HttpRequest, context: func.Context) -> func.
 
 
 def _inventory(req: func.HttpRequest, invocation_id: str | None) -> func.HttpResponse:
+    from shared.azure.keyvault import ForeignLink
+    from shared.vault.inventory import decode_continuation, inventory_page, rcl_managed_of, with_backoff
+
     page_size = _page_size(req.params.get("maxResults"))
     token = req.params.get("continuation")
     next_link = decode_continuation(token) if token is not None else None

@@ -12,7 +12,6 @@ import azure.functions as func
 from renew_http.answers import answered, json_response
 from shared import context as app_context
 from shared.core.telemetry import invocation
-from shared.vault.plan_checks import plan_with_checks
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.plan")
@@ -27,6 +26,12 @@ def renewal_plan(req: func.HttpRequest, context: func.Context) -> func.HttpRespo
 
 
 def _plan(invocation_id: str | None) -> func.HttpResponse:
+    from shared.vault.plan_checks import plan_with_checks  # imported when the plan is first asked for
+
     now = datetime.now(UTC)
-    body = plan_with_checks(app_context.settings, app_context.sweep_dependencies, now)
+    body = plan_with_checks(app_context.settings, app_context.sweep_dependencies, now, _consumers)
     return json_response(200, {**body, "invocationId": invocation_id})
+
+
+def _consumers() -> dict[str, list[dict[str, object]]]:
+    return {name: known.consumers for name, known in app_context.known_consumers().items()}

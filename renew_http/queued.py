@@ -11,21 +11,25 @@ Thin: the runs live in `shared.appviewx.queued`, the message format in `shared.a
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 
 from shared import context as app_context
-from shared.appviewx.queue_message import BadQueueMessage, read_queue_message
-from shared.appviewx.queued import QueuedOutcome, renew_queued, settle_poisoned
-from shared.appviewx.storing import Pipeline
 from shared.core import redaction
 from shared.core.telemetry import invocation
+
+if TYPE_CHECKING:  # the AppViewX path (and the Azure SDK behind it) is imported by the first message, not at cold start
+    from shared.appviewx.queued import QueuedOutcome
+    from shared.appviewx.storing import Pipeline
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.queue")
 
 
 def _pipeline(invocation_id: str | None) -> Pipeline:
+    from shared.appviewx.storing import Pipeline
+
     return Pipeline(
         avx=app_context.avx_client(),
         store=app_context.key_vault_store(),
@@ -42,6 +46,9 @@ def _log_outcome(outcome: QueuedOutcome) -> None:
 @bp.function_name("renew_queued")
 @bp.queue_trigger(arg_name="msg", queue_name="%RENEWAL_QUEUE%", connection="AzureWebJobsStorage")
 def renew_queued_message(msg: func.QueueMessage, context: func.Context) -> None:
+    from shared.appviewx.queue_message import BadQueueMessage, read_queue_message
+    from shared.appviewx.queued import renew_queued
+
     invocation_id = getattr(context, "invocation_id", None)
     with invocation(invocation_id, context):
         try:
@@ -52,12 +59,17 @@ def renew_queued_message(msg: func.QueueMessage, context: func.Context) -> None:
             return
         redaction.register_secret(queued.command.avx.password)  # the one-time password of this delivery
         # RetryQueued and StateStoreError propagate: the host retries the message with its backoff (host.json).
-        _log_outcome(renew_queued(queued.pending_id, queued.command, _pipeline(invocation_id)))
+        expires = getattr(msg, "expiration_time", None)  # the queue's own expiry of this message
+        outcome = renew_queued(queued.pending_id, queued.command, _pipeline(invocation_id), message_expires_at=expires)
+        _log_outcome(outcome)
 
 
 @bp.function_name("renew_queued_poison")
 @bp.queue_trigger(arg_name="msg", queue_name="%RENEWAL_QUEUE%-poison", connection="AzureWebJobsStorage")
 def renew_queued_poison(msg: func.QueueMessage, context: func.Context) -> None:
+    from shared.appviewx.queue_message import BadQueueMessage, read_queue_message
+    from shared.appviewx.queued import settle_poisoned
+
     invocation_id = getattr(context, "invocation_id", None)
     with invocation(invocation_id, context):
         try:

@@ -12,9 +12,6 @@ import azure.functions as func
 from shared import context as app_context
 from shared.core.errors import CertRenewError
 from shared.core.telemetry import invocation
-from shared.notify.install import flush_notification_digest
-from shared.rcl.runs import run_renewal
-from shared.rcl.verification import run_verification
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.timer")
@@ -42,6 +39,8 @@ def scheduled_run(
             log_failure(logger, name, exc)
             raise
         finally:
+            from shared.notify.install import flush_notification_digest  # not at cold start
+
             flush_notification_digest()  # a finished notification-budget window's digest, when one is due
 
 
@@ -57,6 +56,8 @@ def log_failure(logger: logging.Logger, name: str, exc: Exception) -> None:
 @bp.timer_trigger(arg_name="timer", schedule="%RCL_RENEWAL_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def renew_timer(timer: func.TimerRequest, context: func.Context) -> None:
     def work(invocation_id: str | None, late: bool) -> None:
+        from shared.rcl.runs import run_renewal  # imported when the timer fires: a cold start does not pay for it
+
         log.info(run_renewal(app_context.rcl_dependencies, invocation_id, late=late).line())
 
     scheduled_run("renew_timer", timer, context, log, work)
@@ -66,6 +67,8 @@ def renew_timer(timer: func.TimerRequest, context: func.Context) -> None:
 @bp.timer_trigger(arg_name="timer", schedule="%RCL_VERIFY_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def verify_renewals(timer: func.TimerRequest, context: func.Context) -> None:
     def work(invocation_id: str | None, late: bool) -> None:
+        from shared.rcl.verification import run_verification
+
         summary = run_verification(app_context.rcl_dependencies, invocation_id, late=late)
         log.info(summary.line() + (" (run was late)" if late else ""))
 

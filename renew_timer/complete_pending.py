@@ -10,9 +10,6 @@ import azure.functions as func
 
 from renew_timer import scheduled_run
 from shared import context as app_context
-from shared.appviewx.completion import complete_pending as run_completion
-from shared.core.errors import CertRenewError
-from shared.vault.housekeeping import HousekeepingStores, tidy
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.pending")
@@ -29,6 +26,8 @@ def complete_pending(timer: func.TimerRequest, context: func.Context) -> None:
 
 
 def _complete() -> None:
+    from shared.appviewx.completion import complete_pending as run_completion  # imported when the timer fires
+
     summary = run_completion(
         app_context.pending_store(),
         app_context.avx_client(),
@@ -45,6 +44,9 @@ def _complete() -> None:
 
 
 def _housekeeping() -> None:
+    from shared.core.errors import CertRenewError
+    from shared.vault.housekeeping import HousekeepingStores, tidy  # imported when the timer fires
+
     try:
         stores = HousekeepingStores(
             records=app_context.pending_store(),

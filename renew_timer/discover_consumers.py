@@ -10,7 +10,6 @@ import azure.functions as func
 
 from renew_timer import scheduled_run
 from shared import context as app_context
-from shared.consumers.run import discover_consumers as run_discovery
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.consumers")
@@ -23,5 +22,7 @@ def discover_consumers(timer: func.TimerRequest, context: func.Context) -> None:
 
 
 def _discover() -> None:
+    from shared.consumers.run import discover_consumers as run_discovery  # imported when the timer fires
+
     summary = run_discovery(app_context.discovery_dependencies())  # a settings problem fails the invocation, named
     log.info("\n".join(summary.lines()))

@@ -12,7 +12,6 @@ from renew_timer import log_failure
 from shared import context as app_context
 from shared.core.errors import CertRenewError
 from shared.core.telemetry import invocation
-from shared.vault.events import RetryLater, handle_event
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.keyvault-events")
@@ -21,6 +20,8 @@ log = logging.getLogger("certrenew.keyvault-events")
 @bp.function_name("keyvault_events")
 @bp.event_grid_trigger(arg_name="event")
 def keyvault_events(event: func.EventGridEvent, context: func.Context) -> None:
+    from shared.vault.events import RetryLater, handle_event  # imported when an event comes, not at cold start
+
     invocation_id = getattr(context, "invocation_id", None)
     with invocation(invocation_id, context):
         try:

@@ -10,7 +10,6 @@ import azure.functions as func
 
 from renew_timer import scheduled_run
 from shared import context as app_context
-from shared.vault.sweep import run_sweep
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.sweep")
@@ -20,6 +19,8 @@ log = logging.getLogger("certrenew.sweep")
 @bp.timer_trigger(arg_name="timer", schedule="%RENEWAL_SWEEP_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def plan_renewals(timer: func.TimerRequest, context: func.Context) -> None:
     def work(invocation_id: str | None, _late: bool) -> None:
+        from shared.vault.sweep import run_sweep  # imported when the timer fires, not at cold start
+
         summary = run_sweep(app_context.sweep_dependencies(), invocation_id)
         log.info(summary.line())
         for failure in summary.failures:

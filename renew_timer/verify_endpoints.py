@@ -10,8 +10,6 @@ import azure.functions as func
 
 from renew_timer import scheduled_run
 from shared import context as app_context
-from shared.consumers.store import with_discovered
-from shared.endpoints.run import check_endpoints
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.endpoints")
@@ -24,6 +22,9 @@ def verify_endpoints(timer: func.TimerRequest, context: func.Context) -> None:
 
 
 def _check() -> None:
+    from shared.consumers.store import with_discovered  # imported when the timer fires
+    from shared.endpoints.run import check_endpoints
+
     listed = app_context.settings().endpoint_checks.endpoints  # a settings problem fails the invocation, named
     # Beside the hand-listed endpoints: the host names discover_consumers found (none while discovery is off).
     endpoints = with_discovered(listed, app_context.known_consumers())

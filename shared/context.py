@@ -8,31 +8,31 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from azure.core.credentials import TokenCredential
-
-from shared.appviewx.client import AvxClient
-from shared.appviewx.records import PendingStore
-from shared.azure import identity
-from shared.azure.keyvault import KeyVaultStore
-from shared.azure.last_outcomes import LastOutcomes
-from shared.azure.resourcegraph import ResourceGraph
-from shared.azure.tables import open_table
-from shared.consumers.run import DiscoveryDependencies
-from shared.consumers.store import ConsumerStore, KnownConsumers
 from shared.core.errors import CertRenewError
 from shared.core.settings import Settings, load_settings, reset_settings
-from shared.rcl.client import RclClient
-from shared.rcl.run_calls import RclDependencies
-from shared.rcl.state import RenewalStateStore
-from shared.security.idempotency import IdempotencyStore
-from shared.security.replay import SignatureReplayStore
-from shared.vault.event_claims import EventClaims
-from shared.vault.events import EventDependencies
-from shared.vault.renewal_failures import RenewalFailureStore
-from shared.vault.renewal_plan import RenewalWindow
-from shared.vault.sweep import SweepDependencies
+
+if TYPE_CHECKING:  # the clients' modules (and the Azure SDK behind them) are imported when a client is first made:
+    # importing the app (a cold start) pays for none of them, each function's first call for what it uses
+    from azure.core.credentials import TokenCredential
+
+    from shared.appviewx.client import AvxClient
+    from shared.appviewx.records import PendingStore
+    from shared.azure.keyvault import KeyVaultStore
+    from shared.azure.last_outcomes import LastOutcomes
+    from shared.azure.resourcegraph import ResourceGraph
+    from shared.consumers.run import DiscoveryDependencies
+    from shared.consumers.store import ConsumerStore, KnownConsumers
+    from shared.rcl.client import RclClient
+    from shared.rcl.run_calls import RclDependencies
+    from shared.rcl.state import RenewalStateStore
+    from shared.security.idempotency import IdempotencyStore
+    from shared.security.replay import SignatureReplayStore
+    from shared.vault.event_claims import EventClaims
+    from shared.vault.events import EventDependencies
+    from shared.vault.renewal_failures import RenewalFailureStore
+    from shared.vault.sweep import SweepDependencies
 
 log = logging.getLogger("certrenew.consumers")
 _lock = threading.RLock()
@@ -54,28 +54,43 @@ def _cached(name: str, build: Any) -> Any:
 
 
 def avx_client() -> AvxClient:
-    return _cached("avx", lambda: AvxClient(settings().avx))
+    def build() -> AvxClient:
+        from shared.appviewx.client import AvxClient
+        from shared.core.outbound import new_session
+
+        s = settings()
+        return AvxClient(s.avx, new_session(s.worker.pool_size))
+
+    return _cached("avx", build)
 
 
 def key_vault_store() -> KeyVaultStore:
     def build() -> KeyVaultStore:
+        from shared.azure import identity
+        from shared.azure.keyvault import KeyVaultStore
+
         s = settings()
-        return KeyVaultStore(s.key_vault, identity.managed_identity(s.identity))
+        return KeyVaultStore(s.key_vault, identity.managed_identity(s.identity), pool_size=s.worker.pool_size)
 
     return _cached("keyvault", build)
 
 
 def _table(setting: str) -> Any:
+    from shared.azure import identity
+    from shared.azure.tables import open_table
+
     s = settings()
     storage = s.storage
     name = getattr(storage, setting)
     credential = None if storage.connection_string else identity.managed_identity(s.identity)
-    return open_table(storage, name, credential)
+    return open_table(storage, name, credential, s.worker.pool_size)
 
 
 def last_outcomes() -> LastOutcomes:
     """Each certificate's last renewal outcome in the app's vault (rows in the pending table; the inventory reads
     them, both renewal paths write them)."""
+    from shared.azure.last_outcomes import LastOutcomes
+
     return _cached("outcomes", lambda: LastOutcomes(_table("pending_table"), settings().key_vault.url))
 
 
@@ -88,24 +103,34 @@ def _outcomes_or_none() -> LastOutcomes | None:
 
 
 def pending_store() -> PendingStore:
+    from shared.appviewx.records import PendingStore
+
     return _cached("pending", lambda: PendingStore(_table("pending_table"), _outcomes_or_none()))
 
 
 def idempotency_store() -> IdempotencyStore:
+    from shared.security.idempotency import IdempotencyStore
+
     return _cached("idempotency", lambda: IdempotencyStore(_table("idempotency_table")))
 
 
 def signature_replays() -> SignatureReplayStore:
+    from shared.security.replay import SignatureReplayStore
+
     return _cached("signatures", lambda: SignatureReplayStore(_table("idempotency_table")))
 
 
 def event_claims() -> EventClaims:
     """Key Vault event claims, in the idempotency table (partitions apart from the webhook's keys)."""
+    from shared.vault.event_claims import EventClaims
+
     return _cached("eventclaims", lambda: EventClaims(_table("idempotency_table")))
 
 
 def renewal_failures() -> RenewalFailureStore:
     """Each certificate's failed renewals in a row (the renewal backoff), in the idempotency table."""
+    from shared.vault.renewal_failures import RenewalFailureStore
+
     return _cached(
         "renewalfailures", lambda: RenewalFailureStore(_table("idempotency_table"), settings().key_vault.url)
     )
@@ -119,6 +144,8 @@ def rcl_certificate_names() -> list[str]:
 def event_dependencies() -> EventDependencies:
     """What renewing or reporting a Key Vault certificate version needs (the event path, the sweep, the CLI); AVX
     and the records are made only when a renewal is due."""
+    from shared.vault.events import EventDependencies
+
     return EventDependencies(
         vault_url=settings().key_vault.url,
         store=key_vault_store(),
@@ -131,6 +158,9 @@ def event_dependencies() -> EventDependencies:
 
 
 def sweep_dependencies() -> SweepDependencies:
+    from shared.vault.renewal_plan import RenewalWindow
+    from shared.vault.sweep import SweepDependencies
+
     sweep = settings().sweep  # validated first: a settings problem is named before anything is opened
     return SweepDependencies(
         events=event_dependencies(),
@@ -141,6 +171,9 @@ def sweep_dependencies() -> SweepDependencies:
 
 def resource_graph() -> ResourceGraph:
     def build() -> ResourceGraph:
+        from shared.azure import identity
+        from shared.azure.resourcegraph import ResourceGraph
+
         s = settings()
         return ResourceGraph(s.consumers, identity.managed_identity(s.identity))
 
@@ -148,6 +181,8 @@ def resource_graph() -> ResourceGraph:
 
 
 def consumer_store() -> ConsumerStore:
+    from shared.consumers.store import ConsumerStore
+
     return _cached("consumers", lambda: ConsumerStore(_table("consumer_table")))
 
 
@@ -164,6 +199,8 @@ def known_consumers() -> dict[str, KnownConsumers]:
 
 
 def discovery_dependencies(*, save: bool = True) -> DiscoveryDependencies:
+    from shared.consumers.run import DiscoveryDependencies
+
     s = settings()
     consumers = s.consumers  # validated first: a settings problem is named before anything is opened
     return DiscoveryDependencies(
@@ -176,22 +213,31 @@ def discovery_dependencies(*, save: bool = True) -> DiscoveryDependencies:
 
 
 def rcl_client() -> RclClient:
+    from shared.rcl.client import RclClient
+
     return _cached("rcl", lambda: RclClient(settings().rcl))
 
 
 def renewal_state() -> RenewalStateStore:
+    from shared.rcl.state import RenewalStateStore
+
     return _cached("renewalstate", lambda: RenewalStateStore(_table("renewal_table"), _outcomes_or_none()))
 
 
 def rcl_credential() -> TokenCredential:
     """RCL's bearer: the app registration's client credentials when all three RCL_CLIENT_* settings are given,
     otherwise the managed identity (its client id registered in the RCL portal)."""
+    from shared.azure import identity
+
     s = settings()
     credentials = s.rcl.client_credentials
     return identity.client_credentials(credentials) if credentials else identity.managed_identity(s.identity)
 
 
 def rcl_dependencies() -> RclDependencies:
+    from shared.azure import identity
+    from shared.rcl.run_calls import RclDependencies
+
     s = settings()
     rcl_settings = s.rcl  # validated first: a settings problem is named before anything is opened
     return RclDependencies(
@@ -212,5 +258,7 @@ def reset() -> None:
             if close:
                 close()
         _clients.clear()
+    from shared.azure import identity
+
     identity.reset_credentials()
     reset_settings()

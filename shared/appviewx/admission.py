@@ -20,7 +20,7 @@ from shared.appviewx.queued import accept_queued
 from shared.appviewx.records import PendingStore
 from shared.appviewx.storing import Pipeline
 from shared.appviewx.validation import RenewCommand, check_body_size, parse_renew_request, unstorable
-from shared.appviewx.webhook_renewal import WebhookAnswer, pending_answer, renew_and_store
+from shared.appviewx.webhook_renewal import WebhookAnswer, pending_answer, renew_and_store, tie_to_caller
 from shared.core import redaction
 from shared.core.errors import ApiError, Rejected
 from shared.core.settings import WebhookSettings
@@ -237,8 +237,7 @@ def _accept_async(
     # (this invocation dies after answering, or its completion is lost), a retry after the claim went stale replays
     # this 202 from the record instead of queueing the renewal again. Should the invocation die before its message
     # is written, the record ends failed QUEUE_MESSAGE_LOST (visible on the status route): never renewed twice.
-    if on_record is not None:
-        on_record(record.pending_id)
+    tie_to_caller(record, pipeline, on_record)  # failing: the record ends NOT_SENT, nothing is queued
     enqueue(queue_message.queue_message(record.pending_id, command))
     log.info("Renewal %s accepted and queued", record.pending_id)
     body = accepted_body(record.pending_id, invocation_id)

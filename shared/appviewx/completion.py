@@ -5,17 +5,19 @@ records are claimed with an ETag-conditional lease."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from shared.appviewx.client import AvxCertificateRecord, AvxClient
-from shared.appviewx.records import PendingRecord, PendingStore, RenewalState
+from shared.appviewx.records import NOT_SENT, QUEUED_HOLD, PendingRecord, PendingStore, RenewalState
 from shared.appviewx.renewal_finder import RenewalNotFound, find_renewed
 from shared.appviewx.storing import (
     AvxMaterial,
     NotStored,
     Outcome,
     Pipeline,
+    save_settled,
     settle_not_stored,
     store_avx_result,
 )
@@ -25,7 +27,9 @@ from shared.core.certificates import (
     Storage,
     generate_password,
 )
-from shared.core.errors import CertRenewError
+from shared.core.errors import CertRenewError, StateStoreError
+from shared.core.events import Event, Source
+from shared.core.telemetry import emit_event
 
 log = logging.getLogger("certrenew.appviewx")
 
@@ -47,14 +51,13 @@ def download_renewed(record: PendingRecord, found: AvxCertificateRecord, avx: Av
 def complete_record(record: PendingRecord, pipeline: Pipeline, max_days: float, now: datetime | None = None) -> Outcome:
     """One try at a claimed open record: find, download, store; the record is settled either way."""
     now = now or datetime.now(UTC)
-    if record.is_queued:  # its queue message was never processed within the hold; AVX was never called
-        lost = NotStored(
-            "QUEUE_MESSAGE_LOST",
-            "The renewal's queue message was never processed; AppViewX was not called and nothing was renewed.",
-            permanent=True,
-            remediation="Send the renewal again (with a new Idempotency-Key).",
-        )
-        return settle_not_stored(record, lost, pipeline, now=now)
+    if record.is_queued:
+        return _settle_queued(record, pipeline, now)
+    if record.never_sent:  # AVX was never called for it: nothing to search for, nothing renewed
+        why = "it was never marked sent to AppViewX (its run ended before the AppViewX call)"
+        updated = save_settled(pipeline, record.failed(NOT_SENT, why, now))
+        log.warning("Renewal record %s ends %s: %s", record.pending_id, NOT_SENT, why)
+        return Outcome(RenewalState.FAILED, updated, code=NOT_SENT, message=why)
     try:
         # Under whichever record AVX filed the renewal (a new one); `record` learns what it replaces meanwhile.
         found, record = find_renewed(record, pipeline.avx)
@@ -68,49 +71,103 @@ def complete_record(record: PendingRecord, pipeline: Pipeline, max_days: float, 
     return store_avx_result(record, material, pipeline, max_days=max_days, now=now)
 
 
+def _settle_queued(record: PendingRecord, pipeline: Pipeline, now: datetime) -> Outcome:
+    """A queued record the queue function has not taken: lost only once its message can no longer arrive (the
+    queue's own expiry); until then it waits for its (late) message, looked at again after the hold."""
+    if not record.queue_message_gone(now):
+        waiting = replace(record, next_attempt_at=now + QUEUED_HOLD, lease_until=None)
+        return Outcome(RenewalState.ACCEPTED, save_settled(pipeline, waiting))
+    lost = NotStored(
+        "QUEUE_MESSAGE_LOST",
+        "The renewal's queue message expired without being processed; AppViewX was not called and nothing was renewed.",
+        permanent=True,
+        remediation="Send the renewal again (with a new Idempotency-Key).",
+    )
+    return settle_not_stored(record, lost, pipeline, now=now)
+
+
 @dataclass
 class CompletionSummary:
     completed: list[str] = field(default_factory=list)
     retried: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # held or changed by another run
+    skipped: list[str] = field(default_factory=list)  # held or changed by another run, or its claim failed
+    unreadable: list[str] = field(default_factory=list)  # rows reported as unreadable in this pass
 
 
 def complete_pending(
     records: PendingStore, avx: AvxClient, store: KeyVaultStore, max_days: float, now: datetime | None = None
 ) -> CompletionSummary:
-    """One pass over the open records that are due: each is claimed (ETag-conditional lease) before any work, so
-    concurrent runs never download or import the same record twice."""
-    now = now or datetime.now(UTC)
+    """One pass over the open records that are due: each is claimed (ETag-conditional lease, stamped at claim time)
+    before any work, so concurrent runs never download or import the same record twice. An unreadable row is
+    reported once and skipped; a claim that fails skips its record, never the run."""
+    started = datetime.now(UTC)
+    now = now or started
+    clock = _run_clock(now, started)
     pipeline = Pipeline(avx=avx, store=store, records=records)
     summary = CompletionSummary()
-    for candidate in records.due(now):
-        record = records.claim(candidate, pipeline.owner, now)
+    rows = records.open_rows(now)
+    for row_key in rows.unreported:
+        _report_unreadable(records, row_key, now, summary)
+    for candidate in rows.due:
+        claimed_at = clock()
+        try:
+            record = records.claim(candidate, pipeline.owner, claimed_at)
+        except StateStoreError as exc:
+            log.warning("Renewal %s could not be claimed (%s); tried again next run", candidate.pending_id, exc)
+            record = None
         if record is None:
             summary.skipped.append(candidate.pending_id)
             continue
-        try:
-            outcome = complete_record(record, pipeline, max_days, now)
-        except Exception as exc:  # one bad record (a bug, garbage upstream) never stops the run: back it off
-            log.exception("Unexpected failure completing renewal %s; it is tried again later", record.pending_id)
-            problem = NotStored("COMPLETION_UNEXPECTED", f"unexpected {type(exc).__name__} while completing")
-            try:
-                outcome = settle_not_stored(record, problem, pipeline, max_days=max_days, now=now)
-            except Exception:  # its lease expiry hands it on
-                log.exception("Renewal %s could not be backed off", record.pending_id)
-                summary.retried.append(record.pending_id)
-                continue
-        if outcome.state is RenewalState.RENEWED:
-            summary.completed.append(record.pending_id)
-        elif outcome.state is RenewalState.FAILED:
-            summary.failed.append(record.pending_id)
-        elif outcome.state is RenewalState.PENDING:
-            summary.retried.append(record.pending_id)
-            log.warning(
-                "Pending renewal %s not completed (try %d, next %s): %s",
-                record.pending_id,
-                outcome.record.attempts,
-                outcome.record.next_attempt_at.isoformat(),
-                outcome.message,
-            )
+        _tally(summary, record, _complete_one(record, pipeline, max_days, now))  # backoff from the run's time
     return summary
+
+
+def _run_clock(now: datetime, started: datetime) -> Callable[[], datetime]:
+    """The time of this run's frame: `now` at its start, moving on with the wall clock (a run told another `now`
+    stamps leases at its own claim times, not at its start)."""
+    offset = now - started
+    return lambda: datetime.now(UTC) + offset
+
+
+def _report_unreadable(records: PendingStore, row_key: str, now: datetime, summary: CompletionSummary) -> None:
+    emit_event(
+        Event.RECORD_UNREADABLE,
+        {"source": Source.APPVIEWX, "pendingId": row_key, "message": "the renewal record cannot be read; skipped"},
+    )
+    summary.unreadable.append(row_key)
+    try:
+        records.mark_reported(row_key, now)
+    except StateStoreError as exc:  # reported again next run: better than never
+        log.warning("Unreadable renewal record %s could not be marked reported: %s", row_key, exc)
+
+
+def _complete_one(record: PendingRecord, pipeline: Pipeline, max_days: float, now: datetime) -> Outcome | None:
+    try:
+        return complete_record(record, pipeline, max_days, now)
+    except Exception as exc:  # one bad record (a bug, garbage upstream) never stops the run: back it off
+        log.exception("Unexpected failure completing renewal %s; it is tried again later", record.pending_id)
+        problem = NotStored("COMPLETION_UNEXPECTED", f"unexpected {type(exc).__name__} while completing")
+        try:
+            return settle_not_stored(record, problem, pipeline, max_days=max_days, now=now)
+        except Exception:  # its lease expiry hands it on
+            log.exception("Renewal %s could not be backed off", record.pending_id)
+            return None
+
+
+def _tally(summary: CompletionSummary, record: PendingRecord, outcome: Outcome | None) -> None:
+    if outcome is None:
+        summary.retried.append(record.pending_id)
+    elif outcome.state is RenewalState.RENEWED:
+        summary.completed.append(record.pending_id)
+    elif outcome.state is RenewalState.FAILED:
+        summary.failed.append(record.pending_id)
+    elif outcome.state is RenewalState.PENDING:
+        summary.retried.append(record.pending_id)
+        log.warning(
+            "Pending renewal %s not completed (try %d, next %s): %s",
+            record.pending_id,
+            outcome.record.attempts,
+            outcome.record.next_attempt_at.isoformat(),
+            outcome.message,
+        )

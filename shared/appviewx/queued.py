@@ -5,7 +5,7 @@ steps, and the poison handler that settles a message the host gave up on."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -71,12 +71,16 @@ def _requeue(record: PendingRecord, code: str, message: str, pipeline: Pipeline)
     return RetryQueued(code, message)
 
 
-def renew_queued(pending_id: str, command: RenewCommand, pipeline: Pipeline) -> QueuedOutcome:
+def renew_queued(
+    pending_id: str, command: RenewCommand, pipeline: Pipeline, *, message_expires_at: datetime | None = None
+) -> QueuedOutcome:
     """One delivery of a queued renewal: the same checks, AVX call and Key Vault pipeline as the webhook.
 
     The record is claimed first (ETag-conditional lease), so a message delivered twice, or to two instances at once,
     renews once; a record no longer queued is never renewed again. Raises RetryQueued (the queue retries) for a
-    failure that provably came before AVX acted; StateStoreError when the table is unreachable."""
+    failure that provably came before AVX acted; StateStoreError when the table is unreachable. A late message is
+    honoured while its record is queued; `message_expires_at` (the queue's own expiry of this message) is kept on the
+    record for the lost-message rule."""
     records = pipeline.records
     record = records.get(pending_id)
     if record is None:
@@ -97,6 +101,8 @@ def renew_queued(pending_id: str, command: RenewCommand, pipeline: Pipeline) -> 
             record.reason,
         )
         return QueuedOutcome(SKIPPED, pending_id, record.reason, f"record is {record.state}")
+    if message_expires_at is not None:  # saved with the record's next write (requeued, or sent to AVX)
+        claimed = replace(claimed, queue_expires_at=message_expires_at)
     hook = Webhook(command, pipeline)
     rejection = prepare(command, pipeline)
     if rejection is not None:

@@ -15,12 +15,18 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
+from shared.appviewx.record_fields import (  # re-exported: the record's states live beside its field checks
+    LEGACY_STATES,
+    OPEN_STATES,
+    RenewalState,
+    UnreadableRecord,
+    checked_field,
+)
 from shared.azure.last_outcomes import LastOutcome, LastOutcomes
 from shared.azure.tables import delete_where, storage_failure, update_mode
 from shared.core.errors import StateStoreError
@@ -38,33 +44,20 @@ MAX_RETRY = timedelta(hours=24)
 LEASE = timedelta(minutes=15)
 
 
-class RenewalState(StrEnum):
-    """A renewal record's `state`, stored as its value."""
-
-    ACCEPTED = "accepted"  # written before AVX was called; AVX may be acting
-    PENDING = "pending"  # AVX renewed or may have; not in Key Vault yet
-    RENEWED = "renewed"  # stored in Key Vault
-    FAILED = "failed"  # for good, with its reason
-
-    @classmethod
-    def stored(cls, value: object) -> RenewalState:
-        """The state a row holds; rows of older versions say `completed` for renewed."""
-        text = str(value or "")
-        try:
-            return cls(LEGACY_STATES.get(text, text))
-        except ValueError:
-            raise StateStoreError(f"A renewal record has an unknown state {text[:40]!r}") from None
-
-
-OPEN_STATES = frozenset({RenewalState.ACCEPTED, RenewalState.PENDING})
-LEGACY_STATES = {"completed": RenewalState.RENEWED.value}
-
 GAVE_UP = "PENDING_GAVE_UP"
+# A write-ahead record whose renewal never reached AVX (tying it to its caller failed, or the process died before
+# the save that marks it sent): it ends failed with this reason, is never searched for in AVX and alerts nobody.
+NOT_SENT = "NOT_SENT"
 # An `accepted` record whose renewal waits on the renewal queue: AVX has not been called for it. Only the queue
-# function claims it (`claim_queued`); the timer leaves it alone until QUEUED_HOLD has passed, and then (the message
-# was lost) ends it failed — AVX was never called, so nothing can have been renewed.
+# function claims it (`claim_queued`); the timer looks at it again after QUEUED_HOLD and ends it failed
+# (QUEUE_MESSAGE_LOST) only once its message can no longer arrive: past the message's expiry as the queue reported it
+# on a delivery (`queue_expires_at`), else past the queue's default time-to-live from the record's creation. Never on
+# age alone while the message may still be delivered (a late message is honoured: the record says what to do).
 QUEUED = "QUEUED"
 QUEUED_HOLD = timedelta(hours=2)
+# Azure Queue Storage's default message time-to-live (Put Message `messagettl`; the output binding sets none): after
+# it the queue deletes the message, so it can no longer arrive.
+QUEUE_MESSAGE_TTL = timedelta(days=7)
 
 
 class RecordTaken(Exception):
@@ -115,6 +108,11 @@ class PendingRecord:
     idempotency_scope: str | None = None  # digest of the caller's Idempotency-Key, when one was given
     lease_owner: str | None = None
     lease_until: datetime | None = None
+    # False from the write-ahead until the save that precedes the AVX call (True): a record never marked sent never
+    # reached AVX. None on rows older versions wrote: they may have, and are completed as before.
+    sent_to_avx: bool | None = None
+    # The queue message's expiry as the queue reported it on a delivery (its own fact, for the lost-message rule).
+    queue_expires_at: datetime | None = None
     etag: str | None = field(default=None, compare=False, repr=False)  # of the row as read; never stored
 
     @classmethod
@@ -127,14 +125,21 @@ class PendingRecord:
     def accepted(cls, now: datetime, owner: str, **fields: Any) -> PendingRecord:
         """The write-ahead record, leased by the invocation about to call AVX."""
         return cls.new(
-            now, state=RenewalState.ACCEPTED, reason="ACCEPTED", lease_owner=owner, lease_until=now + LEASE, **fields
+            now,
+            state=RenewalState.ACCEPTED,
+            reason="ACCEPTED",
+            lease_owner=owner,
+            lease_until=now + LEASE,
+            sent_to_avx=False,
+            **fields,
         )
 
     @classmethod
     def queued(cls, now: datetime, **fields: Any) -> PendingRecord:
         """The record of an asynchronous renewal, written before its queue message; nobody holds it yet."""
         return replace(
-            cls.new(now, state=RenewalState.ACCEPTED, reason=QUEUED, **fields), next_attempt_at=now + QUEUED_HOLD
+            cls.new(now, state=RenewalState.ACCEPTED, reason=QUEUED, sent_to_avx=False, **fields),
+            next_attempt_at=now + QUEUED_HOLD,
         )
 
     @property
@@ -142,15 +147,34 @@ class PendingRecord:
         """Waiting on the renewal queue: AVX has not been called for it."""
         return self.state is RenewalState.ACCEPTED and self.reason == QUEUED
 
+    @property
+    def never_sent(self) -> bool:
+        """A write-ahead record that was never marked sent: AVX was never called for it (nothing to search for)."""
+        return self.state is RenewalState.ACCEPTED and self.sent_to_avx is False and not self.is_queued
+
+    def queue_message_gone(self, now: datetime) -> bool:
+        """The queued record's message can no longer arrive: past its expiry (as a delivery reported it, else the
+        queue's default time-to-live from the record's creation)."""
+        return now >= (self.queue_expires_at or self.created_at + QUEUE_MESSAGE_TTL)
+
+    def sending(self) -> PendingRecord:
+        """Marked sent to AVX: saved right before the AVX call, so a record without the mark never reached AVX."""
+        return replace(self, sent_to_avx=True)
+
     def calling_avx(self, now: datetime, **fields: Any) -> PendingRecord:
-        """A queued record about to be sent to AVX: from here on it is an ordinary write-ahead record (the timer
-        completes it once its lease runs out, never renewing again)."""
-        return replace(self, reason="ACCEPTED", next_attempt_at=now, **fields)
+        """A queued record about to be sent to AVX (marked sent in the save that precedes the call): from here on
+        it is an ordinary write-ahead record (the timer completes it once its lease runs out, never renewing again)."""
+        return replace(self, reason="ACCEPTED", next_attempt_at=now, sent_to_avx=True, **fields)
 
     def requeued(self, error: str, now: datetime) -> PendingRecord:
         """Back on the queue after a failure that provably came before AVX acted (the queue retries it)."""
         return replace(
-            self, reason=QUEUED, last_error=_short(error), lease_until=None, next_attempt_at=now + QUEUED_HOLD
+            self,
+            reason=QUEUED,
+            last_error=_short(error),
+            lease_until=None,
+            next_attempt_at=now + QUEUED_HOLD,
+            sent_to_avx=False,
         )
 
     def claimed(self, owner: str, now: datetime) -> PendingRecord:
@@ -237,27 +261,46 @@ def _to_entity(record: PendingRecord) -> dict[str, Any]:
 
 
 def _from_entity(entity: Any) -> PendingRecord:
-    fields = {k: entity.get(k) for k in PendingRecord.__dataclass_fields__ if k not in ("pending_id", "etag")}
-    for key in ("created_at", "next_attempt_at", "completed_at", "lease_until"):
-        value = fields.get(key)
-        if isinstance(value, datetime) and value.tzinfo is None:
-            fields[key] = value.replace(tzinfo=UTC)
-    fields["attempts"] = int(fields.get("attempts") or 0)
-    fields["state"] = RenewalState.stored(fields.get("state"))
+    """The record a row holds (UnreadableRecord, a StateStoreError, when a field has the wrong type)."""
+    fields = {
+        k: checked_field(k, entity.get(k))
+        for k in PendingRecord.__dataclass_fields__
+        if k not in ("pending_id", "etag")
+    }
+    if not isinstance(fields["storage"], str) or not isinstance(fields["reason"], str):
+        raise UnreadableRecord("A renewal record has no storage or reason")
     metadata = getattr(entity, "metadata", None) or {}
-    return PendingRecord(pending_id=entity["RowKey"], etag=metadata.get("etag"), **fields)  # type: ignore[arg-type]
+    return PendingRecord(pending_id=str(entity["RowKey"]), etag=metadata.get("etag"), **fields)  # type: ignore[arg-type]
 
 
 def readable(entities: list[dict[str, Any]]) -> list[PendingRecord]:
     """The rows that read as records; one row no version of the app wrote (an unknown state) is skipped with a
     warning, so it cannot hide every other record from the status table or the inventory."""
-    records = []
+    return read_rows(entities)[0]
+
+
+def read_rows(entities: list[dict[str, Any]]) -> tuple[list[PendingRecord], list[str]]:
+    """The rows that read as records, and the keys of those that do not (each logged with why)."""
+    records, unreadable = [], []
     for entity in entities:
         try:
             records.append(_from_entity(entity))
         except StateStoreError as exc:
             log.warning("Renewal record %s skipped: %s", str(entity.get("RowKey"))[:40], exc.message)
-    return records
+            unreadable.append(str(entity.get("RowKey"))[:64])
+    return records, unreadable
+
+
+@dataclass(frozen=True)
+class OpenRows:
+    """The open rows of one completion pass: the records due, and the unreadable rows not reported yet."""
+
+    due: list[PendingRecord]
+    unreported: list[str]
+
+
+# Set on an unreadable row once it was reported (merged in, nothing else of the row changes): reported once.
+UNREADABLE_REPORTED = "unreadable_reported_at"
 
 
 def last_outcome_of(record: PendingRecord) -> LastOutcome:
@@ -335,13 +378,28 @@ class PendingStore:
 
     def due(self, now: datetime) -> list[PendingRecord]:
         """Open records whose next attempt has come and whose lease (if any) ran out (one query; the table is small)."""
+        return self.open_rows(now).due
+
+    def open_rows(self, now: datetime) -> OpenRows:
+        """The due records, and the unreadable open rows not reported yet (one unreadable row never hides others)."""
         with storage_failure("The pending renewals could not be listed"):
-            entities = self.table.query_entities(
-                "PartitionKey eq @pk and ( state eq @accepted or state eq @pending )",
-                parameters={"pk": PARTITION, "accepted": RenewalState.ACCEPTED, "pending": RenewalState.PENDING},
+            entities = list(
+                self.table.query_entities(
+                    "PartitionKey eq @pk and ( state eq @accepted or state eq @pending )",
+                    parameters={"pk": PARTITION, "accepted": RenewalState.ACCEPTED, "pending": RenewalState.PENDING},
+                )
             )
-            records = [_from_entity(e) for e in entities]
-        return sorted((r for r in records if is_due(r, now)), key=lambda r: r.next_attempt_at)
+        records, unreadable = read_rows(entities)
+        reported = {str(e.get("RowKey"))[:64] for e in entities if e.get(UNREADABLE_REPORTED) is not None}
+        due = sorted((r for r in records if is_due(r, now)), key=lambda r: r.next_attempt_at)
+        return OpenRows(due, [key for key in unreadable if key not in reported])
+
+    def mark_reported(self, row_key: str, now: datetime) -> None:
+        """Note on an unreadable row that it was reported (a merge of one property: the row is otherwise kept)."""
+        with storage_failure("The unreadable renewal record could not be marked"):
+            self.table.update_entity(
+                {"PartitionKey": PARTITION, "RowKey": row_key, UNREADABLE_REPORTED: now}, mode=update_mode("merge")
+            )
 
     def all_records(self) -> list[PendingRecord]:
         """Every record, newest first (for the operator's status table)."""

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.appviewx.client import AvxRenewResult
-from shared.appviewx.records import PendingRecord, RenewalState
+from shared.appviewx.records import NOT_SENT, PendingRecord, RecordTaken, RenewalState
 from shared.appviewx.renewal_finder import learn_replaced
 from shared.appviewx.renewal_rules import (
     AVX_OUTCOME_UNKNOWN,
@@ -29,7 +29,7 @@ from shared.azure.keyvault import b64decode_strict
 from shared.core.certificates import (
     Storage,
 )
-from shared.core.errors import ApiError, AvxError, IdentityError, KeyVaultError
+from shared.core.errors import ApiError, AvxError, IdentityError, KeyVaultError, StateStoreError
 from shared.core.events import Event, Source
 from shared.core.telemetry import emit_event
 
@@ -215,8 +215,7 @@ def renew_and_store(
         **record_fields(command),
     )
     record = pipeline.records.create(record)  # StateStoreError: 503, nothing renewed
-    if on_record is not None:
-        on_record(record.pending_id)
+    record = mark_sent(tie_to_caller(record, pipeline, on_record), pipeline)
     try:
         result = renew_at_avx(hook, record)
     except AvxDidNotRenew as refused:
@@ -225,6 +224,39 @@ def renew_and_store(
         save_settled(pipeline, record.failed(refused.error.code, refused.error.message, datetime.now(UTC)))
         return hook.failed(avx_error_answer(refused.error), record=record)
     return result if isinstance(result, WebhookAnswer) else store_renew_answer(hook, record, result)
+
+
+def end_not_sent(record: PendingRecord, pipeline: Pipeline, why: str) -> None:
+    """AVX was never called for the record: it ends failed NOT_SENT (never searched for in AVX, nobody alerted: the
+    caller was answered an error and retries). Written unconditionally: this invocation holds its lease."""
+    now = datetime.now(UTC)
+    save_settled(pipeline, replace(record.failed(NOT_SENT, why, now), etag=None))
+    log.warning("Renewal record %s ends %s: %s; AppViewX was not called", record.pending_id, NOT_SENT, why)
+
+
+def tie_to_caller(record: PendingRecord, pipeline: Pipeline, on_record: Callable[[str], None] | None) -> PendingRecord:
+    """`on_record(pending_id)`: the caller's claim (Idempotency-Key, Key Vault version) tied to the record before
+    AVX is called. When it fails the record is marked NOT_SENT before the failure goes on up (AVX is never called)."""
+    if on_record is None:
+        return record
+    try:
+        on_record(record.pending_id)
+    except Exception as exc:
+        end_not_sent(record, pipeline, f"its caller's claim could not be tied to it ({type(exc).__name__})")
+        raise
+    return record
+
+
+def mark_sent(record: PendingRecord, pipeline: Pipeline) -> PendingRecord:
+    """The save that precedes the AVX call marks the record sent; if it fails AVX is not called (StateStoreError),
+    and the record ends NOT_SENT (here, or by completion once its lease ran out, should this write fail too)."""
+    try:
+        return pipeline.records.save(record.sending())
+    except (StateStoreError, RecordTaken) as exc:
+        end_not_sent(record, pipeline, "the save before the AppViewX call failed")
+        if isinstance(exc, StateStoreError):
+            raise
+        raise StateStoreError(f"The renewal record {record.pending_id} changed before AppViewX was called") from None
 
 
 def renew_at_avx(hook: Webhook, record: PendingRecord) -> AvxRenewResult | WebhookAnswer:

@@ -4,6 +4,7 @@ through the real CertificateClient."""
 from __future__ import annotations
 
 import base64
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,7 +24,8 @@ from azure.core.exceptions import (
 from shared.azure.identity import get_token
 from shared.core.errors import KeyVaultError
 from shared.core.outbound import new_session
-from shared.core.settings import KEY_VAULT_SCOPE, KeyVaultSettings
+from shared.core.pacing import WindowLimit, WindowLimiter
+from shared.core.settings import KEY_VAULT_SCOPE, WORKER_DEFAULT_MAX_THREADS, KeyVaultSettings
 from shared.core.timestamps import iso_utc
 from shared.core.upstream import CONNECT_TIMEOUT_SECONDS
 
@@ -32,6 +34,29 @@ if TYPE_CHECKING:  # the Key Vault SDK is imported on first use, to keep cold st
 
 MAX_TAGS = 15
 MAX_TAG_VALUE = 256
+
+# Key Vault's write budget. "Azure Key Vault service limits"
+# (https://learn.microsoft.com/en-us/azure/key-vault/general/service-limits), "maximum transactions allowed in 10
+# seconds, per vault per region": 300 for create secret + import certificate + import key together (4,000 for all
+# other transactions). The page does not say whether the window is fixed or sliding: a sliding window of 300 in any
+# 10 s, each write counted from when it is sent until a window after its answer (shared.core.pacing), is right
+# under both readings and whatever the latency. Merges are paced with imports (the page does not name them; pacing
+# them too costs nothing at this app's rate). A 429 that still comes (other instances and other clients share the
+# vault's budget) is retried by azure-core after its Retry-After, inside the same slot.
+KEY_VAULT_WRITE_LIMIT = WindowLimit(count=300, window_seconds=10.0)
+
+_write_limiters: dict[str, WindowLimiter] = {}
+_write_limiters_lock = threading.Lock()
+
+
+def write_limiter(vault_url: str) -> WindowLimiter:
+    """The one write limiter of `vault_url` in this process, shared by every thread and client of that vault."""
+    key = vault_url.rstrip("/").lower()
+    with _write_limiters_lock:
+        limiter = _write_limiters.get(key)
+        if limiter is None:
+            limiter = _write_limiters[key] = WindowLimiter(KEY_VAULT_WRITE_LIMIT)
+        return limiter
 
 
 @dataclass(frozen=True)
@@ -71,7 +96,13 @@ class KeyVaultStore:
 
     READ_TIMEOUT_SECONDS = 60
 
-    def __init__(self, settings: KeyVaultSettings, credential: TokenCredential, **client_options: object) -> None:
+    def __init__(
+        self,
+        settings: KeyVaultSettings,
+        credential: TokenCredential,
+        pool_size: int = WORKER_DEFAULT_MAX_THREADS,
+        **client_options: object,
+    ) -> None:
         self.vault_url = settings.url
         options: dict[str, object] = {
             "verify_challenge_resource": settings.verify_challenge_resource,
@@ -85,17 +116,19 @@ class KeyVaultStore:
         from azure.core.pipeline.transport import RequestsTransport
         from azure.keyvault.certificates import CertificateClient
 
-        # A pool as large as the webhook's concurrency, so bursts reuse connections instead of reopening them.
+        # A pool as large as the worker's concurrency (settings.connection_pool_size), so bursts reuse connections
+        # instead of discarding and reopening them; azure-core's own default pool holds 10.
         options.setdefault(
             "transport",
             RequestsTransport(
-                session=new_session(64),
+                session=new_session(pool_size),
                 session_owner=True,
                 connection_timeout=CONNECT_TIMEOUT_SECONDS,
                 read_timeout=self.READ_TIMEOUT_SECONDS,
             ),
         )
         self._client = CertificateClient(vault_url=settings.url, credential=credential, **options)
+        self._writes = write_limiter(settings.url)
 
     def close(self) -> None:
         self._client.close()
@@ -117,17 +150,18 @@ class KeyVaultStore:
         from azure.keyvault.certificates import CertificateContentType, CertificatePolicy
 
         content_type = CertificateContentType.pem if pem else CertificateContentType.pkcs12
-        return self._call(
-            name,
-            "import",
-            lambda: self._client.import_certificate(
-                certificate_name=name,
-                certificate_bytes=content,
-                password=password,
-                tags=tags,
-                policy=CertificatePolicy(content_type=content_type),
-            ),
-        )
+        with self._writes.slot():
+            return self._call(
+                name,
+                "import",
+                lambda: self._client.import_certificate(
+                    certificate_name=name,
+                    certificate_bytes=content,
+                    password=password,
+                    tags=tags,
+                    policy=CertificatePolicy(content_type=content_type),
+                ),
+            )
 
     def has_pending_csr(self, name: str) -> bool:
         """True when Key Vault holds a pending operation (a key and CSR it made) that a signed cert can merge into."""
@@ -196,9 +230,10 @@ class KeyVaultStore:
         return CertificatePage(listed, following or None)
 
     def merge(self, name: str, chain_der: list[bytes], tags: dict[str, str]) -> StoredCertificate:
-        return self._call(
-            name, "merge", lambda: self._client.merge_certificate(name, x509_certificates=chain_der, tags=tags)
-        )
+        with self._writes.slot():
+            return self._call(
+                name, "merge", lambda: self._client.merge_certificate(name, x509_certificates=chain_der, tags=tags)
+            )
 
     def _call(self, name: str, action: str, operation: object) -> StoredCertificate:
         try:

@@ -11,8 +11,8 @@ or Resource Graph's own `x-ms-user-quota-resets-after` (hh:mm:ss) when that is a
 run stays inside the timer's limit. The query is a read, so a POST is retried too.
 
 Bounded: at most `max_rows` rows are read (the caller's per-run limit), pages of at most 1,000 rows (`$top`'s maximum),
-at most `MAX_PAGES` pages (reported as a cut, like the row limit), and a `$skipToken` that comes back again fails the
-run instead of looping.
+at most `MAX_PAGES` pages (reported as a cut, like the row limit), each page's body read streamed up to
+`MAX_PAGE_BYTES` (a larger page is asked again for half the rows, down to one), and a `$skipToken` that comes back again fails the run instead of looping.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
+from azure.core.exceptions import AzureError, ClientAuthenticationError
 from azure.core.pipeline.policies import RetryPolicy
 
 from shared.core.errors import IdentityError, ResourceGraphError
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 API_VERSION = "2022-10-01"
 RESOURCES_PATH = "/providers/Microsoft.ResourceGraph/resources"
 PAGE_MAX = 1000  # the largest $top Resource Graph serves per page
+# A page's body is read streamed up to this size (1,000 rows of the projected columns fit well within it).
+MAX_PAGE_BYTES = 64 * 1024 * 1024
 MAX_PAGES = 200  # a run reads at most this many pages, however few rows each holds
 READ_TIMEOUT_SECONDS = 60
 MAX_RETRY_AFTER_SECONDS = 30.0  # a longer throttling wait fails this run; the next one (6 h later) tries again
@@ -67,6 +69,10 @@ class ThrottleAwareRetryPolicy(RetryPolicy):
         if wait is None:
             wait = quota_resets_after(response.http_response.headers.get("x-ms-user-quota-resets-after"))
         return None if wait is None else min(wait, MAX_RETRY_AFTER_SECONDS)
+
+
+class PageTooLarge(ResourceGraphError):
+    """A page's answer beyond MAX_PAGE_BYTES."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +105,7 @@ class ResourceGraph:
         total: int | None = None
         size = max(1, min(page_size, PAGE_MAX))
         for pages in range(1, MAX_PAGES + 1):
-            page = self._page(query, max(1, min(size, max_rows - len(rows))), token)
+            page, size = self._fitting_page(query, size, max_rows - len(rows), token)
             total = page["totalRecords"] if isinstance(page.get("totalRecords"), int) else total
             data, room = page["data"], max_rows - len(rows)
             rows.extend(data[:room])
@@ -107,11 +113,22 @@ class ResourceGraph:
             if len(data) > room or (token and len(rows) >= max_rows):
                 return QueryResult(rows, pages, total, limited=True)
             if not token:
-                return QueryResult(rows, pages, total, limited=False)
+                return QueryResult(rows, pages, total, limited=_cut_short(page, len(rows), total))
             if token in seen_tokens:
                 raise ResourceGraphError("Resource Graph's paging did not end (a $skipToken came back again)")
             seen_tokens.add(token)
         return QueryResult(rows, MAX_PAGES, total, limited=True)  # more pages than a run reads: reported as cut
+
+    def _fitting_page(self, query: str, size: int, room: int, token: str | None) -> tuple[dict[str, Any], int]:
+        """The next page, asked again for half as many rows while its answer is larger than MAX_PAGE_BYTES (rows of
+        large resources); the smaller size is kept for the pages after it."""
+        while True:
+            try:
+                return self._page(query, max(1, min(size, room)), token), size
+            except PageTooLarge:
+                if min(size, room) <= 1:
+                    raise
+                size = max(1, min(size, room) // 2)
 
     def _page(self, query: str, top: int, skip_token: str | None) -> dict[str, Any]:
         from azure.core.rest import HttpRequest
@@ -127,15 +144,15 @@ class ResourceGraph:
             json=body,
         )
         try:
-            response = self._client.send_request(request, enforce_https=self._enforce_https)
-            response.raise_for_status()
-            document = response.json()
+            response = self._client.send_request(request, stream=True, enforce_https=self._enforce_https)
+            body = _read_bounded(response)
+            if response.status_code >= 400:
+                raise _answer_error(response.status_code, body)
+            document = json.loads(body)
         except ClientAuthenticationError as exc:  # the token policy could not get a token
             raise IdentityError(
                 f"Could not get a token for Resource Graph (scope {self.settings.scope}): {type(exc).__name__}"
             ) from None
-        except HttpResponseError as exc:
-            raise _answer_error(exc) from None
         except (AzureError, ValueError) as exc:  # unreachable, timed out, or an answer that is not JSON
             raise ResourceGraphError(f"Resource Graph could not be queried: {type(exc).__name__}") from None
         return _checked_page(document)
@@ -169,11 +186,31 @@ def _pipeline_client(settings: ConsumerSettings, credential: TokenCredential, **
     return PipelineClient(base_url=settings.resource_manager_url, policies=policies, transport=transport)
 
 
-def _answer_error(exc: HttpResponseError) -> ResourceGraphError:
-    status = exc.status_code
+def _read_bounded(response: Any) -> bytes:
+    """The answer's body, refused (ResourceGraphError) once it declares or reaches more than MAX_PAGE_BYTES: a page
+    is never held whole before its size is known."""
+    try:
+        declared = int(response.headers.get("Content-Length") or 0)
+    except ValueError:
+        declared = 0
+    body = bytearray()
+    try:
+        if declared <= MAX_PAGE_BYTES:
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_PAGE_BYTES:
+                    break
+    finally:
+        response.close()
+    if declared > MAX_PAGE_BYTES or len(body) > MAX_PAGE_BYTES:
+        raise PageTooLarge(f"Resource Graph answered a page larger than {MAX_PAGE_BYTES} bytes, even of one row")
+    return bytes(body)
+
+
+def _answer_error(status: int, body: bytes) -> ResourceGraphError:
     code = ""
     try:
-        error = json.loads(exc.response.text() if exc.response is not None else "{}").get("error") or {}
+        error = json.loads(body or b"{}").get("error") or {}
         code = str(error.get("code") or "")[:64]
     except (ValueError, AttributeError):
         pass
@@ -186,6 +223,14 @@ def _answer_error(exc: HttpResponseError) -> ResourceGraphError:
     if status == 429:
         return ResourceGraphError(f"Resource Graph kept throttling the query: {detail}")
     return ResourceGraphError(f"Resource Graph answered {detail}")
+
+
+def _cut_short(last_page: dict[str, Any], read: int, total: int | None) -> bool:
+    """A last page (no `$skipToken`) that Resource Graph says is truncated, and fewer rows read than matched: paging
+    was not possible ("When resultTruncated is true, the $skipToken property isn't set", Resource Graph "Guidance for
+    pagination"; the same page calls it true also when fewer rows are left than asked for, hence the count)."""
+    truncated = str(last_page.get("resultTruncated")).lower() == "true"
+    return truncated and (total is None or read < total)
 
 
 def _checked_page(document: Any) -> dict[str, Any]:

@@ -17,7 +17,8 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from shared.core.errors import StateStoreError
-from shared.core.settings import StorageSettings
+from shared.core.outbound import new_session
+from shared.core.settings import WORKER_DEFAULT_MAX_THREADS, StorageSettings
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient, UpdateMode
@@ -51,16 +52,32 @@ def storage_failure(what: str) -> Iterator[None]:
         raise StateStoreError(f"{what}: {failure_detail(exc)}") from None
 
 
-def open_table(storage: StorageSettings, table_name: str, credential: TokenCredential | None) -> TableClient:
-    """A client for `table_name`, creating the table when it does not exist yet."""
+def open_table(
+    storage: StorageSettings,
+    table_name: str,
+    credential: TokenCredential | None,
+    pool_size: int = WORKER_DEFAULT_MAX_THREADS,
+) -> TableClient:
+    """A client for `table_name`, creating the table when it does not exist yet. Its connection pool holds
+    `pool_size` connections (settings.connection_pool_size; azure-core's default holds 10)."""
+    from azure.core.pipeline.transport import RequestsTransport
     from azure.data.tables import TableClient  # lazy: only the functions that use tables pay for the SDK
 
+    options = {
+        **CLIENT_OPTIONS,
+        "transport": RequestsTransport(
+            session=new_session(pool_size),
+            session_owner=True,
+            connection_timeout=CLIENT_OPTIONS["connection_timeout"],
+            read_timeout=CLIENT_OPTIONS["read_timeout"],
+        ),
+    }
     with storage_failure(f"The table {table_name!r} could not be opened"):
         if storage.connection_string:
-            client = TableClient.from_connection_string(storage.connection_string, table_name, **CLIENT_OPTIONS)
+            client = TableClient.from_connection_string(storage.connection_string, table_name, **options)
         else:
             client = TableClient(
-                endpoint=storage.account_url or "", table_name=table_name, credential=credential, **CLIENT_OPTIONS
+                endpoint=storage.account_url or "", table_name=table_name, credential=credential, **options
             )
         try:
             client.create_table()

@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 APP_GATEWAY = "Microsoft.Network/applicationGateways"
-FRONT_DOOR_SECRET = "Microsoft.Cdn/profiles/secrets"
+FRONT_DOOR_SECRET = "Microsoft.Cdn/profiles/secrets"  # nosec B105: a resource type name, not a secret
 FRONT_DOOR_DOMAIN = "Microsoft.Cdn/profiles/customDomains"
 WEB_CERTIFICATE = "Microsoft.Web/certificates"
 WEB_SITE = "Microsoft.Web/sites"
@@ -79,10 +79,10 @@ class VaultIdentity:
 
     @classmethod
     def of(cls, vault_url: str, rows: Iterable[Mapping[str, Any]] = ()) -> VaultIdentity:
-        host = urlsplit(vault_url).netloc.lower()
+        host = _host(vault_url)
         names = {host.split(".", 1)[0]} if "." in host and not host[0].isdigit() else set()
         for row in rows:  # the vault's own row maps its resource name to its URI (any cloud, any naming)
-            if _type(row) == KEY_VAULT and urlsplit(_text(_get(row, "properties", "vaultUri"))).netloc.lower() == host:
+            if _type(row) == KEY_VAULT and _host(_text(_get(row, "properties", "vaultUri"))) == host:
                 names.add(_text(row.get("name")).lower())
         return cls(host, frozenset(n for n in names if n))
 
@@ -93,7 +93,7 @@ class VaultIdentity:
         except ValueError:
             return None
         segments = [s for s in parts.path.split("/") if s]
-        if parts.netloc.lower() != self.host or len(segments) not in (2, 3) or segments[0].lower() != "secrets":
+        if _host(uri.strip()) != self.host or len(segments) not in (2, 3) or segments[0].lower() != "secrets":
             return None
         return segments[1], (segments[2] if len(segments) == 3 else None)
 
@@ -114,6 +114,16 @@ class VaultIdentity:
         return len(segments) >= 2 and segments[-2] == "vaults" and segments[-1] in self.names
 
 
+def _host(url: str) -> str:
+    """The lower-case host[:port] of `url`, without https' default port (`:443` names the same vault)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    netloc = parts.netloc.lower()
+    return netloc[: -len(":443")] if parts.scheme.lower() == "https" and netloc.endswith(":443") else netloc
+
+
 def _get(row: Mapping[str, Any], *path: str) -> Any:
     value: Any = row
     for key in path:
@@ -127,6 +137,15 @@ def _text(value: Any) -> str:
 
 def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
+
+
+def _objects(value: Any) -> list[Mapping[str, Any]]:
+    """The objects of an array (an item of another kind is no reference)."""
+    return [item for item in _list(value) if isinstance(item, Mapping)]
+
+
+def _object(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def _type(row: Mapping[str, Any]) -> str:
@@ -148,9 +167,11 @@ def _hosts(*values: Any) -> tuple[str, ...]:
 
 
 def app_gateway(row: Mapping[str, Any], vault: VaultIdentity) -> list[Reference]:
-    listeners = [_get(listener, "properties") or {} for listener in _list(_get(row, "properties", "httpListeners"))]
+    listeners = [
+        _object(_get(listener, "properties")) for listener in _objects(_get(row, "properties", "httpListeners"))
+    ]
     found = []
-    for certificate in _list(_get(row, "properties", "sslCertificates")):
+    for certificate in _objects(_get(row, "properties", "sslCertificates")):
         secret = vault.secret_uri(_text(_get(certificate, "properties", "keyVaultSecretId")))
         if secret is None:
             continue
@@ -167,7 +188,7 @@ def app_gateway(row: Mapping[str, Any], vault: VaultIdentity) -> list[Reference]
 
 
 def front_door_secret(row: Mapping[str, Any], vault: VaultIdentity, domains: Mapping[str, tuple[str, ...]]) -> list:
-    parameters = _get(row, "properties", "parameters") or {}
+    parameters = _object(_get(row, "properties", "parameters"))
     if _text(parameters.get("type")).lower() != "customercertificate":
         return []
     name = vault.secret_resource(_text(_get(parameters, "secretSource", "id")))
@@ -191,7 +212,7 @@ def front_door_domains(rows: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str
 
 
 def web_certificate(row: Mapping[str, Any], vault: VaultIdentity) -> list[Reference]:
-    properties = _get(row, "properties") or {}
+    properties = _object(_get(row, "properties"))
     name = _text(properties.get("keyVaultSecretName"))
     if not name or not vault.vault_resource(_text(properties.get("keyVaultId"))):
         return []
@@ -204,7 +225,7 @@ def web_sites(row: Mapping[str, Any], certificates: list[Reference]) -> list[Ref
     certificate moved on to a newer thumbprint) by the host name the certificate lists."""
     by_thumbprint = {c.served_thumbprint: c for c in certificates if c.served_thumbprint}
     found: dict[tuple[str, str], list[str]] = {}
-    for binding in _list(_get(row, "properties", "hostNameSslStates")):
+    for binding in _objects(_get(row, "properties", "hostNameSslStates")):
         thumbprint = _thumbprint(binding.get("thumbprint"))
         host = _text(binding.get("name")).lower()
         if not thumbprint or _text(binding.get("sslState")).lower() in ("", "disabled"):
@@ -226,7 +247,7 @@ def _covers(names: tuple[str, ...], host: str) -> bool:
 
 def api_management(row: Mapping[str, Any], vault: VaultIdentity) -> list[Reference]:
     found = []
-    for configuration in _list(_get(row, "properties", "hostnameConfigurations")):
+    for configuration in _objects(_get(row, "properties", "hostnameConfigurations")):
         secret = vault.secret_uri(_text(configuration.get("keyVaultId")))
         if secret is not None:
             served = _thumbprint(_get(configuration, "certificate", "thumbprint"))

@@ -20,6 +20,7 @@ class Event(StrEnum):
     RENEWED = "CertificateRenewed"
     RENEWAL_PENDING = "CertificateRenewalPending"
     RENEWAL_FAILED = "CertificateRenewalFailed"
+    RECORD_UNREADABLE = "RenewalRecordUnreadable"  # an open AppViewX renewal record no version wrote (once per row)
     NEAR_EXPIRY = "CertificateNearExpiry"
     EXPIRED = "CertificateExpired"  # a certificate not renewed in time has expired (Key Vault event, sweep)
     DEPLOYED = "CertificateDeployed"  # an endpoint serves Key Vault's current version

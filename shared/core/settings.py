@@ -107,6 +107,29 @@ class StorageSettings:
     consumer_table: str = "certconsumers"  # what the last discovery run found, per certificate
 
 
+# The Functions Python worker runs synchronous functions on a ThreadPoolExecutor of PYTHON_THREADPOOL_THREAD_COUNT
+# threads; unset (and on Flex Consumption, which does not take the setting), the executor's own default,
+# min(32, cores + 4), which is never more than 32.
+WORKER_DEFAULT_MAX_THREADS = 32
+
+
+def connection_pool_size(thread_count: int | None) -> int:
+    """Connections to keep per upstream host: one per worker thread. A thread holds at most one connection to a host
+    at a time, so a pool this large never discards a connection ("Connection pool is full") and is never waited on;
+    a larger one would only keep idle sockets. Pure."""
+    return thread_count or WORKER_DEFAULT_MAX_THREADS
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    thread_count: int | None  # PYTHON_THREADPOOL_THREAD_COUNT; None: the worker's default
+
+    @property
+    def pool_size(self) -> int:
+        """The one size of every connection pool the app keeps (AVX, Key Vault, tables)."""
+        return connection_pool_size(self.thread_count)
+
+
 @dataclass(frozen=True)
 class WebhookSettings:
     hmac_secret: str | None = field(default=None, repr=False)
@@ -614,6 +637,15 @@ class Settings:
             )
 
         return self._group("webhook", build)
+
+    @property
+    def worker(self) -> WorkerSettings:
+        def build(r: _Reader) -> WorkerSettings:
+            if not r.raw("PYTHON_THREADPOOL_THREAD_COUNT"):
+                return WorkerSettings(thread_count=None)
+            return WorkerSettings(thread_count=r.number("PYTHON_THREADPOOL_THREAD_COUNT", 1, int, maximum=1000))
+
+        return self._group("worker", build)
 
     @property
     def telemetry(self) -> TelemetrySettings:

@@ -9,13 +9,16 @@ Delivery goes through `shared.core.outbound.send` (timeouts, retries with backof
 429/5xx/connection errors, at most 3 tries) inside a total budget of 15 seconds: the sink runs synchronously in the
 invocation that emitted the event, because Functions may freeze or recycle a worker once the invocation has
 returned, so a background post could be lost. A notification never fails a renewal: the sink catches everything
-and logs a warning naming only the receiver's host (the URL's path or query is its credential). After a failed
-delivery, further notifications are skipped for a minute (each skip logged), so a nightly check that finds many
-certificates near expiry does not spend 15 seconds on each while the receiver is down.
+and logs a warning naming only the receiver's host (the URL's path or query is its credential). A notification whose
+delivery failed is kept and retried after the next delivery that succeeds (shared.notify.backlog); for a minute
+after a failure each notification is tried once, and failing deliveries together spend at most one budget in that
+minute (then notifications are held, counted, and retried later), so a nightly check that finds many certificates
+near expiry does not spend 15 seconds on each while the receiver is down — and none is dropped wholesale.
 
 At most one message per event, certificate and reason is sent an hour (`DEDUP_SECONDS`); this memory is per process
-(best effort: with N instances up to N an hour), which bounds what callers can cause without a table write per
-notification.
+(best effort: with N instances up to N an hour). Across certificates, at most NOTIFY_BUDGET messages go out per
+10-minute window, all instances together (shared.notify.budget); the rest are held back and one digest per window
+says how many, with the KQL that lists them.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -33,6 +36,7 @@ from urllib.parse import urlsplit
 from shared.core.events import Event
 from shared.core.outbound import AnswerTooLarge, Deadline, RetryPolicy, new_session, send
 from shared.core.telemetry import emit_event
+from shared.notify.backlog import Backlog, Undelivered
 from shared.notify.budget import Digest, NotificationBudget, held_back_kql
 from shared.notify.facts import UNKNOWN_CERTIFICATE, message_text
 from shared.notify.formats import APP_NAME, build_message
@@ -57,7 +61,8 @@ NOTIFIED_EVENTS = frozenset(
     }
 )
 
-# Delivery bounds: per attempt (connect, read), the whole delivery, and the pause after a failed delivery.
+# Delivery bounds: per attempt (connect, read), the whole delivery, and the window after a failed delivery in which
+# failing deliveries share one budget.
 TIMEOUT = (5.0, 10.0)
 BUDGET_SECONDS = 15.0
 MAX_ANSWER_BYTES = 64 * 1024  # the receiver's answer is not used; a bigger one is not read
@@ -105,12 +110,15 @@ class Notifier:
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    _quiet_until: float = field(default=0.0, init=False, repr=False)
     dedup_seconds: float = DEDUP_SECONDS
     _sent: OrderedDict[tuple[str, str, str], float] = field(default_factory=OrderedDict, init=False, repr=False)
-    # The global bound: NOTIFY_BUDGET messages per window, per instance and shared in the table.
+    backlog: Backlog = field(init=False, repr=False)
+    # The global bound: NOTIFY_BUDGET messages per 10-minute window, per instance and shared in the table.
     budget: NotificationBudget = field(default_factory=NotificationBudget, repr=False)
     wall_clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC), repr=False)
+
+    def __post_init__(self) -> None:
+        self.backlog = Backlog(lambda: self.budget_seconds, lambda: self.cooldown_seconds, lambda: self.clock())
 
     def _reserve(self, key: tuple[str, str, str]) -> bool:
         """Claim the right to send `key` now: False when it was sent (or is being sent) within the window."""
@@ -143,17 +151,6 @@ class Notifier:
 
     def notify(self, name: Event, attributes: dict[str, Any]) -> Delivery:
         certificate = message_text(attributes.get("certificateName")) or UNKNOWN_CERTIFICATE
-        with self._lock:
-            quiet_for = self._quiet_until - self.clock()
-        if quiet_for > 0:
-            log.warning(
-                "Notification of %s for %s to %s skipped: the last delivery failed (retrying deliveries in %.0f s)",
-                name,
-                certificate,
-                self.target,
-                quiet_for,
-            )
-            return Delivery(delivered=False, skipped=True, problem="cooling down after a failed delivery")
         # Per certificate and reason; an endpoint event is per host and a consumer event per resource, so each stale
         # host and each pinned resource is heard of.
         where = attributes.get("reason") or attributes.get("host") or attributes.get("consumerId")
@@ -170,21 +167,41 @@ class Notifier:
                 self.budget.limit,
             )
             return Delivery(delivered=False, skipped=True, problem="held back by the notification budget")
-        delivery = self.deliver(build_message(self.format, name, attributes))
-        if not delivery.delivered:
-            self._unreserve(key)  # a failed delivery may be tried again (after the cooldown)
-        with self._lock:
-            self._quiet_until = 0.0 if delivery.delivered else self.clock() + self.cooldown_seconds
-        if delivery.delivered:
-            log.info("Notification of %s for %s sent to %s (%s)", name, certificate, self.target, delivery.status)
-        else:
+        item = Undelivered(key, name, certificate, build_message(self.format, name, attributes))
+        left = self.backlog.budget_left()
+        if left <= 0:  # failing deliveries spent this minute's budget: kept, tried after the next success
+            self._unreserve(key)
+            self._dropped(self.backlog.hold(item))
             log.warning(
-                "Notification of %s for %s to %s failed: %s; the renewal itself is unaffected",
+                "Notification of %s for %s to %s held: deliveries failed within the last minute and used its %g s "
+                "budget; it is retried after the next delivery that succeeds (%s)",
                 name,
                 certificate,
                 self.target,
-                delivery.problem,
+                self.budget_seconds,
+                self._counts(),
             )
+            return Delivery(delivered=False, skipped=True, problem="held after failed deliveries")
+        return self._send(item, left, once=self.backlog.in_window())
+
+    def _send(self, item: Undelivered, budget: float, *, once: bool) -> Delivery:
+        """Post one notification within `budget` (one try when `once`); kept for a retry when it fails."""
+        started = self.clock()
+        delivery = self.deliver(item.payload, budget=budget, once=once)
+        if not delivery.delivered:
+            self._unreserve(item.key)  # a failed delivery may be tried again
+            self._dropped(self.backlog.failed(item, self.clock() - started))
+            log.warning(
+                "Notification of %s for %s to %s failed: %s; kept to be retried (%s); the renewal itself is unaffected",
+                item.name,
+                item.certificate,
+                self.target,
+                delivery.problem,
+                self._counts(),
+            )
+            return delivery
+        log.info("Notification of %s for %s sent to %s (%s)", item.name, item.certificate, self.target, delivery.status)
+        self._retry_kept(self.backlog.succeeded())
         return delivery
 
     def flush_digest(self) -> list[Delivery]:
@@ -203,20 +220,59 @@ class Notifier:
             )
         return delivery
 
-    def deliver(self, payload: dict[str, Any]) -> Delivery:
-        """POST `payload` within the budget; the outcome, never an exception."""
+    def _retry_kept(self, kept: list[Undelivered]) -> None:
+        """After a success: the kept notifications, each tried once, together within one budget."""
+        deadline = Deadline.after(self.budget_seconds, self.clock)
+        for index, item in enumerate(kept):
+            if deadline.left() <= 0 or self.backlog.in_window():  # no time left, or the receiver failed again
+                self.backlog.give_back(kept[index:])
+                return
+            if not self._reserve(item.key):
+                continue  # sent meanwhile
+            self.backlog.counts["retried"] += 1
+            self._send_retry(item, deadline)
+
+    def _send_retry(self, item: Undelivered, deadline: Deadline) -> None:
+        started = self.clock()
+        delivery = self.deliver(item.payload, budget=deadline.left(), once=True)
+        if delivery.delivered:
+            self.backlog.counts["delivered"] += 1
+            log.info("Notification of %s for %s delivered on retry (%s)", item.name, item.certificate, self._counts())
+            return
+        self._unreserve(item.key)
+        self._dropped(self.backlog.failed(item, self.clock() - started))
+
+    def _dropped(self, item: Undelivered | None) -> None:
+        if item is not None:
+            log.error(
+                "Notification of %s for %s to %s given up after %d tries (%s)",
+                item.name,
+                item.certificate,
+                self.target,
+                item.tries,
+                self._counts(),
+            )
+
+    def _counts(self) -> str:
+        counts = self.backlog.counts
+        return ", ".join(f"{k} {counts[k]}" for k in ("delivered", "failed", "retried", "held", "dropped"))
+
+    def deliver(self, payload: dict[str, Any], *, budget: float | None = None, once: bool = False) -> Delivery:
+        """POST `payload` within the budget (the whole one unless given; one try when `once`); the outcome, never an
+        exception."""
         import requests
 
         # The budget bounds the whole delivery: every attempt, every wait and every read of the answer (a receiver
         # trickling its answer cannot hold the invocation beyond it).
-        deadline = Deadline.after(self.budget_seconds, self.clock)
+        deadline = Deadline.after(self.budget_seconds if budget is None else budget, self.clock)
+        policy = replace(self.policy, attempts=1) if once else self.policy
         try:
             response = send(
                 self.session,
                 "POST",
                 self.url,
                 idempotent=True,  # a duplicate chat message is better than a lost one
-                policy=self.policy,
+                policy=policy,
                 timeout=self.timeout,
                 sleep=self.sleep,
                 deadline=deadline,

@@ -73,6 +73,10 @@ def _schedule(deps: RclDependencies, now: datetime, sleep: Callable[[float], Non
     )
 
 
+# RCL scheduled renewals whose list could not be written (the follow-up check will not look at them).
+SCHEDULED_NOT_RECORDED = "SCHEDULED_NOT_RECORDED"
+
+
 def _run_completed(outcome: str, started: float, scheduled: int, reason: str | None = None, **extra: object) -> None:
     emit_event(
         Event.RCL_RENEWAL_RUN_COMPLETED,
@@ -154,10 +158,24 @@ def run_renewal(
             f"the follow-up check will not look at them: {exc.message}"
         )
         _run_completed("failed", started, len(names), error.code, message=error.message)
+        _scheduled_not_recorded(names, error)
         raise error from None
     _run_completed("succeeded", started, len(names))
     _clean_up(deps, moment)
     return RenewalRunSummary(scheduled=tuple(names), late=late)
+
+
+def _scheduled_not_recorded(names: list[str], error: StateStoreError) -> None:
+    """RCL renews them, but the morning check will not look at them: a failure someone must hear of (notified)."""
+    emit_event(
+        Event.RENEWAL_FAILED,
+        {
+            "source": Source.RCL,
+            "certificateName": describe_names(names, limit=5),
+            "reason": SCHEDULED_NOT_RECORDED,
+            "message": error.message,
+        },
+    )
 
 
 def _scheduled_once(answered: list[CertificateResponse], moment: datetime) -> list[CertificateResponse]:

@@ -61,6 +61,7 @@ from shared.vault.event_decisions import (
 from shared.vault.ladder import warn_version
 from shared.vault.renewal_failures import RenewalFailureStore
 from shared.vault.renewal_plan import EXPIRED_STEP, ladder_step
+from shared.vault.version_retry import backoff_passed, failures_of, report_expired, settle_failed_record
 
 log = logging.getLogger("certrenew.keyvault-events")
 CALLER = "keyvault-events"  # the renewal record's caller: this path, not a person
@@ -194,7 +195,18 @@ def _renew(
         label=f"Key Vault event {event.event_id}",
         detail={"eventId": event.event_id},
     )
-    return renew_version(renewal, deps, invocation_id, now)
+    if event.app_event is not Event.EXPIRED:
+        return renew_version(renewal, deps, invocation_id, now)
+    # Still the current version when it expired: its renewal did not land. Reported whatever this delivery does,
+    # with the last failure's reason (read before a retry that may reset it, or after one that counted it).
+    before = failures_of(deps.failures, event.name)
+    try:
+        return renew_version(renewal, deps, invocation_id, now)
+    finally:
+        known = before or failures_of(deps.failures, event.name)
+        report_expired(
+            event.name, renewal.version, event.expires_on, event.event_id, renewal.avx_resource_id, known, now
+        )
 
 
 @dataclass(frozen=True)
@@ -247,11 +259,20 @@ def renew_version(renewal: VersionRenewal, deps: EventDependencies, invocation_i
 def _claim_version(renewal: VersionRenewal, key: str, deps: EventDependencies, now: datetime) -> Claim:
     detail = {"certificate": renewal.name, **renewal.detail}
     claim = deps.claims.claim(VERSION_PARTITION, key, detail, now)
-    if claim.outcome is ClaimOutcome.DONE and claim.retryable and renewal.retry_refused:
-        # AppViewX refused the last renewal of this version (nothing renewed): the caller waited out its backoff.
+    if settle_failed_record(claim, key, renewal.name, deps.claims, deps.records, deps.failures):
+        claim = deps.claims.claim(VERSION_PARTITION, key, detail, now)  # its renewal record ended failed
+    if claim.outcome is ClaimOutcome.DONE and claim.retryable and _may_retry(renewal, deps, now):
+        # AppViewX refused the last renewal of this version (nothing renewed): the caller waited out its backoff,
+        # or (a Key Vault event) the certificate's backoff has passed.
         deps.claims.release(VERSION_PARTITION, key)
         claim = deps.claims.claim(VERSION_PARTITION, key, detail, now)
     return claim
+
+
+def _may_retry(renewal: VersionRenewal, deps: EventDependencies, now: datetime) -> bool:
+    if renewal.retry_refused:
+        return True
+    return deps.failures is not None and backoff_passed(failures_of(deps.failures, renewal.name), now)
 
 
 def _renew_claimed(

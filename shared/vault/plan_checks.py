@@ -5,7 +5,7 @@ is reported, not raised: the plan is where an operator looks when something is w
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -54,17 +54,36 @@ def _vault_plan(
     return plan, Check("key-vault", True, f"{len(plan.certificates)} certificate(s) listed in {deps.events.vault_url}")
 
 
+def with_pinned(entry: dict[str, Any], consumers: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The plan's entry with the consumers the last discovery found pinned to a version (a renewal never reaches
+    them: they keep the version they name)."""
+    pinned = [
+        {"id": c.get("id"), "type": c.get("type"), "version": c.get("version")}
+        for c in consumers
+        if c.get("follows") == "pinned"
+    ]
+    entry["pinnedConsumers"] = pinned
+    if pinned:
+        entry["reason"] = f"{entry['reason']}; {len(pinned)} consumer(s) pinned to a version will not follow a renewal"
+    return entry
+
+
 def plan_with_checks(
-    settings: Callable[[], Settings], dependencies: Callable[[], SweepDependencies], now: datetime
+    settings: Callable[[], Settings],
+    dependencies: Callable[[], SweepDependencies],
+    now: datetime,
+    consumers: Callable[[], Mapping[str, Sequence[dict[str, Any]]]] = dict,
 ) -> dict[str, Any]:
-    """The plan's answer (a settings problem of the sweep or the vault raises, named, like every other route)."""
+    """The plan's answer (a settings problem of the sweep or the vault raises, named, like every other route);
+    `consumers`: what discovery found, per lower-case certificate name ({} while it is off)."""
     deps = dependencies()
     avx = _avx_check(settings())
     failures, tables = _failures(deps)
     plan, vault = _vault_plan(deps, now, failures)
     checks = [avx, tables, vault]
+    found = consumers()
     return {
-        "certificates": [item.to_json(now) for item in plan.certificates],
+        "certificates": [with_pinned(i.to_json(now), found.get(i.name.lower(), ())) for i in plan.certificates],
         "truncated": plan.truncated,
         "checks": [c.to_json() for c in checks],
         "ready": all(c.ok for c in checks),

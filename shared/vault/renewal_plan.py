@@ -2,8 +2,8 @@
 cert-manager renews at a fraction of it), which expiry warning it has earned, and what the sweep will do about it.
 
 - Due: when the remaining part of its lifetime falls below `RENEW_AT_REMAINING_FRACTION` (default 1/3; at least 1/2
-  for lifetimes under 10 days, which public CAs now issue), or below `RENEW_BEFORE_DAYS` when that is set, whichever
-  comes first. Each certificate is made due a little earlier by a jitter drawn from its name (at most 5% of its
+  for lifetimes under 10 days, which public CAs now issue), or below `RENEW_BEFORE_DAYS` when that is set (and
+  shorter than the lifetime), whichever comes first. Each certificate is made due a little earlier by a jitter drawn from its name (at most 5% of its
   lifetime and 24 h), so certificates issued together do not all renew in the same sweep; never later.
 - The expiry ladder: a certificate nobody renews in time earns one warning at 30, 14, 7, 3 and 1 days left, then
   expired; the step is the smallest one not below the days left (6 days left → the 7-day step).
@@ -62,8 +62,11 @@ def due_at(
         if lifetime < SHORT_LIFETIME:
             fraction = max(fraction, SHORT_LIFETIME_FRACTION)
         candidates.append(expires - lifetime * fraction)
-    if window.before_days is not None:
-        candidates.append(expires - timedelta(days=window.before_days))
+    before = timedelta(days=window.before_days) if window.before_days is not None else None
+    # Not shorter than the lifetime, it would make each new version due the day it is issued (renewed every sweep):
+    # then, like cert-manager's renewBefore, it does not count.
+    if before is not None and (lifetime is None or before < lifetime):
+        candidates.append(expires - before)
     if not candidates:
         candidates.append(expires - UNKNOWN_LIFETIME_BEFORE)
     return min(candidates) - jitter(name, lifetime)

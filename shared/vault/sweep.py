@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from shared.azure.keyvault import LIST_PAGE_MAX, ListedCertificate
-from shared.core.errors import CertRenewError
+from shared.azure.keyvault import LIST_PAGE_MAX, ForeignLink, ListedCertificate
+from shared.core.errors import CertRenewError, KeyVaultError
 from shared.core.events import Event, Source
 from shared.core.telemetry import emit_event
 from shared.vault.event_decisions import owner_of, rcl_names
@@ -35,7 +36,10 @@ from shared.vault.renewal_plan import (
 log = logging.getLogger("certrenew.sweep")
 SWEEP_CALLER = "renewal-sweep"
 OPERATOR_CALLER = "operator"
+REPLACED = "already renewed: a newer version is current"
 MAX_CERTIFICATES = 10_000  # a bound on one run's listing (400 pages of Key Vault's 25)
+# Key Vault may answer pages with no certificates and a nextLink: the listing is bounded in pages too.
+MAX_LIST_PAGES = 2 * MAX_CERTIFICATES // LIST_PAGE_MAX
 
 
 @dataclass(frozen=True)
@@ -77,14 +81,26 @@ class SweepSummary:
 def list_certificates(deps: EventDependencies) -> tuple[list[ListedCertificate], bool]:
     """Every certificate of the vault through Key Vault's own paging (KeyVaultError when it cannot be listed)."""
     found: list[ListedCertificate] = []
+    links: set[str] = set()
     page = deps.store.list_page(LIST_PAGE_MAX)
-    while True:
+    for _ in range(MAX_LIST_PAGES):
         found.extend(page.certificates)
         if len(found) >= MAX_CERTIFICATES:
             return found[:MAX_CERTIFICATES], True
         if not page.next_link:
             return found, False
-        page = deps.store.list_page(LIST_PAGE_MAX, page.next_link)
+        if page.next_link in links:  # a page chain that loops: what was listed is planned, the cut reported
+            log.warning("Key Vault's certificate list sent the same nextLink again; listing stopped")
+            return found, True
+        links.add(page.next_link)
+        try:
+            page = deps.store.list_page(LIST_PAGE_MAX, page.next_link)
+        except ForeignLink:  # the app's token never follows it
+            raise KeyVaultError(
+                "Key Vault's certificate list sent a nextLink outside the vault; the listing stopped",
+                code="KEY_VAULT_UNAVAILABLE",
+            ) from None
+    return found, True
 
 
 def plan_vault(deps: SweepDependencies, now: datetime, failures: dict[str, RenewalFailures] | None = None) -> VaultPlan:
@@ -120,20 +136,41 @@ def run_sweep(deps: SweepDependencies, invocation_id: str | None = None, now: da
         out_of_time = time.monotonic() >= stop_starting_at
         if item.action is PlanAction.RENEW and (started >= deps.max_renewals or out_of_time):
             summary.deferred += 1
-            _warn(item, deps, now, summary, "RENEWAL_DEFERRED")
+            _guarded(item, summary, lambda i=item: _warn(i, deps, now, summary, "RENEWAL_DEFERRED"))
         elif item.action is PlanAction.RENEW:
             started += 1
-            _sweep_renewal(item, deps, invocation_id, now, summary)
-        elif item.action is PlanAction.BACKOFF:
-            summary.in_backoff += 1
-            _warn(item, deps, now, summary, (item.failures.last_reason if item.failures else None) or "IN_BACKOFF")
-        elif item.action is PlanAction.LEFT_TO_RCL:
-            _warn(item, deps, now, summary, "RCL_NOT_RENEWED")
-        elif item.action is PlanAction.REPORT:
-            _warn(item, deps, now, summary, "NOT_MANAGED")
+            _guarded(item, summary, lambda i=item: _sweep_renewal(i, deps, invocation_id, now, summary))
+        else:
+            _guarded(item, summary, lambda i=item: _report_not_renewed(i, deps, now, summary))
     _emit_summary(summary, plan, deps, started)
     log.info(summary.line())
     return summary
+
+
+def _report_not_renewed(
+    item: PlannedCertificate, deps: SweepDependencies, now: datetime, summary: SweepSummary
+) -> None:
+    if item.action is PlanAction.BACKOFF:
+        summary.in_backoff += 1
+        _warn(item, deps, now, summary, (item.failures.last_reason if item.failures else None) or "IN_BACKOFF")
+    elif item.action is PlanAction.LEFT_TO_RCL:
+        _warn(item, deps, now, summary, "RCL_NOT_RENEWED")
+    elif item.action is PlanAction.REPORT:
+        _warn(item, deps, now, summary, "NOT_MANAGED")
+
+
+def _guarded(item: PlannedCertificate, summary: SweepSummary, work: Callable[[], None]) -> None:
+    """One certificate's work: a failure of its own (the tables, Key Vault, a bug) is counted and logged, and the
+    sweep goes on with the next certificate."""
+    try:
+        work()
+    except CertRenewError as exc:
+        summary.failed += 1
+        summary.failures.append(f"{item.name}: {exc.message}")
+    except Exception as exc:
+        log.exception("Renewal sweep: %s failed unexpectedly", item.name)
+        summary.failed += 1
+        summary.failures.append(f"{item.name}: unexpected {type(exc).__name__}")
 
 
 def renew_now(
@@ -152,6 +189,9 @@ def renew_now(
         return f"not renewed: {exc.message}"
     if current is None:
         return "not renewed: no longer in the vault"
+    if _replaced_since_planned(item, current.version, current.expires_on):
+        # Renewed by an event, the webhook or another sweep since the vault was listed: the new version is not due.
+        return REPLACED
     renewal = VersionRenewal(
         name=item.name,
         version=current.version,
@@ -166,6 +206,13 @@ def renew_now(
         return f"not renewed: {exc}"
 
 
+def _replaced_since_planned(item: PlannedCertificate, version: str, expires_on: datetime | None) -> bool:
+    """Key Vault's list names no version: a current version with another expiry is not the one planned."""
+    if item.version:
+        return item.version.lower() != version.lower()
+    return expires_on is not None and item.expires_on is not None and expires_on != item.expires_on
+
+
 def _sweep_renewal(
     item: PlannedCertificate, deps: SweepDependencies, invocation_id: str | None, now: datetime, summary: SweepSummary
 ) -> None:
@@ -176,8 +223,12 @@ def _sweep_renewal(
     if result.startswith("pending"):
         summary.pending += 1
         return
-    if result == ALREADY_CLAIMED:
+    if result in (ALREADY_CLAIMED, REPLACED):
         summary.already += 1
+        if result == ALREADY_CLAIMED:
+            # The planned version is still current and its renewal was started before (pending an approval, or
+            # failed after AppViewX acted): it is not renewed again, so it must not expire unheard.
+            _warn(item, deps, now, summary, "RENEWAL_UNFINISHED")
         return
     summary.failed += 1
     summary.failures.append(f"{item.name}: {result}")
@@ -186,7 +237,12 @@ def _sweep_renewal(
 
 
 def _warn(item: PlannedCertificate, deps: SweepDependencies, now: datetime, summary: SweepSummary, reason: str) -> None:
-    if warn_once(deps.events, item, reason, now):
+    try:
+        warned = warn_once(deps.events, item, reason, now)
+    except CertRenewError as exc:  # the step cannot be claimed (tables): warned by a later sweep, never twice
+        log.warning("Renewal sweep: the expiry warning of %s could not be claimed: %s", item.name, exc.message)
+        return
+    if warned:
         summary.warnings += 1
 
 

@@ -128,6 +128,24 @@ def test_import_pfx_with_password_and_tags(vault: KeyVaultStandIn) -> None:
     assert credential.calls[0][1]["tenant_id"] == "72f988bf-86f1-41af-91ab-2d7cd011db47"
 
 
+def test_imports_parsed_in_processes_are_validated_and_stored_alike(vault: KeyVaultStandIn) -> None:
+    # The benchmark's storms parse imports in a process pool (Key Vault parses side by side on its own servers).
+    vault.parse_in_processes(1)
+    try:
+        client = make_client(vault)
+        issued = certs.issue_certificate("pooled.example.com")
+        result = client.import_certificate("pooled", certs.encode(issued, "PFX", "S3cret!pw"), password="S3cret!pw")
+        assert result.cer == der(issued.certificate)
+        stored = vault.latest("pooled")
+        assert stored is not None and stored.has_key
+        with pytest.raises(HttpResponseError) as caught:
+            client.import_certificate("pooled", certs.encode(issued, "PFX", "S3cret!pw"), password="wrong")
+        assert caught.value.status_code == 400
+        assert error_code(caught.value) == "BadParameter"
+    finally:
+        vault.parse_in_processes(None)
+
+
 def test_import_pfx_wrong_password_is_bad_parameter(vault: KeyVaultStandIn) -> None:
     client = make_client(vault)
     pfx = certs.encode(certs.issue_certificate("a.example.com"), "PFX", "right-password")

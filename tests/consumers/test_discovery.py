@@ -569,3 +569,84 @@ def test_pages_smaller_than_asked_for_are_followed_to_the_end(
     assert len(standins.resource_graph.queries()) == 5
     (completed,) = events.named("ConsumerDiscoveryCompleted")
     assert completed["consumers"] == 9 and completed["pages"] == 5 and completed["limited"] is False
+
+
+def test_a_page_resource_graph_says_is_truncated_is_reported_as_a_cut(
+    standins: StandIns,
+    functions: dict[str, Any],
+    app_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    events: Events,
+) -> None:
+    """Review: QueryResponse.resultTruncated "Indicates whether the query results are truncated". A truncated answer
+    with no $skipToken to continue is not the whole list: it must be reported as cut (and not saved as complete,
+    which deletes the consumers it left out)."""
+    cert = seed_renewed(standins)
+    row = rg.container_apps_certificate(SUB, "env", "www", secret_uri(standins, cert.name))
+    page = {"totalRecords": 7, "count": 1, "resultTruncated": "true", "data": [row], "facets": []}
+    standins.resource_graph.scripted.append(Response.json(page))
+    enable(monkeypatch)
+
+    run(functions)
+
+    (completed,) = events.named("ConsumerDiscoveryCompleted")
+    assert completed["consumers"] == 1 and completed["limited"] is True
+    assert events.named("ConsumerDiscoveryLimited")
+
+    # The same page says "true" also when fewer rows were left than $top asked for: all of them read is no cut.
+    standins.resource_graph.scripted.append(Response.json({**page, "totalRecords": 1}))
+    run(functions)
+    (_, second) = events.named("ConsumerDiscoveryCompleted")
+    assert second["limited"] is False
+
+
+@pytest.mark.parametrize("declare_length", [True, False], ids=["content-length", "chunked"])
+def test_a_huge_answer_fails_the_run_without_being_held_whole(
+    standins: StandIns,
+    functions: dict[str, Any],
+    app_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    declare_length: bool,
+) -> None:
+    """Review: a page larger than any Resource Graph page should be (a broken proxy, a runaway answer) is refused as
+    it arrives, not read whole into memory and parsed; it is asked again for fewer rows, down to one."""
+    from shared.azure import resourcegraph
+
+    monkeypatch.setattr(resourcegraph, "MAX_PAGE_BYTES", 1024 * 1024)  # the rule is the same at its real size
+    huge = Response.huge_json_array(8 * 1024 * 1024, declare_length=declare_length)
+    standins.resource_graph.scripted.extend([huge] * 11)  # $top 1000, 500, ... 1: never small enough
+    enable(monkeypatch)
+
+    with pytest.raises(CertRenewError) as failure:
+        run(functions)
+
+    assert failure.value.code == "RESOURCE_GRAPH_UNAVAILABLE"
+    assert "larger than" in failure.value.message
+    tops = [q.json()["options"]["$top"] for q in standins.resource_graph.queries()]
+    assert tops == [1000, 500, 250, 125, 62, 31, 15, 7, 3, 1]
+
+
+def test_a_page_too_large_is_asked_again_for_fewer_rows(
+    standins: StandIns,
+    functions: dict[str, Any],
+    app_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    events: Events,
+) -> None:
+    from shared.azure import resourcegraph
+
+    monkeypatch.setattr(resourcegraph, "MAX_PAGE_BYTES", 1024 * 1024)
+    cert = seed_renewed(standins)
+    for index in range(3):
+        standins.resource_graph.add(
+            rg.container_apps_certificate(SUB, f"env-{index}", "www", secret_uri(standins, cert.name))
+        )
+    standins.resource_graph.page_size = 2
+    standins.resource_graph.scripted.append(Response.huge_json_array(2 * 1024 * 1024, declare_length=True))
+    enable(monkeypatch)
+
+    run(functions)
+
+    (completed,) = events.named("ConsumerDiscoveryCompleted")
+    assert completed["consumers"] == 3 and completed["limited"] is False
+    assert [q.json()["options"]["$top"] for q in standins.resource_graph.queries()] == [1000, 500, 500]

@@ -143,3 +143,35 @@ def test_decisions() -> None:
     assert decide(stale, version("new", "AA" * 20, 23), None, now).outcome == "waiting"
     assert decide(Reference("/r/3", "T", "www", None, (), "aa" * 20), current, None, now).outcome == "current"
     assert decide(Reference("/r/4", "T", "www", None), current, None, now).outcome == "current"  # nothing to compare
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"type": "microsoft.web/sites", "properties": {"hostNameSslStates": ["www.contoso.com", None, 3]}},
+        {"type": "microsoft.apimanagement/service", "properties": {"hostnameConfigurations": ["x", None]}},
+        {"type": "microsoft.network/applicationgateways", "properties": {"httpListeners": ["x", {"properties": "y"}]}},
+        {"type": "microsoft.network/applicationgateways", "properties": {"sslCertificates": ["x", 5]}},
+        {"type": "microsoft.cdn/profiles/secrets", "properties": {"parameters": "CustomerCertificate"}},
+        {"type": "microsoft.cdn/profiles/secrets", "properties": {"parameters": {"type": 1, "secretSource": "x"}}},
+        {"type": "microsoft.cdn/profiles/customdomains", "properties": {"tlsSettings": {"secret": "x"}}},
+        {"type": "microsoft.web/certificates", "properties": "x"},
+        {"type": "microsoft.web/certificates", "properties": {"keyVaultSecretName": 5, "keyVaultId": ["x"]}},
+        {"type": "microsoft.app/managedenvironments/certificates", "properties": {"certificateKeyVaultProperties": 1}},
+    ],
+)
+def test_list_items_and_objects_of_the_wrong_kind_are_no_consumers(row: dict[str, Any]) -> None:
+    """Review: one row whose arrays hold strings, or whose objects are strings, must not stop the discovery of
+    every other resource (an exception here fails the whole run)."""
+    good = rg.api_management(SUB, "apim", "api.contoso.com", f"{VAULT_URL}/secrets/api", "ee" * 20)
+    found = references([row, good], VAULT_URL)
+    assert [r.consumer_type for r in found] == ["Microsoft.ApiManagement/service"]
+
+
+def test_a_secret_uri_with_the_default_port_is_the_same_vault() -> None:
+    """Review: `https://<vault>:443/secrets/<name>` is the same secret (what a hand-written template may hold)."""
+    vault = VaultIdentity.of(VAULT_URL)
+    assert vault.secret_uri("https://kv-certs.vault.azure.net:443/secrets/www/") == ("www", None)
+    assert vault.secret_uri(f"https://kv-certs.vault.azure.net:443/secrets/www/{VERSION}") == ("www", VERSION)
+    assert VaultIdentity.of(VAULT_URL + ":443/").secret_uri(f"{VAULT_URL}/secrets/www") == ("www", None)
+    assert vault.secret_uri("https://kv-certs.vault.azure.net:8443/secrets/www") is None

@@ -500,12 +500,14 @@ def test_a_receiver_that_hangs_is_cut_off_by_the_budget(
     warnings = [r.getMessage() for r in caplog.records if r.name == "certrenew.notify" and r.levelno == logging.WARNING]
     assert any("failed" in w for w in warnings), warnings
 
-    # The next failure within the cool-down is not posted at all: a dead receiver costs one budget, not one each.
+    # The next failure within the minute is not posted now (failing deliveries spent the minute's budget): a dead
+    # receiver costs one budget, not one each. It is held, counted, and retried after the next success (issue 30).
     clean_receiver.reset_records()
     elapsed, _ = fail_a_renewal(standins, call_webhook)
     assert clean_receiver.received() == []
     assert elapsed < 1.0
-    assert any("skipped" in r.getMessage() for r in caplog.records if r.name == "certrenew.notify")
+    assert any("held" in r.getMessage() for r in caplog.records if r.name == "certrenew.notify")
+    assert len(notifier.backlog) == 1
 
 
 class FakeClock:
@@ -549,20 +551,44 @@ def test_default_bounds_keep_one_delivery_within_fifteen_seconds() -> None:
     assert len(session.timeouts) <= 3
 
 
-def test_cool_down_ends_and_a_success_resumes_deliveries(clean_receiver: ReceiverStandIn) -> None:
+def test_failed_notifications_are_tried_once_in_the_minute_then_retried_after_a_success(
+    clean_receiver: ReceiverStandIn,
+) -> None:
+    """Issue 30: a failure no longer drops every notification for a minute. Within the minute each is tried once;
+    the failed ones are kept and delivered after the next success, and counted."""
     clock = FakeClock()
     notifier = Notifier(url=clean_receiver.webhook_url(), clock=clock, sleep=lambda s: None)
     try:
         clean_receiver.always(server_error())
         assert not notifier.notify("CertificateRenewalFailed", FAILED_ATTRIBUTES).delivered
-        assert notifier.notify("CertificateNearExpiry", NEAR_ATTRIBUTES).skipped
-        assert len(clean_receiver.messages()) == 3
+        assert len(clean_receiver.messages()) == 3  # the first delivery: three tries
+        assert not notifier.notify("CertificateNearExpiry", NEAR_ATTRIBUTES).delivered
+        assert len(clean_receiver.messages()) == 4  # within the minute: one try
+        assert len(notifier.backlog) == 2
 
         clean_receiver.always(None)
-        clock.now += notify.COOLDOWN_SECONDS + 1
-        assert notifier.notify("CertificateNearExpiry", NEAR_ATTRIBUTES).delivered
-        assert notifier.notify("CertificateRenewalFailed", FAILED_ATTRIBUTES).delivered
-        assert len(clean_receiver.messages()) == 5
+        other = {**NEAR_ATTRIBUTES, "certificateName": "other.contoso.com"}
+        assert notifier.notify("CertificateNearExpiry", other).delivered
+        events = [m["event"] for m in clean_receiver.messages()[4:]]
+        assert events == ["CertificateNearExpiry", "CertificateRenewalFailed", "CertificateNearExpiry"]
+        assert len(notifier.backlog) == 0
+        counts = notifier.backlog.counts
+        assert (counts["failed"], counts["retried"], counts["delivered"], counts["dropped"]) == (2, 2, 3, 0)
+        # Delivered on retry: within the hour they are not sent again.
+        assert notifier.notify("CertificateRenewalFailed", FAILED_ATTRIBUTES).skipped
+    finally:
+        notifier.close()
+
+
+def test_a_notification_failing_every_try_is_given_up_and_counted(clean_receiver: ReceiverStandIn) -> None:
+    clock = FakeClock()
+    notifier = Notifier(url=clean_receiver.webhook_url(), clock=clock, sleep=lambda s: None)
+    try:
+        clean_receiver.always(server_error())
+        for _ in range(5):  # the same notification failing again and again (its dedup key is freed each time)
+            notifier.notify("CertificateRenewalFailed", FAILED_ATTRIBUTES)
+            clock.now += notify.COOLDOWN_SECONDS + 1
+        assert notifier.backlog.counts["dropped"] >= 1 and len(notifier.backlog) <= 1
     finally:
         notifier.close()
 

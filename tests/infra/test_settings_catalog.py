@@ -11,7 +11,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # Read by the platform, by azure-identity or only by local tools; documented apart from the app's own settings.
-NOT_APP_SETTINGS = {"IDENTITY_ENDPOINT", "IDENTITY_HEADER", "AZURE_AUTHORITY_HOST", "CERTRENEW_FUNCTION_KEY"}
+# PYTHON_THREADPOOL_THREAD_COUNT belongs to the Functions Python worker (the app reads it to size its connection
+# pools); Flex Consumption refuses it, so the Bicep must not set it (tests/infra/test_infra.py).
+NOT_APP_SETTINGS = {
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "AZURE_AUTHORITY_HOST",
+    "CERTRENEW_FUNCTION_KEY",
+    "PYTHON_THREADPOOL_THREAD_COUNT",
+}
 
 
 def settings_read_by_the_app() -> set[str]:

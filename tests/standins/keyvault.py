@@ -13,7 +13,8 @@ Served over HTTPS (the SDK refuses http:// vaults) with a test CA. Implements:
   CSR) or `Self` (self-signed, completed at once);
 - `GET|DELETE /certificates/{name}/pending` and `POST /certificates/{name}/pending/merge`;
 - 409 for create/import while an `inProgress` pending operation exists (as Key Vault does);
-- fault injection (`fail_next`) and throttling (`throttle`) for tests.
+- fault injection (`fail_next`) and throttling (`throttle`) for tests;
+- PKCS#12 parsing in a process pool (`parse_in_processes`), for the benchmark's storms.
 
 Any api-version is accepted. Routes it does not implement answer 501 (azure-core does not retry 501).
 """
@@ -308,6 +309,34 @@ def _load_pem_bundle(value: str, password: str | None) -> tuple[x509.Certificate
     return leaf, [c for c in certs if c is not leaf], key
 
 
+def _validated_pfx(value: str, password: str | None) -> tuple[bytes, list[bytes], bytes] | tuple[int, str, str]:
+    """`_load_pfx` in a worker process: the leaf, chain and key as DER (the key validated there), or the error's
+    status, code and message (picklable either way)."""
+    try:
+        cert, chain, key = _load_pfx(value, password)
+    except KeyVaultError as error:
+        return error.status, error.code, error.message
+    der = serialization.Encoding.DER
+    key_der = key.private_bytes(der, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return cert.public_bytes(der), [c.public_bytes(der) for c in chain], key_der
+
+
+def _load_pfx_in(pool: Any, value: str, password: str | None) -> tuple[x509.Certificate, list[x509.Certificate], Any]:
+    """`_load_pfx` with the PKCS#12 parse (and cryptography's RSA key check, tens of ms holding the interpreter
+    lock) done in `pool`'s processes; the results are loaded here without checking the key again."""
+    result = pool.submit(_validated_pfx, value, password).result()
+    if isinstance(result[0], int):
+        status, code, message = result
+        raise KeyVaultError(status, code, message)
+    cert_der, chain_der, key_der = result
+    key = serialization.load_der_private_key(key_der, None, unsafe_skip_rsa_key_validation=True)
+    return (
+        x509.load_der_x509_certificate(cert_der),
+        [x509.load_der_x509_certificate(c) for c in chain_der],
+        key,
+    )
+
+
 def _load_pfx(value: str, password: str | None) -> tuple[x509.Certificate, list[x509.Certificate], Any]:
     try:
         data = base64.b64decode(value, validate=True)
@@ -393,6 +422,23 @@ class KeyVaultStandIn(StandIn):
         self._throttle_hits: deque[float] = deque()
         self._held: dict[str, threading.Event] = {}  # operation -> set when a held request arrived
         self._release = threading.Event()
+        self._parse_pool: Any = None  # see parse_in_processes
+
+    def parse_in_processes(self, workers: int | None) -> None:
+        """Parse imported PKCS#12 files in `workers` processes (None: in the handling thread, the default).
+
+        Key Vault parses imports on its own servers, side by side. In one interpreter the stand-in parses them one
+        after another (cryptography's RSA key check holds the interpreter lock for tens of ms), behind AVX's
+        certificate issuing too, which turns a burst of imports into a queue that is the stand-in's, not Key
+        Vault's. The benchmark's storms use a pool; the validation and the answers are the same either way."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        old, self._parse_pool = self._parse_pool, None
+        if old is not None:
+            old.shutdown(wait=True)
+        if workers:
+            self._parse_pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
     # -- test controls ---------------------------------------------------------------------------------------
     @property
@@ -760,6 +806,8 @@ class KeyVaultStandIn(StandIn):
         content_type = ((policy.get("secret_props") or {}).get("contentType")) or PKCS12_CONTENT_TYPE
         if content_type == PEM_CONTENT_TYPE:
             cert, chain, key = _load_pem_bundle(value, password)
+        elif content_type == PKCS12_CONTENT_TYPE and self._parse_pool is not None:
+            cert, chain, key = _load_pfx_in(self._parse_pool, value, password)
         elif content_type == PKCS12_CONTENT_TYPE:
             cert, chain, key = _load_pfx(value, password)
         else:

@@ -11,6 +11,10 @@ QueryRequestOptions, QueryResponse; NOTES.md "Azure Resource Graph"):
   (QueryResponse: "skipToken: when present, the value can be passed to a subsequent query call (together with the
   same query and scopes used in the current request) to retrieve the next page of data"; `count` is the rows of
   this page, `totalRecords` all that matched);
+- `resultTruncated` "true" comes with no `$skipToken`: paging was not possible (a `limit`/`take` in the query, or
+  no column of a simple type) — or, the same page says, fewer rows were left than asked for; `count` < `totalRecords`
+  tells the two apart (learn.microsoft.com/azure/governance/resource-graph/concepts/paging-results). The stand-in
+  pages every query (answers "false"); tests script a truncated answer;
 - errors: `{"error": {"code", "message"}}` (ARM's error shape); throttling is per user: `x-ms-user-quota-remaining`,
   `x-ms-user-quota-resets-after` (hh:mm:ss) and 429 when the quota is spent (NOTES.md). Whether a 429 also carries
   `Retry-After` the notes do not say: `throttle()` can answer with either or both, and the app waits for either.

@@ -8,6 +8,7 @@ import http.client
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
@@ -21,7 +22,8 @@ class _Fault:
     remaining: int
     response: Response
     kind: str | None
-    skip: int = 0  # requests of `kind` forwarded before the fault starts
+    match: Callable[[RecordedRequest], bool] | None = None
+    skip: int = 0  # matching requests forwarded before the fault starts
 
 
 class CountingProxy(StandIn):
@@ -36,16 +38,26 @@ class CountingProxy(StandIn):
         self.upstream_seconds: Counter[str] = Counter()  # time Azurite took, by request kind
         self._faults: list[_Fault] = []
 
-    def fail_next(self, count: int, response: Response, kind: str | None = None, *, after: int = 0) -> None:
-        """Answer the next `count` requests of `kind` (batch, query, read, write, table; None: any) with `response`
-        instead of forwarding them; with `after`, that many requests of `kind` are forwarded first."""
+    def fail_next(
+        self,
+        count: int,
+        response: Response,
+        kind: str | None = None,
+        match: Callable[[RecordedRequest], bool] | None = None,
+        *,
+        after: int = 0,
+    ) -> None:
+        """Answer the next `count` requests of `kind` (batch, query, read, write, table; None: any) for which
+        `match` (if given) is true with `response` instead of forwarding them; with `after`, that many matching
+        requests are forwarded first."""
         with self.lock:
-            self._faults.append(_Fault(count, response, kind, after))
+            self._faults.append(_Fault(count, response, kind, match, after))
 
     def _fault_for(self, request: RecordedRequest) -> Response | None:
         with self.lock:
             for fault in self._faults:
-                if fault.remaining > 0 and fault.kind in (None, kind_of(request)):
+                matches = fault.match is None or fault.match(request)
+                if fault.remaining > 0 and fault.kind in (None, kind_of(request)) and matches:
                     if fault.skip > 0:
                         fault.skip -= 1
                         return None

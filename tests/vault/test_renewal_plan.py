@@ -151,3 +151,16 @@ def test_due_time_is_never_after_the_rule_and_never_more_than_the_jitter_before(
     rule = expires - lifetime * share
     assert rule - min(MAX_JITTER, lifetime * 0.05) <= due <= rule
     assert due < expires
+
+
+@pytest.mark.parametrize("days_total", [6, 14, 30])
+def test_renew_before_days_longer_than_the_lifetime_does_not_make_a_fresh_certificate_due(days_total: int) -> None:
+    """Review: RENEW_BEFORE_DAYS=30 with a 6-day (or 30-day) certificate would make every new version due the day it
+    is issued: the sweep would renew it again each day. Like cert-manager (a renewBefore not shorter than the
+    duration falls back to the default), it then counts only when shorter than the lifetime."""
+    window = RenewalWindow(before_days=30)
+    fresh = facts(days_total, days_total - 0.5)
+    assert plan_certificate(fresh, None, window, NOW).action is PlanAction.WAIT
+    assert plan_certificate(facts(days_total, 1), None, window, NOW).action is PlanAction.RENEW
+    # A lifetime longer than RENEW_BEFORE_DAYS keeps it: a 90-day certificate is due with 30 days left.
+    assert plan_certificate(facts(90, 29), None, window, NOW).action is PlanAction.RENEW

@@ -220,3 +220,180 @@ def test_a_key_vault_event_and_the_sweep_share_one_warning_per_step(
     sweep(functions)
     warnings = [e for e in events.named("CertificateNearExpiry") if e["certificateName"] == name]
     assert len(warnings) == 1 and warnings[0]["ladderStep"] == 30 and warnings[0]["owner"] == "unmanaged"
+
+
+# -- review (issue 31): a failing world and concurrent paths ---------------------------------------------------------
+
+
+def wait_for(condition: Any, seconds: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def test_a_certificate_renewed_by_an_event_while_the_sweep_runs_is_not_renewed_again(
+    functions: dict[str, Any], standins: StandIns
+) -> None:
+    """The sweep lists the vault once, then renews one certificate after another (each may wait on AVX for
+    minutes). A Key Vault event (or the webhook, or a second sweep) that renews a listed certificate meanwhile
+    leaves a new, not-due version current: the sweep must not renew that one again."""
+    import threading
+
+    avx_certificate(standins, days=90, days_left=3)  # the most urgent: the sweep starts with it
+    later, later_version = avx_certificate(standins, days=90, days_left=20)
+    refused = {"response": None, "message": "busy", "appStatusCode": "OPEN_WORK_ORDERS_FOUND"}
+    # The sweep's first renewal (the urgent one) takes 3 s at AVX, then is refused.
+    standins.avx.script(Response(417, json.dumps(refused).encode(), {"Content-Type": "application/json"}, delay=3.0))
+    runner = threading.Thread(target=sweep, args=(functions,))
+    runner.start()
+    wait_for(lambda: len(standins.avx.renew_calls()) == 1)  # the sweep listed the vault and works on `urgent`
+    deliver(functions, key_vault_event(standins, later, later_version))  # Event Grid renews `later` meanwhile
+    assert len(standins.key_vault.certificates[later]) == 2
+    runner.join(30)
+    assert not runner.is_alive()
+    assert len(standins.key_vault.certificates[later]) == 2, "renewed twice: the event's new version again"
+    assert len(standins.avx.renew_calls()) == 2
+
+
+@pytest.fixture
+def table_proxy(app_env: dict[str, str], azurite: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The app's tables behind a fault-injecting proxy (tests/standins/tableproxy.py)."""
+    from shared import context as app_context
+    from tests.standins.tableproxy import CountingProxy
+
+    proxy = CountingProxy(azurite.port).start()
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string.replace(f":{azurite.port}/", f":{proxy.port}/"))
+    app_context.reset()
+    yield proxy
+    proxy.stop()
+    app_context.reset()
+
+
+def table_error(status: int, code: str) -> Response:
+    body = {"odata.error": {"code": code, "message": {"lang": "en-US", "value": f"{code} (injected)"}}}
+    return Response.json(body, status=status)
+
+
+def test_a_table_failure_on_one_certificate_does_not_stop_the_sweep(
+    functions: dict[str, Any], standins: StandIns, events: Events, table_proxy: Any
+) -> None:
+    first, first_version = avx_certificate(standins, days=90, days_left=3)
+    second, _ = avx_certificate(standins, days=90, days_left=15)
+    # The first certificate's version claim cannot be written (the write and its 3 retries fail); then the table
+    # answers again.
+    table_proxy.fail_next(4, table_error(500, "InternalError"), kind="write")
+    sweep(functions)
+    assert standins.key_vault.latest(first).version == first_version  # type: ignore[union-attr]
+    assert len(standins.key_vault.certificates[second]) == 2, "one certificate's table failure stopped the run"
+    (completed,) = events.named("RenewalSweepCompleted")
+    assert completed["renewed"] == 1 and completed["failed"] == 1
+
+
+def test_a_renewal_left_pending_is_still_warned_on_the_ladder_while_its_version_stays_current(
+    functions: dict[str, Any], standins: StandIns, events: Events
+) -> None:
+    """AppViewX accepts the renewal but sends no certificate (an approver must act): the version's claim is taken,
+    so later sweeps do not renew it again. If the approval never comes (complete_pending gives up), that version
+    still expires: it must earn its ladder warning, not be skipped as 'already claimed' in silence."""
+    name, version = avx_certificate(standins, days=90, days_left=5)
+    answer = {"response": {"certificateContent": None, "resourceId": "r", "requestId": "REQ1"}, "message": "ok"}
+    standins.avx.script(Response(200, json.dumps(answer).encode(), {"Content-Type": "application/json"}))
+    sweep(functions)
+    assert events.named("CertificateRenewalPending")
+    for _ in range(2):
+        sweep(functions)  # the next days: still the same version, still pending
+    assert len(standins.avx.renew_calls()) == 1  # never renewed twice
+    warnings = [e for e in events.named("CertificateNearExpiry") if e["certificateName"] == name]
+    assert len(warnings) == 1, "a version whose renewal never completed expires unheard"
+    (warning,) = warnings
+    assert warning["ladderStep"] == 7 and warning["owner"] == "appviewx" and warning["keyVaultVersion"] == version
+    assert warning["reason"] == "RENEWAL_UNFINISHED"
+
+
+def test_a_list_link_that_never_moves_on_ends_the_listing(
+    functions: dict[str, Any], standins: StandIns, events: Events
+) -> None:
+    """Key Vault may answer a page with no certificates and a nextLink; a nextLink that comes back again (a broken
+    page chain) would keep the sweep listing until the function's timeout."""
+    avx_certificate(standins, days=90, days_left=20)
+    stuck = Response.json(
+        {"value": [], "nextLink": f"{standins.key_vault.url}/certificates?$skiptoken=0&maxresults=25"}
+    )
+    standins.key_vault.fail_next(300, stuck, operation="list")
+    sweep(functions)
+    assert len(standins.key_vault.received("GET", "/certificates")) <= 3, "listed the same page again and again"
+    (completed,) = events.named("RenewalSweepCompleted")
+    assert completed["truncated"] is True
+
+
+def test_the_plan_names_consumers_pinned_to_an_old_version(
+    functions: dict[str, Any], standins: StandIns, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 31: the plan says why, including "pinned consumers once discovery exists" (issue 26): a renewal does
+    not reach a consumer pinned to a version."""
+    from shared import context as app_context
+    from shared.consumers.store import KnownConsumers
+
+    monkeypatch.setenv("CONSUMER_SUBSCRIPTIONS", "0f0e0d0c-0000-4000-8000-0000000000a1")
+    monkeypatch.setenv("CONSUMER_TABLE", f"consumers{uuid.uuid4().hex[:8]}")
+    app_context.reset()
+    name, version = avx_certificate(standins, days=90, days_left=20)
+    other, _ = avx_certificate(standins, days=90, days_left=20)
+    agw = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/applicationGateways/agw/sslCertificates/www"
+    consumers = [
+        {"id": agw, "type": "Microsoft.Network/applicationGateways", "follows": "pinned", "version": version},
+        {"id": "/subscriptions/s/x/fd", "type": "Microsoft.Cdn/profiles/secrets", "follows": "latest"},
+    ]
+    known = {name.lower(): KnownConsumers(name, consumers, [])}
+    app_context.consumer_store().save(known, datetime.now(UTC), complete=True)
+
+    plan = plan_of(functions)
+    assert plan[name]["pinnedConsumers"] == [
+        {"id": agw, "type": "Microsoft.Network/applicationGateways", "version": version}
+    ]
+    assert "1 consumer(s) pinned to a version" in plan[name]["reason"]
+    assert plan[other]["pinnedConsumers"] == [] and "pinned" not in plan[other]["reason"]
+
+
+def test_a_list_link_to_another_host_is_a_failed_key_vault_check_not_a_crash(
+    functions: dict[str, Any], standins: StandIns
+) -> None:
+    """Review: a nextLink that leaves the vault is refused (the app's token never goes there); the plan reports it
+    as its key-vault check, like any other listing failure, instead of answering 500."""
+    avx_certificate(standins, days=90, days_left=20)
+    foreign = Response.json({"value": [], "nextLink": "https://attacker.example/certificates?$skiptoken=1"})
+    standins.key_vault.fail_next(1, foreign, operation="list")
+    body = get_json(functions, "renewal_plan", "certificates/plan")
+    checks = {c["name"]: c for c in body["checks"]}
+    assert checks["key-vault"]["ok"] is False and body["ready"] is False
+    assert "attacker.example" not in json.dumps(body)
+
+
+def test_a_ladder_step_claimed_by_a_run_that_died_before_its_event_is_warned_by_the_next_sweep(
+    functions: dict[str, Any], standins: StandIns, events: Events
+) -> None:
+    """Review: the step is claimed before the event is emitted; a run that dies in between leaves a `running` claim.
+    The next sweep (a day later) takes it over and warns; a claim that young belongs to a run still going."""
+    from urllib.parse import urlsplit
+
+    from shared import context as app_context
+    from shared.vault.event_claims import version_key
+    from shared.vault.ladder import LADDER_PARTITION
+
+    name, version = unmanaged_certificate(standins, days=90, days_left=6)
+    claims = app_context.sweep_dependencies().events.claims
+    key = version_key(urlsplit(standins.key_vault.url).netloc, name, f"{version}|step7")
+    claims.claim(LADDER_PARTITION, key, {"certificate": name}, datetime.now(UTC) - timedelta(minutes=5))
+    sweep(functions)  # the claim's run may still be going: not warned twice
+    assert [e for e in events.named("CertificateNearExpiry") if e["certificateName"] == name] == []
+
+    claims.release(LADDER_PARTITION, key)
+    claims.claim(LADDER_PARTITION, key, {"certificate": name}, datetime.now(UTC) - timedelta(hours=24))
+    sweep(functions)  # yesterday's run died between the claim and the event
+    (warning,) = [e for e in events.named("CertificateNearExpiry") if e["certificateName"] == name]
+    assert warning["ladderStep"] == 7 and warning["keyVaultVersion"] == version
+    sweep(functions)
+    assert len([e for e in events.named("CertificateNearExpiry") if e["certificateName"] == name]) == 1
