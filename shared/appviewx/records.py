@@ -21,14 +21,13 @@ from typing import TYPE_CHECKING, Any
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from shared.appviewx.record_fields import (  # re-exported: the record's states live beside its field checks
-    LEGACY_STATES,
     OPEN_STATES,
     RenewalState,
     UnreadableRecord,
     checked_field,
 )
 from shared.azure.last_outcomes import LastOutcome, LastOutcomes
-from shared.azure.tables import delete_where, storage_failure, update_mode
+from shared.azure.tables import storage_failure, update_mode
 from shared.core.errors import StateStoreError
 from shared.core.events import Source
 from shared.core.timestamps import iso_utc
@@ -303,20 +302,6 @@ class OpenRows:
 UNREADABLE_REPORTED = "unreadable_reported_at"
 
 
-def last_outcome_of(record: PendingRecord) -> LastOutcome:
-    return LastOutcome(record.state.value, record.completed_at or record.created_at, record.reason, Source.APPVIEWX)
-
-
-def shows_outcome(record: PendingRecord) -> bool:
-    """A saved record the inventory's last outcome follows: settled (renewed, failed) or left pending for the next
-    run — not a write-ahead or a claim (a lease being taken)."""
-    if not record.key_vault_name:
-        return False
-    return record.state in (RenewalState.RENEWED, RenewalState.FAILED) or (
-        record.state is RenewalState.PENDING and record.lease_until is None
-    )
-
-
 class PendingStore:
     def __init__(self, table: TableClient, outcomes: LastOutcomes | None = None) -> None:
         self.table = table
@@ -345,9 +330,15 @@ class PendingStore:
                     metadata = self.table.upsert_entity(_to_entity(record), mode=update_mode("replace"))
             except (ResourceModifiedError, ResourceNotFoundError, ResourceExistsError):
                 raise RecordTaken(record.pending_id) from None
-        if self.outcomes is not None and shows_outcome(record):
-            self.outcomes.record(record.key_vault_name or "", last_outcome_of(record))
+        self._note_outcome(record)
         return replace(record, etag=metadata.get("etag"))
+
+    def _note_outcome(self, record: PendingRecord) -> None:
+        """The certificate's last outcome: settled, or left pending for the next run (not a write-ahead, not a claim)."""
+        pending = record.state is RenewalState.PENDING and record.lease_until is None
+        if self.outcomes is not None and record.key_vault_name and (pending or record.state not in OPEN_STATES):
+            at = record.completed_at or record.created_at
+            self.outcomes.record(record.key_vault_name, LastOutcome(record.state, at, record.reason, Source.APPVIEWX))
 
     def claim(self, record: PendingRecord, owner: str, now: datetime) -> PendingRecord | None:
         """Take the record's lease, or None when another run changed or holds it."""
@@ -406,15 +397,3 @@ class PendingStore:
         with storage_failure("The pending renewals could not be listed"):
             entities = list(self.table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION}))
         return sorted(readable(entities), key=lambda r: r.created_at, reverse=True)
-
-    def remove_settled_before(self, cutoff: datetime, limit: int) -> int:
-        """Remove at most `limit` renewed or failed records settled before `cutoff`; open records never."""
-        settled = {RenewalState.RENEWED.value, RenewalState.FAILED.value, *LEGACY_STATES}
-        return delete_where(
-            self.table,
-            "PartitionKey eq @pk and completed_at lt @cutoff",
-            {"pk": PARTITION, "cutoff": cutoff},
-            limit,
-            keep=lambda row: str(row.get("state") or "") not in settled,
-            select=("state",),
-        )

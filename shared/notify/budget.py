@@ -17,10 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-
-from shared.azure.tables import TABLE_ERRORS, update_mode
 from shared.core.errors import CertRenewError
 
 if TYPE_CHECKING:
@@ -140,6 +136,11 @@ class NotificationBudget:
     def _update(self, start: datetime, field_for: Callable[[dict[str, Any]], str]) -> bool | None:
         """Count one message in the shared row under the field `field_for(row)` picks (sent or held): True when it
         was counted sent, False held, None when the table cannot be reached (or is too contended)."""
+        from azure.core import MatchConditions  # the table SDK only once a notification is sent, not at cold start
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+
+        from shared.azure.tables import TABLE_ERRORS, update_mode
+
         table = self._open()
         if table is None:
             return None
@@ -173,6 +174,11 @@ class NotificationBudget:
     def _claim_digest(self, start: datetime) -> int | None:
         """How many the window held back in all when this call claimed its digest; 0 when another instance did or
         nothing was held; None when the table cannot be reached."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+        from shared.azure.tables import TABLE_ERRORS, update_mode
+
         table = self._open()
         if table is None:
             return None

@@ -6,8 +6,6 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from shared.azure import identity
-from shared.azure.tables import open_table
 from shared.core.errors import SettingsError
 from shared.core.settings import Settings
 from shared.core.telemetry import add_event_sink, remove_event_sink
@@ -35,6 +33,9 @@ def notifier_for(settings: Settings) -> Notifier | None:
 
 def _budget_table(settings: Settings) -> TableClient:
     """The shared budget's table (the idempotency table), opened on the first notification, not at start-up."""
+    from shared.azure import identity
+    from shared.azure.tables import open_table
+
     storage = settings.storage
     credential = None if storage.connection_string else identity.managed_identity(settings.identity)
     return open_table(storage, storage.idempotency_table, credential)

@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared.appviewx.record_fields import LEGACY_STATES
 from shared.appviewx.records import PARTITION as AVX_PARTITION
-from shared.appviewx.records import PendingStore, last_outcome_of, readable
+from shared.appviewx.records import PendingRecord, PendingStore, RenewalState, readable
 from shared.azure.last_outcomes import BACKFILL_PAGE, LastOutcome, LastOutcomes, newest_of
-from shared.azure.tables import storage_failure
+from shared.azure.tables import delete_where, storage_failure
 from shared.core.errors import StateStoreError
+from shared.core.events import Source
 from shared.notify.budget import purge_budget_rows
 from shared.rcl.state import PARTITION as RCL_PARTITION
 from shared.rcl.state import RenewalStateStore, row_outcome
@@ -55,7 +57,7 @@ def tidy(stores: HousekeepingStores, now: datetime, retention_days: float, batch
     cutoff = now - timedelta(days=retention_days)
     done = Tidied()
     steps: dict[str, Callable[[], int]] = {
-        "settled renewal records": lambda: stores.records.remove_settled_before(cutoff, batch),
+        "settled renewal records": lambda: remove_settled_before(stores.records, cutoff, batch),
         "idempotency keys": lambda: stores.idempotency.purge_expired(now, batch),
         "signature records": lambda: stores.signatures.purge_expired(now, batch),
         "Key Vault event claims": lambda: stores.claims.purge_expired(now, cutoff, batch),
@@ -98,6 +100,23 @@ def backfill_step(stores: HousekeepingStores, outcomes: LastOutcomes, page: int 
         written += outcomes.merge_newer(outcomes_of(rows))
         outcomes.save_backfill_state(history, following is None, json.dumps(following) if following else None)
     return written
+
+
+def remove_settled_before(records: PendingStore, cutoff: datetime, limit: int) -> int:
+    """Remove at most `limit` renewed or failed records settled before `cutoff`; open records never."""
+    settled = {RenewalState.RENEWED.value, RenewalState.FAILED.value, *LEGACY_STATES}
+    return delete_where(
+        records.table,
+        "PartitionKey eq @pk and completed_at lt @cutoff",
+        {"pk": AVX_PARTITION, "cutoff": cutoff},
+        limit,
+        keep=lambda row: str(row.get("state") or "") not in settled,
+        select=("state",),
+    )
+
+
+def last_outcome_of(record: PendingRecord) -> LastOutcome:
+    return LastOutcome(record.state.value, record.completed_at or record.created_at, record.reason, Source.APPVIEWX)
 
 
 def _avx_outcomes(rows: list[dict[str, Any]]) -> dict[str, LastOutcome]:
