@@ -44,11 +44,10 @@ from tests.standins.receiver import ReceiverStandIn, server_error
 from tests.standins.stack import REPO_ROOT, SENTINELS, FakeContext, StandIns
 from tests.standins.tableproxy import CountingProxy
 
-# Fault kinds a defect fixed by another issue still breaks an invariant with; not injected until it is merged.
-# Issue 30 (item 4): one malformed open row makes every complete_pending run raise (TypeError comparing its dates),
-# so every other open record stays open past its deadline and renewals AVX made never reach Key Vault (seen with
-# seeds 1000, 1002 and 1004 of `CHAOS_ALL_KINDS=1 bash dev.sh chaos 5 40`). The lead empties this after issue 30.
-DEFERRED_KINDS: frozenset[str] = frozenset({"malformed-row"})
+# Fault kinds a defect fixed by another issue still breaks an invariant with: not injected until that issue is merged
+# (then the lead empties this). Empty now: `malformed-row` was deferred until issue 30 (one unreadable open row made
+# every complete_pending run raise) and holds since it was merged.
+DEFERRED_KINDS: frozenset[str] = frozenset()
 
 FAULT_KINDS = (
     "avx-timeout",
