@@ -25,6 +25,8 @@ usage: bash dev.sh [--python 3.13|3.11] COMMAND [ARGS...]
                         requirements.txt (what Azure's remote build installs) and requirements-dev.lock: every
                         transitive package pinned with its hashes, one lock for Python 3.11 and 3.13
   bench [ARGS]          the benchmark (figures, not pass/fail)
+  chaos [N] [STEPS]     the fault campaign over N seeds (default 10) of STEPS steps each (default 40), printing each
+                        seed's faults and invariants (CI runs a short fixed seed set in the test suite)
   help                  this text
 
 The operator CLI: .venv/bin/certrenew --help (or .venv/bin/python -m shared --help).
@@ -153,6 +155,8 @@ case "$cmd" in
   lint) setup; "$VENV/bin/ruff" check . && "$VENV/bin/ruff" format --check . ;;
   bench) setup; exec "$VENV/bin/python" -m bench "$@" ;;
   lock) lock ;;
+  chaos) setup; CHAOS_SEEDS=${1:-10} CHAOS_STEPS=${2:-40} exec "$VENV/bin/python" -m pytest tests/chaos -q -s \
+      --show-capture=no -o log_cli=false "${@:3}" ;;
   setup) setup; echo "setup: done ($VENV, $VENV/bin/certrenew, Azurite)." ;;
   help | -h | --help) usage ;;
   *) echo "dev.sh: unknown command '$cmd'" >&2; usage >&2; exit 2 ;;

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 
@@ -15,6 +17,9 @@ from shared import context as app_context
 from shared.core.errors import ApiError, Rejected, SettingsError
 from shared.core.settings import EndpointCheck, Vault, VaultNotListed
 from shared.core.telemetry import invocation
+
+if TYPE_CHECKING:
+    from shared.azure.last_outcomes import LastOutcome
 
 bp = func.Blueprint()
 log = logging.getLogger("certrenew.inventory")
@@ -74,12 +79,11 @@ def _vaults(wanted: str | None) -> tuple[Vault, ...]:
 
 def _inventory(req: func.HttpRequest, invocation_id: str | None) -> func.HttpResponse:
     from shared.azure.keyvault import ForeignLink
-    from shared.vault.event_decisions import rcl_names
     from shared.vault.inventory import (
         InventoryContext,
         decode_continuation,
         inventory_across,
-        last_outcomes,
+        rcl_managed_of,
         with_backoff,
     )
 
@@ -89,11 +93,15 @@ def _inventory(req: func.HttpRequest, invocation_id: str | None) -> func.HttpRes
     position = decode_continuation(token) if token is not None else None
     if token is not None and position is None:
         raise _foreign_continuation()
-    rcl_rows = app_context.renewal_state().all_records()
+    default_outcomes = app_context.last_outcomes().read()  # one row per certificate, never the history
     default_url = app_context.settings().key_vault.url
+
+    def outcomes_of(vault_url: str) -> Mapping[str, LastOutcome]:
+        return default_outcomes if vault_url == default_url else app_context.last_outcomes(vault_url).read()
+
     shaping = InventoryContext(
-        rcl_names(str(r.get("certificateName") or "") for r in rcl_rows),
-        last_outcomes(app_context.pending_store().all_records(), rcl_rows, default_url),
+        rcl_managed_of(default_outcomes),  # RCL renews into the default vault
+        outcomes_of,
         _endpoints(),
         datetime.now(UTC),
         {name: known.consumers for name, known in app_context.known_consumers().items()},

@@ -38,6 +38,10 @@ def scheduled_run(
         except Exception as exc:
             log_failure(logger, name, exc)
             raise
+        finally:
+            from shared.notify.install import flush_notification_digest  # not at cold start
+
+            flush_notification_digest()  # a finished notification-budget window's digest, when one is due
 
 
 def log_failure(logger: logging.Logger, name: str, exc: Exception) -> None:

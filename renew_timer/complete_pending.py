@@ -1,8 +1,10 @@
-"""Timer trigger `complete_pending`: stores what AppViewX renewed but the webhook could not store yet."""
+"""Timer trigger `complete_pending`: stores what AppViewX renewed but the webhook could not store yet, then does the
+bounded housekeeping (retention, expired keys and claims, the last-outcome backfill: `shared.vault.housekeeping`)."""
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import azure.functions as func
@@ -20,7 +22,11 @@ log = logging.getLogger("certrenew.pending")
 @bp.function_name("complete_pending")
 @bp.timer_trigger(schedule="%PENDING_RETRY_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
 def complete_pending(timer: func.TimerRequest, context: func.Context) -> None:
-    scheduled_run("complete_pending", timer, context, log, lambda _invocation_id, _late: _complete())
+    def work(_invocation_id: str | None, _late: bool) -> None:
+        _complete()
+        _housekeeping()
+
+    scheduled_run("complete_pending", timer, context, log, work)
 
 
 def complete_for_operator(context: func.Context, ignore_retry_delay: bool) -> CompletionSummary:
@@ -56,3 +62,23 @@ def _complete(ignore_retry_delay: bool = False) -> CompletionSummary:
         len(summary.not_due),
     )
     return summary
+
+
+def _housekeeping() -> None:
+    from shared.core.errors import CertRenewError
+    from shared.vault.housekeeping import HousekeepingStores, tidy  # imported when the timer fires
+
+    try:
+        stores = HousekeepingStores(
+            records=app_context.pending_store(),
+            idempotency=app_context.idempotency_store(),
+            signatures=app_context.signature_replays(),
+            claims=app_context.event_claims(),
+            outcomes=app_context.last_outcomes,
+            rcl=app_context.renewal_state(),
+        )
+    except CertRenewError as exc:  # housekeeping never fails the completion run
+        log.warning("Housekeeping skipped: %s", exc.message)
+        return
+    settings = app_context.settings().webhook
+    log.info(tidy(stores, datetime.now(UTC), settings.record_retention_days).line())

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # the clients' modules (and the Azure SDK behind them) are im
     from shared.appviewx.client import AvxClient
     from shared.appviewx.records import PendingStore
     from shared.azure.keyvault import KeyVaultStore
+    from shared.azure.last_outcomes import LastOutcomes, OutcomesByVault
     from shared.azure.resourcegraph import ResourceGraph
     from shared.consumers.run import DiscoveryDependencies
     from shared.consumers.store import ConsumerStore, KnownConsumers
@@ -94,10 +95,32 @@ def _table(setting: str) -> Any:
     return open_table(storage, name, credential, s.worker.pool_size)
 
 
+def last_outcomes(vault_url: str | None = None) -> LastOutcomes:
+    """Each certificate's last renewal outcome in one listed vault (default: the default vault): rows in the pending
+    table, a partition per vault; the inventory reads them, both renewal paths write them."""
+    from shared.azure.last_outcomes import LastOutcomes
+
+    url = vault_url or settings().key_vault.url
+    return _cached(f"outcomes {url.lower()}", lambda: LastOutcomes(_table("pending_table"), url))
+
+
+def _outcomes_or_none() -> LastOutcomes | None:
+    try:
+        return last_outcomes()
+    except CertRenewError as exc:  # the records are the truth; the inventory's view waits for the settings
+        log.warning("Last outcomes not kept: %s", exc.message)
+        return None
+
+
+def _outcomes_by_vault_or_none() -> OutcomesByVault | None:
+    """`last_outcomes` as the AppViewX records use it (a record names its vault), or None as above."""
+    return last_outcomes if _outcomes_or_none() is not None else None
+
+
 def pending_store() -> PendingStore:
     from shared.appviewx.records import PendingStore
 
-    return _cached("pending", lambda: PendingStore(_table("pending_table")))
+    return _cached("pending", lambda: PendingStore(_table("pending_table"), _outcomes_by_vault_or_none()))
 
 
 def idempotency_store() -> IdempotencyStore:
@@ -217,7 +240,7 @@ def rcl_client() -> RclClient:
 def renewal_state() -> RenewalStateStore:
     from shared.rcl.state import RenewalStateStore
 
-    return _cached("renewalstate", lambda: RenewalStateStore(_table("renewal_table")))
+    return _cached("renewalstate", lambda: RenewalStateStore(_table("renewal_table"), _outcomes_or_none()))
 
 
 def rcl_credential() -> TokenCredential:

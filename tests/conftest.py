@@ -22,6 +22,7 @@ from tests.standins.stack import (
     base_environment,
     start_standins,
 )
+from tests.standins.tableproxy import CountingProxy
 
 # What `bash dev.sh test --quick` leaves out (CI runs everything): the modules that go end to end through
 # subprocesses (the local stack, telemetry children), the load test, fault injection with its retries and timeouts,
@@ -94,6 +95,18 @@ def app_env(standins: StandIns, azurite: Azurite, monkeypatch: pytest.MonkeyPatc
     app_context.reset()
     yield env
     app_context.reset()
+
+
+@pytest.fixture
+def table_proxy(app_env: dict[str, str], azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[CountingProxy]:
+    """The app's tables reached through a fault-injecting proxy in front of Azurite (`fail_next`)."""
+    from shared import context as app_context
+
+    proxy = CountingProxy(azurite.port).start()
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string.replace(f":{azurite.port}/", f":{proxy.port}/"))
+    app_context.reset()
+    yield proxy
+    proxy.stop()
 
 
 @pytest.fixture

@@ -671,6 +671,11 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           value: pendingMaxDays
         }
         {
+          // Settled AppViewX renewal records and Key Vault version claims older than this are removed (bounded per run).
+          name: 'RENEWAL_RECORD_RETENTION_DAYS'
+          value: '400'
+        }
+        {
           name: 'WEBHOOK_HMAC_SECRET'
           value: empty(webhookHmacSecret) ? '' : kvRefWebhookHmacSecret
         }
@@ -686,6 +691,11 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'NOTIFY_FORMAT'
           value: notifyFormat
+        }
+        {
+          // Messages per 10-minute window, all instances together; the rest are held back and summed up in one digest.
+          name: 'NOTIFY_BUDGET'
+          value: '20'
         }
         // --- endpoint check -------------------------------------------------
         {

@@ -7,7 +7,7 @@ versions with state `completed` read as `renewed`.
 
 Whoever works on an open record holds its lease (`lease_owner`, `lease_until`), taken and saved with ETag-conditional
 updates, so two runs (or a run and the webhook) never store the same record twice. The backoff and give-up rules are
-pure functions; `PendingStore` is the table I/O.
+pure functions (`shared.appviewx.backoff`); `PendingStore` is the table I/O.
 """
 
 from __future__ import annotations
@@ -20,14 +20,17 @@ from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
+from shared.appviewx.backoff import gives_up, record_retry_at
 from shared.appviewx.record_fields import (  # re-exported: the record's states live beside its field checks
     OPEN_STATES,
     RenewalState,
     UnreadableRecord,
     checked_field,
 )
+from shared.azure.last_outcomes import LastOutcome, OutcomesByVault
 from shared.azure.tables import storage_failure, update_mode
 from shared.core.errors import StateStoreError
+from shared.core.events import Source
 from shared.core.redaction import redact
 from shared.core.timestamps import iso_utc
 
@@ -36,8 +39,6 @@ if TYPE_CHECKING:  # the table SDK is imported where it is used, to keep cold st
 
 log = logging.getLogger("certrenew.records")
 PARTITION = "avx"
-FIRST_RETRY = timedelta(minutes=15)
-MAX_RETRY = timedelta(hours=24)
 # A lease outlives the invocation holding it (the function timeout is 10 min); after it, the holder is presumed dead.
 LEASE = timedelta(minutes=15)
 
@@ -60,18 +61,6 @@ QUEUE_MESSAGE_TTL = timedelta(days=7)
 
 class RecordTaken(Exception):
     """Another run changed the record since it was read (its ETag no longer matches)."""
-
-
-def next_attempt_at(failed_attempts: int, last_attempt: datetime) -> datetime:
-    """After the n-th failed try, wait 15 min doubling per try, at most 24 h (cert-manager-style backoff)."""
-    if failed_attempts <= 0:
-        return last_attempt
-    delay = FIRST_RETRY * (2 ** min(failed_attempts - 1, 16))
-    return last_attempt + min(delay, MAX_RETRY)
-
-
-def gives_up(created_at: datetime, now: datetime, max_days: float) -> bool:
-    return now - created_at >= timedelta(days=max_days)
 
 
 def is_due(record: PendingRecord, now: datetime, ignore_retry_delay: bool = False) -> bool:
@@ -211,7 +200,7 @@ class PendingRecord:
             state=RenewalState.PENDING,
             attempts=attempts,
             last_error=_short(error),
-            next_attempt_at=next_attempt_at(attempts, now),
+            next_attempt_at=record_retry_at(attempts, now),
             lease_until=None,
         )
 
@@ -306,8 +295,9 @@ UNREADABLE_REPORTED = "unreadable_reported_at"
 
 
 class PendingStore:
-    def __init__(self, table: TableClient) -> None:
+    def __init__(self, table: TableClient, outcomes: OutcomesByVault | None = None) -> None:
         self.table = table
+        self.outcomes = outcomes  # each certificate's last outcome (shared.azure.last_outcomes), when kept
 
     def create(self, record: PendingRecord) -> PendingRecord:
         """Insert a new record (the write-ahead before AVX is called)."""
@@ -332,7 +322,17 @@ class PendingStore:
                     metadata = self.table.upsert_entity(_to_entity(record), mode=update_mode("replace"))
             except (ResourceModifiedError, ResourceNotFoundError, ResourceExistsError):
                 raise RecordTaken(record.pending_id) from None
+        self._note_outcome(record)
         return replace(record, etag=metadata.get("etag"))
+
+    def _note_outcome(self, record: PendingRecord) -> None:
+        """The certificate's last outcome: settled, or left pending for the next run (not a write-ahead, not a claim)."""
+        pending = record.state is RenewalState.PENDING and record.lease_until is None
+        if self.outcomes is not None and record.key_vault_name and (pending or record.state not in OPEN_STATES):
+            at = record.completed_at or record.created_at
+            self.outcomes(record.key_vault_url).record(
+                record.key_vault_name, LastOutcome(record.state, at, record.reason, Source.APPVIEWX)
+            )
 
     def claim(
         self, record: PendingRecord, owner: str, now: datetime, ignore_retry_delay: bool = False

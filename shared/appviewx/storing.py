@@ -4,6 +4,7 @@ a record is settled (`settle_renewed`, `settle_not_stored`): pending (tried agai
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -125,23 +126,31 @@ def store_avx_result(
     problems: those leave the record pending (first try when `max_days` is None, else a backed-off retry that gives
     up after `max_days`) or, when storing is impossible for good, failed."""
     try:
-        stored = _store(record, material, pipeline)
+        # A retry (completion) first looks whether an earlier run already stored this very certificate and died, or
+        # could not save the record, before settling it: then the record is settled without a second import.
+        stored = _store(record, material, pipeline, check_current=max_days is not None)
     except NotStored as problem:
         return settle_not_stored(record, problem, pipeline, max_days=max_days, now=now)
     return settle_renewed(record, stored, material, pipeline, now=now)
 
 
-def _store(record: PendingRecord, material: AvxMaterial, pipeline: Pipeline) -> StoredCertificate:
+def _store(
+    record: PendingRecord, material: AvxMaterial, pipeline: Pipeline, *, check_current: bool = False
+) -> StoredCertificate:
     store = pipeline.store
     try:
         if material.storage is Storage.IMPORT_PFX:
             leaf = leaf_of_pfx(material.content, material.password)
             name = _name_for(record, leaf, material)
+            if check_current and (already := already_current(store, name, leaf)):
+                return already
             _check_target(name, leaf, pipeline, merge=False)
             return store.import_pfx(name, material.content, material.password, _tags(record, material, leaf))
         certificates = order_leaf_first(parse_certificates(material.content))
         leaf = certificates[0]
         name = _name_for(record, leaf, material)
+        if check_current and (already := already_current(store, name, leaf)):
+            return already
         _check_target(name, leaf, pipeline, merge=not (material.storage is Storage.IMPORT_PEM and material.private_key))
         if material.storage is Storage.IMPORT_PEM and material.private_key:
             bundle = pem_bundle_with_pkcs8_key(certificates, material.private_key, material.password)
@@ -188,6 +197,23 @@ def _check_target(name: str, leaf: x509.Certificate, pipeline: Pipeline, *, merg
         problem = None if allowed or current is None else not_owned(name, current, common_name, before_avx=False)
     if problem is not None:
         raise NotStored(problem.code, problem.message, permanent=True, remediation=problem.remediation)
+
+
+def already_current(store: KeyVaultStore, name: str, leaf: x509.Certificate) -> StoredCertificate | None:
+    """Key Vault's current version of `name` when it already is `leaf` (same SHA-1 thumbprint; the serialNumber tag
+    when Key Vault gives no thumbprint), else None. Raises KeyVaultError when Key Vault cannot be read."""
+    current = store.current(name)
+    if current is None:
+        return None
+    if current.thumbprint:
+        return current if current.thumbprint == leaf_thumbprint(leaf) else None
+    return current if current.tags.get("serialNumber") == format(leaf.serial_number, "X") else None
+
+
+def leaf_thumbprint(leaf: x509.Certificate) -> str:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return hashlib.sha1(leaf.public_bytes(Encoding.DER), usedforsecurity=False).hexdigest().upper()
 
 
 def _name_for(record: PendingRecord, leaf: x509.Certificate, material: AvxMaterial) -> str:

@@ -104,6 +104,7 @@ class Webhook:
                 "httpStatus": error.status,
                 "caller": self.pipeline.caller,
                 "vault": self.pipeline.vault_name,
+                "pendingId": record.pending_id if record is not None else None,  # the record it failed, when written
             },
         )
         return WebhookAnswer(error.status, error.body(self.pipeline.invocation_id), avx_called)

@@ -132,3 +132,33 @@ def claim_row(
             return RowClaim(True, existing)
         except (ResourceModifiedError, ResourceNotFoundError):
             return RowClaim(False)
+
+
+TRANSACTION_LIMIT = 100  # Azure Tables: at most 100 operations per entity-group transaction (one partition)
+
+
+def delete_where(
+    table: TableClient,
+    query: str,
+    parameters: dict[str, Any],
+    limit: int,
+    keep: Callable[[dict[str, Any]], bool] | None = None,
+    select: tuple[str, ...] = (),
+) -> int:
+    """Delete at most `limit` rows of ONE partition matching `query` (minus those `keep` keeps), in transactions of
+    up to 100; how many were deleted. Raises StateStoreError. Housekeeping: bounded per call, the next call goes on."""
+    if limit <= 0:
+        return 0
+    keys: list[dict[str, Any]] = []
+    with storage_failure(f"Old rows of the table {table.table_name!r} could not be removed"):
+        rows = table.query_entities(
+            query, parameters=parameters, select=["PartitionKey", "RowKey", *select], results_per_page=TRANSACTION_LIMIT
+        )
+        for row in rows:
+            if keep is None or not keep(row):
+                keys.append({"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"]})
+            if len(keys) >= limit:
+                break
+        for start in range(0, len(keys), TRANSACTION_LIMIT):
+            table.submit_transaction([("delete", key) for key in keys[start : start + TRANSACTION_LIMIT]])
+    return len(keys)

@@ -32,6 +32,7 @@ class Event(StrEnum):
     CONSUMER_STALE = "CertificateConsumerStale"  # a versionless consumer still uses the old one a day after renewal
     CONSUMER_DISCOVERY_LIMITED = "ConsumerDiscoveryLimited"  # a discovery run stopped at CONSUMER_MAX_PER_RUN
     CONSUMER_DISCOVERY_COMPLETED = "ConsumerDiscoveryCompleted"  # end of a discovery run (its counts)
+    NOTIFICATIONS_HELD = "NotificationsHeldBack"  # the notification budget held messages back (the digest)
 
 
 class Source(StrEnum):

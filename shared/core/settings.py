@@ -238,6 +238,8 @@ class WorkerSettings:
 class WebhookSettings:
     hmac_secret: str | None = field(default=None, repr=False)
     pending_max_days: float = 7.0
+    # Settled AppViewX renewal records (renewed/failed) and Key Vault version claims older than this are removed.
+    record_retention_days: float = 400.0
     require_signature: bool = False
     # App Service authentication (Easy Auth) fronts the app: only then are X-MS-CLIENT-PRINCIPAL-* headers its own.
     app_service_auth: bool = False
@@ -256,6 +258,7 @@ class NotifySettings:
     # A webhook URL carries its authorization (Logic Apps / Power Automate `sig=`, Slack's path): never shown.
     webhook_url: str | None = field(default=None, repr=False)
     format: str | None = None  # teams | slack | json; None: chosen from the URL's host (shared.notify.formats)
+    budget_per_window: int = 20  # messages per 10 minutes, all instances together (shared.notify.budget)
 
 
 MAX_ENDPOINT_CHECKS = 500  # each endpoint costs up to a few seconds; the timer has 10 minutes on Flex Consumption
@@ -817,9 +820,17 @@ class Settings:
                 r.problems.append("WEBHOOK_REQUIRE_SIGNATURE is true but WEBHOOK_HMAC_SECRET is not set")
             # Set by the platform when App Service authentication is on ("True"/"False").
             easy_auth = r.env.get("WEBSITE_AUTH_ENABLED", "").strip().lower() == "true"
+            pending_max_days = r.number("PENDING_MAX_DAYS", 7, float, maximum=365)
+            retention = r.number("RENEWAL_RECORD_RETENTION_DAYS", 400, float, minimum=1, maximum=3650)
+            if retention <= pending_max_days:
+                r.problems.append(
+                    f"RENEWAL_RECORD_RETENTION_DAYS must be more than PENDING_MAX_DAYS ({pending_max_days:g}), "
+                    f"got {retention:g}"
+                )
             return WebhookSettings(
                 hmac_secret=secret,
-                pending_max_days=r.number("PENDING_MAX_DAYS", 7, float, maximum=365),
+                pending_max_days=pending_max_days,
+                record_retention_days=retention,
                 require_signature=require,
                 app_service_auth=easy_auth,
             )
@@ -860,7 +871,8 @@ class Settings:
             fmt = (r.text("NOTIFY_FORMAT") or "").lower() or None
             if fmt is not None and fmt not in NOTIFY_FORMATS:
                 r.problems.append(f"NOTIFY_FORMAT must be one of {', '.join(NOTIFY_FORMATS)}, got {fmt!r}")
-            return NotifySettings(webhook_url=url, format=fmt)
+            budget = r.number("NOTIFY_BUDGET", 20, int, minimum=0, maximum=1000)
+            return NotifySettings(webhook_url=url, format=fmt, budget_per_window=budget)
 
         return self._group("notify", build)
 

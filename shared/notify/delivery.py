@@ -16,8 +16,9 @@ minute (then notifications are held, counted, and retried later), so a nightly c
 near expiry does not spend 15 seconds on each while the receiver is down — and none is dropped wholesale.
 
 At most one message per event, certificate and reason is sent an hour (`DEDUP_SECONDS`); this memory is per process
-(best effort: with N instances up to N an hour), which bounds what callers can cause without a table write per
-notification.
+(best effort: with N instances up to N an hour). Across certificates, at most NOTIFY_BUDGET messages go out per
+10-minute window, all instances together (shared.notify.budget); the rest are held back and one digest per window
+says how many, with the KQL that lists them.
 """
 
 from __future__ import annotations
@@ -28,12 +29,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from shared.core.events import Event
 from shared.core.outbound import AnswerTooLarge, Deadline, RetryPolicy, new_session, send
+from shared.core.telemetry import emit_event
 from shared.notify.backlog import Backlog, Undelivered
+from shared.notify.budget import Digest, NotificationBudget, held_back_kql
 from shared.notify.facts import UNKNOWN_CERTIFICATE, message_text
 from shared.notify.formats import APP_NAME, build_message
 
@@ -109,6 +113,9 @@ class Notifier:
     dedup_seconds: float = DEDUP_SECONDS
     _sent: OrderedDict[tuple[str, str, str], float] = field(default_factory=OrderedDict, init=False, repr=False)
     backlog: Backlog = field(init=False, repr=False)
+    # The global bound: NOTIFY_BUDGET messages per 10-minute window, per instance and shared in the table.
+    budget: NotificationBudget = field(default_factory=NotificationBudget, repr=False)
+    wall_clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC), repr=False)
 
     def __post_init__(self) -> None:
         self.backlog = Backlog(lambda: self.budget_seconds, lambda: self.cooldown_seconds, lambda: self.clock())
@@ -151,6 +158,15 @@ class Notifier:
         if not self._reserve(key):
             log.info("Notification of %s for %s skipped: already sent within the hour", name, certificate)
             return Delivery(delivered=False, skipped=True, problem="already notified within the hour")
+        self.flush_digest()
+        if not self.budget.take(self.wall_clock()):
+            log.info(
+                "Notification of %s for %s held back: %d messages per 10 minutes were sent already",
+                name,
+                certificate,
+                self.budget.limit,
+            )
+            return Delivery(delivered=False, skipped=True, problem="held back by the notification budget")
         item = Undelivered(key, name, certificate, build_message(self.format, name, attributes))
         left = self.backlog.budget_left()
         if left <= 0:  # failing deliveries spent this minute's budget: kept, tried after the next success
@@ -186,6 +202,22 @@ class Notifier:
             return delivery
         log.info("Notification of %s for %s sent to %s (%s)", item.name, item.certificate, self.target, delivery.status)
         self._retry_kept(self.backlog.succeeded())
+        return delivery
+
+    def flush_digest(self) -> list[Delivery]:
+        """Send the digest of each window that is over and held messages back (once across instances)."""
+        return [self._send_digest(digest) for digest in self.budget.due_digests(self.wall_clock())]
+
+    def _send_digest(self, digest: Digest) -> Delivery:
+        attributes = digest_attributes(digest, self.budget.limit)
+        emit_event(Event.NOTIFICATIONS_HELD, attributes)
+        delivery = self.deliver(build_message(self.format, Event.NOTIFICATIONS_HELD, attributes))
+        if delivery.delivered:
+            log.info("Notification digest (%d held back) sent to %s", digest.held, self.target)
+        else:
+            log.warning(
+                "Notification digest (%d held back) to %s failed: %s", digest.held, self.target, delivery.problem
+            )
         return delivery
 
     def _retry_kept(self, kept: list[Undelivered]) -> None:
@@ -260,3 +292,17 @@ class Notifier:
 
     def close(self) -> None:
         self.session.close()
+
+
+def digest_attributes(digest: Digest, limit: int) -> dict[str, Any]:
+    """What the digest says: how many were held back in which window, and the KQL that lists them."""
+    window = f"{digest.start:%Y-%m-%d %H:%M}-{digest.end:%H:%M} UTC"
+    return {
+        "reason": "NOTIFY_BUDGET",
+        "heldBack": digest.held,
+        "windowStart": digest.start,
+        "message": (
+            f"{digest.held} notification(s) held back in {window}: the budget is {limit} messages per 10 minutes. "
+            f"Every one is in Application Insights: {held_back_kql(digest.start, digest.end, NOTIFIED_EVENTS)}"
+        ),
+    }

@@ -86,6 +86,8 @@ class MessageFacts:
 
     @property
     def title(self) -> str:
+        if self.event == Event.NOTIFICATIONS_HELD:
+            return "Notifications held back"
         if self.event == Event.NEAR_EXPIRY:
             return f"Certificate near expiry: {self.certificate}"
         if self.event == Event.EXPIRED:
@@ -100,6 +102,8 @@ class MessageFacts:
 
     @property
     def summary(self) -> str:
+        if self.event == Event.NOTIFICATIONS_HELD:
+            return self.message or "Notifications were held back by the notification budget."
         if self.event == Event.NEAR_EXPIRY:
             left = "an unknown number of" if self.days_left is None else str(self.days_left)
             return f"{self.certificate} ({self.source_label}) expires in {left} day(s), on {self.expiry_date or '?'}."
@@ -138,6 +142,8 @@ class MessageFacts:
         return replace(self, **changes)
 
     def facts(self) -> list[tuple[str, str]]:
+        if self.event == Event.NOTIFICATIONS_HELD:
+            return [("Reason", self.reason or ""), ("Message", self.message or "")]
         rows: list[tuple[str, str | None]] = [("Certificate", self.certificate), ("Source", self.source_label)]
         if self.event in (Event.NEAR_EXPIRY, Event.EXPIRED):
             rows += [

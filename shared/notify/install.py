@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 from shared.core.errors import SettingsError
 from shared.core.settings import Settings
 from shared.core.telemetry import add_event_sink, remove_event_sink
+from shared.notify.budget import NotificationBudget
 from shared.notify.delivery import Notifier
 from shared.notify.formats import message_format
+
+if TYPE_CHECKING:
+    from azure.data.tables import TableClient
 
 log = logging.getLogger("certrenew.notify")
 
@@ -22,7 +27,18 @@ def notifier_for(settings: Settings) -> Notifier | None:
     config = settings.notify
     if not config.webhook_url:
         return None
-    return Notifier(url=config.webhook_url, format=message_format(config.webhook_url, config.format))
+    budget = NotificationBudget(config.budget_per_window, lambda: _budget_table(settings))
+    return Notifier(url=config.webhook_url, format=message_format(config.webhook_url, config.format), budget=budget)
+
+
+def _budget_table(settings: Settings) -> TableClient:
+    """The shared budget's table (the idempotency table), opened on the first notification, not at start-up."""
+    from shared.azure import identity
+    from shared.azure.tables import open_table
+
+    storage = settings.storage
+    credential = None if storage.connection_string else identity.managed_identity(settings.identity)
+    return open_table(storage, storage.idempotency_table, credential)
 
 
 def install_notifications(settings: Settings) -> Notifier | None:
@@ -61,3 +77,15 @@ def uninstall_notifications() -> None:
             remove_event_sink(_installed)
             _installed.close()
             _installed = None
+
+
+def flush_notification_digest() -> None:
+    """Send the digest of a finished budget window that held messages back (every timer run calls this, so the
+    digest comes even when no further notification does). Never raises."""
+    notifier = _installed
+    if notifier is None:
+        return
+    try:
+        notifier.flush_digest()
+    except Exception as exc:  # a digest never fails a timer run
+        log.warning("Notification digest failed: %s", type(exc).__name__)

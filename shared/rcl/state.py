@@ -21,8 +21,11 @@ from typing import TYPE_CHECKING, Any
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
+from shared.azure.last_outcomes import LastOutcome, LastOutcomes, newest_of
 from shared.azure.tables import storage_failure, update_mode
+from shared.core.certificates import derive_certificate_name
 from shared.core.errors import StateStoreError
+from shared.core.events import Source
 from shared.core.timestamps import utc
 from shared.rcl.decisions import Outcome, Verdict
 from shared.rcl.scheduled import OPEN_STATES, RecordState, ScheduledRenewal, night_of
@@ -122,11 +125,30 @@ def _chunks(items: Sequence[dict[str, Any]]) -> Iterator[Sequence[dict[str, Any]
         yield items[start : start + TRANSACTION_LIMIT]
 
 
+def row_outcome(row: dict[str, Any]) -> tuple[str, LastOutcome] | None:
+    """A record's (Key Vault name, outcome) for the inventory: RCL writes `contoso.com`, Key Vault holds
+    `contoso-com`; None for a row without a name or a date."""
+    name = derive_certificate_name(str(_plain(row.get("certificateName")) or ""))
+    at = _plain(row.get("closedAt")) or _plain(row.get("scheduledAt"))
+    if not name or not isinstance(at, datetime):
+        return None
+    reason = _plain(row.get("reason"))
+    return name, LastOutcome(str(_plain(row.get("state")) or ""), utc(at), str(reason) if reason else None, Source.RCL)
+
+
 class RenewalStateStore:
     """Scheduled RCL renewals and the nightly RCL call budget, in one table."""
 
-    def __init__(self, table: TableClient) -> None:
+    def __init__(self, table: TableClient, outcomes: LastOutcomes | None = None) -> None:
         self.table = table
+        self.outcomes = outcomes  # each certificate's last outcome (shared.azure.last_outcomes), when kept
+
+    def _note_outcomes(self, rows: Sequence[dict[str, Any]]) -> None:
+        if self.outcomes is None:
+            return
+        found = newest_of(pair for pair in map(row_outcome, rows) if pair is not None)
+        if found:
+            self.outcomes.record_many(found)
 
     @property
     def name(self) -> str:
@@ -142,7 +164,9 @@ class RenewalStateStore:
 
     def record_scheduled(self, records: Sequence[ScheduledRenewal]) -> None:
         """Record what RCL scheduled; a record of the same certificate the same night is replaced, not doubled."""
-        self._upsert_all([to_entity(r) for r in records], update_mode("replace"), "record the scheduled renewals")
+        entities = [to_entity(r) for r in records]
+        self._upsert_all(entities, update_mode("replace"), "record the scheduled renewals")
+        self._note_outcomes(entities)
 
     def open_renewals(self) -> list[ScheduledRenewal]:
         """Every record the follow-up check has not closed yet (scheduled, not installed, unknown requests)."""
@@ -162,8 +186,11 @@ class RenewalStateStore:
     def close_verdicts(self, verdicts: Sequence[Verdict], closed_at: datetime) -> None:
         """Close renewed and failed records, and note when a renewal was first seen not installed (pending ones
         stay as they are)."""
-        closing = [closing_entity(v, closed_at) for v in verdicts if v.changes_record]
+        changing = [v for v in verdicts if v.changes_record]
+        closing = [closing_entity(v, closed_at) for v in changing]
         self._upsert_all(closing, update_mode("merge"), "close the checked renewals")
+        named = [{**c, "certificateName": v.record.certificate_name} for c, v in zip(closing, changing, strict=True)]
+        self._note_outcomes([{**n, "closedAt": n.get("closedAt") or n.get("renewedAt")} for n in named])
 
     def record_unknown(self, record: ScheduledRenewal) -> None:
         """A renewal request whose answer never came: the morning check finds out what it did."""
@@ -178,6 +205,7 @@ class RenewalStateStore:
             "message": message[:1000],
         }
         self._upsert_all([entity], update_mode("merge"), "close the unanswered renewal request")
+        self._note_outcomes([{**entity, "certificateName": record.certificate_name}])
 
     def remove_older_than(self, cutoff: datetime, limit: int = CLEANUP_LIMIT) -> Cleanup:
         """Remove closed records closed before `cutoff` and call counts of nights before it, at most `limit` rows

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from shared.azure.tables import TABLE_ERRORS, claim_row, update_mode
+from shared.azure.tables import TABLE_ERRORS, claim_row, delete_where, update_mode
 
 if TYPE_CHECKING:  # the table SDK is imported where it is used, to keep cold start short
     from azure.data.tables import TableClient
@@ -161,3 +161,12 @@ class IdempotencyStore:
             self.table.delete_entity(PARTITION, _row_key(key))
         except TABLE_ERRORS:
             pass
+
+    def purge_expired(self, now: datetime, limit: int) -> int:
+        """Remove at most `limit` keys claimed over the replay window ago (a repeat after it is a new request)."""
+        return delete_where(
+            self.table,
+            "PartitionKey eq @pk and createdAt lt @cutoff",
+            {"pk": PARTITION, "cutoff": now - REPLAY_WINDOW},
+            limit,
+        )

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from azure.core.exceptions import ResourceExistsError
 
-from shared.azure.tables import TABLE_ERRORS, storage_failure
+from shared.azure.tables import TABLE_ERRORS, delete_where, storage_failure
 from shared.security.signature import MAX_SKEW_SECONDS
 
 if TYPE_CHECKING:
@@ -72,3 +72,9 @@ class SignatureReplayStore:
                 self.table.delete_entity(PARTITION, entity["RowKey"])
         except TABLE_ERRORS:
             pass  # housekeeping only: the next purge tries again
+
+    def purge_expired(self, now: datetime, limit: int) -> int:
+        """Remove at most `limit` expired signature records (the timer's housekeeping; first_use purges too)."""
+        return delete_where(
+            self.table, "PartitionKey eq @pk and expiresAt lt @now", {"pk": PARTITION, "now": now}, limit
+        )

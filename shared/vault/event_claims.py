@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from shared.azure.tables import TABLE_ERRORS, claim_row, storage_failure, update_mode
+from shared.azure.tables import TABLE_ERRORS, claim_row, delete_where, storage_failure, update_mode
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
@@ -31,6 +31,8 @@ EVENT_PARTITION = "kvevent"
 VERSION_PARTITION = "kvversion"
 # The function timeout is 10 minutes: a claim running longer belongs to an invocation that died.
 ABANDONED_AFTER = timedelta(minutes=15)
+# Event Grid retries a delivery for up to 24 hours: an event claim older than this can never see that event again.
+EVENT_CLAIM_KEPT = timedelta(days=7)
 
 
 class ClaimState(enum.StrEnum):
@@ -135,3 +137,21 @@ class EventClaims:
             self.table.delete_entity(partition, key)
         except TABLE_ERRORS:
             pass
+
+    def purge_expired(self, now: datetime, version_cutoff: datetime, limit: int) -> int:
+        """Remove at most `limit` claims: events claimed over EVENT_CLAIM_KEPT ago, and version claims made before
+        `version_cutoff` (the record retention: a certificate version that old has expired; a public certificate
+        lives at most 398 days)."""
+        events = delete_where(
+            self.table,
+            "PartitionKey eq @pk and createdAt lt @cutoff",
+            {"pk": EVENT_PARTITION, "cutoff": now - EVENT_CLAIM_KEPT},
+            limit,
+        )
+        versions = delete_where(
+            self.table,
+            "PartitionKey eq @pk and createdAt lt @cutoff",
+            {"pk": VERSION_PARTITION, "cutoff": version_cutoff},
+            limit - events,
+        )
+        return events + versions

@@ -4,38 +4,30 @@ outcome the app recorded for it.
 One page of the answer is one page of Key Vault's own list (`list_properties_of_certificates`, at most 25 per page);
 the continuation handed to the caller is Key Vault's nextLink, base64url-encoded and accepted back only when it is a
 list link of the app's vault (otherwise a caller could point the app's bearer token at another host). The shaping is
-pure (`inventory_entry`, `last_outcomes`); the records are read once per request.
+pure (`inventory_entry`); each certificate's last outcome is its row in `shared.azure.last_outcomes` (one partition
+query per request, one row per certificate: the cost does not grow with the renewal history).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared.appviewx.records import PendingRecord
 from shared.azure.keyvault import LIST_PAGE_MAX, ForeignLink, KeyVaultStore, ListedCertificate, is_vault_list_link
-from shared.core.certificates import derive_certificate_name
+from shared.azure.last_outcomes import LastOutcome
 from shared.core.events import Source
 from shared.core.settings import EndpointCheck, Vault
-from shared.core.timestamps import iso_utc, utc
+from shared.core.timestamps import iso_utc
 from shared.vault.event_decisions import Owner, owner_of, whole_days_left
 from shared.vault.renewal_plan import RenewalFailures
 
 DEFAULT_PAGE_SIZE = LIST_PAGE_MAX
 MAX_CONTINUATION = 4096  # characters of the encoded token
 MAX_EMPTY_PAGES = 5  # Key Vault may answer an empty page with a nextLink; follow a few before answering
-
-
-@dataclass(frozen=True)
-class LastOutcome:
-    state: str  # renewed, failed, pending, accepted (AppViewX records); scheduled, renewed, failed (RCL records)
-    at: datetime
-    reason: str | None
-    path: Source  # APPVIEWX | RCL: which records said so
 
 
 def encode_continuation(next_link: str | None) -> str | None:
@@ -52,37 +44,9 @@ def decode_continuation(token: str) -> str | None:
         return None
 
 
-def _later(found: dict[str, LastOutcome], name: str, outcome: LastOutcome) -> None:
-    key = name.lower()
-    if key not in found or outcome.at > found[key].at:
-        found[key] = outcome
-
-
-def outcome_key(name: str, vault_url: str | None = None) -> str:
-    """Where `last_outcomes` files a certificate: its lower-case name, prefixed by its vault's URL unless the vault is
-    the default one (None)."""
-    return f"{vault_url.lower()} {name.lower()}" if vault_url else name.lower()
-
-
-def last_outcomes(
-    pending: Iterable[PendingRecord], rcl_rows: Iterable[Mapping[str, Any]], default_vault_url: str | None = None
-) -> dict[str, LastOutcome]:
-    """The newest outcome per Key Vault name (`outcome_key`) from the AppViewX renewal records and RCL's records
-    (whose names RCL writes as `contoso.com`, stored in Key Vault as `contoso-com`; RCL's are filed under the
-    default vault)."""
-    found: dict[str, LastOutcome] = {}
-    for record in pending:
-        if record.key_vault_name:
-            at = record.completed_at or record.created_at
-            vault = None if record.key_vault_url in (None, default_vault_url) else record.key_vault_url
-            key = outcome_key(record.key_vault_name, vault)
-            _later(found, key, LastOutcome(record.state, at, record.reason, Source.APPVIEWX))
-    for row in rcl_rows:
-        name = derive_certificate_name(str(row.get("certificateName") or ""))
-        at = row.get("closedAt") or row.get("scheduledAt")
-        if name and isinstance(at, datetime):
-            _later(found, name, LastOutcome(str(row.get("state") or ""), utc(at), row.get("reason"), Source.RCL))
-    return found
+def rcl_managed_of(outcomes: Mapping[str, LastOutcome]) -> set[str]:
+    """The certificates RCL renews: those whose last outcome came from RCL's records."""
+    return {name for name, outcome in outcomes.items() if outcome.source == Source.RCL}
 
 
 def inventory_entry(
@@ -156,7 +120,7 @@ class InventoryContext:
     """What every entry is shaped with, whatever vault it is in."""
 
     rcl_managed: set[str]
-    outcomes: Mapping[str, LastOutcome]
+    outcomes: Callable[[str], Mapping[str, LastOutcome]]  # a vault's URL -> its certificates' last outcomes
     endpoints: Sequence[EndpointCheck]
     now: datetime
     consumers: Mapping[str, Sequence[dict[str, Any]]] | None = None
@@ -199,8 +163,7 @@ def inventory_across(
             break
         index, next_link = _position(vaults, following)
     default = vault.url == default_vault_url or default_vault_url is None
-    prefix = outcome_key("", None if default else vault.url)
-    outcomes = {k[len(prefix) :]: v for k, v in shaping.outcomes.items() if k.startswith(prefix)}
+    outcomes = shaping.outcomes(vault.url)  # one partition of one row per certificate, never the history
     endpoints = [
         e for e in shaping.endpoints if (e.vault or default_vault_url) == vault.url or (default and not e.vault)
     ]

@@ -4,7 +4,6 @@ bounded time, with nothing lost and nothing secret shown (the harness checks ans
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -132,15 +131,6 @@ def test_table_storage_down_with_idempotency_key_is_503_and_calls_nothing(
 
 
 # -- table storage (the idempotency and pending tables), through a fault-injecting proxy in front of Azurite --------
-
-
-@pytest.fixture
-def table_proxy(app_env: dict[str, str], azurite: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[CountingProxy]:
-    proxy = CountingProxy(azurite.port).start()
-    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string.replace(f":{azurite.port}/", f":{proxy.port}/"))
-    app_context.reset()
-    yield proxy
-    proxy.stop()
 
 
 def table_error(status: int, code: str, headers: dict[str, str] | None = None) -> Response:

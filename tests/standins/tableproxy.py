@@ -23,6 +23,7 @@ class _Fault:
     response: Response
     kind: str | None
     match: Callable[[RecordedRequest], bool] | None = None
+    skip: int = 0  # matching requests forwarded before the fault starts
 
 
 class CountingProxy(StandIn):
@@ -43,17 +44,23 @@ class CountingProxy(StandIn):
         response: Response,
         kind: str | None = None,
         match: Callable[[RecordedRequest], bool] | None = None,
+        *,
+        after: int = 0,
     ) -> None:
         """Answer the next `count` requests of `kind` (batch, query, read, write, table; None: any) for which
-        `match` (if given) is true with `response` instead of forwarding them."""
+        `match` (if given) is true with `response` instead of forwarding them; with `after`, that many matching
+        requests are forwarded first."""
         with self.lock:
-            self._faults.append(_Fault(count, response, kind, match))
+            self._faults.append(_Fault(count, response, kind, match, after))
 
     def _fault_for(self, request: RecordedRequest) -> Response | None:
         with self.lock:
             for fault in self._faults:
                 matches = fault.match is None or fault.match(request)
                 if fault.remaining > 0 and fault.kind in (None, kind_of(request)) and matches:
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        return None
                     fault.remaining -= 1
                     return fault.response
         return None

@@ -333,3 +333,36 @@ def test_an_idempotency_key_is_scoped_to_its_vault(
     status, other = call_webhook({"resourceId": item.resource_id}, headers=key)
     assert status == 200, other
     assert other["keyVault"]["vaultUrl"] == standins.key_vault.url
+
+
+def test_last_outcomes_are_kept_per_vault_live_and_backfilled(
+    standins: StandIns, two_vaults: KeyVaultStandIn, call_webhook: WebhookCaller, functions: dict[str, Any]
+) -> None:
+    # The same certificate name in both vaults: AppViewX renews it into the second one only, so only the second
+    # vault's entry carries the outcome (the rows are a partition per vault: shared.azure.last_outcomes).
+    item = standins.avx.add_certificate("twin.contoso.com")
+    status, answer = call_webhook({"resourceId": item.resource_id, "keyVault": SECOND})
+    assert status == 200, answer
+    unmanaged = issue_certificate("twin.contoso.com", days=90)
+    standins.key_vault.seed("twin-contoso-com", unmanaged.certificate, unmanaged.private_key, tags={"team": "x"})
+    entries = {}
+    for vault in ("127", SECOND):
+        status, body = inventory(functions, {"vault": vault})
+        assert status == 200, body
+        entries[vault] = next(c for c in body["certificates"] if c["name"] == "twin-contoso-com")
+    assert entries[SECOND]["lastOutcome"] == "renewed" and entries[SECOND]["source"] == "appviewx"
+    assert entries["127"]["lastOutcome"] is None and entries["127"]["source"] == "unmanaged"
+
+    # A record written before the rows existed (no outcomes kept) is folded into its own vault's rows by the backfill.
+    from shared.appviewx.records import PendingRecord, PendingStore
+    from shared.vault.housekeeping import HousekeepingStores, backfill_step
+
+    now = datetime.now(UTC)
+    legacy = PendingStore(app_context.pending_store().table)  # no last-outcome rows: as an older version wrote
+    record = PendingRecord.new(now, reason="RENEWED", storage="import", key_vault_url=two_vaults.url)
+    legacy.save(record.renewed(f"{two_vaults.url}/certificates/legacy-b/v1", "legacy-b", now))
+    stores = HousekeepingStores(app_context.pending_store(), None, None, None, app_context.last_outcomes, None)  # type: ignore[arg-type]
+    while not app_context.last_outcomes().backfill_state("avx")[0]:
+        backfill_step(stores, app_context.last_outcomes)
+    assert "legacy-b" in app_context.last_outcomes(two_vaults.url).read()
+    assert "legacy-b" not in app_context.last_outcomes().read()
