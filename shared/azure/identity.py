@@ -2,7 +2,9 @@
 credentials of the app registration the RCL portal knows.
 
 Credentials are made once per process and kept: azure-identity caches their tokens in memory, so a token is
-fetched once per resource per lifetime, never per request.
+fetched once per resource per lifetime, never per request. The managed identity fetches one token at a time
+(`OneFetchAtATime`): azure-identity does not hold concurrent callers back, so a burst of 16 invocations starting
+with no token (a cold instance, or a token close to its end) sent 16 requests to the identity endpoint at once.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from typing import Any
 from urllib.parse import urlsplit
 
 from azure.core.credentials import AccessToken, TokenCredential
@@ -34,8 +37,35 @@ def managed_identity(settings: IdentitySettings) -> TokenCredential:
         if key not in _credentials:
             from azure.identity import ManagedIdentityCredential  # lazy: keeps cold start short
 
-            _credentials[key] = ManagedIdentityCredential(client_id=settings.client_id)
+            _credentials[key] = OneFetchAtATime(ManagedIdentityCredential(client_id=settings.client_id))
         return _credentials[key]
+
+
+class OneFetchAtATime:
+    """A credential whose callers ask it one at a time: the first fetches the token, the others then read it from
+    the inner credential's cache (microseconds) instead of each sending a request. A token from the cache comes back
+    without a wait; only a fetch holds the others, and they would otherwise all wait on a fetch of their own."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self._lock = threading.Lock()
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        with self._lock:
+            return self.inner.get_token(*scopes, **kwargs)
+
+    def get_token_info(self, *scopes: str, options: Any = None) -> Any:
+        with self._lock:
+            return self.inner.get_token_info(*scopes, options=options)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __enter__(self) -> OneFetchAtATime:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 def new_key_vault_credential_for_rcl(settings: IdentitySettings) -> TokenCredential:

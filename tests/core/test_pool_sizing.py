@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from shared import context as app_context
+from shared.azure import identity
 from shared.core.errors import SettingsError
 from shared.core.settings import WORKER_DEFAULT_MAX_THREADS, Settings, connection_pool_size
-from tests.standins.stack import StandIns
+from tests.standins.stack import KEY_VAULT_RESOURCE, StandIns
 
 THREADS = 16  # local.settings.sample.json's PYTHON_THREADPOOL_THREAD_COUNT
 
@@ -66,10 +67,15 @@ def test_a_burst_at_the_configured_concurrency_discards_no_connection(
 ) -> None:
     monkeypatch.setenv("PYTHON_THREADPOOL_THREAD_COUNT", str(THREADS))
     app_context.reset()
+    identity.reset_credentials()  # no token yet: a cold instance, every thread of the burst needs one at once
+    token_requests = len(standins.identity.token_requests(KEY_VAULT_RESOURCE))
     items = [standins.avx.add_certificate(f"pooled{i}.contoso.com") for i in range(2 * THREADS)]
     caplog.set_level(logging.WARNING, logger="urllib3.connectionpool")
     with ThreadPoolExecutor(max_workers=THREADS) as pool:  # the host runs at most THREADS invocations at once
         answers = list(pool.map(lambda item: call_webhook({"resourceId": item.resource_id}), items))
     assert [status for status, _ in answers] == [200] * len(items)
+    # One identity request for the whole burst (azure-identity alone sent one per thread that found no token: up to
+    # 16 at once, more than the identity client's pool of 10 holds).
+    assert len(standins.identity.token_requests(KEY_VAULT_RESOURCE)) - token_requests == 1
     full = [r.getMessage() for r in caplog.records if "Connection pool is full" in r.getMessage()]
     assert full == []

@@ -58,11 +58,11 @@ def run_renewal(functions: dict[str, Any]) -> None:
 def test_client_credentials_are_chosen_when_all_three_are_set(client_credentials_env: dict[str, str]) -> None:
     assert isinstance(app_context.rcl_credential(), ClientSecretCredential)
     deps = app_context.rcl_dependencies()
-    assert isinstance(deps.key_vault_credential, ManagedIdentityCredential)
+    assert isinstance(deps.key_vault_credential.inner, ManagedIdentityCredential)  # type: ignore[attr-defined]
 
 
 def test_managed_identity_is_used_without_client_credentials(storage_env: dict[str, str]) -> None:
-    assert isinstance(app_context.rcl_credential(), ManagedIdentityCredential)
+    assert isinstance(app_context.rcl_credential().inner, ManagedIdentityCredential)  # type: ignore[attr-defined]
 
 
 def test_rcl_token_from_the_app_registration_key_vault_token_from_the_managed_identity(
