@@ -58,13 +58,12 @@ def _inventory_ms(function: Any) -> list[float]:
 def inventory_scale(stack: Stack, section: Section) -> None:
     import os
 
-    import function_app
+    from bench.app import app_functions
     from shared import context as app_context
     from shared.vault.housekeeping import HousekeepingStores, backfill_step
     from tests.standins.certs import issue_certificate
 
-    functions = {f.get_function_name(): f for f in function_app.app.get_functions()}
-    inventory = functions["certificate_inventory"].get_user_function()
+    inventory = app_functions()["certificate_inventory"].get_user_function()
     names = [f"inv-{n:02d}-contoso-com" for n in range(CERTIFICATES)]
     stack.standins.key_vault.reset()
     for name in names:

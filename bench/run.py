@@ -365,9 +365,9 @@ class Webhook:
     """The app's webhook as the host calls it (get_functions once per process)."""
 
     def __init__(self) -> None:
-        import function_app
+        from bench.app import app_functions
 
-        self.functions = {f.get_function_name(): f for f in function_app.app.get_functions()}
+        self.functions = app_functions()
         self.function = self.functions["renew_http"].get_user_function()
 
     def __call__(self, resource_id: str | dict[str, str]) -> int:
