@@ -112,6 +112,10 @@ def _outcomes_or_none() -> LastOutcomes | None:
         return None
 
 
+def _outcomes_of_vault(vault_url: str) -> LastOutcomes | None:
+    return last_outcomes(vault_url) if _outcomes_or_none() is not None else None
+
+
 def _outcomes_by_vault_or_none() -> OutcomesByVault | None:
     """`last_outcomes` as the AppViewX records use it (a record names its vault), or None as above."""
     return last_outcomes if _outcomes_or_none() is not None else None
@@ -149,7 +153,7 @@ def renewal_failures(vault_url: str | None = None) -> RenewalFailureStore:
 
     url = vault_url or settings().key_vault.url
     name = "renewalfailures" if url == settings().key_vault.url else f"renewalfailures {url}"
-    return _cached(name, lambda: RenewalFailureStore(_table("idempotency_table"), url))
+    return _cached(name, lambda: RenewalFailureStore(_table("idempotency_table"), url, _outcomes_of_vault(url)))
 
 
 def rcl_certificate_names() -> list[str]:

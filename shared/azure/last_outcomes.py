@@ -103,6 +103,15 @@ class LastOutcomes:
                 found[str(entity["RowKey"])] = outcome
         return found
 
+    def read_one(self, name: str) -> LastOutcome | None:
+        """One certificate's last outcome in this vault (a point read), or None."""
+        with storage_failure("The last renewal outcome could not be read"):
+            try:
+                entity = self.table.get_entity(self.partition, name.lower())
+            except ResourceNotFoundError:
+                return None
+        return _outcome(entity)
+
     def record_many(self, outcomes: Mapping[str, LastOutcome]) -> None:
         """Upsert many rows in entity-group transactions of 100 (a night's RCL records). Never raises."""
         try:

@@ -107,6 +107,15 @@ class RenewalFailures:
         return next_attempt_at(utc(self.last_failure_at), self.count)
 
 
+def failures_since(failures: RenewalFailures | None, renewed_at: datetime | None) -> RenewalFailures | None:
+    """The failures that still count: none once a renewal landed after the last of them (`renewed_at`: the current
+    version's notBefore, or the last outcome `renewed`). A webhook or a completed pending renewal ends the backoff as
+    the sweep's own success does (cert-manager resets its backoff on issuance), whichever path wrote the row."""
+    if failures is None or renewed_at is None:
+        return failures
+    return None if utc(renewed_at) > utc(failures.last_failure_at) else failures
+
+
 @dataclass(frozen=True)
 class PlannedCertificate:
     """One certificate as the plan shows it."""
@@ -161,6 +170,7 @@ def plan_certificate(
 ) -> PlannedCertificate:
     """What the sweep does with one certificate, and why (`force`: an operator's renewal, which skips the backoff)."""
     due = due_at(facts.name, facts.not_before, facts.expires_on, window)
+    failures = failures_since(failures, facts.not_before)
 
     def planned(action: PlanAction, reason: str) -> PlannedCertificate:
         return PlannedCertificate(

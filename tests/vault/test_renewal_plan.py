@@ -164,3 +164,17 @@ def test_renew_before_days_longer_than_the_lifetime_does_not_make_a_fresh_certif
     assert plan_certificate(facts(days_total, 1), None, window, NOW).action is PlanAction.RENEW
     # A lifetime longer than RENEW_BEFORE_DAYS keeps it: a 90-day certificate is due with 30 days left.
     assert plan_certificate(facts(90, 29), None, window, NOW).action is PlanAction.RENEW
+
+
+def test_failures_end_when_a_renewal_landed_after_the_last_of_them() -> None:
+    from shared.vault.renewal_plan import RenewalFailures, failures_since
+
+    failed_at = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    failures = RenewalFailures(3, failed_at, "OPEN_WORK_ORDERS_FOUND")
+    assert failures_since(failures, None) is failures
+    assert failures_since(failures, failed_at - timedelta(minutes=1)) is failures  # renewed before: still counts
+    assert failures_since(failures, failed_at) is failures
+    assert failures_since(failures, failed_at + timedelta(seconds=1)) is None
+    assert failures_since(None, failed_at) is None
+    naive = datetime(2026, 12, 1, 13)  # RCL's dates come without a zone: taken as UTC
+    assert failures_since(failures, naive) is None

@@ -178,6 +178,26 @@ def test_a_failed_renewal_backs_off_and_force_overrides(
     assert name in out and "ok      key-vault:" in out
 
 
+def test_a_webhook_renewal_after_a_failed_sweep_ends_the_backoff(
+    functions: dict[str, Any], standins: StandIns, call_webhook: Any
+) -> None:
+    # The backoff rows are written by the sweep and the event path; a renewal that lands through the webhook (or a
+    # completed pending record) ends them too: the inventory no longer shows a backoff, the plan no failures.
+    name, _ = avx_certificate(standins, days=90, days_left=5)
+    body = {"response": None, "message": "work order in progress", "appStatusCode": "OPEN_WORK_ORDERS_FOUND"}
+    standins.avx.script(Response(417, json.dumps(body).encode(), {"Content-Type": "application/json"}))
+    sweep(functions)
+    assert plan_of(functions)[name]["failures"] == 1
+
+    resource_id = standins.key_vault.latest(name).tags["avxResourceId"]  # type: ignore[union-attr]
+    status, answer = call_webhook({"resourceId": resource_id, "keyVaultCertificateName": name})
+    assert status == 200, answer
+    inventory = get_json(functions, "certificate_inventory", "certificates")
+    (entry,) = [c for c in inventory["certificates"] if c["name"] == name]
+    assert entry["lastOutcome"] == "renewed" and entry["renewalBackoff"] is None
+    assert plan_of(functions)[name]["failures"] == 0
+
+
 def test_the_limit_defers_the_rest_with_an_event(
     functions: dict[str, Any], standins: StandIns, events: Events, monkeypatch: pytest.MonkeyPatch
 ) -> None:
