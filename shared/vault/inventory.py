@@ -164,12 +164,13 @@ def inventory_across(
         index, next_link = _position(vaults, following)
     default = vault.url == default_vault_url or default_vault_url is None
     outcomes = shaping.outcomes(vault.url)  # one partition of one row per certificate, never the history
+    rcl_managed = shaping.rcl_managed | rcl_managed_of(outcomes)  # RCL's found in this vault, too
     endpoints = [
         e for e in shaping.endpoints if (e.vault or default_vault_url) == vault.url or (default and not e.vault)
     ]
     entries = [
         {
-            **inventory_entry(c, shaping.rcl_managed, outcomes, endpoints, shaping.now, shaping.consumers),
+            **inventory_entry(c, rcl_managed, outcomes, endpoints, shaping.now, shaping.consumers),
             "vault": vault.name,
         }
         for c in page.certificates
