@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.appviewx.record_fields import LEGACY_STATES
+from shared.appviewx.record_fields import LEGACY_STATES, shown_as_outcome
 from shared.appviewx.records import PARTITION as AVX_PARTITION
 from shared.appviewx.records import PendingRecord, PendingStore, RenewalState, read_rows
 from shared.azure.last_outcomes import BACKFILL_PAGE, LastOutcome, OutcomesByVault, newest_of
@@ -126,7 +126,7 @@ def _avx_outcomes(rows: list[dict[str, Any]]) -> dict[str | None, dict[str, Last
     """The newest outcome per certificate, by the vault each record names (None: the default vault)."""
     by_vault: dict[str | None, list[PendingRecord]] = {}
     for record in read_rows(rows)[0]:
-        if record.key_vault_name:
+        if record.key_vault_name and shown_as_outcome(record.state, record.lease_until):
             by_vault.setdefault(record.key_vault_url, []).append(record)
     return {
         vault: newest_of((r.key_vault_name or "", last_outcome_of(r)) for r in records)
