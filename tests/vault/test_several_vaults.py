@@ -399,3 +399,25 @@ def test_an_rcl_certificate_found_in_the_second_vault_has_its_outcome_there(
     assert entries[SECOND]["lastOutcome"] == "renewed", entries[SECOND]
     assert entries[SECOND]["source"] == "rcl"
     assert entries["127"]["lastOutcome"] != "renewed", entries["127"]
+
+
+def test_a_queued_renewal_for_a_vault_no_longer_listed_ends_failed_without_avx(
+    standins: StandIns,
+    two_vaults: KeyVaultStandIn,
+    functions: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The operator removes the second vault while a renewal for it waits on the queue: AVX was never called, so the
+    # delivery ends the record failed with a reason (nothing outside the list is written), never crashing on it.
+    item = standins.avx.add_certificate("removed.contoso.com")
+    response, answer, queue = post_async(functions, {"resourceId": item.resource_id, "keyVault": SECOND})
+    assert response.status_code == 202, answer
+    monkeypatch.setenv("KEY_VAULT_URLS", standins.key_vault.url)
+    app_context.reset()
+
+    deliver_queued(functions, queue.value or "")
+
+    _, record = status_of(functions, answer["pendingId"])
+    assert record["state"] == "failed" and record["reason"] == "KEY_VAULT_NOT_ALLOWED", record
+    assert standins.avx.renew_calls() == []
+    assert two_vaults.latest("removed-contoso-com") is None and standins.key_vault.latest("removed-contoso-com") is None
