@@ -100,7 +100,7 @@ def _inventory(req: func.HttpRequest, invocation_id: str | None) -> func.HttpRes
         return default_outcomes if vault_url == default_url else app_context.last_outcomes(vault_url).read()
 
     shaping = InventoryContext(
-        rcl_managed_of(default_outcomes),  # RCL renews into the default vault
+        rcl_managed_of(default_outcomes),  # RCL schedules into the default vault's rows (its vault unknown yet)
         outcomes_of,
         _endpoints(),
         datetime.now(UTC),

@@ -95,13 +95,26 @@ def _table(setting: str) -> Any:
     return open_table(storage, name, credential, s.worker.pool_size)
 
 
-def last_outcomes(vault_url: str | None = None) -> LastOutcomes:
-    """Each certificate's last renewal outcome in one listed vault (default: the default vault): rows in the pending
-    table, a partition per vault; the inventory reads them, both renewal paths write them."""
+def last_outcomes(vault: str | None = None) -> LastOutcomes:
+    """Each certificate's last renewal outcome in one vault: rows in the pending table, a partition per vault; the
+    inventory reads them, both renewal paths write them. `vault`: its URL (an AppViewX record's), or a listed vault's
+    name (an RCL record's: where the morning check found it); None, or a name no longer listed: the default vault."""
     from shared.azure.last_outcomes import LastOutcomes
 
-    url = vault_url or settings().key_vault.url
+    url = _outcomes_vault_url(vault)
     return _cached(f"outcomes {url.lower()}", lambda: LastOutcomes(_table("pending_table"), url))
+
+
+def _outcomes_vault_url(vault: str | None) -> str:
+    from shared.core.settings import VaultNotListed
+
+    key_vault = settings().key_vault
+    if vault and "://" in vault:
+        return vault
+    try:
+        return key_vault.vault(vault).url
+    except VaultNotListed:
+        return key_vault.url
 
 
 def _outcomes_or_none() -> LastOutcomes | None:
@@ -117,7 +130,7 @@ def _outcomes_of_vault(vault_url: str) -> LastOutcomes | None:
 
 
 def _outcomes_by_vault_or_none() -> OutcomesByVault | None:
-    """`last_outcomes` as the AppViewX records use it (a record names its vault), or None as above."""
+    """`last_outcomes` as the records use it (each names its vault), or None as above."""
     return last_outcomes if _outcomes_or_none() is not None else None
 
 
@@ -244,7 +257,7 @@ def rcl_client() -> RclClient:
 def renewal_state() -> RenewalStateStore:
     from shared.rcl.state import RenewalStateStore
 
-    return _cached("renewalstate", lambda: RenewalStateStore(_table("renewal_table"), _outcomes_or_none()))
+    return _cached("renewalstate", lambda: RenewalStateStore(_table("renewal_table"), _outcomes_by_vault_or_none()))
 
 
 def rcl_credential() -> TokenCredential:

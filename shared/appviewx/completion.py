@@ -97,10 +97,11 @@ class CompletionSummary:
 
 
 def _in_its_vault(pipeline: Pipeline, record: PendingRecord) -> Pipeline | None:
-    """The pipeline writing to the record's vault; None (logged, the record left open) when that vault is no longer
-    in KEY_VAULT_URLS: nothing outside the list is ever written to."""
+    """The pipeline writing to the record's vault for the record's caller (a certificate adopted for one caller is
+    that caller's to write: AVX_ADOPTABLE_CERTIFICATES); None (logged, the record left open) when that vault is no
+    longer in KEY_VAULT_URLS: nothing outside the list is ever written to."""
     try:
-        return pipeline.for_vault(record.key_vault_url)
+        return replace(pipeline.for_vault(record.key_vault_url), caller=record.caller)
     except LookupError:
         log.error("Renewal %s is for a vault no longer listed (%s); left open", record.pending_id, record.key_vault_url)
         return None

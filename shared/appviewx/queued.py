@@ -23,6 +23,7 @@ from shared.appviewx.webhook_renewal import (
     store_renew_answer,
 )
 from shared.core.errors import ApiError
+from shared.core.settings import VaultNotListed
 
 log = logging.getLogger("certrenew.appviewx")
 
@@ -129,12 +130,10 @@ def renew_queued(
         return QueuedOutcome(SKIPPED, pending_id, record.reason, f"record is {record.state}")
     if message_expires_at is not None:  # saved with the record's next write (requeued, or sent to AVX)
         claimed = replace(claimed, queue_expires_at=message_expires_at)
-    command, pipeline, hook = _in_its_vault(record, command, pipeline)
-    rejection = prepare(command, pipeline)
-    if rejection is not None:
-        if rejection.status >= 500:
-            raise _requeue(claimed, rejection.code, rejection.message, pipeline)
-        return _fail_queued(claimed, rejection, pipeline)
+    aimed = _checked_in_its_vault(claimed, command, pipeline)
+    if isinstance(aimed, QueuedOutcome):
+        return aimed
+    command, pipeline, hook = aimed
     try:  # from here AVX may act: an ordinary write-ahead record, completed by the timer if this run dies
         record = records.save(claimed.calling_avx(datetime.now(UTC), **record_fields(command)))
     except RecordTaken:
@@ -147,6 +146,31 @@ def renew_queued(
         return _fail_queued(record, avx_error_answer(refused.error), pipeline)
     answer = result if isinstance(result, WebhookAnswer) else store_renew_answer(hook, record, result)
     return _answer_outcome(answer, pending_id)
+
+
+def _checked_in_its_vault(
+    claimed: PendingRecord, command: RenewCommand, pipeline: Pipeline
+) -> tuple[RenewCommand, Pipeline, Webhook] | QueuedOutcome:
+    """The renewal aimed at its record's vault, after the webhook's checks before AVX (`prepare`); a refusal ends the
+    record failed (a 5xx one raises RetryQueued: the queue retries). A vault removed from KEY_VAULT_URLS since the
+    renewal was queued is refused like a vault never listed: AVX is not called, nothing is written outside the list."""
+    try:
+        command, pipeline, hook = _in_its_vault(claimed, command, pipeline)
+    except VaultNotListed:
+        gone = ApiError(
+            400,
+            "KEY_VAULT_NOT_ALLOWED",
+            f"The renewal's vault {claimed.key_vault_url!r:.140} is no longer one of the app's vaults; nothing was "
+            "renewed.",
+            "List the vault in KEY_VAULT_URLS again and send the renewal again (with a new Idempotency-Key).",
+        )
+        return _fail_queued(claimed, gone, pipeline)
+    rejection = prepare(command, pipeline)
+    if rejection is None:
+        return command, pipeline, hook
+    if rejection.status >= 500:
+        raise _requeue(claimed, rejection.code, rejection.message, pipeline)
+    return _fail_queued(claimed, rejection, pipeline)
 
 
 def _in_its_vault(

@@ -28,6 +28,14 @@ class RenewalState(StrEnum):
 
 
 OPEN_STATES = frozenset({RenewalState.ACCEPTED, RenewalState.PENDING})
+
+
+def shown_as_outcome(state: RenewalState, lease_until: datetime | None) -> bool:
+    """A record that is its certificate's last outcome (live and backfilled alike): settled, or left pending for the
+    next run; never a write-ahead (in flight) or a record a run holds."""
+    return state not in OPEN_STATES or (state is RenewalState.PENDING and lease_until is None)
+
+
 LEGACY_STATES = {"completed": RenewalState.RENEWED.value}
 
 

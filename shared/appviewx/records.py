@@ -26,6 +26,7 @@ from shared.appviewx.record_fields import (  # re-exported: the record's states 
     RenewalState,
     UnreadableRecord,
     checked_field,
+    shown_as_outcome,
 )
 from shared.azure.last_outcomes import LastOutcome, OutcomesByVault
 from shared.azure.tables import storage_failure, update_mode
@@ -327,8 +328,7 @@ class PendingStore:
 
     def _note_outcome(self, record: PendingRecord) -> None:
         """The certificate's last outcome: settled, or left pending for the next run (not a write-ahead, not a claim)."""
-        pending = record.state is RenewalState.PENDING and record.lease_until is None
-        if self.outcomes is not None and record.key_vault_name and (pending or record.state not in OPEN_STATES):
+        if self.outcomes is not None and record.key_vault_name and shown_as_outcome(record.state, record.lease_until):
             at = record.completed_at or record.created_at
             self.outcomes(record.key_vault_url).record(
                 record.key_vault_name, LastOutcome(record.state, at, record.reason, Source.APPVIEWX)

@@ -153,7 +153,8 @@ class LastOutcomes:
             self.table.upsert_entity({k: v for k, v in entity.items() if v is not None}, mode=update_mode("replace"))
 
 
-# A listed vault's URL (None: the default vault) -> its rows: AppViewX records name their vault.
+# A vault's URL or a listed vault's name (None: the default vault) -> its rows: AppViewX records name their vault by
+# URL, RCL's by the name of the vault the morning check found the certificate in.
 OutcomesByVault = Callable[[str | None], LastOutcomes]
 
 

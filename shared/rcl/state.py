@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
-from shared.azure.last_outcomes import LastOutcome, LastOutcomes, newest_of
+from shared.azure.last_outcomes import LastOutcome, OutcomesByVault, newest_of
 from shared.azure.tables import storage_failure, update_mode
 from shared.core.certificates import derive_certificate_name
 from shared.core.errors import StateStoreError
@@ -136,19 +136,30 @@ def row_outcome(row: dict[str, Any]) -> tuple[str, LastOutcome] | None:
     return name, LastOutcome(str(_plain(row.get("state")) or ""), utc(at), str(reason) if reason else None, Source.RCL)
 
 
+def outcomes_by_vault(rows: Sequence[dict[str, Any]]) -> dict[str | None, dict[str, LastOutcome]]:
+    """The newest outcome per certificate, by the vault the morning check found it in (the row's `vault`, a listed
+    vault's name; None where it was not told: the default vault)."""
+    by_vault: dict[str | None, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_vault.setdefault(str(_plain(row.get("vault")) or "") or None, []).append(row)
+    found = {vault: newest_of(p for p in map(row_outcome, named) if p is not None) for vault, named in by_vault.items()}
+    return {vault: outcomes for vault, outcomes in found.items() if outcomes}
+
+
 class RenewalStateStore:
     """Scheduled RCL renewals and the nightly RCL call budget, in one table."""
 
-    def __init__(self, table: TableClient, outcomes: LastOutcomes | None = None) -> None:
+    def __init__(self, table: TableClient, outcomes: OutcomesByVault | None = None) -> None:
         self.table = table
-        self.outcomes = outcomes  # each certificate's last outcome (shared.azure.last_outcomes), when kept
+        # Each certificate's last outcome (shared.azure.last_outcomes), when kept: a vault's rows by the vault the
+        # morning check found the certificate in (its name), or the default vault's (None).
+        self.outcomes = outcomes
 
     def _note_outcomes(self, rows: Sequence[dict[str, Any]]) -> None:
         if self.outcomes is None:
             return
-        found = newest_of(pair for pair in map(row_outcome, rows) if pair is not None)
-        if found:
-            self.outcomes.record_many(found)
+        for vault, found in outcomes_by_vault(rows).items():
+            self.outcomes(vault).record_many(found)
 
     @property
     def name(self) -> str:

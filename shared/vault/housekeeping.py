@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.appviewx.record_fields import LEGACY_STATES
+from shared.appviewx.record_fields import LEGACY_STATES, shown_as_outcome
 from shared.appviewx.records import PARTITION as AVX_PARTITION
 from shared.appviewx.records import PendingRecord, PendingStore, RenewalState, read_rows
 from shared.azure.last_outcomes import BACKFILL_PAGE, LastOutcome, OutcomesByVault, newest_of
@@ -22,7 +22,8 @@ from shared.core.errors import StateStoreError
 from shared.core.events import Source
 from shared.notify.budget import purge_budget_rows
 from shared.rcl.state import PARTITION as RCL_PARTITION
-from shared.rcl.state import RenewalStateStore, row_outcome
+from shared.rcl.state import RenewalStateStore
+from shared.rcl.state import outcomes_by_vault as rcl_outcomes_by_vault
 from shared.security.idempotency import IdempotencyStore
 from shared.security.replay import SignatureReplayStore
 from shared.vault.event_claims import EventClaims
@@ -80,7 +81,7 @@ def tidy(stores: HousekeepingStores, now: datetime, retention_days: float, batch
 
 def backfill_step(stores: HousekeepingStores, outcomes_of: OutcomesByVault, page: int = BACKFILL_PAGE) -> int:
     """Fold one page of each history (AppViewX records, RCL records) written before the last-outcome rows existed
-    into them (each AppViewX record into its own vault's rows, RCL's into the default vault's); resumed next run from
+    into them (each record into the rows of the vault it names, else the default vault's); resumed next run from
     the continuation kept in the default vault's partition, done once each history is read to its end."""
     written = 0
     progress = outcomes_of(None)
@@ -125,7 +126,7 @@ def _avx_outcomes(rows: list[dict[str, Any]]) -> dict[str | None, dict[str, Last
     """The newest outcome per certificate, by the vault each record names (None: the default vault)."""
     by_vault: dict[str | None, list[PendingRecord]] = {}
     for record in read_rows(rows)[0]:
-        if record.key_vault_name:
+        if record.key_vault_name and shown_as_outcome(record.state, record.lease_until):
             by_vault.setdefault(record.key_vault_url, []).append(record)
     return {
         vault: newest_of((r.key_vault_name or "", last_outcome_of(r)) for r in records)
@@ -134,4 +135,5 @@ def _avx_outcomes(rows: list[dict[str, Any]]) -> dict[str | None, dict[str, Last
 
 
 def _rcl_outcomes(rows: list[dict[str, Any]]) -> dict[str | None, dict[str, LastOutcome]]:
-    return {None: newest_of(pair for pair in map(row_outcome, rows) if pair is not None)}
+    """RCL's records by the vault the morning check found each certificate in (its name; None: the default vault)."""
+    return rcl_outcomes_by_vault(rows)

@@ -1,11 +1,12 @@
-"""The certificate inventory (`GET /api/certificates`): the vault's certificates, who renews each, and the last
+"""The certificate inventory (`GET /api/certificates`): the listed vaults' certificates, who renews each, and the last
 outcome the app recorded for it.
 
-One page of the answer is one page of Key Vault's own list (`list_properties_of_certificates`, at most 25 per page);
-the continuation handed to the caller is Key Vault's nextLink, base64url-encoded and accepted back only when it is a
-list link of the app's vault (otherwise a caller could point the app's bearer token at another host). The shaping is
-pure (`inventory_entry`); each certificate's last outcome is its row in `shared.azure.last_outcomes` (one partition
-query per request, one row per certificate: the cost does not grow with the renewal history).
+One page of the answer is one page of one vault's own list (`list_properties_of_certificates`, at most 25 per page),
+the vaults in order (`inventory_across`); the continuation handed to the caller is Key Vault's nextLink (or the next
+vault's start), base64url-encoded and accepted back only when it is a list link of a listed vault (otherwise a caller
+could point the app's bearer token at another host). The shaping is pure (`inventory_entry`); each certificate's last
+outcome is its row in `shared.azure.last_outcomes` (one partition query for the page's vault, one row per certificate:
+the cost does not grow with the renewal history).
 """
 
 from __future__ import annotations
@@ -89,26 +90,6 @@ class InventoryPage:
     vault_url: str | None = None  # the vault the page's certificates are in (None: the default vault)
 
 
-def inventory_page(
-    store: KeyVaultStore,
-    page_size: int,
-    next_link: str | None,
-    rcl_managed: set[str],
-    outcomes: Mapping[str, LastOutcome],
-    endpoints: Sequence[EndpointCheck],
-    now: datetime,
-    consumers: Mapping[str, Sequence[dict[str, Any]]] | None = None,
-) -> InventoryPage:
-    """One page of the inventory (raises KeyVaultError, or keyvault.ForeignLink for a link of another host)."""
-    page = store.list_page(page_size, next_link)
-    for _ in range(MAX_EMPTY_PAGES - 1):
-        if page.certificates or not page.next_link:
-            break
-        page = store.list_page(page_size, page.next_link)
-    entries = [inventory_entry(c, rcl_managed, outcomes, endpoints, now, consumers) for c in page.certificates]
-    return InventoryPage(entries, encode_continuation(page.next_link))
-
-
 # -- across vaults ---------------------------------------------------------------------------------------------------
 # A continuation is Key Vault's nextLink (the listed vault it is a list link of says which vault), or, when one vault
 # is done and the next is to start, START + that vault's URL. With one vault it is exactly Key Vault's nextLink.
@@ -164,12 +145,13 @@ def inventory_across(
         index, next_link = _position(vaults, following)
     default = vault.url == default_vault_url or default_vault_url is None
     outcomes = shaping.outcomes(vault.url)  # one partition of one row per certificate, never the history
+    rcl_managed = shaping.rcl_managed | rcl_managed_of(outcomes)  # RCL's found in this vault, too
     endpoints = [
         e for e in shaping.endpoints if (e.vault or default_vault_url) == vault.url or (default and not e.vault)
     ]
     entries = [
         {
-            **inventory_entry(c, shaping.rcl_managed, outcomes, endpoints, shaping.now, shaping.consumers),
+            **inventory_entry(c, rcl_managed, outcomes, endpoints, shaping.now, shaping.consumers),
             "vault": vault.name,
         }
         for c in page.certificates

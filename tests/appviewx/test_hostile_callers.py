@@ -213,6 +213,32 @@ def test_a_certificate_the_app_stored_for_the_same_name_is_renewed_and_a_grant_a
     assert latest is not None and latest.tags and latest.tags["source"] == "appviewx"
 
 
+def test_a_certificate_adopted_for_one_caller_is_stored_by_the_completion_of_its_renewal(
+    standins: StandIns, call_webhook: Any, functions: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The caller the operator allowed renews its adopted certificate; the import fails once (Key Vault 503), so the
+    # completion timer stores it: for the caller who asked (the record's), not refused as nobody's to write.
+    common_name = _unique("ops")
+    _seed(standins, "legacy-ops", common_name, {"source": "manual"})
+    item = standins.avx.add_certificate(common_name)
+    monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")
+    monkeypatch.setenv("AVX_ADOPTABLE_CERTIFICATES", "legacy-ops=ops@contoso.com")
+    app_context.reset()
+    ops = {"X-MS-CLIENT-PRINCIPAL-ID": "ops-id", "X-MS-CLIENT-PRINCIPAL-NAME": "ops@contoso.com"}
+    standins.key_vault.fail_next(1, Response(503, {"error": {"code": "ServiceUnavailable", "message": "x"}}), "import")
+    status, answer = call_webhook(
+        {"resourceId": item.resource_id, "keyVaultCertificateName": "legacy-ops"}, headers=ops
+    )
+    assert status == 202, answer
+
+    run_complete_pending(functions)
+
+    record = status_of(functions, answer["pendingId"])
+    assert record["state"] == "renewed", record
+    latest = standins.key_vault.latest("legacy-ops")
+    assert latest is not None and latest.tags and latest.tags["source"] == "appviewx"
+
+
 def test_a_pending_csr_for_another_subject_is_never_merged_into(standins: StandIns, call_webhook: Any) -> None:
     item = standins.avx.add_certificate("merge.contoso.com")
     standins.key_vault.create_pending("merge-target", "CN=other.contoso.com")

@@ -163,6 +163,24 @@ def test_records_written_before_are_backfilled_once(
     assert tidy(stores(), now, 400).backfilled == 0  # once
 
 
+def test_the_backfill_shows_no_in_flight_record_as_a_last_outcome(
+    functions: dict[str, Any], app_env: dict[str, str], standins: StandIns
+) -> None:
+    # As live (PendingStore._note_outcome): a write-ahead record whose renewal is in flight is no last outcome.
+    standins.key_vault.reset()
+    now = datetime.now(UTC)
+    issued = issue_certificate("inflight.example")
+    standins.key_vault.seed("inflight", issued.certificate, issued.private_key)
+    legacy = PendingStore(app_context.pending_store().table)
+    legacy.save(settled(now, "inflight", 20))
+    legacy.create(PendingRecord.accepted(now, "another-run", storage="import", key_vault_name="inflight"))
+
+    run_complete_pending(functions)
+
+    assert app_context.last_outcomes().backfill_state("avx")[0]
+    assert inventory(functions)["inflight"]["lastOutcome"] == "renewed"
+
+
 def test_the_backfill_is_bounded_per_run(app_env: dict[str, str]) -> None:
     from shared.vault.housekeeping import backfill_step
 

@@ -366,3 +366,58 @@ def test_last_outcomes_are_kept_per_vault_live_and_backfilled(
         backfill_step(stores, app_context.last_outcomes)
     assert "legacy-b" in app_context.last_outcomes(two_vaults.url).read()
     assert "legacy-b" not in app_context.last_outcomes().read()
+
+
+def test_an_rcl_certificate_found_in_the_second_vault_has_its_outcome_there(
+    standins: StandIns,
+    two_vaults: KeyVaultStandIn,
+    functions: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The morning check finds RCL's renewed certificate in the second vault: its last outcome is that vault's row, so
+    # the second vault's inventory shows it and a same-named certificate of the default vault is not credited with it.
+    monkeypatch.setenv("RENEWAL_STATE_TABLE", f"rcl{uuid.uuid4().hex[:12]}")
+    monkeypatch.setenv("RCL_RETRY_DELAY_SECONDS", "0.05")
+    app_context.reset()
+    standins.rcl.reset()
+    standins.rcl.add_certificate("where.contoso.com", 5, target="Azure Key Vault")
+    run_timer(functions, "renew_timer")
+    renewed = standins.rcl.complete_renewal("where.contoso.com", installed=True)
+    expiry = datetime.strptime(renewed["expiryDate"][:26], "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=UTC)
+    issued = issue_certificate("where.contoso.com", days=90, not_before=expiry - timedelta(days=90))
+    two_vaults.seed("where-contoso-com", issued.certificate, issued.private_key)
+    other = issue_certificate("where.contoso.com", days=200)  # another team's twin in the default vault
+    standins.key_vault.seed("where-contoso-com", other.certificate, other.private_key, tags={"team": "x"})
+
+    run_timer(functions, "verify_renewals")
+
+    entries = {}
+    for vault in ("127", SECOND):
+        status, body = inventory(functions, {"vault": vault})
+        assert status == 200, body
+        entries[vault] = next(c for c in body["certificates"] if c["name"] == "where-contoso-com")
+    assert entries[SECOND]["lastOutcome"] == "renewed", entries[SECOND]
+    assert entries[SECOND]["source"] == "rcl"
+    assert entries["127"]["lastOutcome"] != "renewed", entries["127"]
+
+
+def test_a_queued_renewal_for_a_vault_no_longer_listed_ends_failed_without_avx(
+    standins: StandIns,
+    two_vaults: KeyVaultStandIn,
+    functions: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The operator removes the second vault while a renewal for it waits on the queue: AVX was never called, so the
+    # delivery ends the record failed with a reason (nothing outside the list is written), never crashing on it.
+    item = standins.avx.add_certificate("removed.contoso.com")
+    response, answer, queue = post_async(functions, {"resourceId": item.resource_id, "keyVault": SECOND})
+    assert response.status_code == 202, answer
+    monkeypatch.setenv("KEY_VAULT_URLS", standins.key_vault.url)
+    app_context.reset()
+
+    deliver_queued(functions, queue.value or "")
+
+    _, record = status_of(functions, answer["pendingId"])
+    assert record["state"] == "failed" and record["reason"] == "KEY_VAULT_NOT_ALLOWED", record
+    assert standins.avx.renew_calls() == []
+    assert two_vaults.latest("removed-contoso-com") is None and standins.key_vault.latest("removed-contoso-com") is None
