@@ -252,16 +252,7 @@ def run_async(resource_ids: list[str], threads: int, batch: dict[str, float]) ->
     import azure.functions as func
 
     from shared import context as app_context
-
-    class Out(func.Out[str]):
-        def __init__(self) -> None:
-            self.value: str | None = None
-
-        def set(self, val: str) -> None:
-            self.value = val
-
-        def get(self) -> str | None:
-            return self.value
+    from shared.operator.queue_host import QueueOutput
 
     functions = _functions()
     webhook, worker = functions["renew_http"], functions["renew_queued"]
@@ -285,7 +276,7 @@ def run_async(resource_ids: list[str], threads: int, batch: dict[str, float]) ->
                 all_settled.set()
 
     def accept(resource_id: str) -> tuple[int, dict[str, Any], str | None, float]:
-        out = Out()
+        out = QueueOutput()
         before = time.perf_counter()
         response = webhook(_request(resource_id, True), _Context("renew_http"), renewals=out)
         return response.status_code, json.loads(response.get_body()), out.value, time.perf_counter() - before

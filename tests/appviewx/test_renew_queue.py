@@ -16,6 +16,7 @@ import azure.functions as func
 import pytest
 
 from shared.appviewx.queued import RetryQueued
+from shared.operator.queue_host import QueueOutput
 from tests.appviewx.test_avx_pipeline import run_complete_pending, status_of, stored_thumbprint, time_passes
 from tests.standins import certs
 from tests.standins.avx import page_error
@@ -26,17 +27,8 @@ CALLER_PASSWORD = "SENTINEL-caller-pfx-password-1Aa!"
 SENTINELS_HERE = (*SENTINELS, CALLER_PASSWORD)
 
 
-class CapturedQueue(func.Out[str]):
-    """What the host's queue output binding receives from one invocation."""
-
-    def __init__(self) -> None:
-        self.value: str | None = None
-
-    def set(self, val: str) -> None:
-        self.value = val
-
-    def get(self) -> str | None:
-        return self.value
+# What the host's queue output binding receives from one invocation (the local host's own capture).
+CapturedQueue = QueueOutput
 
 
 def post_async(

@@ -37,12 +37,14 @@ import azure.functions as func
 from shared import context as app_context
 from shared.appviewx.completion import complete_pending
 from shared.appviewx.records import OPEN_STATES, PARTITION, RenewalState
+from shared.operator.queue_host import QueueOutput
 from tests.standins import certs
 from tests.standins.avx import AvxCertificate, page_error
 from tests.standins.base import Response
 from tests.standins.receiver import ReceiverStandIn, server_error
 from tests.standins.stack import REPO_ROOT, SENTINELS, FakeContext, StandIns
 from tests.standins.tableproxy import CountingProxy
+from tests.vault.test_keyvault_events import key_vault_event as near_expiry_event
 
 # Fault kinds a defect fixed by another issue still breaks an invariant with: not injected until that issue is merged
 # (then the lead empties this). Empty now: `malformed-row` was deferred until issue 30 (one unreadable open row made
@@ -77,7 +79,6 @@ ONLY_WITH = {
 }
 OPERATIONS = ("webhook-sync", "webhook-async", "keyvault-event", "complete-pending", "rcl-night")
 OPERATION_WEIGHTS = (5, 3, 2, 2, 1)
-NEAR = "Microsoft.KeyVault.CertificateNearExpiry"
 
 
 def table_error(status: int, code: str) -> Response:
@@ -85,15 +86,8 @@ def table_error(status: int, code: str) -> Response:
     return Response.json(body, status=status)
 
 
-class CapturedQueue(func.Out[str]):
-    def __init__(self) -> None:
-        self.value: str | None = None
-
-    def set(self, val: str) -> None:
-        self.value = val
-
-    def get(self) -> str | None:
-        return self.value
+# What the host's queue output binding receives from one invocation (the local host's own capture).
+CapturedQueue = QueueOutput
 
 
 @dataclass
@@ -477,23 +471,5 @@ def time_passes(minutes: float) -> None:
 
 
 def key_vault_event(standins: StandIns, name: str, version: str) -> func.EventGridEvent:
-    url = standins.key_vault.url
-    expires = datetime.now(UTC) + timedelta(days=20)
-    data = {
-        "Id": f"{url}/certificates/{name}/{version}",
-        "VaultName": "kv-cr-local",
-        "ObjectType": "Certificate",
-        "ObjectName": name,
-        "Version": version,
-        "NBF": int((expires - timedelta(days=90)).timestamp()),
-        "EXP": int(expires.timestamp()),
-    }
-    return func.EventGridEvent(
-        id=str(uuid.uuid4()),
-        data=data,
-        topic="/subscriptions/0000/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-cr-local",
-        subject=name,
-        event_type=NEAR,
-        event_time=datetime.now(UTC),
-        data_version="1",
-    )
+    """A near-expiry event for a version with 20 days left (within the window: it renews)."""
+    return near_expiry_event(standins, name, version, expires=datetime.now(UTC) + timedelta(days=20))
