@@ -547,6 +547,11 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           value: avxTimeoutSeconds
         }
         {
+          // helper processes that check PFX keys off the worker's interpreter lock (docs/async.md)
+          name: 'PFX_OPEN_PROCESSES'
+          value: '1'
+        }
+        {
           name: 'AVX_ADOPTABLE_CERTIFICATES'
           value: avxAdoptableCertificates
         }

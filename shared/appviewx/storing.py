@@ -25,13 +25,13 @@ from shared.core.certificates import (
     common_name_of,
     der_chain,
     derive_certificate_name,
-    leaf_of_pfx,
     order_leaf_first,
     parse_certificates,
     pem_bundle_with_pkcs8_key,
 )
 from shared.core.errors import KeyVaultError, StateStoreError
 from shared.core.events import Event, Source
+from shared.core.pfx import leaf_of_pfx
 from shared.core.telemetry import emit_event
 
 if TYPE_CHECKING:

@@ -127,17 +127,36 @@ def check_key_vault_key(certificate: x509.Certificate) -> None:
         )
 
 
-def leaf_of_pfx(pfx: bytes, password: str | None) -> x509.Certificate:
+@dataclass(frozen=True)
+class PfxContents:
+    """What the app reads of a PKCS#12: its leaf (name, serial, expiry, key type) and the certificates beside it."""
+
+    leaf: x509.Certificate
+    chain: tuple[x509.Certificate, ...] = ()
+
+
+def open_pfx(pfx: bytes, password: str | None) -> PfxContents:
+    """Open a PKCS#12 here, in this process: cryptography decrypts it and checks its RSA key (a CPU-bound check that
+    holds the interpreter lock; shared.core.pfx runs this in a helper process instead). Refuses content without a
+    certificate and its key, a key that is not the leaf's, and a key type Key Vault cannot hold."""
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.serialization import pkcs12
 
     try:
-        key, certificate, _ = pkcs12.load_key_and_certificates(pfx, password.encode() if password else None)
+        key, certificate, others = pkcs12.load_key_and_certificates(pfx, password.encode() if password else None)
     except (ValueError, TypeError):
         raise CertificateParseError("the PKCS#12 content could not be opened with the requested password") from None
     if certificate is None or key is None:
         raise CertificateParseError("the PKCS#12 content holds no certificate with a private key")
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if key.public_key().public_bytes(*spki) != certificate.public_key().public_bytes(*spki):
+        raise CertificateParseError("the PKCS#12 content's private key does not match its certificate")
     check_key_vault_key(certificate)
-    return certificate
+    return PfxContents(certificate, tuple(others))
+
+
+def leaf_of_pfx(pfx: bytes, password: str | None) -> x509.Certificate:
+    return open_pfx(pfx, password).leaf
 
 
 def parse_certificates(content: bytes) -> list[x509.Certificate]:

@@ -224,9 +224,15 @@ def connection_pool_size(thread_count: int | None) -> int:
     return thread_count or WORKER_DEFAULT_MAX_THREADS
 
 
+# Helper processes that open PFXs off the worker's interpreter lock (shared.core.pfx); 0 opens them in the worker.
+PFX_OPEN_PROCESSES_DEFAULT = 1
+PFX_OPEN_PROCESSES_MAX = 8
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     thread_count: int | None  # PYTHON_THREADPOOL_THREAD_COUNT; None: the worker's default
+    pfx_processes: int = PFX_OPEN_PROCESSES_DEFAULT  # PFX_OPEN_PROCESSES
 
     @property
     def pool_size(self) -> int:
@@ -840,9 +846,13 @@ class Settings:
     @property
     def worker(self) -> WorkerSettings:
         def build(r: _Reader) -> WorkerSettings:
+            processes = r.number(
+                "PFX_OPEN_PROCESSES", PFX_OPEN_PROCESSES_DEFAULT, int, minimum=-1, maximum=PFX_OPEN_PROCESSES_MAX
+            )
             if not r.raw("PYTHON_THREADPOOL_THREAD_COUNT"):
-                return WorkerSettings(thread_count=None)
-            return WorkerSettings(thread_count=r.number("PYTHON_THREADPOOL_THREAD_COUNT", 1, int, maximum=1000))
+                return WorkerSettings(thread_count=None, pfx_processes=processes)
+            threads = r.number("PYTHON_THREADPOOL_THREAD_COUNT", 1, int, maximum=1000)
+            return WorkerSettings(thread_count=threads, pfx_processes=processes)
 
         return self._group("worker", build)
 
