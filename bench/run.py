@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -494,6 +495,7 @@ def warm_calls(stack: Stack, webhook: Webhook, section: Section, counts: Section
     # PFX, a check worth keeping; reported without a target.
     section.add("overhead ratio (median app / median direct)", f"{ratio:.2f}x")
     section.add("of which: RSA private-key check when the PFX is opened", rsa_check_ms())
+    pfx_lock_rows(section)
     p99_ratio = percentile(app_ms, 99) / percentile(direct_ms, 99)
     section.add("p99 ratio", f"{p99_ratio:.2f}x")
     section.add("app time beyond the direct calls, median", ms(app_median - direct_median))
@@ -523,8 +525,8 @@ def profile_warm(webhook: Webhook, items: list[Any], section: Section) -> None:
     parse = next((per_call for per_call, label in rows if label.endswith("(leaf_of_pfx)")), None)
     if parse is not None:
         section.notes.append(
-            f"Opening the PFX (`shared.core.certificates.leaf_of_pfx`) takes {parse:.1f} ms per call; "
-            f"{rsa_validation_note()}"
+            f"Opening the PFX (`shared.core.pfx.leaf_of_pfx`: in the worker's helper process, the worker waiting on "
+            f"the pipe with its interpreter lock free) takes {parse:.1f} ms per call; {rsa_validation_note()}"
         )
     text = io.StringIO()
     text.write(f"cProfile of {calls} warm webhook calls, cumulative ms per call (app functions and the SDK calls):\n")
@@ -547,6 +549,58 @@ def rsa_check_ms() -> str:
             serialization.load_der_private_key(der, None, unsafe_skip_rsa_key_validation=skip)
         timed[skip] = (time.perf_counter() - before) / 5 * 1000
     return f"{timed[False] - timed[True]:.1f} ms per call (2048-bit key; no target)"
+
+
+def pfx_lock_rows(section: Section) -> None:
+    """Issue 28: how much of the worker's interpreter another thread keeps while PFXs are opened, in the worker
+    (cryptography holds the lock through its RSA key check) and in the helper process (shared.core.pfx)."""
+    from shared.core.certificates import open_pfx
+    from shared.core.pfx import PfxOpener
+    from tests.standins import certs
+
+    password = "Bench-Pfx-Pass-1!"
+    content = certs.encode(certs.issue_certificate("lock.contoso.com"), "PFX", password)
+    opener = PfxOpener(1)
+    opener.open(content, password)  # the helper started before the clock
+    opens = 20
+
+    def measured(open_one: Callable[[], object]) -> tuple[float, float]:
+        """(ms per open, the spinning thread's speed during the opens as a share of its speed alone)"""
+        count = [0]
+        stop = threading.Event()
+
+        def spin() -> None:
+            while not stop.is_set():
+                count[0] += 1
+
+        spinner = threading.Thread(target=spin)
+        spinner.start()
+        time.sleep(0.3)
+        start_count, started = count[0], time.perf_counter()
+        time.sleep(0.5)
+        alone = (count[0] - start_count) / (time.perf_counter() - started)
+        start_count, started = count[0], time.perf_counter()
+        for _ in range(opens):
+            open_one()
+        took = time.perf_counter() - started
+        during = (count[0] - start_count) / took
+        stop.set()
+        spinner.join()
+        return took / opens * 1000, during / alone if alone else 0.0
+
+    try:
+        in_worker = measured(lambda: open_pfx(content, password))
+        in_helper = measured(lambda: opener.open(content, password))
+    finally:
+        opener.close()
+    section.add(
+        "opening a PFX: ms per open / another worker thread's speed meanwhile (share of its speed alone), "
+        f"over {opens} opens",
+        f"in the worker {in_worker[0]:.1f} ms / {in_worker[1]:.0%}; in the helper process {in_helper[0]:.1f} ms / "
+        f"{in_helper[1]:.0%}",
+        "the worker's other threads keep running",
+        in_helper[1] >= 0.5,
+    )
 
 
 def rsa_validation_note() -> str:

@@ -769,7 +769,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         triggers: {
           http: {
             // Chosen, not defaulted (bench/RESULTS.md, docs/async.md "Concurrency"): 16 requests per instance, as many as
-            // host.json's queue batchSize 8 + newBatchThreshold 8 run at once. Flex Consumption sizes the Python
+            // host.json's queue batchSize 4 + newBatchThreshold 12 run at once. Flex Consumption sizes the Python
             // worker's threads itself (PYTHON_THREADPOOL_THREAD_COUNT is not supported there).
             perInstanceConcurrency: httpPerInstanceConcurrency
           }
