@@ -29,7 +29,7 @@ KEY = "queue-test-key"
 
 def test_options_are_host_json_with_the_hosts_defaults() -> None:
     assert queue_host.load_queue_options() == QueueOptions(
-        batch_size=8, max_dequeue_count=5, visibility_timeout=300.0, max_polling_interval=2.0, message_encoding="none"
+        batch_size=4, max_dequeue_count=5, visibility_timeout=300.0, max_polling_interval=2.0, message_encoding="none"
     )
     assert queue_host.queue_options({}) == QueueOptions(16, 5, 0.0, 60.0, "base64")
     assert queue_host.timespan_seconds("1.02:00:00.5") == 93600.5
