@@ -155,10 +155,6 @@ def open_pfx(pfx: bytes, password: str | None) -> PfxContents:
     return PfxContents(certificate, tuple(others))
 
 
-def leaf_of_pfx(pfx: bytes, password: str | None) -> x509.Certificate:
-    return open_pfx(pfx, password).leaf
-
-
 def parse_certificates(content: bytes) -> list[x509.Certificate]:
     """Certificates from PEM, DER or PKCS#7 (PEM or DER) content, leaf first as given."""
     from cryptography import x509

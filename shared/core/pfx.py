@@ -211,6 +211,11 @@ class PfxOpener:
         """An idle helper, a new one while fewer than `processes` run, else the next one given back. None: none could
         be started (the caller opens the PFX in the worker)."""
         while True:
+            if time.monotonic() < self._in_worker_until:
+                # A start just failed: every thread that waited for it opens in the worker, none retries at once;
+                # each passes the wake on to the next waiter.
+                self._idle.put_nowait(_WAKE)
+                return None
             try:
                 helper = self._idle.get_nowait()
             except queue.Empty:
@@ -245,6 +250,7 @@ class PfxOpener:
                 type(problem).__name__,
                 RETRY_START_AFTER_SECONDS,
             )
+            self._idle.put_nowait(_WAKE)  # threads waiting for this helper would otherwise wait for ever
             return None
         with self._lock:
             self._helpers.add(helper)
@@ -271,6 +277,11 @@ class PfxOpener:
     def close(self) -> None:
         self._closed = True
         while True:
+            if time.monotonic() < self._in_worker_until:
+                # A start just failed: every thread that waited for it opens in the worker, none retries at once;
+                # each passes the wake on to the next waiter.
+                self._idle.put_nowait(_WAKE)
+                return None
             try:
                 helper = self._idle.get_nowait()
             except queue.Empty:
@@ -358,16 +369,6 @@ def worker_opener() -> PfxOpener:
             _opener = PfxOpener(processes)
             atexit.register(_opener.close)
         return _opener
-
-
-def reset_worker_opener() -> None:
-    """Stop the worker's helpers and forget the opener (tests and the local stack change PFX_OPEN_PROCESSES)."""
-    global _opener
-    with _opener_lock:
-        opener, _opener = _opener, None
-    if opener is not None:
-        opener.close()
-        atexit.unregister(opener.close)
 
 
 def leaf_of_pfx(pfx: bytes, password: str | None) -> x509.Certificate:

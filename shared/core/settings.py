@@ -849,9 +849,11 @@ class Settings:
             processes = r.number(
                 "PFX_OPEN_PROCESSES", PFX_OPEN_PROCESSES_DEFAULT, int, minimum=-1, maximum=PFX_OPEN_PROCESSES_MAX
             )
-            if not r.raw("PYTHON_THREADPOOL_THREAD_COUNT"):
-                return WorkerSettings(thread_count=None, pfx_processes=processes)
-            threads = r.number("PYTHON_THREADPOOL_THREAD_COUNT", 1, int, maximum=1000)
+            threads = (
+                r.number("PYTHON_THREADPOOL_THREAD_COUNT", 1, int, maximum=1000)
+                if r.raw("PYTHON_THREADPOOL_THREAD_COUNT")
+                else None
+            )
             return WorkerSettings(thread_count=threads, pfx_processes=processes)
 
         return self._group("worker", build)

@@ -28,7 +28,7 @@ from shared.core.certificates import (
     derive_certificate_name,
     generate_password,
     key_vault_key_problem,
-    leaf_of_pfx,
+    open_pfx,
     order_leaf_first,
     parse_certificates,
     pem_bundle_with_pkcs8_key,
@@ -146,30 +146,30 @@ def test_a_certificate_with_a_key_key_vault_cannot_hold_is_refused() -> None:
 
 def test_the_leaf_of_a_pfx(issued: certs.IssuedCertificate) -> None:
     pfx = certs.encode(issued, "PFX", PFX_PASSWORD)
-    assert leaf_of_pfx(pfx, PFX_PASSWORD) == issued.certificate
+    assert open_pfx(pfx, PFX_PASSWORD).leaf == issued.certificate
 
 
 def test_a_pfx_with_the_wrong_password_is_refused_without_showing_it(issued: certs.IssuedCertificate) -> None:
     pfx = certs.encode(issued, "PFX", PFX_PASSWORD)
     for password in ("wrong-password", None):
         with pytest.raises(CertificateParseError) as caught:
-            leaf_of_pfx(pfx, password)
+            open_pfx(pfx, password)
         assert "requested password" in str(caught.value) and PFX_PASSWORD not in str(caught.value)
     with pytest.raises(CertificateParseError):
-        leaf_of_pfx(b"not a pfx", PFX_PASSWORD)
+        open_pfx(b"not a pfx", PFX_PASSWORD)
 
 
 def test_a_pfx_without_its_private_key_is_refused(issued: certs.IssuedCertificate) -> None:
     encryption = serialization.BestAvailableEncryption(PFX_PASSWORD.encode())
     no_key = pkcs12.serialize_key_and_certificates(b"x", None, issued.certificate, None, encryption)
     with pytest.raises(CertificateParseError, match="no certificate with a private key"):
-        leaf_of_pfx(no_key, PFX_PASSWORD)
+        open_pfx(no_key, PFX_PASSWORD)
 
 
 def test_a_pfx_with_a_key_key_vault_cannot_hold_is_refused() -> None:
     unsupported = certs.issue_certificate("ed.contoso.com", key_type="ed25519")
     with pytest.raises(UnsupportedKeyType):
-        leaf_of_pfx(certs.encode(unsupported, "PFX", PFX_PASSWORD), PFX_PASSWORD)
+        open_pfx(certs.encode(unsupported, "PFX", PFX_PASSWORD), PFX_PASSWORD)
 
 
 # -- PEM, DER, PKCS#7 ---------------------------------------------------------------------------------------------------

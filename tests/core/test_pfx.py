@@ -178,6 +178,30 @@ def test_without_a_helper_the_pfx_is_opened_in_the_worker(
         opener.open(_pfx(issued), "wrong-password")
 
 
+# A helper that ends before it is ready, slowly enough that other threads are waiting for it by then.
+ENDS_BEFORE_READY = "import time; time.sleep(0.5)"
+
+
+def test_threads_waiting_for_a_helper_that_could_not_start_open_in_the_worker(
+    issued: certs.IssuedCertificate,
+) -> None:
+    opener = PfxOpener(1, command=[sys.executable, "-c", ENDS_BEFORE_READY])
+    leaves: list[object] = []
+
+    def renew() -> None:
+        leaves.append(opener.open(_pfx(issued), PFX_PASSWORD).leaf)
+
+    threads = [threading.Thread(target=renew, daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    opener.close()
+    assert not any(thread.is_alive() for thread in threads), "a thread waited for ever for a helper that never came"
+    assert leaves == [issued.certificate] * 4
+    assert opener.helper_pids() == []
+
+
 def test_processes_0_opens_in_the_worker(issued: certs.IssuedCertificate) -> None:
     opener = PfxOpener(0)
     assert opener.open(_pfx(issued), PFX_PASSWORD).leaf == issued.certificate
